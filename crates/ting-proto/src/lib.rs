@@ -1,0 +1,389 @@
+//! The signalling protocol between a ting server and its clients.
+//!
+//! Clients (the browser client, `ting-bench`, anything else) talk to the server over one
+//! WebSocket at `/ws`, one JSON object per text frame, each with a `"type"` field. The types
+//! here are the single definition of those messages; `docs/protocol.md` describes them for
+//! client authors, with the order in which they are exchanged.
+//!
+//! The protocol is versioned by [`PROTOCOL_VERSION`]: a client names the version it speaks in
+//! [`Join::protocol`] and the server refuses versions it does not speak. Within one version,
+//! fields may be added (unknown fields are ignored by both sides), never removed or renamed.
+//!
+//! Everything a client sends is untrusted: [`ClientMsg::parse`] enforces a size limit and
+//! returns a [`ParseError`] that names the problem, which the server sends back as an
+//! [`ErrorMsg`] without closing the connection.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version this crate describes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A participant's id on the wire: an opaque, pseudonymous string chosen by the server.
+///
+/// It never contains the participant's name and is safe to log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ParticipantRef(pub String);
+
+impl fmt::Display for ParticipantRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a published track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Enter a room. Must be the first message; answered by [`ServerMsg::Welcome`].
+    Join(Join),
+    /// The client's SDP offer with what each m-line is for; answered by [`ServerMsg::Answer`].
+    Offer(Offer),
+    /// The client muted/unmuted or turned its camera or screen share on/off.
+    Media(MediaState),
+    /// Keeps the session alive; answered by [`ServerMsg::Pong`].
+    Ping,
+    /// The client leaves the room; the server closes the connection.
+    Leave,
+}
+
+/// Enter a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    /// The protocol version the client speaks.
+    pub protocol: u32,
+    /// The room's name, as in the meeting link `/m/<room>`.
+    pub room: String,
+    /// The name shown to others. It is relayed to the room, never logged.
+    pub name: String,
+}
+
+/// The client's SDP offer, and what its m-lines are for.
+///
+/// Every mid named here must be an m-line of the offer with the matching kind and direction:
+/// `publish` mids are `sendonly` (audio for the microphone, video for camera and screen),
+/// `receive` mids are `recvonly`. The receive mids are the client's *slots*: the server maps
+/// other participants' tracks into them and says which is where with [`ServerMsg::Slots`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub sdp: String,
+    #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
+    pub receive: ReceiveSlots,
+}
+
+/// The mids on which the client sends its own tracks. Each is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microphone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<String>,
+}
+
+/// The mids of the client's receive slots, by what they are meant to show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveSlots {
+    #[serde(default)]
+    pub audio: Vec<String>,
+    #[serde(default)]
+    pub video: Vec<String>,
+    #[serde(default)]
+    pub screen: Vec<String>,
+}
+
+/// Which of a participant's sources are switched on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaState {
+    /// Microphone on (not muted).
+    #[serde(default)]
+    pub audio: bool,
+    /// Camera on.
+    #[serde(default)]
+    pub video: bool,
+    /// Sharing the screen.
+    #[serde(default)]
+    pub screen: bool,
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// The client is in the room.
+    Welcome(Welcome),
+    /// The SDP answer to the client's offer.
+    Answer { sdp: String },
+    /// Someone entered the room.
+    ParticipantJoined { participant: ParticipantInfo },
+    /// Someone left the room.
+    ParticipantLeft {
+        participant: ParticipantRef,
+        reason: LeaveReason,
+    },
+    /// Someone's sources changed.
+    ParticipantUpdated {
+        participant: ParticipantRef,
+        media: MediaState,
+    },
+    /// The complete current mapping of this client's receive slots. Slots not listed are empty.
+    Slots { slots: Vec<SlotAssignment> },
+    /// Who is speaking now (possibly nobody).
+    Speaking { participants: Vec<ParticipantRef> },
+    /// The answer to [`ClientMsg::Ping`].
+    Pong,
+    /// Something the client sent could not be done. The connection stays open unless the
+    /// error says otherwise.
+    Error(ErrorMsg),
+}
+
+/// The server's reply to [`ClientMsg::Join`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u32,
+    /// The client's own id in this room.
+    pub participant: ParticipantRef,
+    pub room: String,
+    /// Everyone else already in the room.
+    pub participants: Vec<ParticipantInfo>,
+    pub limits: Limits,
+}
+
+/// What the server allows this client; the client sizes its offer by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// At most this many audio receive slots.
+    pub audio_slots: u16,
+    /// At most this many camera video receive slots.
+    pub video_slots: u16,
+    /// At most this many screen-share receive slots.
+    pub screen_slots: u16,
+    /// The largest message the server reads, in bytes.
+    pub max_message_bytes: u32,
+    /// Send a ping at least this often (milliseconds), or the server removes the client.
+    pub ping_interval_ms: u32,
+}
+
+/// A participant as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantRef,
+    pub name: String,
+    pub media: MediaState,
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They said goodbye.
+    Left,
+    /// Nothing was heard from them for too long.
+    TimedOut,
+    /// Their media connection failed or closed.
+    MediaFailed,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+/// One receive slot of the client, and whose track it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotAssignment {
+    pub mid: String,
+    pub participant: ParticipantRef,
+    pub source: Source,
+}
+
+/// An error the server reports to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    pub code: ErrorCode,
+    /// A sentence for people: what was wrong and, where it helps, what to do.
+    pub message: String,
+    /// True when the server closes the connection after this error.
+    #[serde(default)]
+    pub fatal: bool,
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message is not valid JSON or not a message of this protocol.
+    BadMessage,
+    /// The message is larger than [`Limits::max_message_bytes`].
+    MessageTooLarge,
+    /// The client speaks a protocol version the server does not.
+    UnsupportedVersion,
+    /// The message needs a joined session (send `join` first).
+    NotJoined,
+    /// `join` was sent twice.
+    AlreadyJoined,
+    /// The room name is not valid.
+    BadRoom,
+    /// The display name is not valid.
+    BadName,
+    /// The room has as many participants as it may hold.
+    RoomFull,
+    /// The server holds as many rooms as it may.
+    TooManyRooms,
+    /// The SDP offer or its mid mapping is not acceptable.
+    BadOffer,
+    /// A second offer was sent; this version does not renegotiate.
+    AlreadyConnected,
+    /// The server is not accepting joins now (starting or shutting down).
+    Unavailable,
+    /// Something failed inside the server; the message says what.
+    Internal,
+}
+
+/// Why a client message was refused before it was understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("binary frames are not part of the protocol; send JSON text")]
+    Binary,
+    #[error("message is not a valid protocol message: {0}")]
+    Malformed(String),
+}
+
+impl ParseError {
+    /// The error message to send back to the client.
+    pub fn to_error_msg(&self) -> ErrorMsg {
+        let code = match self {
+            ParseError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            ParseError::Binary | ParseError::Malformed(_) => ErrorCode::BadMessage,
+        };
+        ErrorMsg {
+            code,
+            message: self.to_string(),
+            fatal: false,
+        }
+    }
+}
+
+impl ClientMsg {
+    /// Parse one text frame from a client, refusing frames above `limit` bytes.
+    pub fn parse(text: &str, limit: usize) -> Result<ClientMsg, ParseError> {
+        if text.len() > limit {
+            return Err(ParseError::TooLarge {
+                size: text.len(),
+                limit,
+            });
+        }
+        serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))
+    }
+
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain data types cannot fail: no maps with non-string keys,
+        // no custom serializers.
+        serde_json::to_string(self).expect("ClientMsg serializes")
+    }
+}
+
+impl ServerMsg {
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        // As for ClientMsg: plain data, serializing cannot fail.
+        serde_json::to_string(self).expect("ServerMsg serializes")
+    }
+
+    /// Parse a server message (for clients).
+    pub fn parse(text: &str) -> Result<ServerMsg, ParseError> {
+        serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))
+    }
+
+    /// A non-fatal error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+        ServerMsg::Error(ErrorMsg {
+            code,
+            message: message.into(),
+            fatal: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_round_trips_with_the_documented_shape() {
+        let text = r#"{"type":"join","protocol":1,"room":"demo","name":"Aino"}"#;
+        let msg = ClientMsg::parse(text, 1024).unwrap();
+        assert_eq!(
+            msg,
+            ClientMsg::Join(Join {
+                protocol: 1,
+                room: "demo".into(),
+                name: "Aino".into()
+            })
+        );
+        let back: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, orig);
+    }
+
+    #[test]
+    fn offer_defaults_missing_mappings_to_empty() {
+        let msg = ClientMsg::parse(r#"{"type":"offer","sdp":"v=0"}"#, 1024).unwrap();
+        let ClientMsg::Offer(offer) = msg else {
+            panic!("not an offer")
+        };
+        assert_eq!(offer.publish, Publish::default());
+        assert!(offer.receive.audio.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let msg = ClientMsg::parse(r#"{"type":"ping","extra":[1,2]}"#, 1024).unwrap();
+        assert_eq!(msg, ClientMsg::Ping);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = ClientMsg::parse(r#"{"type":"dance"}"#, 1024).unwrap_err();
+        assert!(e.to_string().contains("dance"), "{e}");
+        let e = ClientMsg::parse(r#"{"type":"join","room":"x"}"#, 1024).unwrap_err();
+        assert!(e.to_string().contains("protocol"), "{e}");
+        let e = ClientMsg::parse("not json", 1024).unwrap_err();
+        assert_eq!(e.to_error_msg().code, ErrorCode::BadMessage);
+        let e = ClientMsg::parse(&"x".repeat(2000), 1024).unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::TooLarge {
+                size: 2000,
+                limit: 1024
+            }
+        );
+        assert_eq!(e.to_error_msg().code, ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn server_messages_are_tagged_snake_case() {
+        let msg = ServerMsg::ParticipantLeft {
+            participant: ParticipantRef("p1".into()),
+            reason: LeaveReason::TimedOut,
+        };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"participant_left","participant":"p1","reason":"timed_out"}"#
+        );
+        assert_eq!(ServerMsg::parse(&msg.to_json()).unwrap(), msg);
+    }
+}

@@ -1,0 +1,1 @@
+// replaced by the end-to-end meeting test
