@@ -1,1 +1,226 @@
-//! ting-server
+//! The ting server: everything that does I/O.
+//!
+//! ```text
+//!  browsers ──HTTP/WebSocket──▶ axum (tokio) ──▶ session tasks ──▶ conductor task
+//!                                                                  (ting-control Rooms)
+//!                                                                        │ commands
+//!  browsers ◀──────UDP (SRTP)──────▶ media worker threads ◀───────────────┘
+//!                                    (str0m Rtc per participant, ting-media Router per room,
+//!                                     queues between workers)
+//! ```
+//!
+//! - [`http`]: the browser client's files, `/ws`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`session`]: one task per WebSocket, speaking `ting-proto`.
+//! - [`conductor`]: one task owning the rooms; places participants on workers.
+//! - [`worker`]: one thread per core with its own UDP socket; the hot path.
+//!
+//! [`Server::bind`] binds every socket and starts the workers; [`Server::run`] serves until
+//! the shutdown future resolves. Tests bind to port 0 and run it in-process.
+
+pub mod conductor;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod session;
+pub mod udp;
+mod web;
+pub mod worker;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::sync::mpsc;
+use tracing::info;
+
+pub use config::{Config, ConfigError, Override};
+
+use conductor::{Conductor, ConductorCmd};
+use metrics::Metrics;
+use worker::peer::SlotLimits;
+use worker::{WorkerEvent, WorkerHandle, WorkerId, WorkerSetup};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind media socket {addr}: {source}")]
+    BindMedia {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the DTLS certificate")]
+    Certificate,
+    #[error("cannot start media workers: {0}")]
+    Workers(std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// What HTTP handlers and sessions share.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub conductor: mpsc::Sender<ConductorCmd>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A bound, not yet serving, ting server.
+pub struct Server {
+    config: Arc<Config>,
+    listener: tokio::net::TcpListener,
+    workers: Arc<[WorkerHandle]>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("http", &self.listener.local_addr().ok())
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds the HTTP listener and one UDP socket per media worker, and starts the workers.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let config = Arc::new(config);
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| ServerError::BindHttp {
+                addr: config.http.listen,
+                source,
+            })?;
+        let n = config.worker_count();
+        // One certificate for every connection of this process: generating one per
+        // connection costs a key generation per join for no gain, since the fingerprint
+        // travels in the (authenticated) signalling anyway.
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or(ServerError::Certificate)?;
+        let metrics = Metrics::new(n);
+        let (events_tx, worker_events) = mpsc::unbounded_channel();
+        let limits = SlotLimits {
+            audio: config.slots.audio,
+            video: config.slots.video,
+            screen: config.slots.screen,
+        };
+        let mut setups = Vec::new();
+        for i in 0..n {
+            let port = if config.media.port == 0 {
+                0
+            } else {
+                config.media.port + i as u16
+            };
+            let addr = SocketAddr::new(config.media.bind_ip, port);
+            let socket =
+                UdpSocket::bind(addr).map_err(|source| ServerError::BindMedia { addr, source })?;
+            udp::set_buffer_sizes(&socket, config.media.socket_buffer_bytes);
+            let bound = socket
+                .local_addr()
+                .map_err(|source| ServerError::BindMedia { addr, source })?;
+            setups.push(WorkerSetup {
+                id: WorkerId(i),
+                socket,
+                candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
+                cert: cert.clone(),
+                limits,
+                events: events_tx.clone(),
+                counters: metrics.workers[i].clone(),
+            });
+        }
+        let (workers, threads) = worker::spawn_workers(setups).map_err(ServerError::Workers)?;
+        Ok(Server {
+            config,
+            listener,
+            workers,
+            threads,
+            worker_events,
+            metrics,
+        })
+    }
+
+    /// Where the HTTP server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.http.listen)
+    }
+
+    /// The UDP addresses browsers send media to, one per worker.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.addr).collect()
+    }
+
+    /// The link to a room.
+    pub fn meeting_url(&self, room: &str) -> String {
+        format!("{}/m/{room}", self.config.public_url(self.local_addr()))
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then tells every participant, stops the workers
+    /// and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let ready = Arc::new(AtomicBool::new(true));
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let seed: u64 = rand::random();
+        let conductor = Conductor::new(
+            self.config.clone(),
+            self.workers.clone(),
+            self.metrics.clone(),
+            ready.clone(),
+            seed,
+        );
+        let http_addr = self.local_addr();
+        let worker_events = self.worker_events;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_conductor = stop_rx.clone();
+        let conductor = tokio::spawn(conductor.run(cmd_rx, worker_events, async move {
+            let _ = stop_conductor.wait_for(|s| *s).await;
+        }));
+        let state = Arc::new(AppState {
+            config: self.config.clone(),
+            conductor: cmd_tx,
+            metrics: self.metrics.clone(),
+            ready: ready.clone(),
+        });
+        let app = http::router(state);
+        info!(http = %http_addr, workers = self.workers.len(), "ting serving");
+        let stop = async move {
+            shutdown.await;
+            ready.store(false, Relaxed);
+            let _ = stop_tx.send(true);
+        };
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
+        let _ = conductor.await;
+        for w in self.workers.iter() {
+            w.command(worker::WorkerCmd::Shutdown);
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        served.map_err(ServerError::Http)
+    }
+}

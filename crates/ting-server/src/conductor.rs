@@ -1,0 +1,592 @@
+//! The conductor: one task that owns the rooms (`ting_control::Rooms`), places
+//! participants on media workers, and tells everyone what changed.
+//!
+//! WebSocket sessions send it [`ConductorCmd`]s; workers send it [`WorkerEvent`]s. It is the
+//! only writer of room membership and of the track lists the workers' routers hold, so the
+//! workers see every room change in one order: a new worker of a room gets a snapshot of the
+//! room's tracks with its first connection, then every later change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Instant;
+
+use ting_control::{
+    ControlEvent, JoinError, LeaveReason, MediaState, ParticipantId, RoomName, Rooms, RoomsConfig,
+};
+use ting_media::{Codec, Source, TrackId};
+use ting_proto::{
+    ErrorCode, ErrorMsg, Limits, Offer, ParticipantInfo, ParticipantRef, PROTOCOL_VERSION,
+    ServerMsg, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::worker::{
+    ConnectReq, OfferError, Outbox, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
+    WorkerId,
+};
+
+/// What sessions ask of the conductor.
+#[derive(Debug)]
+pub enum ConductorCmd {
+    Join {
+        room: String,
+        name: String,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<(ParticipantId, Welcome), ErrorMsg>>,
+    },
+    Offer {
+        pid: ParticipantId,
+        offer: Offer,
+        reply: oneshot::Sender<Result<String, OfferError>>,
+        /// Told at once when the offer cannot even be handed to a worker.
+        refused: oneshot::Sender<ErrorMsg>,
+    },
+    Media {
+        pid: ParticipantId,
+        media: ting_proto::MediaState,
+    },
+    Seen {
+        pid: ParticipantId,
+    },
+    Leave {
+        pid: ParticipantId,
+        reason: LeaveReason,
+    },
+}
+
+struct Member {
+    outbox: Outbox,
+    room: RoomName,
+    key: RoomKey,
+    worker: Option<WorkerId>,
+    /// What the media connection publishes, once connected.
+    published: Vec<(Source, Codec)>,
+    /// The tracks the workers' routers were told of.
+    announced: Vec<Source>,
+    media: MediaState,
+}
+
+pub struct Conductor {
+    rooms: Rooms,
+    config: Arc<Config>,
+    workers: Arc<[WorkerHandle]>,
+    metrics: Arc<Metrics>,
+    members: HashMap<ParticipantId, Member>,
+    keys: HashMap<RoomName, RoomKey>,
+    next_key: u64,
+    /// Per room, how many of its participants each worker holds.
+    room_workers: HashMap<RoomKey, BTreeMap<WorkerId, usize>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Conductor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conductor")
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_proto_media(m: MediaState) -> ting_proto::MediaState {
+    ting_proto::MediaState {
+        audio: m.audio,
+        video: m.video,
+        screen: m.screen,
+    }
+}
+
+fn pref(id: ParticipantId) -> ParticipantRef {
+    ParticipantRef(id.to_string())
+}
+
+impl Conductor {
+    pub fn new(
+        config: Arc<Config>,
+        workers: Arc<[WorkerHandle]>,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        seed: u64,
+    ) -> Conductor {
+        let rooms = Rooms::new(
+            RoomsConfig {
+                max_rooms: config.limits.max_rooms,
+                max_participants_per_room: config.limits.max_participants_per_room,
+                participant_timeout: config.participant_timeout(),
+            },
+            seed,
+        );
+        Conductor {
+            rooms,
+            config,
+            workers,
+            metrics,
+            members: HashMap::new(),
+            keys: HashMap::new(),
+            next_key: 1,
+            room_workers: HashMap::new(),
+            ready,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then tells everyone and stops the workers.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<ConductorCmd>,
+        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let deadline = self.rooms.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                Some(ev) = events.recv() => self.handle_worker_event(ev),
+                _ = sleep => self.rooms.handle_timeout(Instant::now()),
+                _ = &mut shutdown => break,
+            }
+            self.dispatch_events();
+        }
+        self.shut_down();
+    }
+
+    fn handle_command(&mut self, cmd: ConductorCmd) {
+        let now = Instant::now();
+        match cmd {
+            ConductorCmd::Join {
+                room,
+                name,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.join(&room, &name, outbox, now));
+            }
+            ConductorCmd::Offer {
+                pid,
+                offer,
+                reply,
+                refused,
+            } => {
+                self.rooms.handle_seen(pid, now);
+                if let Err(e) = self.offer(pid, offer, reply) {
+                    let _ = refused.send(e);
+                }
+            }
+            ConductorCmd::Media { pid, media } => {
+                self.rooms.handle_seen(pid, now);
+                self.rooms.handle_media(
+                    pid,
+                    MediaState {
+                        audio: media.audio,
+                        video: media.video,
+                        screen: media.screen,
+                    },
+                );
+            }
+            ConductorCmd::Seen { pid } => self.rooms.handle_seen(pid, now),
+            ConductorCmd::Leave { pid, reason } => self.rooms.handle_leave(pid, reason),
+        }
+    }
+
+    fn join(
+        &mut self,
+        room: &str,
+        name: &str,
+        outbox: Outbox,
+        now: Instant,
+    ) -> Result<(ParticipantId, Welcome), ErrorMsg> {
+        if !self.ready.load(Relaxed) {
+            return Err(ErrorMsg {
+                code: ErrorCode::Unavailable,
+                message: "the server is shutting down; try again in a moment".into(),
+                fatal: true,
+            });
+        }
+        let joined = self.rooms.handle_join(room, name, now).map_err(|e| {
+            self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+            let code = match e {
+                JoinError::BadRoomName(_) => ErrorCode::BadRoom,
+                JoinError::BadDisplayName(_) => ErrorCode::BadName,
+                JoinError::RoomFull { .. } => ErrorCode::RoomFull,
+                JoinError::TooManyRooms { .. } => ErrorCode::TooManyRooms,
+            };
+            ErrorMsg {
+                code,
+                message: e.to_string(),
+                fatal: false,
+            }
+        })?;
+        self.metrics.control.joins.fetch_add(1, Relaxed);
+        let key = match self.keys.get(&joined.room) {
+            Some(k) => *k,
+            None => {
+                let k = RoomKey(self.next_key);
+                self.next_key += 1;
+                self.keys.insert(joined.room.clone(), k);
+                k
+            }
+        };
+        info_span!("room", room = key.0).in_scope(|| {
+            info!(participant = %joined.participant, "joined");
+        });
+        self.members.insert(
+            joined.participant,
+            Member {
+                outbox,
+                room: joined.room.clone(),
+                key,
+                worker: None,
+                published: Vec::new(),
+                announced: Vec::new(),
+                media: MediaState::default(),
+            },
+        );
+        let s = &self.config.slots;
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            participant: pref(joined.participant),
+            room: joined.room.to_string(),
+            participants: joined
+                .others
+                .iter()
+                .map(|p| ParticipantInfo {
+                    id: pref(p.id),
+                    name: p.name.expose().to_owned(),
+                    media: to_proto_media(p.media),
+                })
+                .collect(),
+            limits: Limits {
+                audio_slots: s.audio,
+                video_slots: s.video,
+                screen_slots: s.screen,
+                max_message_bytes: self.config.limits.max_message_bytes as u32,
+                ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,
+            },
+        };
+        Ok((joined.participant, welcome))
+    }
+
+    fn offer(
+        &mut self,
+        pid: ParticipantId,
+        offer: Offer,
+        reply: oneshot::Sender<Result<String, OfferError>>,
+    ) -> Result<(), ErrorMsg> {
+        let Some(member) = self.members.get(&pid) else {
+            return Err(ErrorMsg {
+                code: ErrorCode::NotJoined,
+                message: "send join before offer".into(),
+                fatal: false,
+            });
+        };
+        if member.worker.is_some() {
+            return Err(ErrorMsg {
+                code: ErrorCode::AlreadyConnected,
+                message: "this session already has a media connection; protocol 1 does not \
+                          renegotiate (receive slots are fixed, so it never needs to)"
+                    .into(),
+                fatal: false,
+            });
+        }
+        // The least loaded worker takes the connection.
+        let worker = self
+            .workers
+            .iter()
+            .min_by_key(|w| (w.load.load(Relaxed), w.id))
+            .map(|w| w.id)
+            .ok_or_else(|| ErrorMsg {
+                code: ErrorCode::Internal,
+                message: "no media worker is running".into(),
+                fatal: false,
+            })?;
+        let key = member.key;
+        let room = member.room.clone();
+        let outbox = member.outbox.clone();
+        let tracks = self.room_tracks(&room);
+        if let Some(m) = self.members.get_mut(&pid) {
+            m.worker = Some(worker);
+        }
+        let added = {
+            let per = self.room_workers.entry(key).or_default();
+            let n = per.entry(worker).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let workers: Vec<WorkerId> = self.room_workers[&key].keys().copied().collect();
+        self.workers[worker.0].command(WorkerCmd::Connect(Box::new(ConnectReq {
+            pid: pid.0,
+            room: key,
+            offer,
+            outbox,
+            tracks,
+            workers: workers.clone(),
+            reply,
+        })));
+        if added {
+            self.announce_room_workers(key, &workers);
+        }
+        Ok(())
+    }
+
+    /// Every track the routers of `room` should know.
+    fn room_tracks(&self, room: &RoomName) -> Vec<TrackDesc> {
+        self.rooms
+            .members(room)
+            .filter_map(|p| self.members.get(&p.id).map(|m| (p.id, m)))
+            .flat_map(|(id, m)| {
+                m.announced.iter().filter_map(move |source| {
+                    let codec = m.published.iter().find(|(s, _)| s == source)?.1;
+                    Some(TrackDesc {
+                        id: TrackId::new(ting_media::EndpointId(id.0), *source),
+                        codec,
+                        worker: m.worker?,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    fn announce_room_workers(&self, key: RoomKey, workers: &[WorkerId]) {
+        for w in workers {
+            self.workers[w.0].command(WorkerCmd::RoomWorkers {
+                room: key,
+                workers: workers.to_vec(),
+            });
+        }
+    }
+
+    fn room_worker_list(&self, key: RoomKey) -> Vec<WorkerId> {
+        self.room_workers
+            .get(&key)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tells the routers of the member's room that one of its tracks appeared or went.
+    fn set_track(&mut self, pid: ParticipantId, source: Source, on: bool) {
+        let Some(m) = self.members.get_mut(&pid) else {
+            return;
+        };
+        let Some(worker) = m.worker else { return };
+        let Some(&(_, codec)) = m.published.iter().find(|(s, _)| *s == source) else {
+            return;
+        };
+        let is_on = m.announced.contains(&source);
+        if on == is_on {
+            return;
+        }
+        if on {
+            m.announced.push(source);
+        } else {
+            m.announced.retain(|s| *s != source);
+        }
+        let key = m.key;
+        let id = TrackId::new(ting_media::EndpointId(pid.0), source);
+        for w in self.room_worker_list(key) {
+            let cmd = if on {
+                WorkerCmd::TrackAdded {
+                    room: key,
+                    track: TrackDesc { id, codec, worker },
+                }
+            } else {
+                WorkerCmd::TrackRemoved { room: key, track: id }
+            };
+            self.workers[w.0].command(cmd);
+        }
+    }
+
+    fn handle_worker_event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Connected {
+                pid,
+                worker,
+                published,
+            } => {
+                let pid = ParticipantId(pid);
+                let Some(m) = self.members.get_mut(&pid) else {
+                    // Left while the worker was connecting: undo.
+                    self.workers[worker.0].command(WorkerCmd::Disconnect { pid: pid.0 });
+                    return;
+                };
+                m.published = published.clone();
+                let screen = m.media.screen;
+                for (source, _) in published {
+                    if source != Source::Screen || screen {
+                        self.set_track(pid, source, true);
+                    }
+                }
+            }
+            WorkerEvent::ConnectFailed { pid } => {
+                let pid = ParticipantId(pid);
+                if let Some(m) = self.members.get_mut(&pid)
+                    && let Some(w) = m.worker.take()
+                {
+                    let key = m.key;
+                    self.release_worker(key, w);
+                }
+            }
+            WorkerEvent::MediaFailed { pid } => {
+                let pid = ParticipantId(pid);
+                if let Some(m) = self.members.get(&pid) {
+                    let _ = m.outbox.send(ServerMsg::Error(ErrorMsg {
+                        code: ErrorCode::Internal,
+                        message: "your media connection failed; join again".into(),
+                        fatal: true,
+                    }));
+                }
+                self.rooms.handle_leave(pid, LeaveReason::MediaFailed);
+            }
+        }
+    }
+
+    fn release_worker(&mut self, key: RoomKey, worker: WorkerId) {
+        let Some(per) = self.room_workers.get_mut(&key) else {
+            return;
+        };
+        let gone = match per.get_mut(&worker) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                per.remove(&worker);
+                true
+            }
+            None => false,
+        };
+        if per.is_empty() {
+            self.room_workers.remove(&key);
+        } else if gone {
+            let workers: Vec<WorkerId> = per.keys().copied().collect();
+            self.announce_room_workers(key, &workers);
+        }
+    }
+
+    /// Tells rooms what `Rooms` decided.
+    fn dispatch_events(&mut self) {
+        while let Some(ev) = self.rooms.poll_event() {
+            match ev {
+                ControlEvent::RoomOpened { .. } => {}
+                ControlEvent::Joined { room, participant } => {
+                    let Some(p) = self.rooms.participant(participant) else {
+                        continue;
+                    };
+                    let msg = ServerMsg::ParticipantJoined {
+                        participant: ParticipantInfo {
+                            id: pref(participant),
+                            name: p.name.expose().to_owned(),
+                            media: to_proto_media(p.media),
+                        },
+                    };
+                    self.tell_room(&room, Some(participant), &msg);
+                }
+                ControlEvent::MediaChanged {
+                    room,
+                    participant,
+                    media,
+                } => {
+                    if let Some(m) = self.members.get_mut(&participant) {
+                        m.media = media;
+                    }
+                    self.set_track(participant, Source::Screen, media.screen);
+                    let msg = ServerMsg::ParticipantUpdated {
+                        participant: pref(participant),
+                        media: to_proto_media(media),
+                    };
+                    self.tell_room(&room, Some(participant), &msg);
+                }
+                ControlEvent::Left {
+                    room,
+                    participant,
+                    reason,
+                } => {
+                    self.remove_member(participant);
+                    let reason = match reason {
+                        LeaveReason::Left => ting_proto::LeaveReason::Left,
+                        LeaveReason::TimedOut => ting_proto::LeaveReason::TimedOut,
+                        LeaveReason::MediaFailed => ting_proto::LeaveReason::MediaFailed,
+                        LeaveReason::ServerShutdown => ting_proto::LeaveReason::ServerShutdown,
+                    };
+                    debug!(participant = %participant, ?reason, "left");
+                    let msg = ServerMsg::ParticipantLeft {
+                        participant: pref(participant),
+                        reason,
+                    };
+                    self.tell_room(&room, None, &msg);
+                }
+                ControlEvent::RoomClosed { room } => {
+                    if let Some(key) = self.keys.remove(&room) {
+                        self.room_workers.remove(&key);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .control
+            .rooms
+            .store(self.rooms.room_count() as u64, Relaxed);
+        self.metrics
+            .control
+            .participants
+            .store(self.rooms.participant_count() as u64, Relaxed);
+    }
+
+    /// Removes a member's media: its tracks from every router of the room, its connection
+    /// from its worker. Dropping the member drops its outbox, which ends its session.
+    fn remove_member(&mut self, pid: ParticipantId) {
+        let Some(m) = self.members.get(&pid) else {
+            return;
+        };
+        for source in m.announced.clone() {
+            self.set_track(pid, source, false);
+        }
+        let Some(m) = self.members.remove(&pid) else {
+            return;
+        };
+        if let Some(w) = m.worker {
+            self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });
+            self.release_worker(m.key, w);
+        }
+    }
+
+    fn tell_room(&self, room: &RoomName, except: Option<ParticipantId>, msg: &ServerMsg) {
+        for p in self.rooms.members(room) {
+            if Some(p.id) == except {
+                continue;
+            }
+            if let Some(m) = self.members.get(&p.id) {
+                let _ = m.outbox.send(msg.clone());
+            }
+        }
+    }
+
+    fn shut_down(&mut self) {
+        self.ready.store(false, Relaxed);
+        for m in self.members.values() {
+            let _ = m.outbox.send(ServerMsg::Error(ErrorMsg {
+                code: ErrorCode::Unavailable,
+                message: "the server is shutting down".into(),
+                fatal: true,
+            }));
+        }
+        self.rooms.close_all(LeaveReason::ServerShutdown);
+        while self.rooms.poll_event().is_some() {}
+        self.members.clear();
+        for w in self.workers.iter() {
+            w.command(WorkerCmd::Shutdown);
+        }
+        info!("conductor stopped");
+    }
+}

@@ -1,0 +1,383 @@
+//! Configuration in two layers: typed structs whose defaults are `config/ting.toml` (built
+//! into the binary), overlaid by an operator's file, then by `TING_*` environment variables
+//! and command-line flags.
+//!
+//! Overrides are applied to the TOML tree before it is turned into [`Config`], so a bad
+//! value gets the same error wherever it came from, naming the key and the source.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults, as shipped in `config/ting.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/ting.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub media: MediaConfig,
+    pub limits: LimitsConfig,
+    pub slots: SlotsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub bind_ip: IpAddr,
+    pub port: u16,
+    pub advertise_ip: IpAddr,
+    pub workers: usize,
+    pub socket_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_rooms: usize,
+    pub max_participants_per_room: usize,
+    pub max_message_bytes: usize,
+    pub participant_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotsConfig {
+    pub audio: u16,
+    pub video: u16,
+    pub screen: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("configuration is invalid: {0}")]
+    Invalid(String),
+    #[error("{key} = {value:?} is not allowed: {reason}")]
+    Value {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// One override of a key, from the environment or the command line.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// Dotted key path, e.g. `media.port`.
+    pub key: &'static str,
+    pub value: String,
+    /// Where it came from, for error messages (`--media-port`, `TING_MEDIA_PORT`).
+    pub source: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded defaults are checked by a unit test; failing here is a build defect.
+        Config::load(None, &[]).expect("embedded config/ting.toml is valid")
+    }
+}
+
+impl Config {
+    /// Builds the configuration: embedded defaults, then `file`, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Config, ConfigError> {
+        let mut tree: toml::Table =
+            toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Syntax {
+                path: PathBuf::from("config/ting.toml (built in)"),
+                message: e.to_string(),
+            })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let user: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            merge(&mut tree, user, "")
+                .map_err(|key| ConfigError::Invalid(format!("{}: unknown key {key}", path.display())))?;
+        }
+        for o in overrides {
+            set_key(&mut tree, o.key, &o.value).map_err(|reason| {
+                ConfigError::Invalid(format!("{} ({}): {reason}", o.source, o.key))
+            })?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, value: String, reason: &str| ConfigError::Value {
+            key,
+            value,
+            reason: reason.to_owned(),
+        };
+        if self.media.advertise_ip.is_unspecified() {
+            return Err(bad(
+                "media.advertise_ip",
+                self.media.advertise_ip.to_string(),
+                "browsers need a concrete address to send media to; set this host's IP",
+            ));
+        }
+        if self.media.port != 0
+            && usize::from(self.media.port) + self.worker_count() > usize::from(u16::MAX) + 1
+        {
+            return Err(bad(
+                "media.port",
+                self.media.port.to_string(),
+                "port + workers runs past 65535",
+            ));
+        }
+        if self.limits.max_message_bytes < 16 * 1024 || self.limits.max_message_bytes > 1 << 20 {
+            return Err(bad(
+                "limits.max_message_bytes",
+                self.limits.max_message_bytes.to_string(),
+                "must be between 16384 (an SDP offer needs room) and 1048576",
+            ));
+        }
+        if self.limits.ping_interval_secs == 0
+            || self.limits.participant_timeout_secs < 2 * self.limits.ping_interval_secs
+        {
+            return Err(bad(
+                "limits.participant_timeout_secs",
+                self.limits.participant_timeout_secs.to_string(),
+                "must be at least twice limits.ping_interval_secs (and that at least 1)",
+            ));
+        }
+        if self.limits.max_participants_per_room == 0 || self.limits.max_rooms == 0 {
+            return Err(bad(
+                "limits.max_participants_per_room",
+                self.limits.max_participants_per_room.to_string(),
+                "rooms and participants must be allowed (at least 1 each)",
+            ));
+        }
+        let slots = usize::from(self.slots.audio)
+            + usize::from(self.slots.video)
+            + usize::from(self.slots.screen);
+        if slots > ting_media::router::MAX_SLOTS {
+            return Err(bad(
+                "slots",
+                slots.to_string(),
+                "at most 256 receive slots in all",
+            ));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(bad("log.level", String::new(), "use e.g. \"info\""));
+        }
+        Ok(())
+    }
+
+    /// Media workers to start.
+    pub fn worker_count(&self) -> usize {
+        if self.media.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.media.workers
+        }
+    }
+
+    pub fn participant_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.participant_timeout_secs)
+    }
+
+    /// The base URL people reach the server at, without a trailing slash.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        let configured = self.http.public_url.trim().trim_end_matches('/');
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        let host = if bound.ip().is_unspecified() {
+            self.media.advertise_ip
+        } else {
+            bound.ip()
+        };
+        match host {
+            IpAddr::V6(v6) => format!("http://[{v6}]:{}", bound.port()),
+            IpAddr::V4(v4) => format!("http://{v4}:{}", bound.port()),
+        }
+    }
+
+    /// The effective configuration as TOML, for `ting --print-config`.
+    pub fn to_toml(&self) -> String {
+        // Plain structs of strings, numbers and addresses always serialize.
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Overlays `user` on `base`, refusing keys the base does not have (typos would otherwise
+/// be silently ignored). Returns the unknown key's path.
+fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in user {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u, &path)?,
+            (Some(slot), value) => *slot = value,
+            (None, _) => return Err(path),
+        }
+    }
+    Ok(())
+}
+
+/// Sets `key` (dotted) to `raw`, read as a TOML value when it is one (number, boolean) and
+/// as a string otherwise, so `TING_MEDIA_PORT=41000` and `TING_HTTP_LISTEN=0.0.0.0:80`
+/// both work.
+fn set_key(tree: &mut toml::Table, key: &str, raw: &str) -> Result<(), String> {
+    let mut parts = key.split('.').peekable();
+    let mut table = tree;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            let old = table
+                .get(part)
+                .ok_or_else(|| format!("unknown key {key}"))?;
+            let value = match old {
+                toml::Value::String(_) => toml::Value::String(raw.to_owned()),
+                _ => raw
+                    .parse::<toml::Value>()
+                    .ok()
+                    .or_else(|| {
+                        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                            .ok()
+                            .and_then(|mut t| t.remove("v"))
+                    })
+                    .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+            };
+            table.insert(part.to_owned(), value);
+            return Ok(());
+        }
+        table = match table.get_mut(part) {
+            Some(toml::Value::Table(t)) => t,
+            _ => return Err(format!("unknown key {key}")),
+        };
+    }
+    Err(format!("empty key {key:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(key: &'static str, value: &str) -> Override {
+        Override {
+            key,
+            value: value.to_owned(),
+            source: format!("test {key}"),
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = Config::default();
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.media.port, 40000);
+        assert_eq!(c.limits.max_participants_per_room, 250);
+        assert_eq!(c.slots.video, 9);
+    }
+
+    #[test]
+    fn overrides_apply_with_types() {
+        let c = Config::load(
+            None,
+            &[
+                o("media.port", "0"),
+                o("http.listen", "0.0.0.0:9000"),
+                o("media.workers", "3"),
+                o("log.level", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.media.port, 0);
+        assert_eq!(c.media.workers, 3);
+        assert_eq!(c.http.listen.port(), 9000);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn errors_name_key_and_source() {
+        let e = Config::load(None, &[o("media.port", "lots")]).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("port"), "{msg}");
+        let e = Config::load(None, &[o("media.advertise_ip", "0.0.0.0")]).unwrap_err();
+        assert!(e.to_string().contains("media.advertise_ip"), "{e}");
+        let e = Config::load(None, &[o("limits.participant_timeout_secs", "6")]).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let e = Config::load(None, &[o("nope.key", "1")]).unwrap_err();
+        assert!(e.to_string().contains("unknown key nope.key"), "{e}");
+    }
+
+    #[test]
+    fn user_file_overlays_and_refuses_typos() {
+        let dir = std::env::temp_dir().join(format!("ting-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[media]\nadvertise_ip = \"192.0.2.7\"\n").unwrap();
+        let c = Config::load(Some(&good), &[]).unwrap();
+        assert_eq!(c.media.advertise_ip, "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(c.media.port, 40000, "untouched keys keep defaults");
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "[media]\nadvertize_ip = \"192.0.2.7\"\n").unwrap();
+        let e = Config::load(Some(&typo), &[]).unwrap_err();
+        assert!(e.to_string().contains("media.advertize_ip"), "{e}");
+        let broken = dir.join("broken.toml");
+        std::fs::write(&broken, "[media\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&broken), &[]),
+            Err(ConfigError::Syntax { .. })
+        ));
+        assert!(matches!(
+            Config::load(Some(&dir.join("missing.toml")), &[]),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_url_defaults_from_the_bound_address() {
+        let c = Config::default();
+        assert_eq!(
+            c.public_url("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            c.public_url("0.0.0.0:80".parse().unwrap()),
+            "http://127.0.0.1:80"
+        );
+        let mut c = c;
+        c.http.public_url = "https://meet.example.org/".into();
+        assert_eq!(
+            c.public_url("0.0.0.0:80".parse().unwrap()),
+            "https://meet.example.org"
+        );
+    }
+}

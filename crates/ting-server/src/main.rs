@@ -1,0 +1,171 @@
+//! `ting`: run the server. `ting --help` lists every setting.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use ting_server::{Config, Override, Server};
+
+/// ting, a selective forwarding unit for encrypted meetings.
+///
+/// Settings come from the built-in defaults (config/ting.toml), then --config FILE, then
+/// TING_* environment variables, then these flags.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// A TOML file with the settings to change (any subset of config/ting.toml).
+    #[arg(long, env = "TING_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// The room whose link is printed at start.
+    #[arg(long, default_value = "demo")]
+    room: String,
+
+    /// http.listen: address and port of the web server.
+    #[arg(long, env = "TING_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// http.public_url: the URL people use to reach this server.
+    #[arg(long, env = "TING_HTTP_PUBLIC_URL")]
+    http_public_url: Option<String>,
+    /// media.bind_ip: local address of the UDP media sockets.
+    #[arg(long, env = "TING_MEDIA_BIND_IP")]
+    media_bind_ip: Option<String>,
+    /// media.port: first UDP media port (worker i uses port + i; 0 = any).
+    #[arg(long, env = "TING_MEDIA_PORT")]
+    media_port: Option<String>,
+    /// media.advertise_ip: the IP browsers send media to.
+    #[arg(long, env = "TING_MEDIA_ADVERTISE_IP")]
+    media_advertise_ip: Option<String>,
+    /// media.workers: media worker threads (0 = one per core).
+    #[arg(long, env = "TING_MEDIA_WORKERS")]
+    media_workers: Option<String>,
+    /// media.socket_buffer_bytes: kernel buffer per media socket.
+    #[arg(long, env = "TING_MEDIA_SOCKET_BUFFER_BYTES")]
+    media_socket_buffer_bytes: Option<String>,
+    /// limits.max_rooms: rooms open at once.
+    #[arg(long, env = "TING_LIMITS_MAX_ROOMS")]
+    limits_max_rooms: Option<String>,
+    /// limits.max_participants_per_room: people in one room.
+    #[arg(long, env = "TING_LIMITS_MAX_PARTICIPANTS_PER_ROOM")]
+    limits_max_participants_per_room: Option<String>,
+    /// limits.max_message_bytes: largest signalling message read.
+    #[arg(long, env = "TING_LIMITS_MAX_MESSAGE_BYTES")]
+    limits_max_message_bytes: Option<String>,
+    /// limits.participant_timeout_secs: silence after which a participant is removed.
+    #[arg(long, env = "TING_LIMITS_PARTICIPANT_TIMEOUT_SECS")]
+    limits_participant_timeout_secs: Option<String>,
+    /// limits.ping_interval_secs: how often clients are told to ping.
+    #[arg(long, env = "TING_LIMITS_PING_INTERVAL_SECS")]
+    limits_ping_interval_secs: Option<String>,
+    /// slots.audio: audio receive slots per client.
+    #[arg(long, env = "TING_SLOTS_AUDIO")]
+    slots_audio: Option<String>,
+    /// slots.video: camera receive slots per client.
+    #[arg(long, env = "TING_SLOTS_VIDEO")]
+    slots_video: Option<String>,
+    /// slots.screen: screen-share receive slots per client.
+    #[arg(long, env = "TING_SLOTS_SCREEN")]
+    slots_screen: Option<String>,
+    /// log.level: tracing filter (RUST_LOG wins when set).
+    #[arg(long, env = "TING_LOG_LEVEL")]
+    log_level: Option<String>,
+}
+
+impl Cli {
+    fn overrides(&self) -> Vec<Override> {
+        let table: [(&'static str, &Option<String>); 16] = [
+            ("http.listen", &self.http_listen),
+            ("http.public_url", &self.http_public_url),
+            ("media.bind_ip", &self.media_bind_ip),
+            ("media.port", &self.media_port),
+            ("media.advertise_ip", &self.media_advertise_ip),
+            ("media.workers", &self.media_workers),
+            ("media.socket_buffer_bytes", &self.media_socket_buffer_bytes),
+            ("limits.max_rooms", &self.limits_max_rooms),
+            (
+                "limits.max_participants_per_room",
+                &self.limits_max_participants_per_room,
+            ),
+            ("limits.max_message_bytes", &self.limits_max_message_bytes),
+            (
+                "limits.participant_timeout_secs",
+                &self.limits_participant_timeout_secs,
+            ),
+            ("limits.ping_interval_secs", &self.limits_ping_interval_secs),
+            ("slots.audio", &self.slots_audio),
+            ("slots.video", &self.slots_video),
+            ("slots.screen", &self.slots_screen),
+            ("log.level", &self.log_level),
+        ];
+        table
+            .into_iter()
+            .filter_map(|(key, v)| {
+                v.as_ref().map(|value| Override {
+                    key,
+                    value: value.clone(),
+                    source: format!(
+                        "--{} / TING_{}",
+                        key.replace(['.', '_'], "-"),
+                        key.replace('.', "_").to_uppercase()
+                    ),
+                })
+            })
+            .collect()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref(), &cli.overrides())?;
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("log level {filter:?} is not a valid filter"))?,
+        )
+        .init();
+    ting_control::RoomName::parse(&cli.room)
+        .map_err(|e| anyhow::anyhow!("--room {:?}: the room name {e}", cli.room))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ting-http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let link = server.meeting_url(&cli.room);
+        // The one line a person starting ting needs; on stdout so scripts can read it.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("ting is running. Meeting link: {link}");
+        }
+        server.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

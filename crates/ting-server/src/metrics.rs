@@ -1,0 +1,484 @@
+//! The server's own figures, for Prometheus at `/metrics`.
+//!
+//! Media workers count in plain local integers on the hot path and publish them every
+//! [`PUBLISH_INTERVAL`] into per-worker atomics ([`WorkerCounters`]); a scrape sums the
+//! workers. So counting costs the forwarding path no shared cache line, and a scrape costs
+//! the workers nothing.
+//!
+//! No metric carries a name, address or room name: only counts, by kind and reason.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// How often workers publish their counters.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a datagram or packet was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// From an address no participant uses, and not a STUN request naming one.
+    UnknownSource = 0,
+    /// Not STUN, DTLS, RTP or RTCP.
+    Malformed = 1,
+    /// The participant's connection refused it (bad SRTP, bad STUN integrity, …).
+    Rejected = 2,
+    /// RTP on a stream the participant did not declare as published.
+    UnknownStream = 3,
+    /// The queue to another worker was full.
+    QueueFull = 4,
+    /// The kernel refused the datagram for its destination.
+    SendFailed = 5,
+    /// The socket's send buffer was full.
+    SendBufferFull = 6,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::UnknownSource,
+        DropReason::Malformed,
+        DropReason::Rejected,
+        DropReason::UnknownStream,
+        DropReason::QueueFull,
+        DropReason::SendFailed,
+        DropReason::SendBufferFull,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Malformed => "malformed",
+            DropReason::Rejected => "rejected",
+            DropReason::UnknownStream => "unknown_stream",
+            DropReason::QueueFull => "queue_full",
+            DropReason::SendFailed => "send_failed",
+            DropReason::SendBufferFull => "send_buffer_full",
+        }
+    }
+}
+
+/// Upper bounds of the forwarding-latency histogram, in nanoseconds: four per decade from
+/// 1 µs to 1 s, fine enough to read a p99 around a millisecond.
+pub const LATENCY_BOUNDS_NS: [u64; 25] = [
+    1_000,
+    1_800,
+    3_200,
+    5_600,
+    10_000,
+    18_000,
+    32_000,
+    56_000,
+    100_000,
+    180_000,
+    320_000,
+    560_000,
+    1_000_000,
+    1_800_000,
+    3_200_000,
+    5_600_000,
+    10_000_000,
+    18_000_000,
+    32_000_000,
+    56_000_000,
+    100_000_000,
+    180_000_000,
+    320_000_000,
+    560_000_000,
+    1_000_000_000,
+];
+const BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// 0 for audio, 1 for video.
+pub type KindIndex = usize;
+
+/// A worker's counters, owned and written by the worker alone.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub rtp_in: [u64; 2],
+    pub rtp_in_bytes: [u64; 2],
+    pub forwarded: [u64; 2],
+    pub forwarded_bytes: [u64; 2],
+    pub drops: [u64; 7],
+    pub latency_buckets: [u64; BUCKETS],
+    pub latency_sum_ns: u64,
+    pub latency_count: u64,
+    pub connections: u64,
+    /// CPU time of the worker thread, nanoseconds.
+    pub cpu_ns: u64,
+}
+
+impl WorkerStats {
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason as usize] += n;
+    }
+
+    /// Records one forwarded packet's time inside the server.
+    pub fn observe_latency(&mut self, ns: u64) {
+        let i = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(BUCKETS - 1);
+        self.latency_buckets[i] += 1;
+        self.latency_sum_ns += ns;
+        self.latency_count += 1;
+    }
+}
+
+macro_rules! atomics {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        /// A worker's published counters.
+        #[derive(Debug, Default)]
+        pub struct WorkerCounters { $(pub $name: $ty,)* }
+    };
+}
+
+atomics! {
+    datagrams_in: AtomicU64,
+    bytes_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
+    rtp_in: [AtomicU64; 2],
+    rtp_in_bytes: [AtomicU64; 2],
+    forwarded: [AtomicU64; 2],
+    forwarded_bytes: [AtomicU64; 2],
+    drops: [AtomicU64; 7],
+    latency_buckets: [AtomicU64; BUCKETS],
+    latency_sum_ns: AtomicU64,
+    latency_count: AtomicU64,
+    connections: AtomicU64,
+    cpu_ns: AtomicU64,
+}
+
+fn store<const N: usize>(dst: &[AtomicU64; N], src: &[u64; N]) {
+    for (d, s) in dst.iter().zip(src) {
+        d.store(*s, Relaxed);
+    }
+}
+
+impl WorkerCounters {
+    pub fn publish(&self, s: &WorkerStats) {
+        self.datagrams_in.store(s.datagrams_in, Relaxed);
+        self.bytes_in.store(s.bytes_in, Relaxed);
+        self.datagrams_out.store(s.datagrams_out, Relaxed);
+        self.bytes_out.store(s.bytes_out, Relaxed);
+        store(&self.rtp_in, &s.rtp_in);
+        store(&self.rtp_in_bytes, &s.rtp_in_bytes);
+        store(&self.forwarded, &s.forwarded);
+        store(&self.forwarded_bytes, &s.forwarded_bytes);
+        store(&self.drops, &s.drops);
+        store(&self.latency_buckets, &s.latency_buckets);
+        self.latency_sum_ns.store(s.latency_sum_ns, Relaxed);
+        self.latency_count.store(s.latency_count, Relaxed);
+        self.connections.store(s.connections, Relaxed);
+        self.cpu_ns.store(s.cpu_ns, Relaxed);
+    }
+}
+
+/// Figures kept by the control side.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub rooms: AtomicU64,
+    pub participants: AtomicU64,
+    pub joins: AtomicU64,
+    pub joins_refused: AtomicU64,
+    pub signalling_errors: AtomicU64,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub workers: Vec<Arc<WorkerCounters>>,
+    pub control: ControlCounters,
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            workers: (0..workers).map(|_| Arc::default()).collect(),
+            control: ControlCounters::default(),
+        })
+    }
+
+    fn sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+
+    /// The Prometheus text exposition of all metrics.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(self.clone())));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Scrape(Arc<Metrics>);
+
+const KINDS: [&str; 2] = ["audio", "video"];
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn by_label(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[(&'static str, u64)],
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in values {
+        let labels = [(label, *value)];
+        let family = m.encode_family(&labels)?;
+        ConstCounter::new(*v).encode(family)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.0;
+        let c = &m.control;
+        gauge(&mut e, "ting_rooms", "Rooms open.", c.rooms.load(Relaxed) as i64)?;
+        gauge(
+            &mut e,
+            "ting_participants",
+            "Participants in rooms.",
+            c.participants.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_media_connections",
+            "Media connections held by the workers.",
+            m.sum(|w| &w.connections) as i64,
+        )?;
+        counter(&mut e, "ting_joins", "Joins accepted.", c.joins.load(Relaxed))?;
+        counter(
+            &mut e,
+            "ting_joins_refused",
+            "Joins refused (limits, bad names).",
+            c.joins_refused.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ting_signalling_errors",
+            "Signalling messages answered with an error.",
+            c.signalling_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "ting_datagrams_received",
+            "UDP datagrams received on media ports.",
+            m.sum(|w| &w.datagrams_in),
+        )?;
+        counter(
+            &mut e,
+            "ting_datagram_bytes_received",
+            "Bytes of UDP datagrams received on media ports.",
+            m.sum(|w| &w.bytes_in),
+        )?;
+        counter(
+            &mut e,
+            "ting_datagrams_sent",
+            "UDP datagrams sent from media ports.",
+            m.sum(|w| &w.datagrams_out),
+        )?;
+        counter(
+            &mut e,
+            "ting_datagram_bytes_sent",
+            "Bytes of UDP datagrams sent from media ports.",
+            m.sum(|w| &w.bytes_out),
+        )?;
+        let per_kind = |f: fn(&WorkerCounters) -> &[AtomicU64; 2]| {
+            let mut v = [0u64; 2];
+            for w in &m.workers {
+                for (k, slot) in v.iter_mut().enumerate() {
+                    *slot += f(w)[k].load(Relaxed);
+                }
+            }
+            [(KINDS[0], v[0]), (KINDS[1], v[1])]
+        };
+        by_label(
+            &mut e,
+            "ting_rtp_packets_received",
+            "RTP packets received from publishers.",
+            "kind",
+            &per_kind(|w| &w.rtp_in),
+        )?;
+        by_label(
+            &mut e,
+            "ting_rtp_bytes_received",
+            "RTP payload bytes received from publishers.",
+            "kind",
+            &per_kind(|w| &w.rtp_in_bytes),
+        )?;
+        by_label(
+            &mut e,
+            "ting_rtp_packets_forwarded",
+            "RTP packets forwarded to subscribers (one per subscriber).",
+            "kind",
+            &per_kind(|w| &w.forwarded),
+        )?;
+        by_label(
+            &mut e,
+            "ting_rtp_bytes_forwarded",
+            "RTP payload bytes forwarded to subscribers.",
+            "kind",
+            &per_kind(|w| &w.forwarded_bytes),
+        )?;
+        let drops: Vec<(&'static str, u64)> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                let i = *r as usize;
+                (r.label(), m.sum(|w| &w.drops[i]))
+            })
+            .collect();
+        by_label(
+            &mut e,
+            "ting_dropped",
+            "Datagrams and packets dropped, by reason.",
+            "reason",
+            &drops,
+        )?;
+
+        // Forwarding latency: received from the socket -> handed to the socket, per
+        // forwarded packet.
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::with_capacity(BUCKETS);
+        for i in 0..BUCKETS {
+            cumulative += m.sum(|w| &w.latency_buckets[i]);
+            let bound = LATENCY_BOUNDS_NS
+                .get(i)
+                .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
+            buckets.push((bound, cumulative));
+        }
+        let sum = m.sum(|w| &w.latency_sum_ns) as f64 / 1e9;
+        let count = m.sum(|w| &w.latency_count);
+        let mut h = e.encode_descriptor(
+            "ting_forwarding_latency_seconds",
+            "Time inside the server per forwarded packet: received from the socket to handed to the socket.",
+            None,
+            MetricType::Histogram,
+        )?;
+        h.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+
+        counter(
+            &mut e,
+            "ting_worker_cpu_seconds",
+            "CPU time of the media worker threads.",
+            m.sum(|w| &w.cpu_ns) / 1_000_000_000,
+        )?;
+        let (cpu, rss) = process_usage();
+        let mut cpu_m = e.encode_descriptor(
+            "process_cpu_seconds",
+            "CPU time of the whole process (user + system).",
+            None,
+            MetricType::Counter,
+        )?;
+        cpu_m.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(&cpu, None)?;
+        gauge(
+            &mut e,
+            "process_resident_memory_bytes",
+            "Resident memory of the process.",
+            rss as i64,
+        )?;
+        Ok(())
+    }
+}
+
+/// CPU seconds and resident bytes of this process, from /proc (0 where unavailable).
+pub fn process_usage() -> (f64, u64) {
+    let ticks = clock_ticks();
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size());
+    (cpu, rss)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: clock_gettime writes one timespec to a live local.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_sums_workers_and_names_drop_reasons() {
+        let m = Metrics::new(2);
+        let mut a = WorkerStats::default();
+        a.datagrams_in = 5;
+        a.drop(DropReason::Malformed, 3);
+        a.observe_latency(40_000);
+        a.observe_latency(2_000_000);
+        m.workers[0].publish(&a);
+        let mut b = WorkerStats::default();
+        b.datagrams_in = 7;
+        b.forwarded[1] = 11;
+        m.workers[1].publish(&b);
+        let text = m.render();
+        assert!(text.contains("ting_datagrams_received_total 12"), "{text}");
+        assert!(text.contains("ting_dropped_total{reason=\"malformed\"} 3"), "{text}");
+        assert!(text.contains("ting_rtp_packets_forwarded_total{kind=\"video\"} 11"), "{text}");
+        assert!(text.contains("ting_forwarding_latency_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("ting_forwarding_latency_seconds_bucket{le=\"5.6e-5\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}

@@ -1,0 +1,440 @@
+//! One participant's media connection on a worker: its str0m `Rtc` and what its m-lines
+//! are for.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::Codec as StrCodec;
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
+use str0m::rtp::{ExtensionValues, Ssrc};
+use str0m::{Candidate, Rtc, RtcConfig};
+use ting_media::{Codec, EndpointId, LayerId, SlotKind, Source, TrackId};
+use ting_proto::{Offer, SlotAssignment};
+
+use super::{Outbox, RoomKey};
+
+/// How many receive slots of each kind a client may open.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLimits {
+    pub audio: u16,
+    pub video: u16,
+    pub screen: u16,
+}
+
+/// Why an offer was refused. Each variant says what the client got wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error(
+        "mid {mid:?} is not usable: mids are 1 to 16 characters of letters, digits and '_'"
+    )]
+    BadMid { mid: String },
+    #[error("mid {mid:?} is named twice in the offer message")]
+    DuplicateMid { mid: String },
+    #[error("{count} {kind} receive slots asked for; this server allows at most {limit}")]
+    TooManySlots {
+        kind: &'static str,
+        count: usize,
+        limit: u16,
+    },
+    #[error("the SDP offer cannot be parsed: {0}")]
+    Sdp(String),
+    #[error("the SDP offer was not accepted: {0}")]
+    Rejected(String),
+    #[error("mid {mid:?} is not an m-line of the SDP offer")]
+    UnknownMid { mid: String },
+    #[error("mid {mid:?} is {found} but carries the {role}, which is {expected}")]
+    WrongKind {
+        mid: String,
+        found: &'static str,
+        role: &'static str,
+        expected: &'static str,
+    },
+    #[error("mid {mid:?} must be {expected} in the offer, since it carries the {role}")]
+    WrongDirection {
+        mid: String,
+        role: &'static str,
+        expected: &'static str,
+    },
+    #[error("mid {mid:?} offers no codec this server forwards ({wanted})")]
+    NoCodec { mid: String, wanted: &'static str },
+}
+
+/// One of the participant's own tracks, as negotiated.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub source: Source,
+    pub mid: Mid,
+    pub codec: Codec,
+    /// Simulcast rids, lowest layer first; empty without simulcast.
+    pub rids: Vec<Rid>,
+}
+
+/// One receive slot: an outgoing stream of this participant's connection.
+#[derive(Debug, Clone)]
+pub struct SlotOut {
+    pub mid: Mid,
+    pub kind: SlotKind,
+    pub ssrc: Ssrc,
+    pub pt: Pt,
+}
+
+/// Why a peer was removed by its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEnd {
+    /// ICE or DTLS failed, or the connection closed.
+    MediaFailed,
+    /// str0m panicked on this connection; the panic was contained.
+    Crashed,
+}
+
+pub struct Peer {
+    pub pid: u64,
+    pub endpoint: EndpointId,
+    pub room: RoomKey,
+    pub rtc: Rtc,
+    pub outbox: Outbox,
+    pub ufrag: String,
+    /// Remote addresses this connection was seen at (for the demultiplexer).
+    pub addrs: Vec<SocketAddr>,
+    pub published: Vec<Published>,
+    /// Incoming SSRC -> track and layer, learnt on each SSRC's first packet.
+    rx_map: Vec<(Ssrc, Option<(TrackId, LayerId)>)>,
+    pub slots: Vec<SlotOut>,
+    /// What each slot carries now, as last told to the client.
+    pub slot_tracks: Vec<Option<TrackId>>,
+    pub slots_changed: bool,
+    /// str0m's next deadline for this connection.
+    pub next_timeout: Instant,
+    /// The deadline currently in the worker's timer heap, if any.
+    pub scheduled: Option<Instant>,
+    /// Written to since the last tick.
+    pub dirty: bool,
+    /// ICE and DTLS are up and the router knows this subscriber.
+    pub connected: bool,
+    pub ended: Option<PeerEnd>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("pid", &format_args!("{:016x}", self.pid))
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a validated offer produced.
+#[derive(Debug)]
+pub struct Accepted {
+    pub peer: Peer,
+    pub answer: String,
+}
+
+#[allow(missing_debug_implementations)] // holds a certificate; built and consumed at once
+pub struct PeerSetup<'a> {
+    pub pid: u64,
+    pub room: RoomKey,
+    pub offer: &'a Offer,
+    pub limits: SlotLimits,
+    pub candidate: SocketAddr,
+    pub cert: &'a DtlsCert,
+    pub outbox: Outbox,
+    pub now: Instant,
+}
+
+fn check_mid(mid: &str, seen: &mut Vec<String>) -> Result<(), OfferError> {
+    let ok = !mid.is_empty()
+        && mid.len() <= 16
+        && mid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(OfferError::BadMid {
+            mid: mid.to_owned(),
+        });
+    }
+    if seen.iter().any(|m| m == mid) {
+        return Err(OfferError::DuplicateMid {
+            mid: mid.to_owned(),
+        });
+    }
+    seen.push(mid.to_owned());
+    Ok(())
+}
+
+fn to_media_codec(c: StrCodec) -> Option<Codec> {
+    Some(match c {
+        StrCodec::Opus => Codec::Opus,
+        StrCodec::Vp8 => Codec::Vp8,
+        StrCodec::Vp9 => Codec::Vp9,
+        StrCodec::H264 => Codec::H264,
+        StrCodec::Av1 => Codec::Av1,
+        _ => return None,
+    })
+}
+
+/// The codecs ting negotiates. One video codec for everyone means every subscriber can
+/// decode every publisher without transcoding; VP8 is the one every browser has and the
+/// one str0m can rewrite (`Vp8Patch`) for simulcast.
+pub fn rtc_config(cert: &DtlsCert) -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .set_dtls_cert(cert.clone())
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+}
+
+impl Peer {
+    /// Validates the client's mid mapping, accepts the offer, and builds the connection.
+    pub fn accept(setup: PeerSetup<'_>) -> Result<Accepted, OfferError> {
+        let PeerSetup {
+            pid,
+            room,
+            offer,
+            limits,
+            candidate,
+            cert,
+            outbox,
+            now,
+        } = setup;
+        let mut seen = Vec::new();
+        let publish = [
+            (Source::Microphone, offer.publish.microphone.as_deref()),
+            (Source::Camera, offer.publish.camera.as_deref()),
+            (Source::Screen, offer.publish.screen.as_deref()),
+        ];
+        for (_, mid) in publish {
+            if let Some(mid) = mid {
+                check_mid(mid, &mut seen)?;
+            }
+        }
+        let receive = [
+            (SlotKind::Audio, &offer.receive.audio, limits.audio, "audio"),
+            (SlotKind::Camera, &offer.receive.video, limits.video, "video"),
+            (SlotKind::Screen, &offer.receive.screen, limits.screen, "screen"),
+        ];
+        for (_, mids, limit, kind) in receive {
+            if mids.len() > usize::from(limit) {
+                return Err(OfferError::TooManySlots {
+                    kind,
+                    count: mids.len(),
+                    limit,
+                });
+            }
+            for mid in mids {
+                check_mid(mid, &mut seen)?;
+            }
+        }
+
+        let sdp = SdpOffer::from_sdp_string(&offer.sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
+        let mut rtc = rtc_config(cert).build(now);
+        let Some(_) = rtc.add_local_candidate(
+            Candidate::host(candidate, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?,
+        ) else {
+            return Err(OfferError::Rejected("server candidate refused".into()));
+        };
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(sdp)
+            .map_err(|e| OfferError::Rejected(e.to_string()))?;
+
+        let mut published = Vec::new();
+        for (source, mid) in publish {
+            let Some(mid_str) = mid else { continue };
+            let role = match source {
+                Source::Microphone => "microphone",
+                Source::Camera => "camera",
+                Source::Screen => "screen share",
+            };
+            let (media_kind, wanted) = match source {
+                Source::Microphone => (MediaKind::Audio, "Opus"),
+                _ => (MediaKind::Video, "VP8"),
+            };
+            let mid = Mid::from(mid_str);
+            let media = rtc.media(mid).ok_or_else(|| OfferError::UnknownMid {
+                mid: mid_str.to_owned(),
+            })?;
+            check_kind(mid_str, media.kind(), media_kind, role)?;
+            if media.direction() != Direction::RecvOnly {
+                return Err(OfferError::WrongDirection {
+                    mid: mid_str.to_owned(),
+                    role,
+                    expected: "sendonly",
+                });
+            }
+            let rids = match media.rids_rx() {
+                str0m::media::Rids::Specific(r) => r.clone(),
+                _ => Vec::new(),
+            };
+            let codec = codec_for(&rtc, mid, media_kind).ok_or(OfferError::NoCodec {
+                mid: mid_str.to_owned(),
+                wanted,
+            })?;
+            published.push(Published {
+                source,
+                mid,
+                codec: codec.1,
+                rids,
+            });
+        }
+
+        let mut slots = Vec::new();
+        for (kind, mids, _, _) in receive {
+            let (media_kind, wanted, role) = match kind {
+                SlotKind::Audio => (MediaKind::Audio, "Opus", "audio receive slot"),
+                SlotKind::Camera => (MediaKind::Video, "VP8", "video receive slot"),
+                SlotKind::Screen => (MediaKind::Video, "VP8", "screen receive slot"),
+            };
+            for mid_str in mids {
+                let mid = Mid::from(mid_str.as_str());
+                let media = rtc.media(mid).ok_or_else(|| OfferError::UnknownMid {
+                    mid: mid_str.clone(),
+                })?;
+                check_kind(mid_str, media.kind(), media_kind, role)?;
+                if media.direction() != Direction::SendOnly {
+                    return Err(OfferError::WrongDirection {
+                        mid: mid_str.clone(),
+                        role,
+                        expected: "recvonly",
+                    });
+                }
+                let (pt, _) = codec_for(&rtc, mid, media_kind).ok_or(OfferError::NoCodec {
+                    mid: mid_str.clone(),
+                    wanted,
+                })?;
+                let ssrc = rtc
+                    .direct_api()
+                    .stream_tx_by_mid(mid, None)
+                    .map(|s| s.ssrc())
+                    .ok_or_else(|| {
+                        OfferError::Rejected(format!("no outgoing stream for mid {mid_str:?}"))
+                    })?;
+                slots.push(SlotOut {
+                    mid,
+                    kind,
+                    ssrc,
+                    pt,
+                });
+            }
+        }
+
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let n = slots.len();
+        Ok(Accepted {
+            peer: Peer {
+                pid,
+                endpoint: EndpointId(pid),
+                room,
+                rtc,
+                outbox,
+                ufrag,
+                addrs: Vec::new(),
+                published,
+                rx_map: Vec::new(),
+                slots,
+                slot_tracks: vec![None; n],
+                slots_changed: false,
+                next_timeout: now,
+                scheduled: None,
+                dirty: false,
+                connected: false,
+                ended: None,
+            },
+            answer: answer.to_sdp_string(),
+        })
+    }
+
+    /// The track and layer an incoming SSRC belongs to, or `None` for streams of m-lines
+    /// the client did not name as published.
+    pub fn track_of(&mut self, ssrc: Ssrc) -> Option<(TrackId, LayerId)> {
+        if let Some((_, t)) = self.rx_map.iter().find(|(s, _)| *s == ssrc) {
+            return *t;
+        }
+        let found = self.rtc.direct_api().stream_rx(&ssrc).and_then(|rx| {
+            let (mid, rid) = (rx.mid(), rx.rid());
+            let p = self.published.iter().find(|p| p.mid == mid)?;
+            let layer = match rid {
+                None => 0,
+                Some(rid) => p.rids.iter().position(|r| *r == rid)?,
+            };
+            (layer < LayerId::MAX).then_some((
+                TrackId::new(self.endpoint, p.source),
+                LayerId(layer as u8),
+            ))
+        });
+        // A handful of SSRCs per connection: a vector beats a map. Bounded so a client
+        // cycling SSRCs cannot grow it.
+        if self.rx_map.len() < 32 {
+            self.rx_map.push((ssrc, found));
+        }
+        found
+    }
+
+    /// The mid and rid to ask for a keyframe of `source` on `layer`.
+    pub fn stream_for(&self, source: Source, layer: LayerId) -> Option<(Mid, Option<Rid>)> {
+        let p = self.published.iter().find(|p| p.source == source)?;
+        if p.rids.is_empty() {
+            return Some((p.mid, None));
+        }
+        let rid = p.rids.get(usize::from(layer.0))?;
+        Some((p.mid, Some(*rid)))
+    }
+
+    /// The slot table as the client is told it.
+    pub fn slot_message(&self) -> Vec<SlotAssignment> {
+        self.slots
+            .iter()
+            .zip(&self.slot_tracks)
+            .filter_map(|(slot, track)| {
+                let track = (*track)?;
+                Some(SlotAssignment {
+                    mid: slot.mid.to_string(),
+                    participant: ting_proto::ParticipantRef(format!("{:016x}", track.endpoint.0)),
+                    source: match track.source {
+                        Source::Microphone => ting_proto::Source::Microphone,
+                        Source::Camera => ting_proto::Source::Camera,
+                        Source::Screen => ting_proto::Source::Screen,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+fn check_kind(
+    mid: &str,
+    found: MediaKind,
+    expected: MediaKind,
+    role: &'static str,
+) -> Result<(), OfferError> {
+    if found == expected {
+        return Ok(());
+    }
+    let name = |k: MediaKind| if k == MediaKind::Audio { "audio" } else { "video" };
+    Err(OfferError::WrongKind {
+        mid: mid.to_owned(),
+        found: name(found),
+        role,
+        expected: name(expected),
+    })
+}
+
+/// The payload type and codec to use on `mid`: the first codec of the negotiated ones that
+/// the remote side accepted on that m-line and that ting forwards.
+fn codec_for(rtc: &Rtc, mid: Mid, kind: MediaKind) -> Option<(Pt, Codec)> {
+    let media = rtc.media(mid)?;
+    let remote = media.remote_pts();
+    rtc.codec_config().params().iter().find_map(|p| {
+        let codec = to_media_codec(p.spec().codec)?;
+        let right_kind = (codec == Codec::Opus) == (kind == MediaKind::Audio);
+        (right_kind && remote.contains(&p.pt())).then_some((p.pt(), codec))
+    })
+}
+
+/// Audio level (0 loudest … 127 silence) from str0m's negated representation.
+pub fn audio_level(ext: &ExtensionValues) -> Option<u8> {
+    ext.audio_level
+        .map(|v| (-i16::from(v)).clamp(0, 127) as u8)
+}
