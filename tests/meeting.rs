@@ -1,1 +1,150 @@
-// replaced by the end-to-end meeting test
+//! Three participants meet through a real ting over loopback UDP: each publishes audio and
+//! video RTP, each receives the others' payloads byte for byte with continuous sequence
+//! numbers in every slot; one leaves and the others are told while their media goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ting_bench::{DriverHandle, PeerControl};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_participants_receive_each_other_byte_for_byte() {
+    let server = start_server(&[]).await;
+    let driver = DriverHandle::spawn("e2e-clients").unwrap();
+    let peers = join_many(&server, &driver, "e2e-meeting", 1..=3).await;
+
+    // Everyone hears and sees both others: 150 audio packets = 3 s, 100 video packets.
+    wait_for(
+        "every participant to receive both others",
+        Duration::from_secs(30),
+        || {
+            let snap = driver.snapshot();
+            [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)]
+                .iter()
+                .all(|&(r, s)| hears(&snap, r, s, 150, 100))
+        },
+    )
+    .await;
+
+    let snap = driver.snapshot();
+    for id in 1..=3u32 {
+        let s = stats_of(&snap, id).unwrap();
+        let mut audio_senders = Vec::new();
+        let mut video_senders = Vec::new();
+        for slot in s.slots.iter().filter(|slot| slot.packets > 0) {
+            assert_eq!(
+                slot.corrupt, 0,
+                "peer {id} slot {}: corrupted payloads",
+                slot.mid
+            );
+            assert_eq!(
+                slot.unstamped, 0,
+                "peer {id} slot {}: foreign payloads",
+                slot.mid
+            );
+            assert_eq!(
+                slot.duplicates, 0,
+                "peer {id} slot {}: duplicates",
+                slot.mid
+            );
+            assert_eq!(
+                slot.missing(),
+                0,
+                "peer {id} slot {}: sequence numbers not continuous",
+                slot.mid
+            );
+            assert_eq!(
+                slot.senders.len(),
+                1,
+                "peer {id} slot {}: {:?}",
+                slot.mid,
+                slot.senders
+            );
+            assert_eq!(
+                slot.switches, 0,
+                "peer {id} slot {} switched source",
+                slot.mid
+            );
+            let sender = slot.senders[0];
+            assert_ne!(sender, id, "peer {id} received its own media");
+            // The slot table the server sent names the sender of what arrives.
+            let (participant, source) = slot.mapped_to.clone().expect("slot is mapped");
+            let expected = peers.iter().find(|p| p.id == sender).unwrap();
+            assert_eq!(participant, expected.participant);
+            match slot.kind {
+                "audio" => {
+                    assert_eq!(source, "microphone");
+                    audio_senders.push(sender);
+                }
+                "video" => {
+                    assert_eq!(source, "camera");
+                    video_senders.push(sender);
+                }
+                other => panic!("unexpected media in a {other} slot"),
+            }
+            assert_eq!(slot.mismatched, 0);
+        }
+        audio_senders.sort();
+        video_senders.sort();
+        let others: Vec<u32> = (1..=3).filter(|o| *o != id).collect();
+        assert_eq!(audio_senders, others, "peer {id} audio");
+        assert_eq!(video_senders, others, "peer {id} video");
+        assert!(s.errors.is_empty(), "peer {id} got errors: {:?}", s.errors);
+    }
+
+    // Participant 3 leaves; 1 and 2 are told, and keep receiving each other.
+    let leaver = peers[2].participant.clone();
+    peers[2].control(PeerControl::Leave);
+    wait_for(
+        "the others to see participant 3 leave",
+        Duration::from_secs(10),
+        || {
+            let snap = driver.snapshot();
+            [1u32, 2].iter().all(|id| {
+                stats_of(&snap, *id)
+                    .is_some_and(|s| s.left_seen.iter().any(|(p, r)| *p == leaver && r == "left"))
+            })
+        },
+    )
+    .await;
+    let before = driver.snapshot();
+    let count = |snap: &[ting_bench::PeerStats], id| {
+        stats_of(snap, id).map_or(0, |s| s.received_audio.packets + s.received_video.packets)
+    };
+    let (b1, b2) = (count(&before, 1), count(&before, 2));
+    wait_for(
+        "media between the remaining two to go on",
+        Duration::from_secs(10),
+        || {
+            let snap = driver.snapshot();
+            count(&snap, 1) > b1 + 100 && count(&snap, 2) > b2 + 100
+        },
+    )
+    .await;
+
+    // The server's own figures agree: it forwarded both kinds and timed each packet.
+    let video = server
+        .metric("ting_rtp_packets_forwarded_total{kind=\"video\"}")
+        .await;
+    let audio = server
+        .metric("ting_rtp_packets_forwarded_total{kind=\"audio\"}")
+        .await;
+    let timed = server.metric("ting_forwarding_latency_seconds_count").await;
+    eprintln!("server forwarded {audio} audio and {video} video packets, {timed} timed");
+    assert!(
+        audio >= 6.0 * 150.0 && video >= 6.0 * 100.0,
+        "audio {audio} video {video}"
+    );
+    assert!(
+        timed >= audio + video - 1.0,
+        "latency recorded for every forwarded packet"
+    );
+
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"participants\":2"), "{body}");
+    drop(driver);
+    server.stop().await;
+}

@@ -16,7 +16,7 @@ use ting_control::{
 };
 use ting_media::{Codec, Source, TrackId};
 use ting_proto::{
-    ErrorCode, ErrorMsg, Limits, Offer, ParticipantInfo, ParticipantRef, PROTOCOL_VERSION,
+    ErrorCode, ErrorMsg, Limits, Offer, PROTOCOL_VERSION, ParticipantInfo, ParticipantRef,
     ServerMsg, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -401,7 +401,10 @@ impl Conductor {
                     track: TrackDesc { id, codec, worker },
                 }
             } else {
-                WorkerCmd::TrackRemoved { room: key, track: id }
+                WorkerCmd::TrackRemoved {
+                    room: key,
+                    track: id,
+                }
             };
             self.workers[w.0].command(cmd);
         }

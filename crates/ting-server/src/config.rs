@@ -119,8 +119,9 @@ impl Config {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
-            merge(&mut tree, user, "")
-                .map_err(|key| ConfigError::Invalid(format!("{}: unknown key {key}", path.display())))?;
+            merge(&mut tree, user, "").map_err(|key| {
+                ConfigError::Invalid(format!("{}: unknown key {key}", path.display()))
+            })?;
         }
         for o in overrides {
             set_key(&mut tree, o.key, &o.value).map_err(|reason| {

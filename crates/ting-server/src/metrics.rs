@@ -262,7 +262,12 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let m = &self.0;
         let c = &m.control;
-        gauge(&mut e, "ting_rooms", "Rooms open.", c.rooms.load(Relaxed) as i64)?;
+        gauge(
+            &mut e,
+            "ting_rooms",
+            "Rooms open.",
+            c.rooms.load(Relaxed) as i64,
+        )?;
         gauge(
             &mut e,
             "ting_participants",
@@ -275,7 +280,12 @@ impl Collector for Scrape {
             "Media connections held by the workers.",
             m.sum(|w| &w.connections) as i64,
         )?;
-        counter(&mut e, "ting_joins", "Joins accepted.", c.joins.load(Relaxed))?;
+        counter(
+            &mut e,
+            "ting_joins",
+            "Joins accepted.",
+            c.joins.load(Relaxed),
+        )?;
         counter(
             &mut e,
             "ting_joins_refused",
@@ -472,9 +482,18 @@ mod tests {
         m.workers[1].publish(&b);
         let text = m.render();
         assert!(text.contains("ting_datagrams_received_total 12"), "{text}");
-        assert!(text.contains("ting_dropped_total{reason=\"malformed\"} 3"), "{text}");
-        assert!(text.contains("ting_rtp_packets_forwarded_total{kind=\"video\"} 11"), "{text}");
-        assert!(text.contains("ting_forwarding_latency_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("ting_dropped_total{reason=\"malformed\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ting_rtp_packets_forwarded_total{kind=\"video\"} 11"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ting_forwarding_latency_seconds_count 2"),
+            "{text}"
+        );
         assert!(
             text.contains("ting_forwarding_latency_seconds_bucket{le=\"5.6e-5\"} 1"),
             "{text}"

@@ -73,7 +73,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             Err(e) => Some(ServerMsg::Error(e.to_error_msg())),
             Ok(ClientMsg::Join(join)) => {
                 if pid.is_some() {
-                    Some(error(ErrorCode::AlreadyJoined, "this session already joined a room"))
+                    Some(error(
+                        ErrorCode::AlreadyJoined,
+                        "this session already joined a room",
+                    ))
                 } else if join.protocol != PROTOCOL_VERSION {
                     Some(error(
                         ErrorCode::UnsupportedVersion,
@@ -132,7 +135,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             Ok(ClientMsg::Media(media)) => match pid {
                 None => Some(not_joined()),
                 Some(pid) => {
-                    let _ = state.conductor.send(ConductorCmd::Media { pid, media }).await;
+                    let _ = state
+                        .conductor
+                        .send(ConductorCmd::Media { pid, media })
+                        .await;
                     None
                 }
             },
@@ -178,7 +184,11 @@ async fn reply(
     msg: ServerMsg,
 ) -> Result<(), axum::Error> {
     if matches!(msg, ServerMsg::Error(_)) {
-        state.metrics.control.signalling_errors.fetch_add(1, Relaxed);
+        state
+            .metrics
+            .control
+            .signalling_errors
+            .fetch_add(1, Relaxed);
     }
     sink.send(Message::Text(msg.to_json().into())).await
 }

@@ -83,11 +83,22 @@ pub struct TrackDesc {
 #[derive(Debug)]
 pub enum WorkerCmd {
     Connect(Box<ConnectReq>),
-    Disconnect { pid: u64 },
-    TrackAdded { room: RoomKey, track: TrackDesc },
-    TrackRemoved { room: RoomKey, track: TrackId },
+    Disconnect {
+        pid: u64,
+    },
+    TrackAdded {
+        room: RoomKey,
+        track: TrackDesc,
+    },
+    TrackRemoved {
+        room: RoomKey,
+        track: TrackId,
+    },
     /// The workers that host participants of `room` now (this one included or not).
-    RoomWorkers { room: RoomKey, workers: Vec<WorkerId> },
+    RoomWorkers {
+        room: RoomKey,
+        workers: Vec<WorkerId>,
+    },
     Shutdown,
 }
 
@@ -230,10 +241,13 @@ impl std::fmt::Debug for WorkerSetup {
     }
 }
 
+/// A running worker thread.
+pub type WorkerThread = std::thread::JoinHandle<()>;
+
 /// Creates the worker handles (so every worker can reach every other) and the threads.
 pub fn spawn_workers(
     setups: Vec<WorkerSetup>,
-) -> io::Result<(Arc<[WorkerHandle]>, Vec<std::thread::JoinHandle<()>>)> {
+) -> io::Result<(Arc<[WorkerHandle]>, Vec<WorkerThread>)> {
     let mut parts = Vec::new();
     let mut handles = Vec::new();
     for setup in setups {
@@ -396,7 +410,9 @@ impl Worker {
                 d.saturating_duration_since(Instant::now())
                     .min(PUBLISH_INTERVAL)
             });
-            if let Err(e) = self.poll.poll(&mut events, timeout.or(Some(PUBLISH_INTERVAL)))
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, timeout.or(Some(PUBLISH_INTERVAL)))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 warn!(error = %e, "media worker poll failed");
@@ -410,7 +426,11 @@ impl Worker {
 
     fn next_deadline(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|r| r.0.0);
-        let router = self.rooms.values().filter_map(|r| r.router.poll_timeout()).min();
+        let router = self
+            .rooms
+            .values()
+            .filter_map(|r| r.router.poll_timeout())
+            .min();
         match (timer, router) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -578,9 +598,7 @@ impl Worker {
         }
         if let Some(end) = peer.ended {
             debug!(pid = %format_args!("{:016x}", peer.pid), ?end, "media connection ended");
-            let _ = self
-                .events
-                .send(WorkerEvent::MediaFailed { pid: peer.pid });
+            let _ = self.events.send(WorkerEvent::MediaFailed { pid: peer.pid });
         }
     }
 
@@ -698,9 +716,11 @@ impl Worker {
                             break;
                         }
                         Ok(Output::Transmit(t)) => {
-                            if !by_addr.contains_key(&t.destination) {
+                            if let std::collections::hash_map::Entry::Vacant(e) =
+                                by_addr.entry(t.destination)
+                            {
                                 // str0m only sends to addresses whose STUN it verified.
-                                by_addr.insert(t.destination, pi);
+                                e.insert(pi);
                                 peer.addrs.push(t.destination);
                             }
                             transmits.push(t);
@@ -844,7 +864,11 @@ impl Worker {
         };
         while let Some(out) = rs.router.poll_output() {
             match out {
-                RouterOutput::RequestKeyframe { track, layer, local } => {
+                RouterOutput::RequestKeyframe {
+                    track,
+                    layer,
+                    local,
+                } => {
                     if local {
                         let Some(&pi) = self.by_pid.get(&track.endpoint.0) else {
                             continue;
@@ -945,7 +969,9 @@ impl Worker {
             return;
         };
         peer.dirty = false;
-        match catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(Input::Timeout(now)))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            peer.rtc.handle_input(Input::Timeout(now))
+        })) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 debug!(error = %e, "connection timeout handling failed");
@@ -993,7 +1019,8 @@ impl Worker {
             self.stats.datagrams_out += r.sent as u64;
             self.stats.bytes_out += bytes as u64;
             self.stats.drop(DropReason::SendFailed, r.failed as u64);
-            self.stats.drop(DropReason::SendBufferFull, r.dropped as u64);
+            self.stats
+                .drop(DropReason::SendBufferFull, r.dropped as u64);
             self.transmits.clear();
         }
         if !self.forwarded_at.is_empty() {

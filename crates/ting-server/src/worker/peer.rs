@@ -26,9 +26,7 @@ pub struct SlotLimits {
 /// Why an offer was refused. Each variant says what the client got wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
-    #[error(
-        "mid {mid:?} is not usable: mids are 1 to 16 characters of letters, digits and '_'"
-    )]
+    #[error("mid {mid:?} is not usable: mids are 1 to 16 characters of letters, digits and '_'")]
     BadMid { mid: String },
     #[error("mid {mid:?} is named twice in the offer message")]
     DuplicateMid { mid: String },
@@ -212,8 +210,18 @@ impl Peer {
         }
         let receive = [
             (SlotKind::Audio, &offer.receive.audio, limits.audio, "audio"),
-            (SlotKind::Camera, &offer.receive.video, limits.video, "video"),
-            (SlotKind::Screen, &offer.receive.screen, limits.screen, "screen"),
+            (
+                SlotKind::Camera,
+                &offer.receive.video,
+                limits.video,
+                "video",
+            ),
+            (
+                SlotKind::Screen,
+                &offer.receive.screen,
+                limits.screen,
+                "screen",
+            ),
         ];
         for (_, mids, limit, kind) in receive {
             if mids.len() > usize::from(limit) {
@@ -228,7 +236,8 @@ impl Peer {
             }
         }
 
-        let sdp = SdpOffer::from_sdp_string(&offer.sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
+        let sdp =
+            SdpOffer::from_sdp_string(&offer.sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
         let mut rtc = rtc_config(cert).build(now);
         let Some(_) = rtc.add_local_candidate(
             Candidate::host(candidate, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?,
@@ -359,10 +368,8 @@ impl Peer {
                 None => 0,
                 Some(rid) => p.rids.iter().position(|r| *r == rid)?,
             };
-            (layer < LayerId::MAX).then_some((
-                TrackId::new(self.endpoint, p.source),
-                LayerId(layer as u8),
-            ))
+            (layer < LayerId::MAX)
+                .then_some((TrackId::new(self.endpoint, p.source), LayerId(layer as u8)))
         });
         // A handful of SSRCs per connection: a vector beats a map. Bounded so a client
         // cycling SSRCs cannot grow it.
@@ -412,7 +419,13 @@ fn check_kind(
     if found == expected {
         return Ok(());
     }
-    let name = |k: MediaKind| if k == MediaKind::Audio { "audio" } else { "video" };
+    let name = |k: MediaKind| {
+        if k == MediaKind::Audio {
+            "audio"
+        } else {
+            "video"
+        }
+    };
     Err(OfferError::WrongKind {
         mid: mid.to_owned(),
         found: name(found),
@@ -435,6 +448,5 @@ fn codec_for(rtc: &Rtc, mid: Mid, kind: MediaKind) -> Option<(Pt, Codec)> {
 
 /// Audio level (0 loudest … 127 silence) from str0m's negated representation.
 pub fn audio_level(ext: &ExtensionValues) -> Option<u8> {
-    ext.audio_level
-        .map(|v| (-i16::from(v)).clamp(0, 127) as u8)
+    ext.audio_level.map(|v| (-i16::from(v)).clamp(0, 127) as u8)
 }

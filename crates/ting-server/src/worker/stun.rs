@@ -79,7 +79,13 @@ mod tests {
         msg[23] = 99;
         assert_eq!(binding_request_ufrag(&msg), None);
         // Empty ufrag, invalid UTF-8.
-        assert_eq!(binding_request_ufrag(&request(&[(ATTR_USERNAME, b":x")])), None);
-        assert_eq!(binding_request_ufrag(&request(&[(ATTR_USERNAME, &[0xff, 0xfe])])), None);
+        assert_eq!(
+            binding_request_ufrag(&request(&[(ATTR_USERNAME, b":x")])),
+            None
+        );
+        assert_eq!(
+            binding_request_ufrag(&request(&[(ATTR_USERNAME, &[0xff, 0xfe])])),
+            None
+        );
     }
 }

@@ -1,0 +1,177 @@
+//! Synthetic media payloads that receivers can check byte for byte and time.
+//!
+//! Every packet a simulated participant sends carries, after its codec prefix, a [`Stamp`]:
+//! who sent it, on which stream and layer, its running number and when it was sent (wall
+//! clock, microseconds; sender and receiver share the machine's clock, so the difference is
+//! the one-way latency). The rest of the payload is a filler derived from the running number,
+//! so a receiver can tell whether the bytes arrived unchanged without keeping a copy.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const MAGIC: [u8; 2] = *b"tb";
+
+/// Which stream of its sender a packet belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Audio = 0,
+    Video = 1,
+    Screen = 2,
+}
+
+impl StreamKind {
+    fn from_u8(v: u8) -> Option<StreamKind> {
+        Some(match v {
+            0 => StreamKind::Audio,
+            1 => StreamKind::Video,
+            2 => StreamKind::Screen,
+            _ => return None,
+        })
+    }
+}
+
+/// What every payload says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub sender: u32,
+    pub kind: StreamKind,
+    pub layer: u8,
+    pub counter: u64,
+    pub sent_us: u64,
+}
+
+/// Encoded stamp length.
+pub const STAMP_LEN: usize = 2 + 4 + 1 + 1 + 8 + 8;
+
+/// Length of the VP8 prefix video payloads start with: a 6-byte payload descriptor (with a
+/// 15-bit picture id, TL0PICIDX and TID) and the first byte of the VP8 payload header.
+pub const VP8_PREFIX_LEN: usize = 7;
+
+/// The VP8 payload descriptor and header byte for a packet of a frame.
+pub fn vp8_prefix(start_of_frame: bool, keyframe: bool, picture_id: u16, tl0: u8) -> [u8; 7] {
+    let s = if start_of_frame { 0x10 } else { 0x00 };
+    [
+        0x80 | s,                                // X, S, PID 0
+        0x80 | 0x40 | 0x20,                      // I, L, T
+        0x80 | ((picture_id >> 8) as u8 & 0x7f), // M: 15-bit picture id
+        picture_id as u8,
+        tl0,
+        0x00, // TID 0, Y 0, KEYIDX 0
+        if start_of_frame && keyframe {
+            0x00
+        } else {
+            0x01
+        }, // P bit: 0 = keyframe
+    ]
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn filler(counter: u64, i: usize) -> u8 {
+    (counter as u8)
+        .wrapping_mul(31)
+        .wrapping_add((i as u8).wrapping_mul(7))
+        ^ (i >> 8) as u8
+}
+
+/// Writes `prefix`, the stamp and filler into `buf` up to `len` bytes (at least the prefix
+/// and stamp).
+pub fn write(buf: &mut Vec<u8>, prefix: &[u8], stamp: &Stamp, len: usize) {
+    buf.clear();
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&stamp.sender.to_be_bytes());
+    buf.push(stamp.kind as u8);
+    buf.push(stamp.layer);
+    buf.extend_from_slice(&stamp.counter.to_be_bytes());
+    buf.extend_from_slice(&stamp.sent_us.to_be_bytes());
+    let start = buf.len();
+    let len = len.max(start);
+    buf.extend((start..len).map(|i| filler(stamp.counter, i)));
+}
+
+/// Why a payload is not what its sender wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload too short for a stamp")]
+    Short,
+    #[error("payload has no stamp")]
+    NoStamp,
+    #[error("payload byte {0} differs from what was sent")]
+    Corrupt(usize),
+}
+
+/// Reads the stamp after `prefix_len` bytes; with `check_all`, also checks every filler byte.
+pub fn read(payload: &[u8], prefix_len: usize, check_all: bool) -> Result<Stamp, PayloadError> {
+    let s = payload
+        .get(prefix_len..prefix_len + STAMP_LEN)
+        .ok_or(PayloadError::Short)?;
+    if s[0..2] != MAGIC {
+        return Err(PayloadError::NoStamp);
+    }
+    let u32_at = |i: usize| u32::from_be_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let stamp = Stamp {
+        sender: u32_at(2),
+        kind: StreamKind::from_u8(s[6]).ok_or(PayloadError::NoStamp)?,
+        layer: s[7],
+        counter: u64_at(8),
+        sent_us: u64_at(16),
+    };
+    if check_all {
+        let start = prefix_len + STAMP_LEN;
+        if let Some(i) = (start..payload.len()).find(|&i| payload[i] != filler(stamp.counter, i)) {
+            return Err(PayloadError::Corrupt(i));
+        }
+    }
+    Ok(stamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let stamp = Stamp {
+            sender: 7,
+            kind: StreamKind::Video,
+            layer: 2,
+            counter: 123_456,
+            sent_us: 99,
+        };
+        let mut buf = Vec::new();
+        let prefix = vp8_prefix(true, true, 300, 4);
+        write(&mut buf, &prefix, &stamp, 1100);
+        assert_eq!(buf.len(), 1100);
+        assert_eq!(read(&buf, VP8_PREFIX_LEN, true), Ok(stamp));
+        buf[900] ^= 1;
+        assert_eq!(
+            read(&buf, VP8_PREFIX_LEN, true),
+            Err(PayloadError::Corrupt(900))
+        );
+        assert_eq!(read(&buf, VP8_PREFIX_LEN, false), Ok(stamp));
+        assert_eq!(
+            read(&buf[..20], VP8_PREFIX_LEN, false),
+            Err(PayloadError::Short)
+        );
+        assert_eq!(read(&[0u8; 64], 0, false), Err(PayloadError::NoStamp));
+    }
+
+    #[test]
+    fn vp8_prefix_marks_keyframes_only_at_frame_start() {
+        assert_eq!(vp8_prefix(true, true, 1, 0)[6], 0x00);
+        assert_eq!(vp8_prefix(true, false, 1, 0)[6], 0x01);
+        assert_eq!(vp8_prefix(false, true, 1, 0)[0] & 0x10, 0);
+        // 15-bit picture id with the M bit.
+        let p = vp8_prefix(true, false, 0x1234, 0);
+        assert_eq!((p[2], p[3]), (0x80 | 0x12, 0x34));
+    }
+}

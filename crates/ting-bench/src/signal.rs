@@ -1,0 +1,264 @@
+//! The signalling side of a simulated participant: the same WebSocket protocol as the
+//! browser client (`ting-proto`), over tokio-tungstenite.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use ting_proto::{ClientMsg, Join, PROTOCOL_VERSION, ServerMsg, Welcome};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::driver::{DriverCmd, DriverSender};
+use crate::peer::{SimPeer, SimPeerConfig};
+
+/// Why signalling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent something that is not a protocol message: {0}")]
+    Garbled(String),
+    #[error("the server refused: {code:?}: {message}")]
+    Refused {
+        code: ting_proto::ErrorCode,
+        message: String,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("simulated peer: {0}")]
+    Peer(#[from] crate::peer::PeerError),
+    #[error("cannot bind a UDP socket: {0}")]
+    Bind(std::io::Error),
+}
+
+/// One WebSocket session.
+#[derive(Debug)]
+pub struct Signal {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Signal {
+    /// Connects to a ting server's signalling URL (`ws://host:port/ws`).
+    pub async fn connect(url: &str) -> Result<Signal, SignalError> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|source| SignalError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Signal { ws })
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), SignalError> {
+        self.send_text(msg.to_json()).await
+    }
+
+    /// Sends raw text (for tests of malformed input).
+    pub async fn send_text(&mut self, text: String) -> Result<(), SignalError> {
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends a raw frame.
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), SignalError> {
+        self.ws.send(msg).await?;
+        Ok(())
+    }
+
+    /// The next server message.
+    pub async fn recv(&mut self) -> Result<ServerMsg, SignalError> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return ServerMsg::parse(t.as_str())
+                        .map_err(|_| SignalError::Garbled(t.as_str().chars().take(200).collect()));
+                }
+                Some(Ok(Message::Close(_))) | None => return Err(SignalError::Closed),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next server message within `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<ServerMsg, SignalError> {
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .map_err(|_| SignalError::Timeout(timeout))?
+    }
+
+    /// Waits for the first message `pick` accepts, skipping others.
+    pub async fn recv_until<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&ServerMsg) -> Option<T>,
+    ) -> Result<T, SignalError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| SignalError::Timeout(timeout))??;
+            if let Some(t) = pick(&msg) {
+                return Ok(t);
+            }
+        }
+    }
+
+    pub async fn join(&mut self, room: &str, name: &str) -> Result<Welcome, SignalError> {
+        self.send(&ClientMsg::Join(Join {
+            protocol: PROTOCOL_VERSION,
+            room: room.to_owned(),
+            name: name.to_owned(),
+        }))
+        .await?;
+        match self.recv_timeout(REPLY_TIMEOUT).await? {
+            ServerMsg::Welcome(w) => Ok(w),
+            ServerMsg::Error(e) => Err(SignalError::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(SignalError::Garbled(format!(
+                "expected welcome, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends the offer and returns the answer's SDP; messages that arrive meanwhile are
+    /// handed to `early`.
+    pub async fn offer(
+        &mut self,
+        offer: ting_proto::Offer,
+        mut early: impl FnMut(ServerMsg),
+    ) -> Result<String, SignalError> {
+        self.send(&ClientMsg::Offer(offer)).await?;
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .map_err(|_| SignalError::Timeout(REPLY_TIMEOUT))??;
+            match msg {
+                ServerMsg::Answer { sdp } => return Ok(sdp),
+                ServerMsg::Error(e) => {
+                    return Err(SignalError::Refused {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                other => early(other),
+            }
+        }
+    }
+}
+
+/// What a joined participant's task can be told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerControl {
+    /// Send `leave` and close.
+    Leave,
+    /// Go silent: no pings, no media, socket kept open (a client that vanished).
+    Vanish,
+}
+
+/// A simulated participant in a room: its media runs on a driver, its signalling in a task.
+#[derive(Debug)]
+pub struct JoinedPeer {
+    pub id: u32,
+    pub participant: String,
+    pub welcome: Welcome,
+    /// From the start of the join to the answer applied.
+    pub join_time: Duration,
+    control: mpsc::UnboundedSender<PeerControl>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl JoinedPeer {
+    pub fn control(&self, c: PeerControl) {
+        let _ = self.control.send(c);
+    }
+}
+
+/// Joins `room` at `ws_url` as a simulated participant whose media runs on `driver`; the
+/// UDP socket binds to `local_ip`.
+pub async fn join_peer(
+    ws_url: &str,
+    room: &str,
+    cfg: SimPeerConfig,
+    local_ip: IpAddr,
+    driver: DriverSender,
+) -> Result<JoinedPeer, SignalError> {
+    let started = Instant::now();
+    let id = cfg.id;
+    let mut signal = Signal::connect(ws_url).await?;
+    let welcome = signal.join(room, &cfg.name()).await?;
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).map_err(SignalError::Bind)?;
+    let local = socket.local_addr().map_err(SignalError::Bind)?;
+    let (mut peer, offer) = SimPeer::new(cfg, local, Instant::now())?;
+    peer.handle_signal(&ServerMsg::Welcome(welcome.clone()));
+    let mut early = Vec::new();
+    let answer = signal.offer(offer, |m| early.push(m)).await?;
+    peer.accept_answer(&answer, Instant::now())?;
+    for m in &early {
+        peer.handle_signal(m);
+    }
+    driver.send(DriverCmd::Add(Box::new(peer), socket));
+    let join_time = started.elapsed();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let ping = Duration::from_millis(u64::from(welcome.limits.ping_interval_ms.max(100)));
+    let task = tokio::spawn(run_signal(signal, id, driver, control_rx, ping));
+    Ok(JoinedPeer {
+        id,
+        participant: welcome.participant.0.clone(),
+        welcome,
+        join_time,
+        control: control_tx,
+        task,
+    })
+}
+
+async fn run_signal(
+    mut signal: Signal,
+    id: u32,
+    driver: DriverSender,
+    mut control: mpsc::UnboundedReceiver<PeerControl>,
+    ping: Duration,
+) {
+    let mut interval = tokio::time::interval(ping);
+    loop {
+        tokio::select! {
+            msg = signal.recv() => match msg {
+                Ok(m) => driver.send(DriverCmd::Signal(id, Box::new(m))),
+                Err(_) => break,
+            },
+            _ = interval.tick() => {
+                if signal.send(&ClientMsg::Ping).await.is_err() {
+                    break;
+                }
+            }
+            c = control.recv() => match c {
+                Some(PeerControl::Leave) | None => {
+                    let _ = signal.send(&ClientMsg::Leave).await;
+                    driver.send(DriverCmd::Remove(id));
+                    break;
+                }
+                Some(PeerControl::Vanish) => {
+                    driver.send(DriverCmd::Remove(id));
+                    // Hold the socket open and say nothing until the server drops it.
+                    while signal.recv().await.is_ok() {}
+                    break;
+                }
+            },
+        }
+    }
+}
