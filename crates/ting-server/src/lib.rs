@@ -39,7 +39,7 @@ pub use config::{Config, ConfigError, Override};
 use conductor::{Conductor, ConductorCmd};
 use metrics::Metrics;
 use worker::peer::SlotLimits;
-use worker::{WorkerEvent, WorkerHandle, WorkerId, WorkerSetup};
+use worker::{CoreSetup, WorkerEvent, WorkerHandle, WorkerId, WorkerSetup};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +130,15 @@ impl Server {
                 .local_addr()
                 .map_err(|source| ServerError::BindMedia { addr, source })?;
             setups.push(WorkerSetup {
-                id: WorkerId(i),
                 socket,
-                candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
-                cert: cert.clone(),
-                limits,
-                events: events_tx.clone(),
-                counters: metrics.workers[i].clone(),
+                core: CoreSetup {
+                    id: WorkerId(i),
+                    candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
+                    cert: cert.clone(),
+                    limits,
+                    events: events_tx.clone(),
+                    counters: metrics.workers[i].clone(),
+                },
             });
         }
         let (workers, threads) = worker::spawn_workers(setups).map_err(ServerError::Workers)?;

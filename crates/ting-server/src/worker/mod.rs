@@ -27,37 +27,28 @@
 //! Connections are ticked by deadline from a timer heap, not all on every packet. A panic
 //! inside one connection is caught and ends that connection only.
 
+mod core;
 pub mod peer;
 mod stun;
 
-use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
-use rustc_hash::FxHashMap;
-use str0m::config::DtlsCert;
-use str0m::media::KeyframeRequestKind;
-use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite};
-use str0m::{Event, IceConnectionState, Input, Output};
-use ting_media::{
-    Codec, EndpointId, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId,
-    TrackId, TrackInfo,
-};
-use ting_proto::{ParticipantRef, ServerMsg};
+use str0m::rtp::ExtensionValues;
+use ting_media::{Codec, LayerId, RtpIn, TrackId};
+use ting_proto::ServerMsg;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::metrics::{DropReason, PUBLISH_INTERVAL, WorkerCounters, WorkerStats, thread_cpu_ns};
+use crate::metrics::PUBLISH_INTERVAL;
 use crate::udp::{self, RecvBatch};
-use peer::{Peer, PeerEnd, PeerSetup, SlotLimits};
 
+pub use core::{CoreSetup, MediaCore};
 pub use peer::OfferError;
 
 /// Messages to one participant's WebSocket.
@@ -182,6 +173,9 @@ const RECV_BUDGET: usize = 8 * udp::BATCH;
 /// Capacity of each worker's inbound media queue. A full queue drops, never blocks: a
 /// worker that falls this far behind would only deliver stale media.
 const MEDIA_QUEUE: usize = 32 * 1024;
+/// How long a connection whose ICE reports it lost may take to come back (a network switch,
+/// a burst of loss) before it is ended and the participant removed.
+const ICE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The handle others use to reach a worker.
 #[derive(Debug)]
@@ -222,22 +216,16 @@ impl WorkerHandle {
 
 /// Everything a worker thread needs to start.
 pub struct WorkerSetup {
-    pub id: WorkerId,
     pub socket: UdpSocket,
-    /// The address browsers send to (the advertised IP with this socket's port).
-    pub candidate: SocketAddr,
-    pub cert: DtlsCert,
-    pub limits: SlotLimits,
-    pub events: mpsc::UnboundedSender<WorkerEvent>,
-    pub counters: Arc<WorkerCounters>,
+    pub core: CoreSetup,
 }
 
 impl std::fmt::Debug for WorkerSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerSetup")
-            .field("id", &self.id)
-            .field("candidate", &self.candidate)
-            .finish_non_exhaustive()
+            .field("socket", &self.socket)
+            .field("core", &self.core)
+            .finish()
     }
 }
 
@@ -256,13 +244,13 @@ pub fn spawn_workers(
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
         handles.push(WorkerHandle {
-            id: setup.id,
+            id: setup.core.id,
             commands: cmd_tx,
             media: media_tx,
             waker,
             sleeping: AtomicBool::new(false),
             load: AtomicUsize::new(0),
-            addr: setup.candidate,
+            addr: setup.core.candidate,
         });
         parts.push((setup, poll, cmd_rx, media_rx));
     }
@@ -270,7 +258,7 @@ pub fn spawn_workers(
     let mut threads = Vec::new();
     for (setup, poll, commands, media) in parts {
         let handles = handles.clone();
-        let name = format!("ting-media-{}", setup.id.0);
+        let name = format!("ting-media-{}", setup.core.id.0);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             match Worker::new(setup, poll, commands, media, handles) {
                 Ok(mut w) => w.run(),
@@ -282,54 +270,47 @@ pub fn spawn_workers(
     Ok((handles, threads))
 }
 
-/// A room as seen from one worker.
-struct RoomState {
-    router: Router,
-    /// The other workers hosting the room: each gets this worker's publishers' packets.
-    others: Vec<WorkerId>,
-    /// Which worker each track's publisher is on.
-    track_workers: FxHashMap<TrackId, WorkerId>,
-    /// This worker's connections in the room.
-    peers: Vec<usize>,
+/// Creates handles for a set of cores that are driven by hand (benchmarks, tests): no
+/// threads, no sockets. Returns each core with its handle set.
+pub fn standalone_cores(
+    setups: Vec<CoreSetup>,
+) -> io::Result<(Arc<[WorkerHandle]>, Vec<MediaCore>)> {
+    let mut parts = Vec::new();
+    let mut handles = Vec::new();
+    let mut polls = Vec::new();
+    for setup in setups {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
+        handles.push(WorkerHandle {
+            id: setup.id,
+            commands: cmd_tx,
+            media: media_tx,
+            waker,
+            sleeping: AtomicBool::new(false),
+            load: AtomicUsize::new(0),
+            addr: setup.candidate,
+        });
+        polls.push(poll);
+        parts.push((setup, cmd_rx, media_rx));
+    }
+    let handles: Arc<[WorkerHandle]> = handles.into();
+    // The wakers stay valid while their Poll lives; keep them for the process.
+    std::mem::forget(polls);
+    let cores = parts
+        .into_iter()
+        .map(|(setup, commands, media)| MediaCore::new(setup, commands, media, handles.clone()))
+        .collect();
+    Ok((handles, cores))
 }
 
+/// A media worker thread: a [`MediaCore`] with its socket.
 struct Worker {
-    id: WorkerId,
+    core: MediaCore,
     socket: UdpSocket,
     poll: Poll,
-    candidate: SocketAddr,
-    cert: DtlsCert,
-    limits: SlotLimits,
-    commands: Receiver<WorkerCmd>,
-    media: Receiver<MediaMsg>,
-    handles: Arc<[WorkerHandle]>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
-    counters: Arc<WorkerCounters>,
-    stats: WorkerStats,
-
-    peers: Vec<Option<Peer>>,
-    free: Vec<usize>,
-    by_pid: FxHashMap<u64, usize>,
-    by_addr: FxHashMap<SocketAddr, usize>,
-    by_ufrag: HashMap<String, usize>,
-    rooms: FxHashMap<RoomKey, RoomState>,
-
-    timers: BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
-    dirty: Vec<usize>,
-    /// RTP received in the current step, to route once the receiving connection is drained.
-    pending_rtp: Vec<(RoomKey, RtpIn, ForwardExt)>,
-    pending_keyframes: Vec<(RoomKey, EndpointId, SlotId)>,
-    pending_paused: Vec<(RoomKey, TrackId, LayerId, bool)>,
-    /// Connections that want their slot table sent.
-    slot_updates: Vec<usize>,
-    /// Datagrams to send, and for each forwarded packet when it was received.
-    transmits: Vec<str0m::net::Transmit>,
-    forwarded_at: Vec<Instant>,
-    /// Workers pushed to in this step, woken once at its end.
-    wake: Vec<bool>,
-    recv: Option<Box<RecvBatch>>,
-    shutdown: bool,
-    next_publish: Instant,
+    recv: Box<RecvBatch>,
 }
 
 impl Worker {
@@ -344,769 +325,87 @@ impl Worker {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&setup.socket);
         poll.registry()
             .register(&mut mio::unix::SourceFd(&fd), SOCKET, Interest::READABLE)?;
-        let n = handles.len();
         Ok(Worker {
-            id: setup.id,
+            core: MediaCore::new(setup.core, commands, media, handles),
             socket: setup.socket,
             poll,
-            candidate: setup.candidate,
-            cert: setup.cert,
-            limits: setup.limits,
-            commands,
-            media,
-            handles,
-            events: setup.events,
-            counters: setup.counters,
-            stats: WorkerStats::default(),
-            peers: Vec::new(),
-            free: Vec::new(),
-            by_pid: FxHashMap::default(),
-            by_addr: FxHashMap::default(),
-            by_ufrag: HashMap::new(),
-            rooms: FxHashMap::default(),
-            timers: BinaryHeap::new(),
-            dirty: Vec::new(),
-            pending_rtp: Vec::new(),
-            pending_keyframes: Vec::new(),
-            pending_paused: Vec::new(),
-            slot_updates: Vec::new(),
-            transmits: Vec::new(),
-            forwarded_at: Vec::new(),
-            wake: vec![false; n],
-            recv: Some(Box::default()),
-            shutdown: false,
-            next_publish: Instant::now(),
+            recv: Box::default(),
         })
     }
 
     fn run(&mut self) {
-        info!(worker = self.id.0, addr = %self.candidate, "media worker started");
+        let id = self.core.id();
+        info!(worker = id.0, addr = %self.core.candidate(), "media worker started");
         let mut events = Events::with_capacity(16);
-        while !self.shutdown {
+        while !self.core.shutdown {
             let now = Instant::now();
-            self.handle_commands(now);
-            self.handle_media_queue(now);
+            self.core.handle_commands(now);
+            self.core.handle_media_queue(now);
             let more = self.receive(now);
-            self.expire_timers(now);
-            self.expire_routers(now);
-            self.flush(now);
-            if now >= self.next_publish {
-                self.stats.cpu_ns = thread_cpu_ns();
-                self.stats.connections = self.by_pid.len() as u64;
-                self.counters.publish(&self.stats);
-                self.next_publish = now + PUBLISH_INTERVAL;
-            }
+            self.core.handle_timeout(now);
+            self.core.flush_connections(now);
+            self.send();
             if more {
                 continue;
             }
             // Announce sleep, then look at the queues one last time (see WorkerHandle::wake).
-            let me = &self.handles[self.id.0];
+            let me = self.core.handle();
             me.sleeping.store(true, Ordering::SeqCst);
-            if !self.commands.is_empty() || !self.media.is_empty() {
+            if self.core.has_queued() {
                 me.sleeping.store(false, Ordering::SeqCst);
                 continue;
             }
-            let timeout = self.next_deadline().map(|d| {
+            let timeout = self.core.next_deadline().map_or(PUBLISH_INTERVAL, |d| {
                 d.saturating_duration_since(Instant::now())
                     .min(PUBLISH_INTERVAL)
             });
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, timeout.or(Some(PUBLISH_INTERVAL)))
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 warn!(error = %e, "media worker poll failed");
             }
-            self.handles[self.id.0]
-                .sleeping
-                .store(false, Ordering::SeqCst);
+            self.core.handle().sleeping.store(false, Ordering::SeqCst);
         }
-        info!(worker = self.id.0, "media worker stopped");
+        info!(worker = id.0, "media worker stopped");
     }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|r| r.0.0);
-        let router = self
-            .rooms
-            .values()
-            .filter_map(|r| r.router.poll_timeout())
-            .min();
-        match (timer, router) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    // ---- commands ------------------------------------------------------------------
-
-    fn handle_commands(&mut self, now: Instant) {
-        loop {
-            match self.commands.try_recv() {
-                Ok(cmd) => self.handle_command(cmd, now),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.shutdown = true;
-                    break;
-                }
-            }
-        }
-    }
-
-    fn handle_command(&mut self, cmd: WorkerCmd, now: Instant) {
-        match cmd {
-            WorkerCmd::Connect(req) => self.connect(*req, now),
-            WorkerCmd::Disconnect { pid } => {
-                if let Some(&pi) = self.by_pid.get(&pid) {
-                    self.remove_peer(pi);
-                }
-            }
-            WorkerCmd::TrackAdded { room, track } => {
-                if let Some(rs) = self.rooms.get_mut(&room) {
-                    let info = TrackInfo {
-                        codec: track.codec,
-                        local: track.worker == self.id,
-                    };
-                    if rs.router.add_track(track.id, info, now).is_ok() {
-                        rs.track_workers.insert(track.id, track.worker);
-                    }
-                    self.drain_router(room, now);
-                }
-            }
-            WorkerCmd::TrackRemoved { room, track } => {
-                if let Some(rs) = self.rooms.get_mut(&room) {
-                    rs.router.remove_track(track, now);
-                    rs.track_workers.remove(&track);
-                    self.drain_router(room, now);
-                }
-            }
-            WorkerCmd::RoomWorkers { room, workers } => {
-                let me = self.id;
-                if let Some(rs) = self.rooms.get_mut(&room) {
-                    rs.others = workers.into_iter().filter(|w| *w != me).collect();
-                }
-            }
-            WorkerCmd::Shutdown => self.shutdown = true,
-        }
-    }
-
-    fn connect(&mut self, req: ConnectReq, now: Instant) {
-        let ConnectReq {
-            pid,
-            room,
-            offer,
-            outbox,
-            tracks,
-            workers,
-            reply,
-        } = req;
-        if let Some(&old) = self.by_pid.get(&pid) {
-            self.remove_peer(old);
-        }
-        let setup = PeerSetup {
-            pid,
-            room,
-            offer: &offer,
-            limits: self.limits,
-            candidate: self.candidate,
-            cert: &self.cert,
-            outbox,
-            now,
-        };
-        let accepted = match catch_unwind(AssertUnwindSafe(|| Peer::accept(setup))) {
-            Ok(r) => r,
-            Err(_) => Err(OfferError::Rejected(
-                "the server failed on this offer; it was logged".into(),
-            )),
-        };
-        let accepted = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                debug!(pid = %format_args!("{pid:016x}"), error = %e, "offer refused");
-                let _ = reply.send(Err(e));
-                let _ = self.events.send(WorkerEvent::ConnectFailed { pid });
-                return;
-            }
-        };
-        let published = accepted
-            .peer
-            .published
-            .iter()
-            .map(|p| (p.source, p.codec))
-            .collect();
-        let ufrag = accepted.peer.ufrag.clone();
-        let pi = match self.free.pop() {
-            Some(i) => {
-                self.peers[i] = Some(accepted.peer);
-                i
-            }
-            None => {
-                self.peers.push(Some(accepted.peer));
-                self.peers.len() - 1
-            }
-        };
-        self.by_pid.insert(pid, pi);
-        self.by_ufrag.insert(ufrag, pi);
-        self.handles[self.id.0].load.fetch_add(1, Ordering::Relaxed);
-
-        let me = self.id;
-        let rs = self.rooms.entry(room).or_insert_with(|| RoomState {
-            router: Router::new(RouterConfig::default()),
-            others: Vec::new(),
-            track_workers: FxHashMap::default(),
-            peers: Vec::new(),
-        });
-        rs.others = workers.into_iter().filter(|w| *w != me).collect();
-        for t in tracks {
-            let info = TrackInfo {
-                codec: t.codec,
-                local: t.worker == me,
-            };
-            if rs.router.add_track(t.id, info, now).is_ok() {
-                rs.track_workers.insert(t.id, t.worker);
-            }
-        }
-        rs.peers.push(pi);
-        let _ = reply.send(Ok(accepted.answer));
-        let _ = self.events.send(WorkerEvent::Connected {
-            pid,
-            worker: me,
-            published,
-        });
-        self.drain_router(room, now);
-        self.drain_peer(pi, now);
-    }
-
-    fn remove_peer(&mut self, pi: usize) {
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::take) else {
-            return;
-        };
-        self.free.push(pi);
-        self.by_pid.remove(&peer.pid);
-        self.by_ufrag.remove(&peer.ufrag);
-        for a in &peer.addrs {
-            if self.by_addr.get(a) == Some(&pi) {
-                self.by_addr.remove(a);
-            }
-        }
-        self.handles[self.id.0].load.fetch_sub(1, Ordering::Relaxed);
-        if let Some(rs) = self.rooms.get_mut(&peer.room) {
-            rs.router.remove_subscriber(peer.endpoint);
-            rs.peers.retain(|p| *p != pi);
-            if rs.peers.is_empty() {
-                self.rooms.remove(&peer.room);
-            }
-        }
-        if let Some(end) = peer.ended {
-            debug!(pid = %format_args!("{:016x}", peer.pid), ?end, "media connection ended");
-            let _ = self.events.send(WorkerEvent::MediaFailed { pid: peer.pid });
-        }
-    }
-
-    // ---- media from other workers ----------------------------------------------------
-
-    fn handle_media_queue(&mut self, now: Instant) {
-        // Bounded per loop so a flood from another worker cannot starve this socket.
-        for _ in 0..4 * RECV_BUDGET {
-            let Ok(msg) = self.media.try_recv() else {
-                break;
-            };
-            match msg {
-                MediaMsg::Rtp {
-                    room,
-                    pkt,
-                    ext,
-                    received,
-                } => self.route(room, &pkt, &ext, received, now),
-                MediaMsg::KeyframeRequest { room, track, layer } => {
-                    if let Some(rs) = self.rooms.get_mut(&room) {
-                        rs.router.request_keyframe(track, layer, now);
-                        self.drain_router(room, now);
-                    }
-                }
-            }
-        }
-    }
-
-    // ---- the socket --------------------------------------------------------------------
 
     /// Reads and handles datagrams; returns true when the budget ran out with more waiting.
     fn receive(&mut self, now: Instant) -> bool {
-        let mut batch = self.recv.take().unwrap_or_default();
         let mut handled = 0;
-        let more = loop {
-            match udp::recv_batch(&self.socket, &mut batch) {
-                Ok(0) => break false,
+        loop {
+            match udp::recv_batch(&self.socket, &mut self.recv) {
+                Ok(0) => return false,
                 Ok(n) => {
-                    for (source, data) in batch.iter() {
-                        self.handle_datagram(source, data, now);
+                    for (source, data) in self.recv.iter() {
+                        self.core.handle_datagram(source, data, now);
                     }
                     handled += n;
                     if handled >= RECV_BUDGET {
-                        break true;
+                        return true;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors for earlier sends surface here; nothing to do but go on.
                     debug!(error = %e, "media socket receive error");
-                    break false;
+                    return false;
                 }
             }
-        };
-        self.recv = Some(batch);
-        more
+        }
     }
 
-    fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
-        self.stats.datagrams_in += 1;
-        self.stats.bytes_in += data.len() as u64;
-        let pi = match self.by_addr.get(&source) {
-            Some(&pi) => pi,
-            None => match stun::binding_request_ufrag(data).and_then(|u| self.by_ufrag.get(u)) {
-                Some(&pi) => pi,
-                None => {
-                    self.stats.drop(DropReason::UnknownSource, 1);
-                    return;
-                }
-            },
-        };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, data) else {
-            self.stats.drop(DropReason::Malformed, 1);
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-            return;
-        };
-        match catch_unwind(AssertUnwindSafe(|| {
-            peer.rtc.handle_input(Input::Receive(now, receive))
-        })) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.stats.drop(DropReason::Rejected, 1);
-                debug!(error = %e, "datagram rejected by its connection");
-            }
-            Err(_) => {
-                warn!(pid = %format_args!("{:016x}", peer.pid), "connection panicked; closing it");
-                peer.ended = Some(PeerEnd::Crashed);
-            }
-        }
-        self.drain_peer(pi, now);
-    }
-
-    // ---- connections -------------------------------------------------------------------
-
-    /// Drains a connection's output, then acts on what it produced.
-    fn drain_peer(&mut self, pi: usize, now: Instant) {
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-            return;
-        };
-        if peer.ended.is_none() {
-            let stats = &mut self.stats;
-            let transmits = &mut self.transmits;
-            let by_addr = &mut self.by_addr;
-            let pending_rtp = &mut self.pending_rtp;
-            let pending_keyframes = &mut self.pending_keyframes;
-            let pending_paused = &mut self.pending_paused;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                loop {
-                    match peer.rtc.poll_output() {
-                        Ok(Output::Timeout(t)) => {
-                            peer.next_timeout = t;
-                            break;
-                        }
-                        Ok(Output::Transmit(t)) => {
-                            if let std::collections::hash_map::Entry::Vacant(e) =
-                                by_addr.entry(t.destination)
-                            {
-                                // str0m only sends to addresses whose STUN it verified.
-                                e.insert(pi);
-                                peer.addrs.push(t.destination);
-                            }
-                            transmits.push(t);
-                        }
-                        Ok(Output::Event(e)) => handle_event(
-                            peer,
-                            e,
-                            stats,
-                            pending_rtp,
-                            pending_keyframes,
-                            pending_paused,
-                        ),
-                        Err(e) => {
-                            debug!(error = %e, "connection error");
-                            peer.ended = Some(PeerEnd::MediaFailed);
-                            break;
-                        }
-                    }
-                }
-            }));
-            if result.is_err() {
-                warn!(pid = %format_args!("{:016x}", peer.pid), "connection panicked; closing it");
-                peer.ended = Some(PeerEnd::Crashed);
-            }
-        }
-        if peer.ended.is_some() {
-            self.remove_peer(pi);
-            self.pending_rtp.clear();
-            return;
-        }
-        let room = peer.room;
-        let endpoint = peer.endpoint;
-        let timeout = peer.next_timeout;
-        let newly_connected = !peer.connected && peer.rtc.is_connected();
-        let kinds: Vec<_> = if newly_connected {
-            peer.connected = true;
-            peer.slots.iter().map(|s| s.kind).collect()
+    fn send(&mut self) {
+        let transmits = self.core.transmits();
+        let result = if transmits.is_empty() {
+            udp::SendResult::default()
         } else {
-            Vec::new()
-        };
-        self.schedule(pi, timeout);
-        if newly_connected {
-            // Only now can it receive: add it to the router, which maps its slots and asks
-            // the publishers it will see for keyframes.
-            if let Some(rs) = self.rooms.get_mut(&room) {
-                let _ = rs.router.add_subscriber(endpoint, &kinds, now);
-            }
-            debug!(pid = %format_args!("{:016x}", endpoint.0), "media connected");
-            self.drain_router(room, now);
-        }
-        self.process_pending(now);
-    }
-
-    fn process_pending(&mut self, now: Instant) {
-        let mut rtp = std::mem::take(&mut self.pending_rtp);
-        for (room, pkt, ext) in rtp.drain(..) {
-            if let Some(rs) = self.rooms.get(&room) {
-                for w in &rs.others {
-                    let msg = MediaMsg::Rtp {
-                        room,
-                        pkt: pkt.clone(),
-                        ext,
-                        received: now,
-                    };
-                    if self.handles[w.0].push_media(msg) {
-                        self.wake[w.0] = true;
-                    } else {
-                        self.stats.drop(DropReason::QueueFull, 1);
-                    }
-                }
-            }
-            self.route(room, &pkt, &ext, now, now);
-        }
-        self.pending_rtp = rtp;
-        let keyframes = std::mem::take(&mut self.pending_keyframes);
-        for (room, sub, slot) in &keyframes {
-            if let Some(rs) = self.rooms.get_mut(room) {
-                rs.router.handle_keyframe_request(*sub, *slot, now);
-                self.drain_router(*room, now);
-            }
-        }
-        self.pending_keyframes = keyframes;
-        self.pending_keyframes.clear();
-        for (room, track, layer, paused) in self.pending_paused.drain(..) {
-            if let Some(rs) = self.rooms.get_mut(&room) {
-                rs.router.handle_layer_paused(track, layer, paused);
-            }
-        }
-    }
-
-    /// Writes one packet to every subscriber on this worker the router picks.
-    fn route(
-        &mut self,
-        room: RoomKey,
-        pkt: &RtpIn,
-        ext: &ForwardExt,
-        received: Instant,
-        now: Instant,
-    ) {
-        let Some(rs) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        let kind = pkt.track.source.kind();
-        let k = usize::from(kind == MediaKind::Video);
-        let forwards = rs.router.handle_rtp(pkt, now);
-        for f in forwards {
-            let Some(&si) = self.by_pid.get(&f.subscriber.0) else {
-                continue;
-            };
-            let Some(peer) = self.peers.get_mut(si).and_then(Option::as_mut) else {
-                continue;
-            };
-            let Some(slot) = peer.slots.get(usize::from(f.slot.0)) else {
-                continue;
-            };
-            let (ssrc, pt) = (slot.ssrc, slot.pt);
-            let mut api = peer.rtc.direct_api();
-            let Some(tx) = api.stream_tx(&ssrc) else {
-                continue;
-            };
-            let write = RtpWrite::new(pt, f.seq.into(), f.timestamp, now, pkt.payload.clone())
-                .marker(f.marker)
-                .nackable(kind == MediaKind::Video)
-                .ext_vals(ext.values());
-            tx.write_rtp(write);
-            self.stats.forwarded[k] += 1;
-            self.stats.forwarded_bytes[k] += pkt.payload.len() as u64;
-            self.forwarded_at.push(received);
-            if !peer.dirty {
-                peer.dirty = true;
-                self.dirty.push(si);
-            }
-        }
-        self.drain_router(room, now);
-    }
-
-    /// Acts on what a room's router asks for.
-    fn drain_router(&mut self, room: RoomKey, _now: Instant) {
-        let Some(rs) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        while let Some(out) = rs.router.poll_output() {
-            match out {
-                RouterOutput::RequestKeyframe {
-                    track,
-                    layer,
-                    local,
-                } => {
-                    if local {
-                        let Some(&pi) = self.by_pid.get(&track.endpoint.0) else {
-                            continue;
-                        };
-                        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-                            continue;
-                        };
-                        let Some((mid, rid)) = peer.stream_for(track.source, layer) else {
-                            continue;
-                        };
-                        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
-                            if !peer.dirty {
-                                peer.dirty = true;
-                                self.dirty.push(pi);
-                            }
-                        }
-                    } else if let Some(w) = rs.track_workers.get(&track) {
-                        let msg = MediaMsg::KeyframeRequest { room, track, layer };
-                        if self.handles[w.0].push_media(msg) {
-                            self.wake[w.0] = true;
-                        }
-                    }
-                }
-                RouterOutput::SlotChanged {
-                    subscriber,
-                    slot,
-                    track,
-                } => {
-                    let Some(&pi) = self.by_pid.get(&subscriber.0) else {
-                        continue;
-                    };
-                    if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut)
-                        && let Some(t) = peer.slot_tracks.get_mut(usize::from(slot.0))
-                    {
-                        *t = track;
-                        if !peer.slots_changed {
-                            peer.slots_changed = true;
-                            self.slot_updates.push(pi);
-                        }
-                    }
-                }
-                RouterOutput::SpeakingChanged { speaking } => {
-                    let participants: Vec<ParticipantRef> = speaking
-                        .iter()
-                        .map(|e| ParticipantRef(format!("{:016x}", e.0)))
-                        .collect();
-                    for &pi in &rs.peers {
-                        if let Some(peer) = self.peers.get(pi).and_then(Option::as_ref)
-                            && peer.connected
-                        {
-                            let _ = peer.outbox.send(ServerMsg::Speaking {
-                                participants: participants.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    // ---- time --------------------------------------------------------------------------
-
-    fn schedule(&mut self, pi: usize, at: Instant) {
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-            return;
-        };
-        if peer.scheduled.is_none_or(|s| at < s) {
-            peer.scheduled = Some(at);
-            self.timers.push(std::cmp::Reverse((at, pi)));
-        }
-    }
-
-    fn expire_timers(&mut self, now: Instant) {
-        while let Some(&std::cmp::Reverse((at, pi))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-                continue;
-            };
-            if peer.scheduled != Some(at) {
-                continue; // superseded by an earlier deadline
-            }
-            peer.scheduled = None;
-            if peer.next_timeout <= now {
-                self.tick(pi, now);
-            } else {
-                let next = peer.next_timeout;
-                self.schedule(pi, next);
-            }
-        }
-    }
-
-    fn tick(&mut self, pi: usize, now: Instant) {
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
-            return;
-        };
-        peer.dirty = false;
-        match catch_unwind(AssertUnwindSafe(|| {
-            peer.rtc.handle_input(Input::Timeout(now))
-        })) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(error = %e, "connection timeout handling failed");
-                peer.ended = Some(PeerEnd::MediaFailed);
-            }
-            Err(_) => peer.ended = Some(PeerEnd::Crashed),
-        }
-        self.drain_peer(pi, now);
-    }
-
-    fn expire_routers(&mut self, now: Instant) {
-        let due: Vec<RoomKey> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.router.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for room in due {
-            if let Some(rs) = self.rooms.get_mut(&room) {
-                rs.router.handle_timeout(now);
-            }
-            self.drain_router(room, now);
-        }
-    }
-
-    /// Ticks every connection written to, sends everything, tells clients of slot changes.
-    fn flush(&mut self, now: Instant) {
-        while !self.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.dirty);
-            for &pi in &dirty {
-                self.tick(pi, now);
-            }
-            self.dirty = dirty;
-            self.dirty.clear();
-        }
-        if !self.transmits.is_empty() {
-            let datagrams: Vec<(SocketAddr, &[u8])> = self
-                .transmits
+            let datagrams: Vec<(SocketAddr, &[u8])> = transmits
                 .iter()
                 .map(|t| (t.destination, &t.contents[..]))
                 .collect();
-            let r = udp::send_batch(&self.socket, &datagrams);
-            let bytes: usize = datagrams.iter().map(|(_, d)| d.len()).sum();
-            drop(datagrams);
-            self.stats.datagrams_out += r.sent as u64;
-            self.stats.bytes_out += bytes as u64;
-            self.stats.drop(DropReason::SendFailed, r.failed as u64);
-            self.stats
-                .drop(DropReason::SendBufferFull, r.dropped as u64);
-            self.transmits.clear();
-        }
-        if !self.forwarded_at.is_empty() {
-            let sent = Instant::now();
-            for at in self.forwarded_at.drain(..) {
-                let ns = sent.saturating_duration_since(at).as_nanos() as u64;
-                self.stats.observe_latency(ns);
-            }
-        }
-        for pi in std::mem::take(&mut self.slot_updates) {
-            if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) {
-                peer.slots_changed = false;
-                let _ = peer.outbox.send(ServerMsg::Slots {
-                    slots: peer.slot_message(),
-                });
-            }
-        }
-        for (w, wake) in self.wake.iter_mut().enumerate() {
-            if std::mem::take(wake) {
-                self.handles[w].wake();
-            }
-        }
-    }
-}
-
-/// One event of a connection, handled while it is drained. Anything that needs another
-/// connection is queued and done after the drain.
-fn handle_event(
-    peer: &mut Peer,
-    event: Event,
-    stats: &mut WorkerStats,
-    pending_rtp: &mut Vec<(RoomKey, RtpIn, ForwardExt)>,
-    pending_keyframes: &mut Vec<(RoomKey, EndpointId, SlotId)>,
-    pending_paused: &mut Vec<(RoomKey, TrackId, LayerId, bool)>,
-) {
-    match event {
-        Event::RtpPacket(p) => {
-            let Some((track, layer)) = peer.track_of(p.header.ssrc) else {
-                stats.drop(DropReason::UnknownStream, 1);
-                return;
-            };
-            let k = usize::from(track.source.kind() == MediaKind::Video);
-            stats.rtp_in[k] += 1;
-            stats.rtp_in_bytes[k] += p.payload.len() as u64;
-            let ext = p.header.ext_vals;
-            let pkt = RtpIn {
-                track,
-                layer,
-                seq: *p.seq_no,
-                timestamp: p.header.timestamp,
-                marker: p.header.marker,
-                audio_level: peer::audio_level(&ext),
-                voice_activity: ext.voice_activity,
-                payload: p.payload,
-            };
-            let forward_ext = ForwardExt {
-                audio_level: ext.audio_level,
-                voice_activity: ext.voice_activity,
-                video_orientation: ext.video_orientation,
-            };
-            pending_rtp.push((peer.room, pkt, forward_ext));
-        }
-        Event::KeyframeRequest(req) => {
-            if let Some(i) = peer.slots.iter().position(|s| s.mid == req.mid) {
-                pending_keyframes.push((peer.room, peer.endpoint, SlotId(i as u16)));
-            }
-        }
-        Event::StreamPaused(p) => {
-            if let Some(pb) = peer.published.iter().find(|pb| pb.mid == p.mid) {
-                let layer = match p.rid {
-                    None => Some(0),
-                    Some(rid) => pb.rids.iter().position(|r| *r == rid),
-                };
-                if let Some(layer) = layer.filter(|l| *l < LayerId::MAX) {
-                    pending_paused.push((
-                        peer.room,
-                        TrackId::new(peer.endpoint, pb.source),
-                        LayerId(layer as u8),
-                        p.paused,
-                    ));
-                }
-            }
-        }
-        Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
-            peer.ended = Some(PeerEnd::MediaFailed);
-        }
-        _ => {}
+            udp::send_batch(&self.socket, &datagrams)
+        };
+        self.core.finish_send(result, Instant::now());
     }
 }

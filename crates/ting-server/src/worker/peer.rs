@@ -111,6 +111,8 @@ pub struct Peer {
     pub dirty: bool,
     /// ICE and DTLS are up and the router knows this subscriber.
     pub connected: bool,
+    /// When ICE last reported the connection lost, if it has not come back since.
+    pub disconnected_since: Option<Instant>,
     pub ended: Option<PeerEnd>,
 }
 
@@ -349,6 +351,7 @@ impl Peer {
                 scheduled: None,
                 dirty: false,
                 connected: false,
+                disconnected_since: None,
                 ended: None,
             },
             answer: answer.to_sdp_string(),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test of ting, the way CI does:
+#   1. the gate: formatting and clippy with warnings as errors;
+#   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
+#      against a real server over loopback UDP;
+#   3. the browser test: three headless Chromium pages meet through the real web client.
+# It installs what the tests need when it is missing (Debian's chromium, playwright-core
+# from npm); it never downloads a browser of its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+if ! command -v chromium >/dev/null 2>&1; then
+  step "installing Debian's chromium"
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium; }
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  step "installing playwright-core (no browser download)"
+  (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked --workspace --all-targets
+
+step "browser test"
+cargo build --locked -p ting-server
+TING_BIN="$PWD/target/debug/ting" node tests/browser/meeting.test.mjs
+
+step "all tests passed"
