@@ -67,9 +67,9 @@ async fn malformed_input_gets_errors_and_the_meeting_goes_on() {
         .await
         .unwrap();
     expect_error(&mut s, ErrorCode::BadMessage, "binary").await;
-    let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100_000));
+    let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(300_000));
     s.send_text(huge).await.unwrap();
-    expect_error(&mut s, ErrorCode::MessageTooLarge, "65536").await;
+    expect_error(&mut s, ErrorCode::MessageTooLarge, "262144").await;
     still_usable(&mut s).await;
 
     let offer = Offer {

@@ -75,7 +75,7 @@ pub enum JoinError {
     BadRoomName(NameError),
     #[error("the display name {0}")]
     BadDisplayName(NameError),
-    #[error("the room is full: it holds at most {limit} participants")]
+    #[error("the room is full: all {limit} places are taken")]
     RoomFull { limit: usize },
     #[error("the server holds as many rooms as it may ({limit}); try again later")]
     TooManyRooms { limit: usize },
