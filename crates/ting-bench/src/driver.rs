@@ -1,5 +1,6 @@
 //! Drives many simulated participants on one thread: their UDP sockets in one epoll, their
-//! timers in one heap. Commands come in over a channel; statistics go out as snapshots.
+//! timers in one heap. Commands come in over a channel; statistics go out as snapshots,
+//! taken only when asked for, so a quiet harness costs nothing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,11 +17,22 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use ting_proto::ServerMsg;
 
 use crate::peer::{PeerStats, SimPeer};
+use crate::stats::Histogram;
 
 const WAKER: Token = Token(usize::MAX);
-/// How often statistics are published.
-pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest a driver sleeps without looking at its commands.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
 
+/// Everything a driver's peers counted, at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct DriverSnapshot {
+    /// Every peer, those removed included.
+    pub peers: Vec<PeerStats>,
+    /// One-way latency of every stamped packet received by any of them (cumulative).
+    pub latency: Histogram,
+    /// CPU time of the driver thread so far, nanoseconds.
+    pub cpu_ns: u64,
+}
 /// Commands to a driver.
 #[derive(Debug)]
 pub enum DriverCmd {
@@ -28,6 +40,7 @@ pub enum DriverCmd {
     Signal(u32, Box<ServerMsg>),
     SetSending(u32, bool),
     Remove(u32),
+    Snapshot(Sender<DriverSnapshot>),
     Stop,
 }
 
@@ -36,7 +49,7 @@ pub enum DriverCmd {
 pub struct DriverHandle {
     tx: Sender<DriverCmd>,
     waker: Arc<Waker>,
-    snapshot: Arc<Mutex<Vec<PeerStats>>>,
+    last: Arc<Mutex<DriverSnapshot>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -45,15 +58,15 @@ impl DriverHandle {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
-        let snapshot = Arc::new(Mutex::new(Vec::new()));
-        let shared = snapshot.clone();
+        let last = Arc::new(Mutex::new(DriverSnapshot::default()));
+        let shared = last.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || Driver::new(poll, rx, shared).run())?;
         Ok(DriverHandle {
             tx,
             waker,
-            snapshot,
+            last,
             thread: Some(thread),
         })
     }
@@ -76,18 +89,29 @@ impl DriverHandle {
         }
     }
 
-    /// The latest statistics of every peer (at most [`SNAPSHOT_INTERVAL`] old).
+    /// The statistics of every peer now.
     pub fn snapshot(&self) -> Vec<PeerStats> {
-        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+        self.full_snapshot().peers
+    }
+
+    /// The statistics of every peer and the merged latency histogram, now.
+    pub fn full_snapshot(&self) -> DriverSnapshot {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(DriverCmd::Snapshot(tx));
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(s) => s,
+            // The thread has stopped: its last words.
+            Err(_) => self.last.lock().map(|s| s.clone()).unwrap_or_default(),
+        }
     }
 
     /// Stops the thread and returns the final statistics.
-    pub fn stop(mut self) -> Vec<PeerStats> {
+    pub fn stop(mut self) -> DriverSnapshot {
         self.send(DriverCmd::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.snapshot()
+        self.last.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -125,22 +149,24 @@ struct Slot {
 struct Driver {
     poll: Poll,
     rx: Receiver<DriverCmd>,
-    snapshot: Arc<Mutex<Vec<PeerStats>>>,
+    last: Arc<Mutex<DriverSnapshot>>,
     peers: Vec<Option<Slot>>,
     /// Stats of removed peers, kept for the final report.
     gone: Vec<PeerStats>,
+    gone_latency: Histogram,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     buf: Vec<u8>,
 }
 
 impl Driver {
-    fn new(poll: Poll, rx: Receiver<DriverCmd>, snapshot: Arc<Mutex<Vec<PeerStats>>>) -> Self {
+    fn new(poll: Poll, rx: Receiver<DriverCmd>, last: Arc<Mutex<DriverSnapshot>>) -> Self {
         Driver {
             poll,
             rx,
-            snapshot,
+            last,
             peers: Vec::new(),
             gone: Vec::new(),
+            gone_latency: Histogram::default(),
             timers: BinaryHeap::new(),
             buf: vec![0; 2048],
         }
@@ -148,7 +174,6 @@ impl Driver {
 
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut next_snapshot = Instant::now();
         loop {
             if !self.handle_commands() {
                 break;
@@ -157,8 +182,8 @@ impl Driver {
                 .timers
                 .peek()
                 .map(|r| r.0.0.saturating_duration_since(Instant::now()))
-                .unwrap_or(SNAPSHOT_INTERVAL)
-                .min(SNAPSHOT_INTERVAL);
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -172,12 +197,11 @@ impl Driver {
                 self.receive(ev.token().0, now);
             }
             self.expire(now);
-            if now >= next_snapshot {
-                self.publish();
-                next_snapshot = now + SNAPSHOT_INTERVAL;
-            }
         }
-        self.publish();
+        let last = self.snapshot();
+        if let Ok(mut l) = self.last.lock() {
+            *l = last;
+        }
     }
 
     /// Returns false on Stop.
@@ -226,7 +250,11 @@ impl Driver {
                         let fd = slot.socket.as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                         self.gone.push(slot.peer.stats().clone());
+                        self.gone_latency.merge(slot.peer.latency());
                     }
+                }
+                DriverCmd::Snapshot(reply) => {
+                    let _ = reply.send(self.snapshot());
                 }
                 DriverCmd::Stop => return false,
             }
@@ -303,11 +331,35 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self) {
-        let mut all: Vec<PeerStats> = self.gone.clone();
-        all.extend(self.peers.iter().flatten().map(|s| s.peer.stats().clone()));
-        if let Ok(mut snap) = self.snapshot.lock() {
-            *snap = all;
+    fn snapshot(&self) -> DriverSnapshot {
+        let mut peers = self.gone.clone();
+        let mut latency = self.gone_latency.clone();
+        for s in self.peers.iter().flatten() {
+            peers.push(s.peer.stats().clone());
+            latency.merge(s.peer.latency());
         }
+        DriverSnapshot {
+            peers,
+            latency,
+            cpu_ns: thread_cpu_ns(),
+        }
+    }
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc_timespec();
+    // SAFETY: clock_gettime writes one timespec to a live local.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn libc_timespec() -> libc::timespec {
+    libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     }
 }

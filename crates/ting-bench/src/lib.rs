@@ -11,11 +11,17 @@
 //! The end-to-end tests in `tests/` use the same participants.
 
 pub mod driver;
+pub mod http;
+pub mod janus;
 pub mod payload;
 pub mod peer;
+pub mod plot;
+pub mod report;
+pub mod run;
 pub mod signal;
 pub mod stats;
+pub mod usage;
 
-pub use driver::{DriverCmd, DriverHandle, DriverSender};
+pub use driver::{DriverCmd, DriverHandle, DriverSender, DriverSnapshot};
 pub use peer::{PeerStats, SimPeer, SimPeerConfig};
 pub use signal::{JoinedPeer, PeerControl, Signal, SignalError, join_peer};

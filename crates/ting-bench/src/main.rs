@@ -1,6 +1,156 @@
-//! `ting-bench`: load tests against a running ting (scenarios arrive with the harness).
+//! `ting-bench`: load tests with simulated participants against a running ting (or Janus).
+//!
+//! ```text
+//! ting-bench fanout --participants 50 --duration 30 --target http://127.0.0.1:8080
+//! ting-bench meeting --participants 20 --json report.json --plot report.svg
+//! ting-bench fanout --target janus://127.0.0.2:8088 --local-ip 127.0.0.3 --server-pid 1234
+//! ```
+//!
+//! Exits 0 when the run passed, 1 when joins failed, a participant got no media or loss
+//! was above `--max-loss`, 2 when it could not run at all.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use ting_bench::plot;
+use ting_bench::run::{BenchOptions, Scenario, Target, run};
+
+/// Load-test a ting server with simulated participants (real WebRTC over UDP).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// What the participants do.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The server: http://host:port for ting, janus://host:port[/path] for Janus VideoRoom.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "TING_BENCH_TARGET"
+    )]
+    target: String,
+    /// Participants per room (fanout: receivers, besides the one publisher).
+    #[arg(long, short = 'n', default_value_t = 10)]
+    participants: usize,
+    /// Rooms, each with --participants.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishers per room in the webinar scenario.
+    #[arg(long, default_value_t = 3)]
+    publishers: usize,
+    /// Seconds to measure, after everyone joined and media flows.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Joins started per second (DTLS handshakes are expensive; a burst can starve the server).
+    #[arg(long, default_value_t = 10.0)]
+    ramp: f64,
+    /// Share of publishers whose audio is "speaking".
+    #[arg(long, default_value_t = 0.1)]
+    speaking: f64,
+    /// Publish one video layer instead of three simulcast layers (150/500/1500 kbit/s).
+    #[arg(long)]
+    no_simulcast: bool,
+    /// The first participant also shares a screen; others get a screen slot.
+    #[arg(long)]
+    screen: bool,
+    /// Audio slots per receiving participant.
+    #[arg(long, default_value_t = 3)]
+    audio_slots: u16,
+    /// Camera slots per receiving participant (meeting, webinar).
+    #[arg(long, default_value_t = 9)]
+    video_slots: u16,
+    /// Client threads; each carries many participants.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Local address the participants' UDP sockets bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ip: IpAddr,
+    /// Read the server's CPU and memory from /proc/PID (needed for non-ting targets).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Fail (exit 1) when more than this percentage of packets is lost.
+    #[arg(long, default_value_t = 1.0)]
+    max_loss: f64,
+    /// Longest wait, in seconds, for media to reach everyone before measuring.
+    #[arg(long, default_value_t = 15.0)]
+    settle: f64,
+    /// Check every payload byte of one packet in this many (1: all).
+    #[arg(long, default_value_t = 16)]
+    verify_every: u64,
+    /// Write the full report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot of throughput, loss, latency and server CPU over time.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
 
 fn main() {
-    eprintln!("ting-bench: scenarios are not built yet");
-    std::process::exit(2);
+    match real_main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("ting-bench: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<bool> {
+    let cli = Cli::parse();
+    let target = Target::parse(&cli.target).map_err(anyhow::Error::msg)?;
+    if let Some(p) = &cli.plot
+        && p.extension().and_then(|e| e.to_str()) != Some("svg")
+    {
+        anyhow::bail!("--plot {}: only .svg plots are written", p.display());
+    }
+    if cli.participants == 0 || cli.rooms == 0 {
+        anyhow::bail!("--participants and --rooms must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&cli.speaking) {
+        anyhow::bail!("--speaking is a share between 0 and 1");
+    }
+    let mut opts = BenchOptions::new(cli.scenario, target);
+    opts.participants = cli.participants;
+    opts.rooms = cli.rooms;
+    opts.publishers = cli.publishers.max(1);
+    opts.duration = Duration::from_secs_f64(cli.duration.max(1.0));
+    opts.ramp = cli.ramp.max(0.1);
+    opts.speaking = cli.speaking;
+    opts.simulcast = !cli.no_simulcast;
+    opts.screen = cli.screen;
+    opts.audio_slots = cli.audio_slots;
+    opts.video_slots = cli.video_slots;
+    opts.threads = cli.threads.max(1);
+    opts.local_ip = cli.local_ip;
+    opts.server_pid = cli.server_pid;
+    opts.max_loss = cli.max_loss / 100.0;
+    opts.settle = Duration::from_secs_f64(cli.settle.max(0.0));
+    opts.progress = !cli.quiet;
+    opts.verify_every = cli.verify_every.max(1);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(run(opts));
+    eprint!("{}", report.summary());
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report).context("report to JSON")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    if let Some(path) = &cli.plot {
+        std::fs::write(path, plot::svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(report.failures.is_empty())
 }

@@ -127,8 +127,6 @@ pub struct PeerStats {
     /// Server messages by type, for tests.
     pub left_seen: Vec<(String, String)>,
     pub errors: Vec<String>,
-    #[serde(skip)]
-    pub latency: Histogram,
 }
 
 /// A simulated participant. See the module docs.
@@ -147,6 +145,7 @@ pub struct SimPeer {
     sending: bool,
     alive: bool,
     stats: PeerStats,
+    latency: Histogram,
     buf: Vec<u8>,
     received: u64,
     /// Participant ids of the room -> simulated ids (from `sim-<id>` names).
@@ -275,6 +274,7 @@ impl SimPeer {
             rtc,
             local,
             pending: Some(pending),
+            latency: Histogram::default(),
             tx,
             slot_mids,
             rx_by_ssrc: Vec::new(),
@@ -297,8 +297,72 @@ impl SimPeer {
         ))
     }
 
+    /// Creates the connection by answering a server's offer (servers such as Janus offer
+    /// to subscribers). `slots` names the offer's m-lines this peer receives on, with their
+    /// kind (`"audio"` or `"video"`); it publishes nothing.
+    pub fn answer(
+        cfg: SimPeerConfig,
+        local: SocketAddr,
+        offer_sdp: &str,
+        slots: &[(String, &'static str)],
+        now: Instant,
+    ) -> Result<(SimPeer, String), PeerError> {
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let offer = str0m::change::SdpOffer::from_sdp_string(offer_sdp)
+            .map_err(|e| PeerError::Answer(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(offer)?;
+        let slot_mids = slots.iter().map(|(m, _)| Mid::from(m.as_str())).collect();
+        let stats_slots = slots
+            .iter()
+            .map(|(m, kind)| SlotStats::new(m.clone(), kind))
+            .collect();
+        let mut peer = SimPeer {
+            stats: PeerStats {
+                id: cfg.id,
+                slots: stats_slots,
+                ..Default::default()
+            },
+            cfg,
+            rtc,
+            local,
+            pending: None,
+            latency: Histogram::default(),
+            tx: Vec::new(),
+            slot_mids,
+            rx_by_ssrc: Vec::new(),
+            out: VecDeque::new(),
+            rtc_timeout: now,
+            created: now,
+            sending: true,
+            alive: true,
+            buf: Vec::new(),
+            received: 0,
+            directory: Vec::new(),
+        };
+        peer.drain(now);
+        Ok((peer, answer.to_sdp_string()))
+    }
+
     pub fn id(&self) -> u32 {
         self.cfg.id
+    }
+
+    /// The mids this peer publishes on: (microphone, camera, screen).
+    pub fn publish_mids(&self) -> (Option<String>, Option<String>, Option<String>) {
+        let find = |k: StreamKind| {
+            self.tx
+                .iter()
+                .find(|t| t.kind == k)
+                .map(|t| t.mid.to_string())
+        };
+        (
+            find(StreamKind::Audio),
+            find(StreamKind::Video),
+            find(StreamKind::Screen),
+        )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -400,6 +464,11 @@ impl SimPeer {
 
     pub fn stats(&self) -> &PeerStats {
         &self.stats
+    }
+
+    /// One-way latency of every stamped packet received, microseconds.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
     }
 
     /// A message from the server's signalling for this participant.
@@ -616,9 +685,9 @@ impl SimPeer {
         match payload::read(&p.payload, prefix, check_all) {
             Ok(stamp) => {
                 let latency = payload::now_us().saturating_sub(stamp.sent_us);
-                self.stats.latency.record(latency);
+                self.latency.record(latency);
                 let s = &mut self.stats.slots[slot];
-                s.record_sender(stamp.sender, stamp.layer);
+                s.record_sender(stamp.sender, stamp.layer, stamp.counter);
                 let mapped = s.mapped_to.as_ref().map(|(p, _)| p.clone());
                 if let Some(mapped) = mapped
                     && self.sim_id_of(&mapped).is_some_and(|id| id != stamp.sender)

@@ -102,6 +102,33 @@ impl Histogram {
     pub fn clear(&mut self) {
         *self = Histogram::default();
     }
+
+    /// What was recorded since `earlier` (an older copy of this histogram).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let sub = |a: &[u64], b: &[u64]| -> Vec<u64> {
+            a.iter().zip(b).map(|(x, y)| x.saturating_sub(*y)).collect()
+        };
+        let fine = sub(&self.fine, &earlier.fine);
+        let coarse = sub(&self.coarse, &earlier.coarse);
+        // The maximum of the interval: the upper edge of the highest non-empty bucket.
+        let max_us = if self.over > earlier.over {
+            self.max_us
+        } else if let Some(i) = coarse.iter().rposition(|n| *n > 0) {
+            (FINE_END + (i as u64 + 1) * COARSE_STEP).min(self.max_us)
+        } else if let Some(i) = fine.iter().rposition(|n| *n > 0) {
+            ((i as u64 + 1) * FINE_STEP).min(self.max_us)
+        } else {
+            0
+        };
+        Histogram {
+            fine,
+            coarse,
+            over: self.over - earlier.over.min(self.over),
+            count: self.count.saturating_sub(earlier.count),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+            max_us,
+        }
+    }
 }
 
 /// What one receive slot got.
@@ -124,13 +151,22 @@ pub struct SlotStats {
     pub senders: Vec<u32>,
     /// Times the sender or its layer changed.
     pub switches: u64,
+    /// Of those, times only the simulcast layer changed.
+    pub layer_switches: u64,
     pub current: Option<(u32, u8)>,
     /// What the server's slot table says this slot carries (participant id, source).
     pub mapped_to: Option<(String, String)>,
     /// Packets whose sender was not the participant the slot table named at the time.
     pub mismatched: u64,
+    /// Packets of the stream the slot carries that never arrived (gaps in the senders'
+    /// running numbers, whatever hop lost them), less those that came late.
+    pub lost: u64,
+    /// Packets that arrived after a later one of the same stream (reordered or repaired).
+    pub late: u64,
     #[serde(skip)]
     window: u128,
+    #[serde(skip)]
+    last_counter: Option<u64>,
 }
 
 impl SlotStats {
@@ -187,9 +223,28 @@ impl SlotStats {
         }
     }
 
-    pub fn record_sender(&mut self, sender: u32, layer: u8) {
-        if self.current.is_some_and(|c| c != (sender, layer)) {
-            self.switches += 1;
+    /// Records the stamp of a packet: who sent it, which layer, its running number.
+    pub fn record_sender(&mut self, sender: u32, layer: u8, counter: u64) {
+        if self.current == Some((sender, layer)) {
+            match self.last_counter {
+                Some(last) if counter > last => {
+                    self.lost += counter - last - 1;
+                    self.last_counter = Some(counter);
+                }
+                Some(_) => {
+                    self.late += 1;
+                    self.lost = self.lost.saturating_sub(1);
+                }
+                None => self.last_counter = Some(counter),
+            }
+        } else {
+            if self.current.is_some() {
+                self.switches += 1;
+                if self.current.map(|c| c.0) == Some(sender) {
+                    self.layer_switches += 1;
+                }
+            }
+            self.last_counter = Some(counter);
         }
         self.current = Some((sender, layer));
         if !self.senders.contains(&sender) && self.senders.len() < 16 {
@@ -235,6 +290,13 @@ mod tests {
         m.merge(&h);
         m.merge(&h);
         assert_eq!(m.count(), 204);
+        let d = m.since(&h);
+        assert_eq!(d.count(), 102);
+        assert_eq!(
+            d.quantile_us(0.5),
+            520,
+            "51st of 102 samples: 510, bucket edge 520"
+        );
         assert_eq!(Histogram::default().quantile_us(0.99), 0);
     }
 
@@ -255,11 +317,26 @@ mod tests {
     #[test]
     fn switches_count_sender_and_layer_changes() {
         let mut s = SlotStats::new("6".into(), "video");
-        s.record_sender(1, 0);
-        s.record_sender(1, 0);
-        s.record_sender(1, 2);
-        s.record_sender(2, 2);
+        s.record_sender(1, 0, 10);
+        s.record_sender(1, 0, 11);
+        s.record_sender(1, 2, 500);
+        s.record_sender(2, 2, 7);
         assert_eq!(s.switches, 2);
+        assert_eq!(s.layer_switches, 1);
         assert_eq!(s.senders, vec![1, 2]);
+        assert_eq!(s.lost, 0, "switches are not loss");
+    }
+
+    #[test]
+    fn loss_is_counted_from_running_numbers_and_late_arrivals_repay_it() {
+        let mut s = SlotStats::new("3".into(), "audio");
+        for c in [1, 2, 5, 6] {
+            s.record_sender(9, 0, c);
+        }
+        assert_eq!(s.lost, 2, "3 and 4 missing");
+        s.record_sender(9, 0, 3);
+        assert_eq!((s.lost, s.late), (1, 1));
+        s.record_sender(9, 0, 7);
+        assert_eq!(s.lost, 1);
     }
 }

@@ -375,15 +375,13 @@ impl Collector for Scrape {
         )?;
 
         // Forwarding latency: received from the socket -> handed to the socket, per
-        // forwarded packet.
-        let mut cumulative = 0u64;
+        // forwarded packet. The encoder takes per-bucket counts and accumulates them.
         let mut buckets = Vec::with_capacity(BUCKETS);
         for i in 0..BUCKETS {
-            cumulative += m.sum(|w| &w.latency_buckets[i]);
             let bound = LATENCY_BOUNDS_NS
                 .get(i)
                 .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
-            buckets.push((bound, cumulative));
+            buckets.push((bound, m.sum(|w| &w.latency_buckets[i])));
         }
         let sum = m.sum(|w| &w.latency_sum_ns) as f64 / 1e9;
         let count = m.sum(|w| &w.latency_count);
@@ -495,8 +493,16 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ting_forwarding_latency_seconds_bucket{le=\"5.6e-5\"} 1"),
+            text.contains("ting_forwarding_latency_seconds_bucket{le=\"0.000056\"} 1"),
             "{text}"
+        );
+        assert!(
+            text.contains("ting_forwarding_latency_seconds_bucket{le=\"0.0018\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 2"),
+            "buckets are cumulative once, not twice: {text}"
         );
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }

@@ -363,11 +363,13 @@ impl MediaCore {
 
     // ---- media from other workers ----------------------------------------------------
 
-    pub fn handle_media_queue(&mut self, now: Instant) {
+    /// Handles media from other workers until the queue is empty (false) or enough was
+    /// forwarded that it should be sent first (true).
+    pub fn handle_media_queue(&mut self, now: Instant) -> bool {
         // Bounded per loop so a flood from another worker cannot starve this socket.
         for _ in 0..4 * RECV_BUDGET {
             let Ok(msg) = self.media.try_recv() else {
-                break;
+                return false;
             };
             match msg {
                 MediaMsg::Rtp {
@@ -383,7 +385,11 @@ impl MediaCore {
                     }
                 }
             }
+            if self.pending_forwards() >= super::FLUSH_FORWARDS {
+                return true;
+            }
         }
+        false
     }
 
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
@@ -737,6 +743,13 @@ impl MediaCore {
             self.dirty = dirty;
             self.dirty.clear();
         }
+    }
+
+    /// Packets written to connections since the last send. The worker sends once this
+    /// reaches [`super::FLUSH_FORWARDS`], so a burst fanned out to many subscribers leaves in
+    /// pieces instead of waiting for the whole burst.
+    pub fn pending_forwards(&self) -> usize {
+        self.forwarded_at.len()
     }
 
     /// The datagrams to send.

@@ -170,6 +170,11 @@ const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
 /// Datagrams read per loop before the rest of the loop gets a turn.
 const RECV_BUDGET: usize = 8 * udp::BATCH;
+/// Forwarded packets written before they are sent. Sending everything a burst produced at
+/// once would make the first packet of a keyframe fanned out to 50 subscribers wait for the
+/// encryption and sending of all the others (over a millisecond); 64 keeps sendmmsg batches
+/// full while bounding that wait.
+pub const FLUSH_FORWARDS: usize = 64;
 /// Capacity of each worker's inbound media queue. A full queue drops, never blocks: a
 /// worker that falls this far behind would only deliver stale media.
 const MEDIA_QUEUE: usize = 32 * 1024;
@@ -340,11 +345,13 @@ impl Worker {
         while !self.core.shutdown {
             let now = Instant::now();
             self.core.handle_commands(now);
-            self.core.handle_media_queue(now);
-            let more = self.receive(now);
+            while self.core.handle_media_queue(now) {
+                self.flush(now);
+            }
+            let more = self.receive();
+            let now = Instant::now();
             self.core.handle_timeout(now);
-            self.core.flush_connections(now);
-            self.send();
+            self.flush(now);
             if more {
                 continue;
             }
@@ -370,14 +377,21 @@ impl Worker {
     }
 
     /// Reads and handles datagrams; returns true when the budget ran out with more waiting.
-    fn receive(&mut self, now: Instant) -> bool {
+    fn receive(&mut self) -> bool {
         let mut handled = 0;
         loop {
             match udp::recv_batch(&self.socket, &mut self.recv) {
                 Ok(0) => return false,
                 Ok(n) => {
+                    // The time these datagrams left the kernel: forwarding latency counts
+                    // from here.
+                    let now = Instant::now();
                     for (source, data) in self.recv.iter() {
                         self.core.handle_datagram(source, data, now);
+                        if self.core.pending_forwards() >= FLUSH_FORWARDS {
+                            self.core.flush_connections(now);
+                            send(&mut self.core, &self.socket);
+                        }
                     }
                     handled += n;
                     if handled >= RECV_BUDGET {
@@ -395,17 +409,23 @@ impl Worker {
         }
     }
 
-    fn send(&mut self) {
-        let transmits = self.core.transmits();
-        let result = if transmits.is_empty() {
-            udp::SendResult::default()
-        } else {
-            let datagrams: Vec<(SocketAddr, &[u8])> = transmits
-                .iter()
-                .map(|t| (t.destination, &t.contents[..]))
-                .collect();
-            udp::send_batch(&self.socket, &datagrams)
-        };
-        self.core.finish_send(result, Instant::now());
+    fn flush(&mut self, now: Instant) {
+        self.core.flush_connections(now);
+        send(&mut self.core, &self.socket);
     }
+}
+
+/// Hands what the core produced to the socket.
+fn send(core: &mut MediaCore, socket: &UdpSocket) {
+    let transmits = core.transmits();
+    let result = if transmits.is_empty() {
+        udp::SendResult::default()
+    } else {
+        let datagrams: Vec<(SocketAddr, &[u8])> = transmits
+            .iter()
+            .map(|t| (t.destination, &t.contents[..]))
+            .collect();
+        udp::send_batch(socket, &datagrams)
+    };
+    core.finish_send(result, Instant::now());
 }

@@ -1,0 +1,540 @@
+//! Turning what the simulated participants counted into figures: totals over a window, a
+//! per-second series, the server's CPU per forwarded packet, the JSON report and the
+//! summary a person reads.
+
+use serde::Serialize;
+
+use crate::peer::PeerStats;
+use crate::stats::Histogram;
+
+/// Index of a media kind in the per-kind arrays.
+pub const AUDIO: usize = 0;
+pub const VIDEO: usize = 1;
+pub const SCREEN: usize = 2;
+pub const KINDS: [&str; 3] = ["audio", "video", "screen"];
+
+/// Sums over every peer at one moment. Differences of two give a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub sent_packets: [u64; 3],
+    pub sent_bytes: [u64; 3],
+    pub received_packets: [u64; 3],
+    pub received_bytes: [u64; 3],
+    /// Packets of streams being received that never arrived (gaps in running numbers).
+    pub lost: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub corrupt: u64,
+    pub layer_switches: u64,
+    /// Slot changes to another sender.
+    pub source_switches: u64,
+}
+
+impl Totals {
+    pub fn of(peers: &[PeerStats]) -> Totals {
+        let mut t = Totals::default();
+        for p in peers {
+            for (k, f) in [p.sent_audio, p.sent_video, p.sent_screen]
+                .iter()
+                .enumerate()
+            {
+                t.sent_packets[k] += f.packets;
+                t.sent_bytes[k] += f.bytes;
+            }
+            for (k, f) in [p.received_audio, p.received_video, p.received_screen]
+                .iter()
+                .enumerate()
+            {
+                t.received_packets[k] += f.packets;
+                t.received_bytes[k] += f.bytes;
+            }
+            for s in &p.slots {
+                t.lost += s.lost;
+                t.late += s.late;
+                t.duplicates += s.duplicates;
+                t.corrupt += s.corrupt;
+                t.layer_switches += s.layer_switches;
+                t.source_switches += s.switches - s.layer_switches;
+            }
+        }
+        t
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Totals) -> Totals {
+        let d3 = |a: [u64; 3], b: [u64; 3]| {
+            [
+                a[0].saturating_sub(b[0]),
+                a[1].saturating_sub(b[1]),
+                a[2].saturating_sub(b[2]),
+            ]
+        };
+        Totals {
+            sent_packets: d3(self.sent_packets, earlier.sent_packets),
+            sent_bytes: d3(self.sent_bytes, earlier.sent_bytes),
+            received_packets: d3(self.received_packets, earlier.received_packets),
+            received_bytes: d3(self.received_bytes, earlier.received_bytes),
+            lost: self.lost.saturating_sub(earlier.lost),
+            late: self.late.saturating_sub(earlier.late),
+            duplicates: self.duplicates.saturating_sub(earlier.duplicates),
+            corrupt: self.corrupt.saturating_sub(earlier.corrupt),
+            layer_switches: self.layer_switches.saturating_sub(earlier.layer_switches),
+            source_switches: self.source_switches.saturating_sub(earlier.source_switches),
+        }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received_packets.iter().sum()
+    }
+
+    pub fn received_bytes_total(&self) -> u64 {
+        self.received_bytes.iter().sum()
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent_packets.iter().sum()
+    }
+
+    /// Lost packets as a share of those that should have arrived.
+    pub fn loss_ratio(&self) -> f64 {
+        let expected = self.received() + self.lost;
+        if expected == 0 {
+            0.0
+        } else {
+            self.lost as f64 / expected as f64
+        }
+    }
+}
+
+/// What the server used at one moment (cumulative CPU, current memory).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServerSample {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    /// Packets the server counts as forwarded (ting's own metric), if it has one.
+    pub forwarded: Option<u64>,
+    /// Its internal forwarding-latency histogram (upper bound in seconds, cumulative
+    /// count), if it has one.
+    #[serde(skip)]
+    pub internal_latency: Vec<(f64, u64)>,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub fn of_histogram(h: &Histogram) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50: ms(h.quantile_us(0.50)),
+            p95: ms(h.quantile_us(0.95)),
+            p99: ms(h.quantile_us(0.99)),
+            max: ms(h.max_us()),
+            mean: h.mean_us() / 1000.0,
+        }
+    }
+
+    /// Percentiles of plain values (milliseconds), nearest rank.
+    pub fn of_values(values: &[f64]) -> Percentiles {
+        if values.is_empty() {
+            return Percentiles::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Percentiles {
+            p50: rank(0.50),
+            p95: rank(0.95),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        }
+    }
+}
+
+/// The quantile `q` of a Prometheus-style cumulative histogram (upper bounds in seconds),
+/// in milliseconds: the upper bound of the bucket holding the q-th sample.
+pub fn bucket_quantile_ms(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= rank)
+        .map(|(le, _)| le * 1000.0)
+}
+
+/// The difference of two cumulative histograms with the same buckets.
+pub fn bucket_delta(later: &[(f64, u64)], earlier: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    later
+        .iter()
+        .enumerate()
+        .map(|(i, (le, c))| {
+            let before = earlier.get(i).map_or(0, |e| e.1);
+            (*le, c.saturating_sub(before))
+        })
+        .collect()
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Point {
+    /// Seconds since the measurement window opened.
+    pub t: f64,
+    pub received_pps: f64,
+    pub received_mbps: f64,
+    pub loss_ratio: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub server_cpu_percent: f64,
+}
+
+impl Point {
+    pub fn between(
+        t: f64,
+        secs: f64,
+        totals: &Totals,
+        latency: &Histogram,
+        server_cpu: Option<f64>,
+    ) -> Point {
+        let secs = secs.max(1e-6);
+        Point {
+            t,
+            received_pps: totals.received() as f64 / secs,
+            received_mbps: totals.received_bytes_total() as f64 * 8.0 / secs / 1e6,
+            loss_ratio: totals.loss_ratio(),
+            latency_p50_ms: latency.quantile_us(0.5) as f64 / 1000.0,
+            latency_p99_ms: latency.quantile_us(0.99) as f64 / 1000.0,
+            server_cpu_percent: server_cpu.map_or(0.0, |c| c / secs * 100.0),
+        }
+    }
+}
+
+/// How the joins went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Joins {
+    pub attempted: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// The first few distinct reasons joins failed.
+    pub errors: Vec<String>,
+    /// From opening the WebSocket to the answer applied, ms.
+    pub join_ms: Percentiles,
+    /// From creating the connection to the first media packet received, ms.
+    pub first_media_ms: Percentiles,
+    /// Participants that received no media at all (and should have).
+    pub without_media: usize,
+}
+
+/// The server side of the headline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerFigures {
+    pub cpu_seconds: f64,
+    /// CPU seconds per second of the window, in percent of one core.
+    pub cpu_percent: f64,
+    pub rss_start_bytes: u64,
+    pub rss_end_bytes: u64,
+    /// Packets forwarded by the server's own count, when it reports one.
+    pub forwarded_packets: Option<u64>,
+    /// Time inside the server per forwarded packet (its own histogram), when it reports one.
+    pub internal_latency_ms: Option<Percentiles>,
+}
+
+/// The figures the run is for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Headline {
+    /// Forwarded packets: what the simulated participants received in the window.
+    pub forwarded_packets: u64,
+    pub forwarded_per_second: f64,
+    /// Server CPU microseconds per forwarded packet.
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    /// Forwarded packets per CPU second of the server: packets per second per core.
+    pub forwarded_per_core_second: Option<f64>,
+}
+
+impl Headline {
+    pub fn compute(totals: &Totals, window_s: f64, server_cpu_s: Option<f64>) -> Headline {
+        let forwarded = totals.received();
+        let window_s = window_s.max(1e-6);
+        let cpu = server_cpu_s.filter(|c| *c > 0.0 && forwarded > 0);
+        Headline {
+            forwarded_packets: forwarded,
+            forwarded_per_second: forwarded as f64 / window_s,
+            cpu_us_per_forwarded_packet: cpu.map(|c| c * 1e6 / forwarded as f64),
+            forwarded_per_core_second: cpu.map(|c| forwarded as f64 / c),
+        }
+    }
+}
+
+/// Everything a run reports; written as JSON with `--json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: String,
+    pub rooms: usize,
+    pub participants_per_room: usize,
+    pub duration_s: f64,
+    pub options: serde_json::Value,
+    pub joins: Joins,
+    pub window: Totals,
+    pub loss_ratio: f64,
+    /// One-way latency, sender to receiver through the server, ms.
+    pub latency_ms: Percentiles,
+    pub server: Option<ServerFigures>,
+    pub harness_cpu_seconds: f64,
+    pub harness_cpu_percent: f64,
+    pub headline: Headline,
+    pub series: Vec<Point>,
+    /// Why the run failed, if it did (the exit code is then non-zero).
+    pub failures: Vec<String>,
+}
+
+fn rate(n: u64, s: f64) -> String {
+    human(n as f64 / s.max(1e-6))
+}
+
+/// 12345 -> "12.3 k".
+pub fn human(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+impl Report {
+    /// The summary a person reads at the end of a run.
+    pub fn summary(&self) -> String {
+        let w = &self.window;
+        let s = self.duration_s;
+        let mut out = String::new();
+        let mut line = |label: &str, text: String| {
+            out.push_str(&format!("{label:<12} {text}\n"));
+        };
+        line(
+            "run",
+            format!(
+                "{} with {} participant(s) in {} room(s) for {:.0} s against {}",
+                self.scenario, self.participants_per_room, self.rooms, s, self.target
+            ),
+        );
+        let j = &self.joins;
+        line(
+            "joins",
+            format!(
+                "{}/{} ok, join p50 {:.0} ms p95 {:.0} ms, first media p50 {:.0} ms p95 {:.0} ms{}",
+                j.succeeded,
+                j.attempted,
+                j.join_ms.p50,
+                j.join_ms.p95,
+                j.first_media_ms.p50,
+                j.first_media_ms.p95,
+                if j.without_media > 0 {
+                    format!(", {} without media", j.without_media)
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        for (label, packets, bytes) in [
+            ("sent", &w.sent_packets, &w.sent_bytes),
+            ("received", &w.received_packets, &w.received_bytes),
+        ] {
+            let parts: Vec<String> = (0..3)
+                .filter(|k| packets[*k] > 0)
+                .map(|k| {
+                    format!(
+                        "{} {} pkt/s {:.1} Mbit/s",
+                        KINDS[k],
+                        rate(packets[k], s),
+                        bytes[k] as f64 * 8.0 / s / 1e6
+                    )
+                })
+                .collect();
+            line(
+                label,
+                if parts.is_empty() {
+                    "nothing".into()
+                } else {
+                    parts.join(" | ")
+                },
+            );
+        }
+        line(
+            "loss",
+            format!(
+                "{:.3} % ({} of {}), {} late, {} duplicate, {} corrupt",
+                self.loss_ratio * 100.0,
+                w.lost,
+                w.received() + w.lost,
+                w.late,
+                w.duplicates,
+                w.corrupt
+            ),
+        );
+        let l = &self.latency_ms;
+        line(
+            "latency",
+            format!(
+                "p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.1} ms (one-way, sender to receiver)",
+                l.p50, l.p95, l.p99, l.max
+            ),
+        );
+        line(
+            "switches",
+            format!("{} layer, {} source", w.layer_switches, w.source_switches),
+        );
+        if let Some(sv) = &self.server {
+            let internal = sv.internal_latency_ms.map_or(String::new(), |p| {
+                format!(
+                    ", inside the server p50 {:.3} ms p99 {:.3} ms",
+                    p.p50, p.p99
+                )
+            });
+            line(
+                "server",
+                format!(
+                    "cpu {:.2} s ({:.0} % of a core), rss {:.0} MB -> {:.0} MB{internal}",
+                    sv.cpu_seconds,
+                    sv.cpu_percent,
+                    sv.rss_start_bytes as f64 / 1e6,
+                    sv.rss_end_bytes as f64 / 1e6
+                ),
+            );
+        }
+        line(
+            "harness",
+            format!(
+                "cpu {:.2} s ({:.0} % of a core)",
+                self.harness_cpu_seconds, self.harness_cpu_percent
+            ),
+        );
+        let h = &self.headline;
+        line(
+            "HEADLINE",
+            match (h.cpu_us_per_forwarded_packet, h.forwarded_per_core_second) {
+                (Some(us), Some(per_core)) => format!(
+                    "{us:.2} µs server CPU per forwarded packet = {} forwarded packets/s per core ({} forwarded/s)",
+                    human(per_core),
+                    human(h.forwarded_per_second)
+                ),
+                _ => format!(
+                    "{} forwarded packets/s (no server CPU figure: give --server-pid or a ting target)",
+                    human(h.forwarded_per_second)
+                ),
+            },
+        );
+        for f in &self.failures {
+            line("FAILED", f.clone());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Flow, SlotStats};
+
+    fn peer(id: u32, rx_audio: u64, lost: u64) -> PeerStats {
+        let mut slot = SlotStats::new("3".into(), "audio");
+        slot.lost = lost;
+        slot.switches = 3;
+        slot.layer_switches = 1;
+        PeerStats {
+            id,
+            received_audio: Flow {
+                packets: rx_audio,
+                bytes: rx_audio * 100,
+            },
+            sent_video: Flow {
+                packets: 10,
+                bytes: 10_000,
+            },
+            slots: vec![slot],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn totals_sum_peers_and_differences_give_windows() {
+        let t0 = Totals::of(&[peer(1, 100, 0), peer(2, 50, 1)]);
+        assert_eq!(t0.received_packets[AUDIO], 150);
+        assert_eq!(t0.sent_packets[VIDEO], 20);
+        assert_eq!((t0.layer_switches, t0.source_switches), (2, 4));
+        let t1 = Totals::of(&[peer(1, 400, 2), peer(2, 250, 1)]);
+        let w = t1.since(&t0);
+        assert_eq!(w.received(), 500);
+        assert_eq!(w.lost, 2);
+        assert!((w.loss_ratio() - 2.0 / 502.0).abs() < 1e-12);
+        assert_eq!(Totals::default().loss_ratio(), 0.0);
+    }
+
+    #[test]
+    fn headline_is_cpu_per_forwarded_packet() {
+        let mut t = Totals::default();
+        t.received_packets[VIDEO] = 2_000_000;
+        let h = Headline::compute(&t, 10.0, Some(5.0));
+        assert_eq!(h.forwarded_per_second, 200_000.0);
+        assert!((h.cpu_us_per_forwarded_packet.unwrap() - 2.5).abs() < 1e-9);
+        assert!((h.forwarded_per_core_second.unwrap() - 400_000.0).abs() < 1e-6);
+        let none = Headline::compute(&t, 10.0, None);
+        assert_eq!(none.cpu_us_per_forwarded_packet, None);
+        let idle = Headline::compute(&Totals::default(), 10.0, Some(1.0));
+        assert_eq!(
+            idle.cpu_us_per_forwarded_packet, None,
+            "no packets, no ratio"
+        );
+    }
+
+    #[test]
+    fn percentiles_of_values_and_buckets() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of_values(&v);
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of_values(&[]), Percentiles::default());
+        let later = [(0.001, 90), (0.002, 99), (f64::INFINITY, 100)];
+        let earlier = [(0.001, 40), (0.002, 49), (f64::INFINITY, 50)];
+        let d = bucket_delta(&later, &earlier);
+        assert_eq!(d, vec![(0.001, 50), (0.002, 50), (f64::INFINITY, 50)]);
+        assert_eq!(bucket_quantile_ms(&d, 0.5), Some(1.0));
+        assert_eq!(bucket_quantile_ms(&later, 0.95), Some(2.0));
+        assert_eq!(bucket_quantile_ms(&[(0.001, 0)], 0.5), None);
+    }
+
+    #[test]
+    fn summary_names_the_headline_and_failures() {
+        let mut r = Report {
+            scenario: "fanout".into(),
+            target: "ting".into(),
+            rooms: 1,
+            participants_per_room: 5,
+            duration_s: 10.0,
+            ..Default::default()
+        };
+        r.window.received_packets[VIDEO] = 1000;
+        r.headline = Headline::compute(&r.window, 10.0, Some(0.01));
+        r.failures
+            .push("loss 5.000 % is above the limit of 1 %".into());
+        let s = r.summary();
+        assert!(
+            s.contains("10.00 µs server CPU per forwarded packet"),
+            "{s}"
+        );
+        assert!(s.contains("FAILED"), "{s}");
+        assert!(s.contains("video 100 pkt/s"), "{s}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["headline"]["forwarded_packets"], 1000);
+    }
+}

@@ -1,0 +1,117 @@
+//! What the server under test uses: from ting's `/metrics`, or from `/proc/<pid>` for any
+//! server (Janus has no equivalent endpoint).
+
+use std::time::Duration;
+
+use crate::http;
+use crate::report::ServerSample;
+
+/// Where server figures come from.
+#[derive(Debug, Clone)]
+pub enum ServerProbe {
+    /// A ting server's Prometheus endpoint.
+    Metrics(String),
+    /// Any process.
+    Proc(u32),
+}
+
+impl ServerProbe {
+    pub async fn sample(&self) -> Option<ServerSample> {
+        match self {
+            ServerProbe::Metrics(url) => {
+                let (status, body) = http::get(url, Duration::from_secs(5)).await.ok()?;
+                (status == 200).then(|| parse_metrics(&body))
+            }
+            ServerProbe::Proc(pid) => {
+                proc_usage(&format!("/proc/{pid}")).map(|(cpu, rss)| ServerSample {
+                    cpu_seconds: cpu,
+                    rss_bytes: rss,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+/// Reads what ting's `/metrics` says about CPU, memory, forwarding and its latency.
+pub fn parse_metrics(text: &str) -> ServerSample {
+    let mut s = ServerSample::default();
+    let mut forwarded = None::<u64>;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if name == "process_cpu_seconds_total" {
+            s.cpu_seconds = v;
+        } else if name == "process_resident_memory_bytes" {
+            s.rss_bytes = v as u64;
+        } else if name.starts_with("ting_rtp_packets_forwarded_total") {
+            *forwarded.get_or_insert(0) += v as u64;
+        } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
+        {
+            let le = rest.trim_end_matches("\"}");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            s.internal_latency.push((le, v as u64));
+        }
+    }
+    s.forwarded = forwarded;
+    s
+}
+
+/// CPU seconds (user + system, all threads) and resident bytes of a process.
+pub fn proc_usage(dir: &str) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let statm = std::fs::read_to_string(format!("{dir}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    Some(((utime + stime) / ticks, pages * page))
+}
+
+/// CPU seconds of this process (the harness itself).
+pub fn own_cpu_seconds() -> f64 {
+    proc_usage("/proc/self").map_or(0.0, |(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_is_read() {
+        let text = "# HELP x\nprocess_cpu_seconds_total 12.5\nprocess_resident_memory_bytes 1000\n\
+            ting_rtp_packets_forwarded_total{kind=\"audio\"} 10\n\
+            ting_rtp_packets_forwarded_total{kind=\"video\"} 32\n\
+            ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
+            ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n";
+        let s = parse_metrics(text);
+        assert_eq!(s.cpu_seconds, 12.5);
+        assert_eq!(s.rss_bytes, 1000);
+        assert_eq!(s.forwarded, Some(42));
+        assert_eq!(s.internal_latency, vec![(1e-6, 1), (f64::INFINITY, 5)]);
+    }
+
+    #[test]
+    fn own_process_is_measurable() {
+        let (cpu, rss) = proc_usage("/proc/self").unwrap();
+        assert!(cpu >= 0.0);
+        assert!(rss > 0);
+        assert!(proc_usage("/proc/0").is_none());
+    }
+}
