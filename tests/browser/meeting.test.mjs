@@ -264,6 +264,17 @@ function tileNames(p) {
   return p.page.$$eval('#tiles [data-participant] .name', (els) => els.map((e) => e.textContent));
 }
 
+/** The server's CPU seconds so far, from its /metrics; null if unreadable. */
+async function serverCpuSeconds(port) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('process_cpu_seconds_total '));
+    return line ? Number(line.split(' ')[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
 async function screenshot(p, dir, phase) {
   const path = join(dir, `${phase}-${p.label}.png`);
   await p.page.screenshot({ path });
@@ -343,6 +354,16 @@ async function scenario(port, shots) {
     }
     log('  every page shows the others speaking');
     for (const p of everyone) await screenshot(p, shots, '1-everyone');
+
+    // A figure, not a check: what three participants cost the server (its own /metrics).
+    const cpu0 = await serverCpuSeconds(port);
+    const t0 = Date.now();
+    await sleep(5000);
+    const cpu1 = await serverCpuSeconds(port);
+    if (cpu0 !== null && cpu1 !== null) {
+      const share = ((cpu1 - cpu0) / ((Date.now() - t0) / 1000)) * 100;
+      log(`  server CPU with 3 participants: ${share.toFixed(1)} % of one core (${TING_BIN})`);
+    }
 
     log(`${a.label} shares the screen`);
     await a.page.click('#share');
