@@ -33,7 +33,7 @@ step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test"
-cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --lib --bins --tests
 
 step "browser test"
 cargo build --locked -p ting-server

@@ -359,7 +359,12 @@ pub async fn join_room(
     if let Err(e) = create_room(api, room, publishers.len()).await {
         return plan
             .iter()
-            .map(|_| Err(format!("cannot create the Janus room: {e}")))
+            .map(|_| {
+                Err(format!(
+                    "cannot create the Janus room: {}",
+                    crate::error_chain(&e)
+                ))
+            })
             .collect();
     }
     let mut sessions: Vec<Vec<Session>> = (0..plan.len()).map(|_| Vec::new()).collect();
@@ -396,7 +401,7 @@ pub async fn join_room(
                 sessions[i].push(s);
                 feeds.push(feed);
             }
-            Ok(Err(e)) => errors[i] = Some(e.to_string()),
+            Ok(Err(e)) => errors[i] = Some(crate::error_chain(&e)),
             Err(e) => errors[i] = Some(e.to_string()),
         }
     }
@@ -409,7 +414,7 @@ pub async fn join_room(
             })
             .await;
         if let Err(e) = up {
-            errors[i] = Some(e.to_string());
+            errors[i] = Some(crate::error_chain(&e));
         }
     }
     feeds.sort_by_key(|f| f.plan_index);
@@ -465,7 +470,7 @@ pub async fn join_room(
                 times[i] += took;
                 sessions[i].push(s);
             }
-            Ok(Err(e)) => errors[i] = Some(e.to_string()),
+            Ok(Err(e)) => errors[i] = Some(crate::error_chain(&e)),
             Err(e) => errors[i] = Some(e.to_string()),
         }
     }

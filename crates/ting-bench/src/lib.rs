@@ -25,3 +25,15 @@ pub mod usage;
 pub use driver::{DriverCmd, DriverHandle, DriverSender, DriverSnapshot};
 pub use peer::{PeerStats, SimPeer, SimPeerConfig};
 pub use signal::{JoinedPeer, PeerControl, Signal, SignalError, join_peer};
+
+/// An error with its causes, `outer: inner: innermost`, for people to read.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

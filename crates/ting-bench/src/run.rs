@@ -247,7 +247,7 @@ async fn join_ting(
                     join_time: p.join_time,
                     keep: Box::new(p),
                 })
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::error_chain(&e))
         }));
     }
     let mut out = Vec::new();
@@ -376,6 +376,17 @@ pub async fn run(opts: BenchOptions) -> Report {
             offset,
             start.elapsed().as_secs_f64()
         );
+    }
+
+    if keep.is_empty() {
+        report.failures.push(format!(
+            "no participant could join: {}",
+            report.joins.errors.first().cloned().unwrap_or_default()
+        ));
+        for d in drivers {
+            let _ = d.stop();
+        }
+        return report;
     }
 
     // Settle: until every joined participant that receives got media, or the settle time.

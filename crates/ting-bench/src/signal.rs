@@ -17,7 +17,7 @@ use crate::peer::{SimPeer, SimPeerConfig};
 /// Why signalling failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}")]
     Connect {
         url: String,
         source: tokio_tungstenite::tungstenite::Error,

@@ -68,7 +68,7 @@ pub struct LogConfig {
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -128,9 +128,18 @@ impl Config {
                 ConfigError::Invalid(format!("{} ({}): {reason}", o.source, o.key))
             })?;
         }
-        let config: Config = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                let key = e.path().to_string();
+                let from = overrides
+                    .iter()
+                    .rev()
+                    .find(|o| o.key == key)
+                    .map(|o| o.source.clone())
+                    .or_else(|| file.map(|f| f.display().to_string()))
+                    .unwrap_or_else(|| "the built-in defaults".into());
+                ConfigError::Invalid(format!("{key} (from {from}): {}", e.inner().message()))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -328,7 +337,8 @@ mod tests {
     fn errors_name_key_and_source() {
         let e = Config::load(None, &[o("media.port", "lots")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("port"), "{msg}");
+        assert!(msg.contains("media.port (from test media.port)"), "{msg}");
+        assert!(msg.contains("u16"), "{msg}");
         let e = Config::load(None, &[o("media.advertise_ip", "0.0.0.0")]).unwrap_err();
         assert!(e.to_string().contains("media.advertise_ip"), "{e}");
         let e = Config::load(None, &[o("limits.participant_timeout_secs", "6")]).unwrap_err();

@@ -44,12 +44,12 @@ use worker::{CoreSetup, WorkerEvent, WorkerHandle, WorkerId, WorkerSetup};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     BindHttp {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot bind media socket {addr}: {source}")]
+    #[error("cannot bind media socket {addr}")]
     BindMedia {
         addr: SocketAddr,
         source: std::io::Error,

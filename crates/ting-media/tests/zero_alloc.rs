@@ -1,0 +1,126 @@
+//! Forwarding a packet allocates nothing: the router's per-packet path reuses its buffers
+//! and shares the payload. Counted with this test binary's allocator, after warm-up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ting_media::{
+    Codec, EndpointId, LayerId, Router, RouterConfig, RtpIn, SlotKind, Source, TrackId, TrackInfo,
+};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // Only the measuring thread counts: other threads (the test harness's) allocate too.
+    // A const-initialised Cell needs no allocation and no destructor, so the allocator may
+    // read it.
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.with(|c| c.get()) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: defers to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn forwarding_audio_and_video_to_250_allocates_nothing() {
+    let t0 = Instant::now();
+    let mut r = Router::new(RouterConfig::default());
+    let cam = TrackId::new(EndpointId(1), Source::Camera);
+    let mic = TrackId::new(EndpointId(1), Source::Microphone);
+    r.add_track(
+        cam,
+        TrackInfo {
+            codec: Codec::Vp8,
+            local: true,
+        },
+        t0,
+    )
+    .unwrap();
+    r.add_track(
+        mic,
+        TrackInfo {
+            codec: Codec::Opus,
+            local: true,
+        },
+        t0,
+    )
+    .unwrap();
+    for s in 0..250 {
+        r.add_subscriber(
+            EndpointId(100 + s),
+            &[SlotKind::Audio, SlotKind::Camera],
+            t0,
+        )
+        .unwrap();
+    }
+    while r.poll_output().is_some() {}
+    let key: Arc<[u8]> = Arc::from(&[0x10u8, 0x00, 0x9d, 0x01, 0x2a][..]);
+    let delta: Arc<[u8]> = Arc::from(vec![0x10u8; 1100]);
+    let audio: Arc<[u8]> = Arc::from(vec![0xfcu8; 80]);
+    let mut video = RtpIn {
+        track: cam,
+        layer: LayerId(0),
+        seq: 1,
+        timestamp: 0,
+        marker: false,
+        audio_level: None,
+        voice_activity: None,
+        payload: key,
+    };
+    let mut sound = RtpIn {
+        track: mic,
+        payload: audio,
+        audio_level: Some(30),
+        ..video.clone()
+    };
+    // Warm up: the first keyframe opens the slots and sizes the buffers.
+    assert_eq!(r.handle_rtp(&video, t0).len(), 250);
+    assert_eq!(r.handle_rtp(&sound, t0).len(), 250);
+    video.payload = delta;
+
+    COUNTING.with(|c| c.set(true));
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut forwarded = 0;
+    for i in 1..=1000u64 {
+        let now = t0 + Duration::from_micros(i * 50);
+        video.seq += 1;
+        video.timestamp += 3000;
+        sound.seq += 1;
+        sound.timestamp += 960;
+        forwarded += r.handle_rtp(&video, now).len();
+        forwarded += r.handle_rtp(&sound, now).len();
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(forwarded, 500_000);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {forwarded} forwards"
+    );
+}
