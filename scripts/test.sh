@@ -3,7 +3,8 @@
 #   1. the gate: formatting and clippy with warnings as errors;
 #   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
 #      against a real server over loopback UDP;
-#   3. the browser test: three headless Chromium pages meet through the real web client.
+#   3. the browser test: three headless Chromium pages meet through the real web client;
+#   4. a short ting-bench run against a real ting (report and plot included).
 # It installs what the tests need when it is missing (Debian's chromium, playwright-core
 # from npm); it never downloads a browser of its own.
 set -euo pipefail
@@ -38,5 +39,8 @@ cargo test --locked --workspace --lib --bins --tests
 step "browser test"
 cargo build --locked -p ting-server
 TING_BIN="$PWD/target/debug/ting" node tests/browser/meeting.test.mjs
+
+step "ting-bench smoke run"
+scripts/bench-smoke.sh
 
 step "all tests passed"

@@ -104,6 +104,17 @@ fn main() {
 
 fn real_main() -> anyhow::Result<bool> {
     let cli = Cli::parse();
+    // Library logs (str0m, its DTLS) on stderr; RUST_LOG=dimpl=debug shows, for example,
+    // the SRTP profile each connection negotiated.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("RUST_LOG={filter:?} is not a valid filter"))?,
+        )
+        .try_init();
     let target = Target::parse(&cli.target).map_err(anyhow::Error::msg)?;
     if let Some(p) = &cli.plot
         && p.extension().and_then(|e| e.to_str()) != Some("svg")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A short ting-bench run against a real ting: a meeting of a few simulated participants
+# for a few seconds, with the JSON report and the plot. Fails when ting-bench fails (joins,
+# media, loss) or writes no report. Called by scripts/test.sh.
+#
+# Usage: scripts/bench-smoke.sh [profile]   (debug by default; "release" for release builds)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-debug}
+flag=""; [ "$profile" = release ] && flag="--release"
+cargo build --locked $flag -p ting-server -p ting-bench
+bin="target/$profile"
+out="target/bench-smoke"
+mkdir -p "$out"
+
+"$bin/ting" --http-listen 127.0.0.1:0 --media-port 0 --media-workers 2 >"$out/ting.out" 2>"$out/ting.log" &
+ting=$!
+trap 'kill $ting 2>/dev/null; wait $ting 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  url=$(grep -o 'http://[0-9.:]*' "$out/ting.out" 2>/dev/null | head -1 || true)
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "${url:-}" ] || { echo "ting did not start:"; cat "$out/ting.log"; exit 1; }
+
+"$bin/ting-bench" meeting --target "$url" --participants 4 --duration 5 --ramp 20 \
+  --speaking 0.5 --max-loss 1 --json "$out/report.json" --plot "$out/report.svg"
+python3 -c "
+import json, sys
+r = json.load(open('$out/report.json'))
+assert r['joins']['succeeded'] == 4, r['joins']
+assert r['window']['received_packets'][1] > 0, 'no video received'
+assert r['headline']['cpu_us_per_forwarded_packet'], 'no CPU figure'
+print('smoke run: %d forwarded packets/s, %.1f us server CPU per forwarded packet' % (
+    r['headline']['forwarded_per_second'], r['headline']['cpu_us_per_forwarded_packet']))
+"
+grep -q '<polyline' "$out/report.svg"
+echo "report and plot in $out/"
