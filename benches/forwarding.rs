@@ -230,18 +230,56 @@ impl Room {
     }
 
     /// The publisher's next `n` datagrams of media (not timed: done before measuring).
+    /// Its STUN and RTCP go to the core, and the core's answers back, so its connection
+    /// stays alive while its clock runs ahead.
     fn next_datagrams(&mut self, n: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::with_capacity(n as usize);
+        let from = self.publisher.local_addr();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let mut idle_rounds = 0;
         while (out.len() as u64) < n {
             self.publisher_now += Duration::from_millis(5);
             self.publisher.handle_timeout(self.publisher_now);
+            let before = out.len();
+            let now = Instant::now();
             while let Some(t) = self.publisher.poll_transmit() {
-                // Media only: RTP starts with version 2; RTCP (PT 200-204) is left out.
+                // Media: RTP (version 2, not an RTCP payload type 200-204).
                 let pt = t.contents.get(1).map_or(0, |b| b & 0x7f);
                 if t.contents.first().is_some_and(|b| b >> 6 == 2) && !(72..=76).contains(&pt) {
                     out.push(t.contents.to_vec());
+                } else {
+                    self.core.handle_datagram(from, &t.contents, now);
                 }
             }
+            self.core.flush_connections(now);
+            let replies: Vec<Vec<u8>> = self
+                .core
+                .transmits()
+                .iter()
+                .filter(|t| t.destination == from)
+                .map(|t| t.contents.to_vec())
+                .collect();
+            let sent = self.core.transmits().len();
+            self.core.finish_send(
+                SendResult {
+                    sent,
+                    ..Default::default()
+                },
+                now,
+            );
+            for d in replies {
+                self.publisher
+                    .handle_receive(server, &d, self.publisher_now);
+            }
+            idle_rounds = if out.len() == before {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            assert!(
+                idle_rounds < 2000,
+                "the publisher stopped sending media (connection lost?)"
+            );
         }
         out.truncate(n as usize);
         out

@@ -12,10 +12,11 @@
 #
 # Usage: scripts/bench-vs-janus.sh [--duration S] [--fanout N] [--meeting M]
 #                                   [--server-cores LIST] [--bench-cores LIST] [--ramp R]
+#                                   [--bench-args "more ting-bench options"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=30 fanout=50 meeting=20 server_cores=1 bench_cores=0 ramp=10
+duration=30 fanout=50 meeting=20 server_cores=1 bench_cores=0 ramp=10 bench_args=
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
     --server-cores) server_cores=$2; shift 2 ;;
     --bench-cores) bench_cores=$2; shift 2 ;;
     --ramp) ramp=$2; shift 2 ;;
+    --bench-args) bench_args=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -106,7 +108,7 @@ bench() { # label target server-pid scenario participants
   RUST_LOG=warn,dimpl=debug taskset -c "$bench_cores" target/release/ting-bench "$scenario" \
     --target "$target" --participants "$n" --duration "$duration" --ramp "$ramp" \
     --local-ip $CLIENT_IP --server-pid "$pid" --max-loss 100 --settle 20 \
-    --json "$out/$label-$scenario.json" --plot "$out/$label-$scenario.svg" \
+    --json "$out/$label-$scenario.json" --plot "$out/$label-$scenario.svg" $bench_args \
     2> >(tee "$out/$label-$scenario.log" | grep -v 'dimpl' >&2) || true
   grep -o 'Negotiated SRTP profile: [A-Z0-9_]*' "$out/$label-$scenario.log" | sort | uniq -c \
     > "$out/$label-$scenario.srtp" || true

@@ -3,7 +3,8 @@
 #
 #   floor(N) = seal + send + (receive + open) / N      (per forwarded packet, fan-out N)
 #
-# with sendmmsg/recvmmsg batches of 32 datagrams of 1200 bytes on loopback and the AEAD of
+# (medians, in thread CPU time) with sendmmsg/recvmmsg batches of 32 datagrams of 1200
+# bytes on loopback and the AEAD of
 # SRTP (AES-GCM, aws-lc-rs, as str0m uses). Prints a table and writes target/floor.json,
 # which scripts/bench-vs-janus.sh reads to express ting's figure as a ratio to the floor.
 #
@@ -18,7 +19,7 @@ import json, os
 base = "target/criterion/floor"
 def ns(name, per):
     with open(os.path.join(base, name, "new", "estimates.json")) as f:
-        return json.load(f)["mean"]["point_estimate"] / per
+        return json.load(f)["median"]["point_estimate"] / per
 send = ns("sendmmsg_32x1200", 32)
 recv = ns("recvmmsg_32x1200", 32)
 out = {"send_ns": send, "recv_ns": recv}

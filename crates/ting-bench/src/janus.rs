@@ -250,7 +250,10 @@ async fn publish(
     pub_cfg.audio_slots = 0;
     pub_cfg.video_slots = 0;
     pub_cfg.screen_slots = 0;
+    // Janus takes the first rid of a=simulcast as the best layer.
+    pub_cfg.rids_high_first = true;
     let (mut peer, offer) = SimPeer::new(pub_cfg, local, Instant::now())?;
+    let offer_sdp_for_log = offer.sdp.clone();
     let (mic, camera, screen) = peer.publish_mids();
     let ev = s
         .message(
@@ -263,6 +266,7 @@ async fn publish(
     let answer = ev["jsep"]["sdp"]
         .as_str()
         .ok_or_else(|| JanusError::Unexpected(ev.to_string()))?;
+    tracing::debug!(offer = %offer_sdp_for_log, answer, "Janus publisher negotiation");
     peer.accept_answer(answer, Instant::now())?;
     // joinandconfigure answers with the configured event; the feed id comes in "joined",
     // which may arrive first or after.

@@ -42,26 +42,56 @@ pub struct Stamp {
 /// Encoded stamp length.
 pub const STAMP_LEN: usize = 2 + 4 + 1 + 1 + 8 + 8;
 
-/// Length of the VP8 prefix video payloads start with: a 6-byte payload descriptor (with a
-/// 15-bit picture id, TL0PICIDX and TID) and the first byte of the VP8 payload header.
-pub const VP8_PREFIX_LEN: usize = 7;
+/// Length of the VP8 payload descriptor every video packet starts with: X, I (15-bit
+/// picture id), L (TL0PICIDX) and T (TID) set.
+pub const VP8_DESCRIPTOR_LEN: usize = 6;
+/// The VP8 payload header that follows the descriptor in the first packet of a frame
+/// (RFC 6386 section 9.1): 3 bytes of frame tag, and for a keyframe the start code and the
+/// frame size, 10 bytes in all. Receivers and servers that inspect keyframes (Janus does,
+/// before switching simulcast layers) see a real one.
+const KEYFRAME_HEADER_LEN: usize = 10;
+const INTERFRAME_HEADER_LEN: usize = 3;
 
-/// The VP8 payload descriptor and header byte for a packet of a frame.
-pub fn vp8_prefix(start_of_frame: bool, keyframe: bool, picture_id: u16, tl0: u8) -> [u8; 7] {
+/// The VP8 payload descriptor and, at the start of a frame, the VP8 payload header.
+pub fn vp8_prefix(start_of_frame: bool, keyframe: bool, picture_id: u16, tl0: u8) -> Vec<u8> {
     let s = if start_of_frame { 0x10 } else { 0x00 };
-    [
+    let mut p = vec![
         0x80 | s,                                // X, S, PID 0
         0x80 | 0x40 | 0x20,                      // I, L, T
         0x80 | ((picture_id >> 8) as u8 & 0x7f), // M: 15-bit picture id
         picture_id as u8,
         tl0,
         0x00, // TID 0, Y 0, KEYIDX 0
-        if start_of_frame && keyframe {
-            0x00
+    ];
+    if start_of_frame {
+        // Frame tag: P (0 = keyframe), version 0, show_frame 1, first partition size 100.
+        let size: u32 = 100;
+        let tag = u32::from(!keyframe) | (1 << 4) | (size << 5);
+        p.extend_from_slice(&tag.to_le_bytes()[..3]);
+        if keyframe {
+            p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&1280u16.to_le_bytes());
+            p.extend_from_slice(&720u16.to_le_bytes());
+        }
+    }
+    p
+}
+
+/// How many bytes of VP8 descriptor and header precede the stamp in a video payload.
+pub fn vp8_prefix_len(payload: &[u8]) -> usize {
+    let start = payload.first().is_some_and(|b| b & 0x10 != 0);
+    if !start {
+        return VP8_DESCRIPTOR_LEN;
+    }
+    let keyframe = payload
+        .get(VP8_DESCRIPTOR_LEN)
+        .is_some_and(|b| b & 0x01 == 0);
+    VP8_DESCRIPTOR_LEN
+        + if keyframe {
+            KEYFRAME_HEADER_LEN
         } else {
-            0x01
-        }, // P bit: 0 = keyframe
-    ]
+            INTERFRAME_HEADER_LEN
+        }
 }
 
 pub fn now_us() -> u64 {
@@ -151,25 +181,33 @@ mod tests {
         let prefix = vp8_prefix(true, true, 300, 4);
         write(&mut buf, &prefix, &stamp, 1100);
         assert_eq!(buf.len(), 1100);
-        assert_eq!(read(&buf, VP8_PREFIX_LEN, true), Ok(stamp));
+        let at = vp8_prefix_len(&buf);
+        assert_eq!(at, 16);
+        assert_eq!(read(&buf, at, true), Ok(stamp));
         buf[900] ^= 1;
-        assert_eq!(
-            read(&buf, VP8_PREFIX_LEN, true),
-            Err(PayloadError::Corrupt(900))
-        );
-        assert_eq!(read(&buf, VP8_PREFIX_LEN, false), Ok(stamp));
-        assert_eq!(
-            read(&buf[..20], VP8_PREFIX_LEN, false),
-            Err(PayloadError::Short)
-        );
+        assert_eq!(read(&buf, at, true), Err(PayloadError::Corrupt(900)));
+        assert_eq!(read(&buf, at, false), Ok(stamp));
+        assert_eq!(read(&buf[..20], at, false), Err(PayloadError::Short));
         assert_eq!(read(&[0u8; 64], 0, false), Err(PayloadError::NoStamp));
     }
 
     #[test]
-    fn vp8_prefix_marks_keyframes_only_at_frame_start() {
-        assert_eq!(vp8_prefix(true, true, 1, 0)[6], 0x00);
-        assert_eq!(vp8_prefix(true, false, 1, 0)[6], 0x01);
-        assert_eq!(vp8_prefix(false, true, 1, 0)[0] & 0x10, 0);
+    fn vp8_prefix_is_a_real_vp8_frame_start() {
+        let key = vp8_prefix(true, true, 1, 0);
+        assert_eq!(key.len(), 16);
+        assert_eq!(key[6] & 0x01, 0, "P bit clear: keyframe");
+        assert_eq!(&key[9..12], &[0x9d, 0x01, 0x2a], "VP8 start code");
+        assert_eq!(u16::from_le_bytes([key[12], key[13]]), 1280);
+        assert_eq!(u16::from_le_bytes([key[14], key[15]]), 720);
+        let delta = vp8_prefix(true, false, 1, 0);
+        assert_eq!((delta.len(), delta[6] & 0x01), (9, 1));
+        let cont = vp8_prefix(false, true, 1, 0);
+        assert_eq!((cont.len(), cont[0] & 0x10), (6, 0));
+        for p in [&key, &delta, &cont] {
+            let mut buf = p.clone();
+            buf.extend_from_slice(&[0; 40]);
+            assert_eq!(vp8_prefix_len(&buf), p.len());
+        }
         // 15-bit picture id with the M bit.
         let p = vp8_prefix(true, false, 0x1234, 0);
         assert_eq!((p[2], p[3]), (0x80 | 0x12, 0x34));

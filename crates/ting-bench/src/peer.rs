@@ -21,7 +21,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use ting_proto::{Offer, Publish, ReceiveSlots, ServerMsg};
 
-use crate::payload::{self, Stamp, StreamKind, VP8_PREFIX_LEN};
+use crate::payload::{self, Stamp, StreamKind};
 use crate::stats::{Flow, Histogram, SlotStats};
 
 /// The largest payload a simulated video packet carries (like a browser's packetizer).
@@ -51,6 +51,9 @@ pub struct SimPeerConfig {
     /// Check every payload byte of every n-th received packet (1: all). Stamps are always
     /// read.
     pub verify_every: u64,
+    /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
+    /// first (its protocol says so); Janus takes the first as the best layer.
+    pub rids_high_first: bool,
 }
 
 impl SimPeerConfig {
@@ -67,6 +70,7 @@ impl SimPeerConfig {
             screen_slots: 1,
             keyframe_interval: Duration::from_secs(3),
             verify_every: 1,
+            rids_high_first: false,
         }
     }
 
@@ -177,7 +181,7 @@ impl SimPeer {
                 StreamKind::Audio => (Duration::from_millis(20), cfg.audio_bytes),
                 _ => (
                     Duration::from_micros(33_333),
-                    (bps as usize / 8 / 30).max(payload::STAMP_LEN + VP8_PREFIX_LEN),
+                    (bps as usize / 8 / 30).max(payload::STAMP_LEN + 16),
                 ),
             };
             TxStream {
@@ -211,13 +215,16 @@ impl SimPeer {
                 .take(cfg.video_bps.len())
                 .map(|r| Rid::from(*r))
                 .collect();
-            let simulcast = (cfg.video_bps.len() > 1).then(|| Simulcast {
-                send: ["q", "h", "f"]
+            let simulcast = (cfg.video_bps.len() > 1).then(|| {
+                let mut send: Vec<SimulcastLayer> = ["q", "h", "f"]
                     .iter()
                     .take(cfg.video_bps.len())
                     .map(|r| SimulcastLayer::new(r))
-                    .collect(),
-                recv: vec![],
+                    .collect();
+                if cfg.rids_high_first {
+                    send.reverse();
+                }
+                Simulcast { send, recv: vec![] }
             });
             let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
             publish.camera = Some(mid.to_string());
@@ -681,7 +688,11 @@ impl SimPeer {
             return;
         }
         s.bytes += len as u64;
-        let prefix = if s.kind == "audio" { 0 } else { VP8_PREFIX_LEN };
+        let prefix = if s.kind == "audio" {
+            0
+        } else {
+            payload::vp8_prefix_len(&p.payload)
+        };
         match payload::read(&p.payload, prefix, check_all) {
             Ok(stamp) => {
                 let latency = payload::now_us().saturating_sub(stamp.sent_us);

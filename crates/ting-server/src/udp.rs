@@ -1,8 +1,12 @@
-//! Batched UDP: `recvmmsg` and `sendmmsg`, one syscall for up to [`BATCH`] datagrams.
+//! Batched UDP: `recvmmsg` and `sendmmsg`, one syscall for up to [`BATCH`] datagrams, and
+//! UDP GSO (generic segmentation offload) for runs of datagrams to the same destination.
 //!
 //! A media worker spends most of its time in the kernel's send path; handing the kernel a
-//! batch instead of one datagram per call is the cheapest saving there is. Everything unsafe
-//! in the server lives in this file, and each block says what it relies on.
+//! batch instead of one datagram per call is the cheapest saving there is. Sending a video
+//! frame to one subscriber is several datagrams of one size to one address in a row: with
+//! GSO the kernel takes them as one message and cuts it into datagrams, paying its per-send
+//! cost once. Everything unsafe in the server lives in this file, and each block says what
+//! it relies on.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -171,6 +175,205 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> Send
     result
 }
 
+/// The most datagrams one GSO message carries (the kernel allows 64).
+const MAX_SEGMENTS: usize = 32;
+/// The most bytes one GSO message carries (a UDP datagram's limit, with room for headers).
+const MAX_GSO_BYTES: usize = 60_000;
+/// Space for one UDP_SEGMENT control message.
+const CONTROL_LEN: usize = 32;
+
+/// A run of datagrams to one destination sent as one message.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    dest: SocketAddr,
+    /// Index of the first datagram.
+    first: usize,
+    count: usize,
+    /// The segment size: every datagram but the last has it, the last may be shorter.
+    segment: usize,
+    bytes: usize,
+    /// A shorter datagram ended the run.
+    closed: bool,
+}
+
+/// Sends datagrams with `sendmmsg`, as GSO messages where consecutive datagrams go to one
+/// destination. Keeps its buffers between calls, so sending allocates nothing once warm.
+#[derive(Debug)]
+pub struct Sender {
+    gso: bool,
+    groups: Vec<Group>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    controls: Vec<[u8; CONTROL_LEN]>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in the buffers are only meaningful during a `send` call, which
+// rebuilds them; between calls they dangle harmlessly and are never read.
+unsafe impl Send for Sender {}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Sender::new(true)
+    }
+}
+
+impl Sender {
+    /// With `gso` false, every datagram is its own message.
+    pub fn new(gso: bool) -> Sender {
+        Sender {
+            gso,
+            groups: Vec::new(),
+            iovs: Vec::new(),
+            addrs: Vec::new(),
+            controls: Vec::new(),
+            hdrs: Vec::new(),
+        }
+    }
+
+    /// Whether GSO is in use (it turns itself off if the kernel refuses it).
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    fn plan(&mut self, datagrams: &[(SocketAddr, &[u8])]) {
+        self.groups.clear();
+        for (i, (dest, d)) in datagrams.iter().enumerate() {
+            let len = d.len();
+            if self.gso
+                && let Some(g) = self.groups.last_mut()
+                && g.dest == *dest
+                && !g.closed
+                && len <= g.segment
+                && g.count < MAX_SEGMENTS
+                && g.bytes + len <= MAX_GSO_BYTES
+            {
+                g.count += 1;
+                g.bytes += len;
+                g.closed = len < g.segment;
+                continue;
+            }
+            self.groups.push(Group {
+                dest: *dest,
+                first: i,
+                count: 1,
+                segment: len,
+                bytes: len,
+                closed: false,
+            });
+        }
+    }
+
+    /// Sends `datagrams` in order per destination. See [`send_batch`] for what happens to
+    /// datagrams the kernel refuses.
+    pub fn send(&mut self, socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> SendResult {
+        let mut result = SendResult::default();
+        self.plan(datagrams);
+        let mut g = 0;
+        while g < self.groups.len() {
+            let chunk = &self.groups[g..(g + BATCH).min(self.groups.len())];
+            self.iovs.clear();
+            self.addrs.clear();
+            self.controls.clear();
+            self.hdrs.clear();
+            for group in chunk {
+                for (_, d) in &datagrams[group.first..group.first + group.count] {
+                    self.iovs.push(libc::iovec {
+                        iov_base: d.as_ptr() as *mut libc::c_void,
+                        iov_len: d.len(),
+                    });
+                }
+                // SAFETY: plain old data, all-zero is valid.
+                self.addrs.push(unsafe { mem::zeroed() });
+                self.controls.push([0; CONTROL_LEN]);
+            }
+            let mut iov_at = 0;
+            for (k, group) in chunk.iter().enumerate() {
+                let addr_len = to_sockaddr(&group.dest, &mut self.addrs[k]);
+                // SAFETY: plain old data, zero is "no control, no flags".
+                let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+                hdr.msg_name = (&mut self.addrs[k] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = addr_len;
+                // SAFETY: iov_at + count is within the iovecs pushed above for this chunk.
+                hdr.msg_iov = unsafe { self.iovs.as_mut_ptr().add(iov_at) };
+                hdr.msg_iovlen = group.count as _;
+                iov_at += group.count;
+                if group.count > 1 {
+                    let control = &mut self.controls[k];
+                    hdr.msg_control = control.as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE of a u16 fits CONTROL_LEN; the header fields and
+                    // the data are written within `control`, which outlives the call.
+                    unsafe {
+                        hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                        let c = libc::CMSG_FIRSTHDR(&hdr);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = libc::UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(c).cast::<u16>(),
+                            group.segment as u16,
+                        );
+                    }
+                }
+                self.hdrs.push(libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                });
+            }
+            // SAFETY: every header points at addresses, iovecs and control buffers in this
+            // Sender's vectors, which are not touched until the call returns, and at the
+            // caller's datagram bytes, which the kernel only reads.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    self.hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        result.dropped += self.groups[g..].iter().map(|g| g.count).sum::<usize>();
+                        return result;
+                    }
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {}
+                }
+                let first = self.groups[g];
+                if first.count > 1 && gso_refused(&err) {
+                    // The kernel cannot segment: send everything one by one from here on.
+                    self.gso = false;
+                    let rest = &datagrams[first.first..];
+                    let more = self.send(socket, rest);
+                    result.sent += more.sent;
+                    result.failed += more.failed;
+                    result.dropped += more.dropped;
+                    return result;
+                }
+                // The first message was refused for its destination; skip it.
+                result.failed += first.count;
+                g += 1;
+                continue;
+            }
+            let n = n as usize;
+            result.sent += self.groups[g..g + n].iter().map(|g| g.count).sum::<usize>();
+            g += n;
+        }
+        result
+    }
+}
+
+/// Whether a send error means the kernel does not do UDP GSO (rather than a problem with
+/// the destination).
+fn gso_refused(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
 /// What [`send_batch`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendResult {
@@ -307,6 +510,77 @@ mod tests {
             assert_eq!(*from, a.local_addr().unwrap());
             assert_eq!(d, &payloads[i]);
         }
+    }
+
+    fn receive_all(b: &UdpSocket, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < want && std::time::Instant::now() < deadline {
+            match recv_batch(b, &mut batch) {
+                Ok(_) => got.extend(batch.iter().map(|(from, d)| (from, d.to_vec()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn gso_sends_runs_to_one_destination_as_separate_datagrams_in_order() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b1.set_nonblocking(true).unwrap();
+        b2.set_nonblocking(true).unwrap();
+        let (d1, d2) = (b1.local_addr().unwrap(), b2.local_addr().unwrap());
+        // A frame of equal packets with a short last one, then audio, to b1; a frame to b2;
+        // a run longer than a GSO message to b1.
+        let mut payloads: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        for i in 0..5u8 {
+            payloads.push((d1, vec![i; if i == 4 { 300 } else { 1100 }]));
+        }
+        payloads.push((d1, vec![9; 80]));
+        for i in 0..3u8 {
+            payloads.push((d2, vec![20 + i; 1000]));
+        }
+        for i in 0..40u8 {
+            payloads.push((d1, vec![100 + i; 500]));
+        }
+        let datagrams: Vec<(SocketAddr, &[u8])> =
+            payloads.iter().map(|(d, p)| (*d, p.as_slice())).collect();
+        let mut sender = Sender::new(true);
+        let r = sender.send(&a, &datagrams);
+        assert_eq!(r.sent, payloads.len(), "{r:?}");
+        assert!(sender.gso(), "this kernel does UDP GSO on loopback");
+        let to = |d: SocketAddr| -> Vec<Vec<u8>> {
+            payloads
+                .iter()
+                .filter(|(x, _)| *x == d)
+                .map(|(_, p)| p.clone())
+                .collect()
+        };
+        let got1: Vec<Vec<u8>> = receive_all(&b1, 46).into_iter().map(|(_, p)| p).collect();
+        let got2: Vec<Vec<u8>> = receive_all(&b2, 3).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got1, to(d1));
+        assert_eq!(got2, to(d2));
+        // The plan: 5-packet frame (short last closes it), audio, b2's frame, 32 + 8.
+        sender.plan(&datagrams);
+        let counts: Vec<usize> = sender.groups.iter().map(|g| g.count).collect();
+        assert_eq!(counts, vec![5, 1, 3, 32, 8]);
+    }
+
+    #[test]
+    fn without_gso_every_datagram_is_a_message() {
+        let payloads = [vec![1u8; 100], vec![2u8; 100]];
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let datagrams: Vec<(SocketAddr, &[u8])> =
+            payloads.iter().map(|p| (dest, p.as_slice())).collect();
+        let mut sender = Sender::new(false);
+        sender.plan(&datagrams);
+        assert_eq!(sender.groups.len(), 2);
     }
 
     #[test]

@@ -174,7 +174,7 @@ const RECV_BUDGET: usize = 8 * udp::BATCH;
 /// once would make the first packet of a keyframe fanned out to 50 subscribers wait for the
 /// encryption and sending of all the others (over a millisecond); 64 keeps sendmmsg batches
 /// full while bounding that wait.
-pub const FLUSH_FORWARDS: usize = 64;
+pub const FLUSH_FORWARDS: usize = 512;
 /// Capacity of each worker's inbound media queue. A full queue drops, never blocks: a
 /// worker that falls this far behind would only deliver stale media.
 const MEDIA_QUEUE: usize = 32 * 1024;
@@ -316,6 +316,7 @@ struct Worker {
     socket: UdpSocket,
     poll: Poll,
     recv: Box<RecvBatch>,
+    sender: udp::Sender,
 }
 
 impl Worker {
@@ -335,6 +336,7 @@ impl Worker {
             socket: setup.socket,
             poll,
             recv: Box::default(),
+            sender: udp::Sender::default(),
         })
     }
 
@@ -390,7 +392,7 @@ impl Worker {
                         self.core.handle_datagram(source, data, now);
                         if self.core.pending_forwards() >= FLUSH_FORWARDS {
                             self.core.flush_connections(now);
-                            send(&mut self.core, &self.socket);
+                            send(&mut self.core, &self.socket, &mut self.sender);
                         }
                     }
                     handled += n;
@@ -411,12 +413,12 @@ impl Worker {
 
     fn flush(&mut self, now: Instant) {
         self.core.flush_connections(now);
-        send(&mut self.core, &self.socket);
+        send(&mut self.core, &self.socket, &mut self.sender);
     }
 }
 
 /// Hands what the core produced to the socket.
-fn send(core: &mut MediaCore, socket: &UdpSocket) {
+fn send(core: &mut MediaCore, socket: &UdpSocket, sender: &mut udp::Sender) {
     let transmits = core.transmits();
     let result = if transmits.is_empty() {
         udp::SendResult::default()
@@ -425,7 +427,7 @@ fn send(core: &mut MediaCore, socket: &UdpSocket) {
             .iter()
             .map(|t| (t.destination, &t.contents[..]))
             .collect();
-        udp::send_batch(socket, &datagrams)
+        sender.send(socket, &datagrams)
     };
     core.finish_send(result, Instant::now());
 }
