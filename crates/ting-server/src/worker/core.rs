@@ -102,9 +102,13 @@ pub struct MediaCore {
     pending_paused: Vec<(RoomKey, TrackId, LayerId, bool)>,
     /// Connections that want their slot table sent.
     slot_updates: Vec<usize>,
-    /// Datagrams to send, and for each forwarded packet when it was received.
+    /// Datagrams to send, and for each forwarded packet among them when it was received.
     transmits: Vec<str0m::net::Transmit>,
     forwarded_at: Vec<Instant>,
+    /// Forwarded packets written to connections that were not ticked since.
+    unflushed: usize,
+    /// How far `dirty` has been ticked.
+    dirty_at: usize,
     /// Workers pushed to in this step, woken once at its end.
     wake: Vec<bool>,
     pub(super) shutdown: bool,
@@ -144,6 +148,8 @@ impl MediaCore {
             slot_updates: Vec::new(),
             transmits: Vec::new(),
             forwarded_at: Vec::new(),
+            unflushed: 0,
+            dirty_at: 0,
             wake: vec![false; n],
             shutdown: false,
             next_publish: Instant::now(),
@@ -340,6 +346,7 @@ impl MediaCore {
             return;
         };
         self.free.push(pi);
+        self.unflushed -= peer.written.len();
         self.by_pid.remove(&peer.pid);
         self.by_ufrag.remove(&peer.ufrag);
         for a in &peer.addrs {
@@ -583,7 +590,8 @@ impl MediaCore {
             tx.write_rtp(write);
             self.stats.forwarded[k] += 1;
             self.stats.forwarded_bytes[k] += pkt.payload.len() as u64;
-            self.forwarded_at.push(received);
+            peer.written.push(received);
+            self.unflushed += 1;
             if !peer.dirty {
                 peer.dirty = true;
                 self.dirty.push(si);
@@ -704,6 +712,9 @@ impl MediaCore {
             return;
         };
         peer.dirty = false;
+        // What was written to it leaves with this tick's output.
+        self.unflushed -= peer.written.len();
+        self.forwarded_at.append(&mut peer.written);
         match catch_unwind(AssertUnwindSafe(|| {
             peer.rtc.handle_input(Input::Timeout(now))
         })) {
@@ -735,21 +746,31 @@ impl MediaCore {
     /// Ticks every connection written to; afterwards [`MediaCore::transmits`] holds what
     /// to send.
     pub fn flush_connections(&mut self, now: Instant) {
-        while !self.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.dirty);
-            for &pi in &dirty {
-                self.tick(pi, now);
-            }
-            self.dirty = dirty;
-            self.dirty.clear();
-        }
+        while self.flush_some(now, usize::MAX) {}
     }
 
-    /// Packets written to connections since the last send. The worker sends once this
-    /// reaches [`super::FLUSH_FORWARDS`], so a burst fanned out to many subscribers leaves in
-    /// pieces instead of waiting for the whole burst.
+    /// Ticks connections written to, in the order they were written, until at least
+    /// `datagrams` are waiting to be sent. Returns true when connections are left to tick:
+    /// send [`MediaCore::transmits`], then call again. Sending between connections lets the
+    /// first subscribers of a burst get their packets without waiting for the last ones'.
+    pub fn flush_some(&mut self, now: Instant, datagrams: usize) -> bool {
+        while self.dirty_at < self.dirty.len() {
+            let pi = self.dirty[self.dirty_at];
+            self.dirty_at += 1;
+            self.tick(pi, now);
+            if self.transmits.len() >= datagrams {
+                return self.dirty_at < self.dirty.len();
+            }
+        }
+        self.dirty.clear();
+        self.dirty_at = 0;
+        false
+    }
+
+    /// Forwarded packets written to connections and not yet ticked out. The worker flushes
+    /// once this reaches [`super::FLUSH_FORWARDS`].
     pub fn pending_forwards(&self) -> usize {
-        self.forwarded_at.len()
+        self.unflushed
     }
 
     /// The datagrams to send.

@@ -175,6 +175,10 @@ const RECV_BUDGET: usize = 8 * udp::BATCH;
 /// encryption and sending of all the others (over a millisecond); 64 keeps sendmmsg batches
 /// full while bounding that wait.
 pub const FLUSH_FORWARDS: usize = 512;
+/// Datagrams handed to the kernel at a time while connections are being ticked: enough
+/// for sendmmsg to pay off, few enough that the first subscribers of a burst are sent to
+/// while the others are still being encrypted.
+const SEND_EVERY: usize = 32;
 /// Capacity of each worker's inbound media queue. A full queue drops, never blocks: a
 /// worker that falls this far behind would only deliver stale media.
 const MEDIA_QUEUE: usize = 32 * 1024;
@@ -391,8 +395,7 @@ impl Worker {
                     for (source, data) in self.recv.iter() {
                         self.core.handle_datagram(source, data, now);
                         if self.core.pending_forwards() >= FLUSH_FORWARDS {
-                            self.core.flush_connections(now);
-                            send(&mut self.core, &self.socket, &mut self.sender);
+                            flush(&mut self.core, &self.socket, &mut self.sender, now);
                         }
                     }
                     handled += n;
@@ -412,9 +415,16 @@ impl Worker {
     }
 
     fn flush(&mut self, now: Instant) {
-        self.core.flush_connections(now);
-        send(&mut self.core, &self.socket, &mut self.sender);
+        flush(&mut self.core, &self.socket, &mut self.sender, now);
     }
+}
+
+/// Ticks the connections written to and sends what they produce, a few at a time.
+fn flush(core: &mut MediaCore, socket: &UdpSocket, sender: &mut udp::Sender, now: Instant) {
+    while core.flush_some(now, SEND_EVERY) {
+        send(core, socket, sender);
+    }
+    send(core, socket, sender);
 }
 
 /// Hands what the core produced to the socket.

@@ -109,6 +109,8 @@ pub struct Peer {
     pub scheduled: Option<Instant>,
     /// Written to since the last tick.
     pub dirty: bool,
+    /// When each packet written since the last tick was received (for the latency figure).
+    pub written: Vec<Instant>,
     /// ICE and DTLS are up and the router knows this subscriber.
     pub connected: bool,
     /// When ICE last reported the connection lost, if it has not come back since.
@@ -350,6 +352,7 @@ impl Peer {
                 next_timeout: now,
                 scheduled: None,
                 dirty: false,
+                written: Vec::new(),
                 connected: false,
                 disconnected_since: None,
                 ended: None,
