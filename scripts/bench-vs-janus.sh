@@ -154,7 +154,7 @@ def srtp(label, scenario):
 rows = []
 print(f"\nserver pinned to cores {cores}; figures from one run, same machine, same scenario\n")
 print(f"{'scenario':<10} {'server':<6} {'joins':>7} {'fwd pkt/s':>10} {'CPU us/pkt':>10} {'pkt/s/core':>11} "
-      f"{'loss %':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs floor':>8}  srtp")
+      f"{'loss %':>7} {'p50 ms':>7} {'p99 ms':>7} {'inside p99':>10} {'vs floor':>8}  srtp")
 for scenario in ("fanout", "meeting"):
     figures = {}
     for label in ("janus", "ting"):
@@ -175,9 +175,11 @@ for scenario in ("fanout", "meeting"):
                  + (floor["recv_ns"] + floor["aes256gcm_open_ns"]) / n) / 1000
             vs = f"{us / f:.2f}x"
         j = r["joins"]
+        inner = (r.get("server") or {}).get("internal_latency_ms")
+        inside = f"{inner['p99']:.2f}" if inner else "-"
         print(f"{scenario:<10} {label:<6} {j['succeeded']:>3}/{j['attempted']:<3} {h['forwarded_per_second']:>10.0f} "
               f"{(us or 0):>10.2f} {(h.get('forwarded_per_core_second') or 0):>11.0f} "
-              f"{r['loss_ratio']*100:>7.3f} {r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {vs:>8}  {srtp(label, scenario)}")
+              f"{r['loss_ratio']*100:>7.3f} {r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {inside:>10} {vs:>8}  {srtp(label, scenario)}")
     if figures.get("ting") and figures.get("janus"):
         print(f"{'':<10} ting / janus CPU per forwarded packet: {figures['ting'] / figures['janus']:.2f}")
 print(f"\nreports, plots and logs: {out}/")

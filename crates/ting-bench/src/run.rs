@@ -323,6 +323,10 @@ pub async fn run(opts: BenchOptions) -> Report {
         }
     };
     let probe = match (&opts.target, opts.server_pid) {
+        (Target::Ting { metrics, .. }, Some(pid)) => Some(ServerProbe::Both {
+            metrics: metrics.clone(),
+            pid,
+        }),
         (_, Some(pid)) => Some(ServerProbe::Proc(pid)),
         (Target::Ting { metrics, .. }, None) => Some(ServerProbe::Metrics(metrics.clone())),
         (Target::Janus { .. }, None) => None,

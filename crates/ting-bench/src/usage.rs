@@ -13,24 +13,37 @@ pub enum ServerProbe {
     Metrics(String),
     /// Any process.
     Proc(u32),
+    /// A ting server whose process is known: CPU and memory of the whole process from
+    /// /proc, the figures only ting has (forwarded packets, internal latency) from metrics.
+    Both { metrics: String, pid: u32 },
 }
 
 impl ServerProbe {
     pub async fn sample(&self) -> Option<ServerSample> {
         match self {
-            ServerProbe::Metrics(url) => {
-                let (status, body) = http::get(url, Duration::from_secs(5)).await.ok()?;
-                (status == 200).then(|| parse_metrics(&body))
-            }
+            ServerProbe::Metrics(url) => metrics_sample(url).await,
             ServerProbe::Proc(pid) => {
-                proc_usage(&format!("/proc/{pid}")).map(|(cpu, rss)| ServerSample {
-                    cpu_seconds: cpu,
-                    rss_bytes: rss,
+                let (cpu_seconds, rss_bytes) = proc_usage(&format!("/proc/{pid}"))?;
+                Some(ServerSample {
+                    cpu_seconds,
+                    rss_bytes,
                     ..Default::default()
                 })
             }
+            ServerProbe::Both { metrics, pid } => {
+                let (cpu_seconds, rss_bytes) = proc_usage(&format!("/proc/{pid}"))?;
+                let mut s = metrics_sample(metrics).await.unwrap_or_default();
+                s.cpu_seconds = cpu_seconds;
+                s.rss_bytes = rss_bytes;
+                Some(s)
+            }
         }
     }
+}
+
+async fn metrics_sample(url: &str) -> Option<ServerSample> {
+    let (status, body) = http::get(url, Duration::from_secs(5)).await.ok()?;
+    (status == 200).then(|| parse_metrics(&body))
 }
 
 /// Reads what ting's `/metrics` says about CPU, memory, forwarding and its latency.

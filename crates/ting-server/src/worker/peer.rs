@@ -186,7 +186,18 @@ pub fn rtc_config(cert: &DtlsCert) -> RtcConfig {
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
+        .set_send_buffer_video(VIDEO_SEND_BUFFER)
 }
+
+/// Outgoing video packets kept per stream, to answer NACKs (str0m's default is 1000). About
+/// two seconds of the best simulcast layer; a keyframe burst fits many times over.
+const VIDEO_SEND_BUFFER: usize = 400;
+/// How old a packet a subscriber's NACK can still get resent. A resend older than a second
+/// arrives after the receiver's jitter buffer gave up on it; keeping more (str0m keeps 3 s by
+/// default) costs memory in every subscriber's every video slot.
+const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Resends stop when they pass this share of what a stream sends (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 impl Peer {
     /// Validates the client's mid mapping, accepts the offer, and builds the connection.
@@ -320,7 +331,12 @@ impl Peer {
                 let ssrc = rtc
                     .direct_api()
                     .stream_tx_by_mid(mid, None)
-                    .map(|s| s.ssrc())
+                    .map(|tx| {
+                        if kind != SlotKind::Audio {
+                            tx.set_rtx_cache(VIDEO_SEND_BUFFER, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+                        }
+                        tx.ssrc()
+                    })
                     .ok_or_else(|| {
                         OfferError::Rejected(format!("no outgoing stream for mid {mid_str:?}"))
                     })?;
