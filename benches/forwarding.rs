@@ -12,11 +12,9 @@
 // Benchmarks report on stdout, like criterion itself.
 #![allow(clippy::print_stdout)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -26,39 +24,15 @@ use ting_server::metrics::WorkerCounters;
 use ting_server::udp::SendResult;
 use ting_server::worker::peer::SlotLimits;
 use ting_server::worker::{
-    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerHandle, WorkerId,
-    standalone_cores,
+    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
+    WorkerId, standalone_cores,
 };
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-thread_local! {
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-fn count() {
-    if COUNTING.with(|c| c.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const SERVER: &str = "10.0.0.1:5000";
 
@@ -72,7 +46,7 @@ struct Room {
     publisher_now: Instant,
     subscribers: Vec<SimPeer>,
     by_addr: HashMap<SocketAddr, usize>,
-    _events: tokio::sync::mpsc::UnboundedReceiver<ting_server::worker::WorkerEvent>,
+    _events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
     _outboxes: Vec<tokio::sync::mpsc::UnboundedReceiver<ting_proto::ServerMsg>>,
 }
 
@@ -83,7 +57,7 @@ impl Room {
             .dtls_provider
             .generate_certificate()
             .expect("certificate");
-        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let setup = CoreSetup {
             id: WorkerId(0),
             candidate: SERVER.parse().unwrap(),
@@ -101,7 +75,6 @@ impl Room {
         let mut outboxes = Vec::new();
         let mut connect = |core: &mut MediaCore, cfg: SimPeerConfig, addr: SocketAddr| {
             let (mut peer, offer) = SimPeer::new(cfg.clone(), addr, now).expect("peer");
-            let (reply, answer) = tokio::sync::oneshot::channel();
             let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
             outboxes.push(rx);
             handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
@@ -111,10 +84,12 @@ impl Room {
                 outbox,
                 tracks: Vec::new(),
                 workers: vec![WorkerId(0)],
-                reply,
             })));
             core.handle_commands(now);
-            let sdp = answer.blocking_recv().expect("reply").expect("answer");
+            let sdp = match events.try_recv() {
+                Ok(WorkerEvent::Connected { answer, .. }) => answer,
+                other => panic!("the core did not accept the offer: {other:?}"),
+            };
             peer.accept_answer(&sdp, now).expect("accept");
             peer
         };
@@ -316,11 +291,7 @@ fn full_path(c: &mut Criterion) {
         let warm = room.next_datagrams(200);
         room.forward(&warm);
         let batch = room.next_datagrams(2000);
-        COUNTING.with(|c| c.set(true));
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let produced = room.forward(&batch);
-        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
-        COUNTING.with(|c| c.set(false));
+        let (produced, allocs) = counting_alloc::count(|| room.forward(&batch));
         println!(
             "forwarding step: {:.2} heap allocations per forwarded packet at fan-out {n} ({produced} datagrams)",
             allocs as f64 / produced.max(1) as f64

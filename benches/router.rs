@@ -7,10 +7,8 @@
 // Benchmarks report on stdout, like criterion itself.
 #![allow(clippy::print_stdout)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -18,43 +16,11 @@ use ting_media::{
     Codec, EndpointId, LayerId, Router, RouterConfig, RtpIn, SlotKind, Source, TrackId, TrackInfo,
 };
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only the measuring thread counts: other threads (the test harness's) allocate too.
-    // A const-initialised Cell needs no allocation and no destructor, so the allocator may
-    // read it.
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.with(|c| c.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const CAMERA: TrackId = TrackId {
     endpoint: EndpointId(1),
@@ -104,17 +70,15 @@ fn room(n: u64) -> (Router, RtpIn, Instant) {
 
 fn allocations_per_forward(n: u64) -> f64 {
     let (mut r, mut pkt, t0) = room(n);
-    let rounds = 10_000u64;
-    COUNTING.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let mut forwarded = 0u64;
-    for i in 0..rounds {
-        pkt.seq += 1;
-        pkt.timestamp = (i as u32) * 3000;
-        forwarded += r.handle_rtp(&pkt, t0 + Duration::from_micros(i)).len() as u64;
-    }
-    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    COUNTING.with(|c| c.set(false));
+    let (forwarded, allocs) = counting_alloc::count(|| {
+        let mut forwarded = 0u64;
+        for i in 0..10_000u64 {
+            pkt.seq += 1;
+            pkt.timestamp = (i as u32) * 3000;
+            forwarded += r.handle_rtp(&pkt, t0 + Duration::from_micros(i)).len() as u64;
+        }
+        forwarded
+    });
     allocs as f64 / forwarded as f64
 }
 

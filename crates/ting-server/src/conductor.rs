@@ -25,8 +25,7 @@ use tracing::{debug, info, info_span};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::worker::{
-    ConnectReq, OfferError, Outbox, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
-    WorkerId,
+    ConnectReq, Outbox, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle, WorkerId,
 };
 
 /// What sessions ask of the conductor.
@@ -38,12 +37,11 @@ pub enum ConductorCmd {
         outbox: Outbox,
         reply: oneshot::Sender<Result<(ParticipantId, Welcome), ErrorMsg>>,
     },
+    /// Answered with the SDP answer, or with the error (the offer's, or the room's).
     Offer {
         pid: ParticipantId,
         offer: Offer,
-        reply: oneshot::Sender<Result<String, OfferError>>,
-        /// Told at once when the offer cannot even be handed to a worker.
-        refused: oneshot::Sender<ErrorMsg>,
+        reply: oneshot::Sender<Result<String, ErrorMsg>>,
     },
     Media {
         pid: ParticipantId,
@@ -80,6 +78,8 @@ pub struct Conductor {
     next_key: u64,
     /// Per room, how many of its participants each worker holds.
     room_workers: HashMap<RoomKey, BTreeMap<WorkerId, usize>>,
+    /// Offers handed to a worker and not answered yet.
+    pending_offers: HashMap<ParticipantId, oneshot::Sender<Result<String, ErrorMsg>>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -128,6 +128,7 @@ impl Conductor {
             keys: HashMap::new(),
             next_key: 1,
             room_workers: HashMap::new(),
+            pending_offers: HashMap::new(),
             ready,
         }
     }
@@ -173,15 +174,15 @@ impl Conductor {
             } => {
                 let _ = reply.send(self.join(&room, &name, outbox, now));
             }
-            ConductorCmd::Offer {
-                pid,
-                offer,
-                reply,
-                refused,
-            } => {
+            ConductorCmd::Offer { pid, offer, reply } => {
                 self.rooms.handle_seen(pid, now);
-                if let Err(e) = self.offer(pid, offer, reply) {
-                    let _ = refused.send(e);
+                match self.offer(pid, offer) {
+                    Ok(()) => {
+                        self.pending_offers.insert(pid, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
             }
             ConductorCmd::Media { pid, media } => {
@@ -278,12 +279,7 @@ impl Conductor {
         Ok((joined.participant, welcome))
     }
 
-    fn offer(
-        &mut self,
-        pid: ParticipantId,
-        offer: Offer,
-        reply: oneshot::Sender<Result<String, OfferError>>,
-    ) -> Result<(), ErrorMsg> {
+    fn offer(&mut self, pid: ParticipantId, offer: Offer) -> Result<(), ErrorMsg> {
         let Some(member) = self.members.get(&pid) else {
             return Err(ErrorMsg {
                 code: ErrorCode::NotJoined,
@@ -332,7 +328,6 @@ impl Conductor {
             outbox,
             tracks,
             workers: workers.clone(),
-            reply,
         })));
         if added {
             self.announce_room_workers(key, &workers);
@@ -415,14 +410,19 @@ impl Conductor {
             WorkerEvent::Connected {
                 pid,
                 worker,
+                answer,
                 published,
             } => {
                 let pid = ParticipantId(pid);
+                let reply = self.pending_offers.remove(&pid);
                 let Some(m) = self.members.get_mut(&pid) else {
                     // Left while the worker was connecting: undo.
                     self.workers[worker.0].command(WorkerCmd::Disconnect { pid: pid.0 });
                     return;
                 };
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(answer));
+                }
                 m.published = published.clone();
                 let screen = m.media.screen;
                 for (source, _) in published {
@@ -431,13 +431,20 @@ impl Conductor {
                     }
                 }
             }
-            WorkerEvent::ConnectFailed { pid } => {
+            WorkerEvent::ConnectFailed { pid, error } => {
                 let pid = ParticipantId(pid);
                 if let Some(m) = self.members.get_mut(&pid)
                     && let Some(w) = m.worker.take()
                 {
                     let key = m.key;
                     self.release_worker(key, w);
+                }
+                if let Some(reply) = self.pending_offers.remove(&pid) {
+                    let _ = reply.send(Err(ErrorMsg {
+                        code: ErrorCode::BadOffer,
+                        message: error.to_string(),
+                        fatal: false,
+                    }));
                 }
             }
             WorkerEvent::MediaFailed { pid } => {
@@ -558,6 +565,7 @@ impl Conductor {
         let Some(m) = self.members.remove(&pid) else {
             return;
         };
+        self.pending_offers.remove(&pid);
         if let Some(w) = m.worker {
             self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });
             self.release_worker(m.key, w);

@@ -131,7 +131,11 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref(), &cli.overrides())?;
     if cli.print_config {
-        print!("{}", config.to_toml());
+        // What was asked for, on stdout for redirecting into a file.
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", config.to_toml());
+        }
         return Ok(());
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());

@@ -468,14 +468,18 @@ mod tests {
     #[test]
     fn render_sums_workers_and_names_drop_reasons() {
         let m = Metrics::new(2);
-        let mut a = WorkerStats::default();
-        a.datagrams_in = 5;
+        let mut a = WorkerStats {
+            datagrams_in: 5,
+            ..Default::default()
+        };
         a.drop(DropReason::Malformed, 3);
         a.observe_latency(40_000);
         a.observe_latency(2_000_000);
         m.workers[0].publish(&a);
-        let mut b = WorkerStats::default();
-        b.datagrams_in = 7;
+        let mut b = WorkerStats {
+            datagrams_in: 7,
+            ..Default::default()
+        };
         b.forwarded[1] = 11;
         m.workers[1].publish(&b);
         let text = m.render();

@@ -108,28 +108,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 None => Some(not_joined()),
                 Some(pid) => {
                     let (tx, rx) = oneshot::channel();
-                    let (refused_tx, refused_rx) = oneshot::channel();
                     let cmd = ConductorCmd::Offer {
                         pid,
                         offer,
                         reply: tx,
-                        refused: refused_tx,
                     };
-                    if state.conductor.send(cmd).await.is_err() {
-                        Some(unavailable())
-                    } else {
-                        tokio::select! {
-                            r = tokio::time::timeout(OFFER_TIMEOUT, rx) => Some(match r {
-                                Ok(Ok(Ok(sdp))) => ServerMsg::Answer { sdp },
-                                Ok(Ok(Err(e))) => error(ErrorCode::BadOffer, e.to_string()),
-                                Ok(Err(_)) | Err(_) => error(
-                                    ErrorCode::Internal,
-                                    "the media worker did not answer the offer",
-                                ),
-                            }),
-                            Ok(e) = refused_rx => Some(ServerMsg::Error(e)),
-                        }
-                    }
+                    Some(
+                        match tokio::time::timeout(OFFER_TIMEOUT, ask(&state, cmd, rx)).await {
+                            Ok(Ok(Ok(sdp))) => ServerMsg::Answer { sdp },
+                            Ok(Ok(Err(e)) | Err(e)) => ServerMsg::Error(e),
+                            Err(_) => error(
+                                ErrorCode::Internal,
+                                "the media worker did not answer the offer in time",
+                            ),
+                        },
+                    )
                 }
             },
             Ok(ClientMsg::Media(media)) => match pid {
@@ -145,13 +138,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             Ok(ClientMsg::Ping) => Some(ServerMsg::Pong),
             Ok(ClientMsg::Leave) => {
                 if let Some(pid) = pid {
-                    let _ = state
-                        .conductor
-                        .send(ConductorCmd::Leave {
-                            pid,
-                            reason: LeaveReason::Left,
-                        })
-                        .await;
+                    leave(&state, pid).await;
                     left = true;
                 }
                 break;
@@ -167,15 +154,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         && !left
     {
         // The socket closed without a goodbye: the tab was closed or the network went.
-        let _ = state
-            .conductor
-            .send(ConductorCmd::Leave {
-                pid,
-                reason: LeaveReason::Left,
-            })
-            .await;
+        leave(&state, pid).await;
     }
     let _ = sink.close().await;
+}
+
+async fn leave(state: &AppState, pid: ParticipantId) {
+    let cmd = ConductorCmd::Leave {
+        pid,
+        reason: LeaveReason::Left,
+    };
+    let _ = state.conductor.send(cmd).await;
 }
 
 async fn reply(
@@ -218,12 +207,4 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
 
 fn not_joined() -> ServerMsg {
     error(ErrorCode::NotJoined, "send join first")
-}
-
-fn unavailable() -> ServerMsg {
-    ServerMsg::Error(ErrorMsg {
-        code: ErrorCode::Unavailable,
-        message: "the server is shutting down".into(),
-        fatal: true,
-    })
 }

@@ -107,74 +107,6 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
     Ok(n)
 }
 
-/// Sends `datagrams` with as few `sendmmsg` calls as possible. Returns how many the kernel
-/// took. A datagram the kernel refuses (e.g. the destination's ICMP "port unreachable"
-/// came back) is skipped and counted in `failed`; when the socket buffer is full
-/// (`WouldBlock`) the rest are dropped and counted too: late media is worthless.
-pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> SendResult {
-    let mut result = SendResult::default();
-    let mut at = 0;
-    while at < datagrams.len() {
-        let chunk = &datagrams[at..(at + BATCH).min(datagrams.len())];
-        let mut addrs: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
-            [const { MaybeUninit::uninit() }; BATCH];
-        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
-        let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] =
-            [const { MaybeUninit::uninit() }; BATCH];
-        for (i, (dest, bytes)) in chunk.iter().enumerate() {
-            let len = to_sockaddr(
-                dest,
-                addrs[i].write(
-                    // SAFETY: plain old data, all-zero is valid.
-                    unsafe { mem::zeroed() },
-                ),
-            );
-            iovs[i].write(libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            });
-            // SAFETY: plain old data, zero is "no control, no flags".
-            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-            hdr.msg_name = addrs[i].as_mut_ptr().cast();
-            hdr.msg_namelen = len;
-            hdr.msg_iov = iovs[i].as_mut_ptr();
-            hdr.msg_iovlen = 1;
-            hdrs[i].write(libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            });
-        }
-        // SAFETY: the first chunk.len() headers are initialised and point at initialised
-        // addresses and iovecs that live until the call returns; the kernel only reads the
-        // datagram bytes (the *mut in iovec is the C API's, not a licence to write).
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                hdrs.as_mut_ptr().cast(),
-                chunk.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::WouldBlock {
-                result.dropped += datagrams.len() - at;
-                return result;
-            }
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            // The first datagram of the chunk was refused; skip it and carry on.
-            result.failed += 1;
-            at += 1;
-            continue;
-        }
-        result.sent += n as usize;
-        at += n as usize;
-    }
-    result
-}
-
 /// The most datagrams one GSO message carries (the kernel allows 64).
 const MAX_SEGMENTS: usize = 32;
 /// The most bytes one GSO message carries (a UDP datagram's limit, with room for headers).
@@ -264,8 +196,11 @@ impl Sender {
         }
     }
 
-    /// Sends `datagrams` in order per destination. See [`send_batch`] for what happens to
-    /// datagrams the kernel refuses.
+    /// Sends `datagrams`, in order per destination, with as few `sendmmsg` calls as
+    /// possible. Returns how many the kernel took. A message the kernel refuses (e.g. the
+    /// destination's ICMP "port unreachable" came back) is skipped and its datagrams
+    /// counted in `failed`; when the socket buffer is full (`WouldBlock`) the rest are
+    /// dropped and counted too: late media is worthless.
     pub fn send(&mut self, socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> SendResult {
         let mut result = SendResult::default();
         self.plan(datagrams);
@@ -374,7 +309,7 @@ fn gso_refused(err: &io::Error) -> bool {
     )
 }
 
-/// What [`send_batch`] did.
+/// What [`Sender::send`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendResult {
     pub sent: usize,
@@ -491,7 +426,7 @@ mod tests {
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let datagrams: Vec<(SocketAddr, &[u8])> =
             payloads.iter().map(|p| (dest, p.as_slice())).collect();
-        let r = send_batch(&a, &datagrams);
+        let r = Sender::new(false).send(&a, &datagrams);
         assert_eq!(r.sent, 40);
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();

@@ -262,7 +262,6 @@ impl MediaCore {
             outbox,
             tracks,
             workers,
-            reply,
         } = req;
         if let Some(&old) = self.by_pid.get(&pid) {
             self.remove_peer(old);
@@ -287,8 +286,9 @@ impl MediaCore {
             Ok(a) => a,
             Err(e) => {
                 debug!(pid = %format_args!("{pid:016x}"), error = %e, "offer refused");
-                let _ = reply.send(Err(e));
-                let _ = self.events.send(WorkerEvent::ConnectFailed { pid });
+                let _ = self
+                    .events
+                    .send(WorkerEvent::ConnectFailed { pid, error: e });
                 return;
             }
         };
@@ -331,10 +331,10 @@ impl MediaCore {
             }
         }
         rs.peers.push(pi);
-        let _ = reply.send(Ok(accepted.answer));
         let _ = self.events.send(WorkerEvent::Connected {
             pid,
             worker: me,
+            answer: accepted.answer,
             published,
         });
         self.drain_router(room, now);

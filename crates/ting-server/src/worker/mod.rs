@@ -42,7 +42,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::rtp::ExtensionValues;
 use ting_media::{Codec, LayerId, RtpIn, TrackId};
 use ting_proto::ServerMsg;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::metrics::PUBLISH_INTERVAL;
@@ -93,7 +93,10 @@ pub enum WorkerCmd {
     Shutdown,
 }
 
-/// Create the media connection of a participant from its offer.
+/// Create the media connection of a participant from its offer. The worker answers with
+/// [`WorkerEvent::Connected`] or [`WorkerEvent::ConnectFailed`] to the conductor, which
+/// updates its state before it tells the client, so the client's next message always finds
+/// the conductor knowing the outcome.
 pub struct ConnectReq {
     pub pid: u64,
     pub room: RoomKey,
@@ -103,7 +106,6 @@ pub struct ConnectReq {
     pub tracks: Vec<TrackDesc>,
     /// Every worker hosting the room, this one included.
     pub workers: Vec<WorkerId>,
-    pub reply: oneshot::Sender<Result<String, OfferError>>,
 }
 
 impl std::fmt::Debug for ConnectReq {
@@ -118,14 +120,15 @@ impl std::fmt::Debug for ConnectReq {
 /// What workers tell the conductor.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// The offer was accepted; these are the participant's tracks.
+    /// The offer was accepted: the answer for the client and the participant's tracks.
     Connected {
         pid: u64,
         worker: WorkerId,
+        answer: String,
         published: Vec<(ting_media::Source, Codec)>,
     },
     /// The offer was refused; the participant has no media connection.
-    ConnectFailed { pid: u64 },
+    ConnectFailed { pid: u64, error: OfferError },
     /// The media connection failed or was closed.
     MediaFailed { pid: u64 },
 }
@@ -241,31 +244,40 @@ impl std::fmt::Debug for WorkerSetup {
 /// A running worker thread.
 pub type WorkerThread = std::thread::JoinHandle<()>;
 
+/// A worker's handle, the poll its waker wakes, and the receiving ends of its queues.
+type Parts = (WorkerHandle, Poll, Receiver<WorkerCmd>, Receiver<MediaMsg>);
+
+fn parts(setup: &CoreSetup) -> io::Result<Parts> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
+    let handle = WorkerHandle {
+        id: setup.id,
+        commands: cmd_tx,
+        media: media_tx,
+        waker,
+        sleeping: AtomicBool::new(false),
+        load: AtomicUsize::new(0),
+        addr: setup.candidate,
+    };
+    Ok((handle, poll, cmd_rx, media_rx))
+}
+
 /// Creates the worker handles (so every worker can reach every other) and the threads.
 pub fn spawn_workers(
     setups: Vec<WorkerSetup>,
 ) -> io::Result<(Arc<[WorkerHandle]>, Vec<WorkerThread>)> {
-    let mut parts = Vec::new();
     let mut handles = Vec::new();
+    let mut rest = Vec::new();
     for setup in setups {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-        let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
-        handles.push(WorkerHandle {
-            id: setup.core.id,
-            commands: cmd_tx,
-            media: media_tx,
-            waker,
-            sleeping: AtomicBool::new(false),
-            load: AtomicUsize::new(0),
-            addr: setup.core.candidate,
-        });
-        parts.push((setup, poll, cmd_rx, media_rx));
+        let (handle, poll, commands, media) = parts(&setup.core)?;
+        handles.push(handle);
+        rest.push((setup, poll, commands, media));
     }
     let handles: Arc<[WorkerHandle]> = handles.into();
     let mut threads = Vec::new();
-    for (setup, poll, commands, media) in parts {
+    for (setup, poll, commands, media) in rest {
         let handles = handles.clone();
         let name = format!("ting-media-{}", setup.core.id.0);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -279,35 +291,21 @@ pub fn spawn_workers(
     Ok((handles, threads))
 }
 
-/// Creates handles for a set of cores that are driven by hand (benchmarks, tests): no
-/// threads, no sockets. Returns each core with its handle set.
+/// Creates cores that are driven by hand (benchmarks, tests): no threads, no sockets.
+/// Returns the handles and each core. Nothing sleeps, so nothing needs waking: the polls
+/// the wakers were made with are dropped, and a wake-up goes nowhere.
 pub fn standalone_cores(
     setups: Vec<CoreSetup>,
 ) -> io::Result<(Arc<[WorkerHandle]>, Vec<MediaCore>)> {
-    let mut parts = Vec::new();
     let mut handles = Vec::new();
-    let mut polls = Vec::new();
+    let mut rest = Vec::new();
     for setup in setups {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-        let (media_tx, media_rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
-        handles.push(WorkerHandle {
-            id: setup.id,
-            commands: cmd_tx,
-            media: media_tx,
-            waker,
-            sleeping: AtomicBool::new(false),
-            load: AtomicUsize::new(0),
-            addr: setup.candidate,
-        });
-        polls.push(poll);
-        parts.push((setup, cmd_rx, media_rx));
+        let (handle, _poll, commands, media) = parts(&setup)?;
+        handles.push(handle);
+        rest.push((setup, commands, media));
     }
     let handles: Arc<[WorkerHandle]> = handles.into();
-    // The wakers stay valid while their Poll lives; keep them for the process.
-    std::mem::forget(polls);
-    let cores = parts
+    let cores = rest
         .into_iter()
         .map(|(setup, commands, media)| MediaCore::new(setup, commands, media, handles.clone()))
         .collect();

@@ -1,51 +1,18 @@
 //! Forwarding a packet allocates nothing: the router's per-packet path reuses its buffers
 //! and shares the payload. Counted with this test binary's allocator, after warm-up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ting_media::{
     Codec, EndpointId, LayerId, Router, RouterConfig, RtpIn, SlotKind, Source, TrackId, TrackInfo,
 };
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only the measuring thread counts: other threads (the test harness's) allocate too.
-    // A const-initialised Cell needs no allocation and no destructor, so the allocator may
-    // read it.
-    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.with(|c| c.get()) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
+#[path = "../benches/support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 #[test]
 fn forwarding_audio_and_video_to_250_allocates_nothing() {
@@ -104,20 +71,19 @@ fn forwarding_audio_and_video_to_250_allocates_nothing() {
     assert_eq!(r.handle_rtp(&sound, t0).len(), 250);
     video.payload = delta;
 
-    COUNTING.with(|c| c.set(true));
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let mut forwarded = 0;
-    for i in 1..=1000u64 {
-        let now = t0 + Duration::from_micros(i * 50);
-        video.seq += 1;
-        video.timestamp += 3000;
-        sound.seq += 1;
-        sound.timestamp += 960;
-        forwarded += r.handle_rtp(&video, now).len();
-        forwarded += r.handle_rtp(&sound, now).len();
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    COUNTING.with(|c| c.set(false));
+    let (forwarded, allocations) = counting_alloc::count(|| {
+        let mut forwarded = 0;
+        for i in 1..=1000u64 {
+            let now = t0 + Duration::from_micros(i * 50);
+            video.seq += 1;
+            video.timestamp += 3000;
+            sound.seq += 1;
+            sound.timestamp += 960;
+            forwarded += r.handle_rtp(&video, now).len();
+            forwarded += r.handle_rtp(&sound, now).len();
+        }
+        forwarded
+    });
     assert_eq!(forwarded, 500_000);
     assert_eq!(
         allocations, 0,
