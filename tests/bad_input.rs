@@ -28,6 +28,17 @@ async fn expect_error(signal: &mut Signal, code: ErrorCode, mentions: &str) {
     }
 }
 
+/// The next error the server sends, skipping anything else.
+async fn next_error(signal: &mut Signal) -> ting_proto::ErrorMsg {
+    signal
+        .recv_until(Duration::from_secs(5), |m| match m {
+            ServerMsg::Error(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap()
+}
+
 async fn still_usable(signal: &mut Signal) {
     signal.send(&ClientMsg::Ping).await.unwrap();
     assert_eq!(
@@ -121,13 +132,7 @@ async fn malformed_input_gets_errors_and_the_meeting_goes_on() {
     .unwrap();
     real.receive.video.push("77".into());
     s.send(&ClientMsg::Offer(real.clone())).await.unwrap();
-    let msg = s
-        .recv_until(Duration::from_secs(5), |m| match m {
-            ServerMsg::Error(e) => Some(e.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
+    let msg = next_error(&mut s).await;
     assert_eq!(msg.code, ErrorCode::BadOffer);
     assert!(msg.message.contains("\"77\""), "{msg:?}");
     // The microphone mapped onto a video m-line.
@@ -136,13 +141,7 @@ async fn malformed_input_gets_errors_and_the_meeting_goes_on() {
     real.publish.microphone = cam;
     real.publish.camera = mic;
     s.send(&ClientMsg::Offer(real)).await.unwrap();
-    let msg = s
-        .recv_until(Duration::from_secs(5), |m| match m {
-            ServerMsg::Error(e) => Some(e.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
+    let msg = next_error(&mut s).await;
     assert!(
         msg.message.contains("is video but carries the microphone"),
         "{msg:?}"

@@ -276,30 +276,16 @@ impl Peer {
                 Source::Microphone => (MediaKind::Audio, "Opus"),
                 _ => (MediaKind::Video, "VP8"),
             };
-            let mid = Mid::from(mid_str);
-            let media = rtc.media(mid).ok_or_else(|| OfferError::UnknownMid {
-                mid: mid_str.to_owned(),
-            })?;
-            check_kind(mid_str, media.kind(), media_kind, role)?;
-            if media.direction() != Direction::RecvOnly {
-                return Err(OfferError::WrongDirection {
-                    mid: mid_str.to_owned(),
-                    role,
-                    expected: "sendonly",
-                });
-            }
-            let rids = match media.rids_rx() {
-                str0m::media::Rids::Specific(r) => r.clone(),
+            let (mid, _, codec) =
+                check_mline(&rtc, mid_str, media_kind, Direction::RecvOnly, role, wanted)?;
+            let rids = match rtc.media(mid).map(|m| m.rids_rx()) {
+                Some(str0m::media::Rids::Specific(r)) => r.clone(),
                 _ => Vec::new(),
             };
-            let codec = codec_for(&rtc, mid, media_kind).ok_or(OfferError::NoCodec {
-                mid: mid_str.to_owned(),
-                wanted,
-            })?;
             published.push(Published {
                 source,
                 mid,
-                codec: codec.1,
+                codec,
                 rids,
             });
         }
@@ -312,22 +298,8 @@ impl Peer {
                 SlotKind::Screen => (MediaKind::Video, "VP8", "screen receive slot"),
             };
             for mid_str in mids {
-                let mid = Mid::from(mid_str.as_str());
-                let media = rtc.media(mid).ok_or_else(|| OfferError::UnknownMid {
-                    mid: mid_str.clone(),
-                })?;
-                check_kind(mid_str, media.kind(), media_kind, role)?;
-                if media.direction() != Direction::SendOnly {
-                    return Err(OfferError::WrongDirection {
-                        mid: mid_str.clone(),
-                        role,
-                        expected: "recvonly",
-                    });
-                }
-                let (pt, _) = codec_for(&rtc, mid, media_kind).ok_or(OfferError::NoCodec {
-                    mid: mid_str.clone(),
-                    wanted,
-                })?;
+                let (mid, pt, _) =
+                    check_mline(&rtc, mid_str, media_kind, Direction::SendOnly, role, wanted)?;
                 let ssrc = rtc
                     .direct_api()
                     .stream_tx_by_mid(mid, None)
@@ -430,6 +402,40 @@ impl Peer {
             })
             .collect()
     }
+}
+
+/// The m-line `mid_str` names, checked for what it is used for: it exists, has the right
+/// kind and (from the server's side) direction, and carries a codec ting forwards.
+fn check_mline(
+    rtc: &Rtc,
+    mid_str: &str,
+    kind: MediaKind,
+    direction: Direction,
+    role: &'static str,
+    wanted: &'static str,
+) -> Result<(Mid, Pt, Codec), OfferError> {
+    let mid = Mid::from(mid_str);
+    let media = rtc.media(mid).ok_or_else(|| OfferError::UnknownMid {
+        mid: mid_str.to_owned(),
+    })?;
+    check_kind(mid_str, media.kind(), kind, role)?;
+    if media.direction() != direction {
+        return Err(OfferError::WrongDirection {
+            mid: mid_str.to_owned(),
+            role,
+            // What the client must have offered: the opposite of the server's side.
+            expected: if direction == Direction::RecvOnly {
+                "sendonly"
+            } else {
+                "recvonly"
+            },
+        });
+    }
+    let (pt, codec) = codec_for(rtc, mid, kind).ok_or(OfferError::NoCodec {
+        mid: mid_str.to_owned(),
+        wanted,
+    })?;
+    Ok((mid, pt, codec))
 }
 
 fn check_kind(
