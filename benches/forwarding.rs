@@ -47,7 +47,7 @@ struct Room {
     subscribers: Vec<SimPeer>,
     by_addr: HashMap<SocketAddr, usize>,
     _events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
-    _outboxes: Vec<tokio::sync::mpsc::UnboundedReceiver<ting_proto::ServerMsg>>,
+    _outboxes: Vec<tokio::sync::mpsc::UnboundedReceiver<ting_server::outbox::OutMsg>>,
 }
 
 impl Room {
@@ -67,6 +67,7 @@ impl Room {
                 video: 9,
                 screen: 1,
             },
+            estimate_bandwidth: std::env::var_os("TING_BENCH_BWE").is_some(),
             events: events_tx,
             counters: Arc::new(WorkerCounters::default()),
         };
@@ -84,6 +85,7 @@ impl Room {
                 outbox,
                 tracks: Vec::new(),
                 workers: vec![WorkerId(0)],
+                layout: None,
             })));
             core.handle_commands(now);
             let sdp = match events.try_recv() {
@@ -124,6 +126,7 @@ impl Room {
                 track: TrackDesc {
                     id: TrackId::new(EndpointId(1), source),
                     codec,
+                    layers: 1,
                     worker: WorkerId(0),
                 },
             });

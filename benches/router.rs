@@ -36,6 +36,7 @@ fn room(n: u64) -> (Router, RtpIn, Instant) {
         TrackInfo {
             codec: Codec::Vp8,
             local: true,
+            layers: 1,
         },
         t0,
     )

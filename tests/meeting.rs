@@ -11,7 +11,12 @@ use ting_bench::{DriverHandle, PeerControl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_participants_receive_each_other_byte_for_byte() {
-    let server = start_server(&[]).await;
+    // This test is about forwarding integrity: every packet, byte for byte, in order. The
+    // bandwidth estimator is left out: in a debug build both ends are slow enough for
+    // scheduling delays to read as congestion now and then, and a paused slot would show
+    // here as loss. Layer choice under a falling estimate is tested in ting-media's
+    // virtual-time tests.
+    let server = start_server(&[("media.bandwidth_estimation", "false")]).await;
     let driver = DriverHandle::spawn("e2e-clients").unwrap();
     let peers = join_many(&server, &driver, "e2e-meeting", 1..=3).await;
 

@@ -25,6 +25,7 @@ fn forwarding_audio_and_video_to_250_allocates_nothing() {
         TrackInfo {
             codec: Codec::Vp8,
             local: true,
+            layers: 1,
         },
         t0,
     )
@@ -34,6 +35,7 @@ fn forwarding_audio_and_video_to_250_allocates_nothing() {
         TrackInfo {
             codec: Codec::Opus,
             local: true,
+            layers: 1,
         },
         t0,
     )
@@ -47,8 +49,12 @@ fn forwarding_audio_and_video_to_250_allocates_nothing() {
         .unwrap();
     }
     while r.poll_output().is_some() {}
-    let key: Arc<[u8]> = Arc::from(&[0x10u8, 0x00, 0x9d, 0x01, 0x2a][..]);
-    let delta: Arc<[u8]> = Arc::from(vec![0x10u8; 1100]);
+    // VP8 with a 15-bit picture id, so the picture-id rewriting is on the path too.
+    let key: Arc<[u8]> =
+        Arc::from(&[0x90u8, 0x80, 0x80, 0x01, 0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a][..]);
+    let mut delta = vec![0x90u8, 0x80, 0x80, 0x01, 0x11];
+    delta.resize(1100, 0x10);
+    let delta: Arc<[u8]> = Arc::from(delta);
     let audio: Arc<[u8]> = Arc::from(vec![0xfcu8; 80]);
     let mut video = RtpIn {
         track: cam,

@@ -70,6 +70,42 @@ impl LayerId {
     pub const MAX: usize = 3;
 }
 
+/// A set of simulcast layers, as a bit mask (bit `n` is layer `n`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LayerSet(pub u8);
+
+impl LayerSet {
+    pub const EMPTY: LayerSet = LayerSet(0);
+
+    /// The first `n` layers.
+    pub fn first(n: u8) -> LayerSet {
+        LayerSet(((1u16 << n.min(8)) - 1) as u8)
+    }
+
+    pub fn contains(self, layer: LayerId) -> bool {
+        layer.0 < 8 && self.0 & (1 << layer.0) != 0
+    }
+
+    pub fn insert(&mut self, layer: LayerId) {
+        if layer.0 < 8 {
+            self.0 |= 1 << layer.0;
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn union(self, other: LayerSet) -> LayerSet {
+        LayerSet(self.0 | other.0)
+    }
+
+    /// One flag per layer for the first `n` layers, lowest first.
+    pub fn flags(self, n: u8) -> Vec<bool> {
+        (0..n.min(8)).map(|l| self.contains(LayerId(l))).collect()
+    }
+}
+
 /// What a receive slot is for: which tracks the router may map into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotKind {

@@ -30,15 +30,21 @@
 //! Forwarding a packet allocates nothing: the payload is an `Arc<[u8]>` shared by every
 //! subscriber that receives it, and decisions go into a buffer the router reuses.
 
+pub mod allocate;
+pub mod bitrate;
 pub mod codec;
 pub mod id;
 pub mod keyframe;
+pub mod layout;
 pub mod rewrite;
 pub mod router;
 mod slab;
 pub mod speaker;
+pub mod vp8;
 
 pub use codec::Codec;
-pub use id::{EndpointId, LayerId, MediaKind, SlotId, SlotKind, Source, TrackId};
+pub use id::{EndpointId, LayerId, LayerSet, MediaKind, SlotId, SlotKind, Source, TrackId};
+pub use layout::{LayoutSpec, TileSpec, View};
 pub use router::{Forward, Router, RouterConfig, RouterError, RouterOutput, RtpIn, TrackInfo};
 pub use speaker::SpeakerConfig;
+pub use vp8::{Vp8Header, Vp8Out};

@@ -1,23 +1,30 @@
-//! The router: which subscriber receives which packet, with which numbers.
+//! The router: which subscriber receives which packet, on which layer, with which numbers.
 //!
 //! One [`Router`] serves one room on one media worker. It knows every track published in
 //! the room (local or on other workers) and the subscribers connected to *this* worker,
-//! each with a fixed list of receive slots. It maps tracks into slots, decides per packet
-//! which slots forward it, and rewrites sequence numbers and timestamps so that each slot
-//! is one continuous RTP stream whatever source it carries.
+//! each with a fixed list of receive slots, a layout and a bandwidth estimate.
 //!
-//! Slot policy (the seam for layouts and last-N):
-//! - camera slots carry other participants' cameras in join order;
-//! - screen slots carry screen shares, the most recent first;
-//! - audio slots carry the microphones that spoke most recently (everyone's, while there
-//!   are at least as many slots as microphones).
+//! What goes into a subscriber's slots:
+//! - **camera slots** follow its layout ([`crate::layout`]): the cameras of its tiles, in
+//!   order; without a layout, the active speaker and the most recent speakers;
+//! - **screen slots** carry screen shares, the most recent first;
+//! - **audio slots** carry the most active microphones of the room (last-N,
+//!   [`crate::speaker::update_top`]), never the subscriber's own.
 //!
-//! Video slots switch source or simulcast layer only at a keyframe of the new source, which
-//! the router asks for through [`RouterOutput::RequestKeyframe`], coalesced per track and
-//! layer (see [`crate::keyframe`]).
+//! Which layer each video slot gets: the tile's size gives a preferred layer; the
+//! subscriber's estimate pays for layers in order of importance ([`crate::allocate`]).
+//! A slot switches source or layer only at a keyframe of what it switches to, asked for
+//! through a per-track, per-layer [`KeyframeGate`], and stays one continuous stream:
+//! sequence numbers and timestamps ([`Rewriter`]) and VP8 picture ids ([`Vp8Rewriter`]).
 //!
-//! The per-packet path, [`Router::handle_rtp`], allocates nothing: forwarding decisions go
-//! into a buffer the router reuses, and the payload is shared, never copied.
+//! What nobody watches is paused at the sender: the router tracks which layers of each
+//! track some slot uses, merges what other workers' routers need
+//! ([`Router::handle_remote_demand`]), and tells the publisher's connection which layers
+//! to send ([`RouterOutput::SendLayers`]), releasing a layer only after it has been
+//! unwatched for a while so a speaker change does not switch encoders on and off.
+//!
+//! The per-packet path, [`Router::handle_rtp`], allocates nothing and touches only the
+//! slots the track is mapped into. Everything else happens on a 100 ms tick.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,12 +32,16 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::allocate::{self, AllocInput, AllocSlot};
+use crate::bitrate::RateMeter;
 use crate::codec::Codec;
-use crate::id::{EndpointId, LayerId, MediaKind, SlotId, SlotKind, Source, TrackId};
+use crate::id::{EndpointId, LayerId, LayerSet, MediaKind, SlotId, SlotKind, Source, TrackId};
 use crate::keyframe::KeyframeGate;
+use crate::layout::{LayoutSpec, TileSpec, View};
 use crate::rewrite::Rewriter;
 use crate::slab::Slab;
-use crate::speaker::{SpeakerConfig, VoiceActivity};
+use crate::speaker::{self, Dominant, SpeakerConfig, VoiceActivity};
+use crate::vp8::{Vp8Header, Vp8Out, Vp8Rewriter};
 
 /// Tunables of a [`Router`].
 #[derive(Debug, Clone, Copy)]
@@ -42,12 +53,33 @@ pub struct RouterConfig {
     /// A slot still waiting for a keyframe this long after the last request asks again
     /// (the request or the keyframe may have been lost).
     pub keyframe_retry: Duration,
-    /// A simulcast layer with no packet for this long counts as stopped, and slots showing
-    /// it move to a layer that still flows. Matches str0m's default pause threshold.
+    /// A simulcast layer with no packet for this long counts as stopped. Matches str0m's
+    /// default pause threshold.
     pub layer_timeout: Duration,
-    /// How often the router re-evaluates speakers, audio slots and layers.
+    /// How often the router re-evaluates speakers, slots, layers and pausing.
     pub tick: Duration,
     pub speaker: SpeakerConfig,
+    /// A layer nobody has used for this long is paused at its publisher. Long enough that
+    /// a speaker who pauses for breath does not stop and restart an encoder.
+    pub pause_after: Duration,
+    /// A layer some slot waits for, that sends nothing for this long (its publisher did
+    /// not resume it, or its encoder dropped it), is left out of allocations for
+    /// [`RouterConfig::layer_retry`].
+    pub layer_start_timeout: Duration,
+    pub layer_retry: Duration,
+    /// After a subscriber's layers went down for bandwidth, none goes up for this long:
+    /// an estimate that just fell needs time to show it recovered.
+    pub upgrade_hold: Duration,
+    /// An upgrade must fit the estimate with this factor to spare.
+    pub up_margin: f64,
+    /// What a layer is assumed to cost before it was measured, lowest first, for tracks
+    /// with three layers; tracks with fewer use the top entries.
+    pub nominal_bps: [u64; 3],
+    /// What a microphone is assumed to cost before it was measured.
+    pub nominal_audio_bps: u64,
+    /// Tile heights of the default layout (no layout from the client).
+    pub default_large: u16,
+    pub default_thumbnail: u16,
 }
 
 impl Default for RouterConfig {
@@ -58,6 +90,15 @@ impl Default for RouterConfig {
             layer_timeout: Duration::from_millis(1500),
             tick: Duration::from_millis(100),
             speaker: SpeakerConfig::default(),
+            pause_after: Duration::from_secs(3),
+            layer_start_timeout: Duration::from_secs(3),
+            layer_retry: Duration::from_secs(10),
+            upgrade_hold: Duration::from_secs(4),
+            up_margin: 1.15,
+            nominal_bps: [150_000, 500_000, 1_500_000],
+            nominal_audio_bps: 50_000,
+            default_large: 720,
+            default_thumbnail: 180,
         }
     }
 }
@@ -66,9 +107,11 @@ impl Default for RouterConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct TrackInfo {
     pub codec: Codec,
-    /// Whether the publisher is connected to this worker (keyframe requests then go to its
-    /// connection directly, otherwise to the worker that has it).
+    /// Whether the publisher is connected to this worker (keyframe requests and layer
+    /// pausing then go to its connection directly, otherwise to the worker that has it).
     pub local: bool,
+    /// Simulcast layers the publisher sends (1 without simulcast, at most 3).
+    pub layers: u8,
 }
 
 /// One received RTP packet of a published track.
@@ -96,6 +139,8 @@ pub struct Forward {
     pub seq: u64,
     pub timestamp: u32,
     pub marker: bool,
+    /// VP8 descriptor fields to write into the payload on the way out.
+    pub vp8: Option<Vp8Out>,
 }
 
 /// Things the router wants done, drained with [`Router::poll_output`].
@@ -108,14 +153,31 @@ pub enum RouterOutput {
         layer: LayerId,
         local: bool,
     },
-    /// `subscriber`'s `slot` now carries `track` (or nothing).
+    /// `subscriber`'s `slot` now carries `track` (or nothing); `paused` while the slot
+    /// gets nothing of it for lack of bandwidth.
     SlotChanged {
         subscriber: EndpointId,
         slot: SlotId,
         track: Option<TrackId>,
+        paused: bool,
     },
     /// The set of speaking endpoints changed; this is all of them, sorted.
     SpeakingChanged { speaking: Vec<EndpointId> },
+    /// The active speaker changed.
+    ActiveSpeaker { endpoint: Option<EndpointId> },
+    /// The publisher of a local track should send these layers (of `count`) and pause
+    /// the rest.
+    SendLayers {
+        track: TrackId,
+        layers: LayerSet,
+        count: u8,
+    },
+    /// This worker's subscribers now use these layers of a track published on another
+    /// worker: tell that worker's router ([`Router::handle_remote_demand`]).
+    RemoteDemand { track: TrackId, layers: LayerSet },
+    /// What a subscriber would receive with unlimited bandwidth, so its bandwidth
+    /// estimator can probe toward it.
+    DesiredBitrate { subscriber: EndpointId, bps: u64 },
 }
 
 /// Why the router refused a change.
@@ -123,6 +185,7 @@ pub enum RouterOutput {
 pub enum RouterError {
     TrackExists(TrackId),
     SubscriberExists(EndpointId),
+    UnknownSubscriber(EndpointId),
     TooManySlots { slots: usize, limit: usize },
 }
 
@@ -131,6 +194,7 @@ impl std::fmt::Display for RouterError {
         match self {
             RouterError::TrackExists(t) => write!(f, "track {t} is already published"),
             RouterError::SubscriberExists(e) => write!(f, "subscriber {e} is already added"),
+            RouterError::UnknownSubscriber(e) => write!(f, "subscriber {e} is not known"),
             RouterError::TooManySlots { slots, limit } => {
                 write!(
                     f,
@@ -147,29 +211,52 @@ impl std::error::Error for RouterError {}
 struct Track {
     id: TrackId,
     info: TrackInfo,
-    /// Publication order within the room, for stable slot assignment.
+    /// Publication order within the room.
     order: u64,
     /// The slots this track is mapped into: (subscriber index, slot).
     sinks: Vec<(usize, SlotId)>,
     layers: [Layer; LayerId::MAX],
-    /// The layer video slots of this track aim for.
-    best_layer: LayerId,
     voice: VoiceActivity,
+    /// What other workers' subscribers use (local tracks only): (worker tag, layers).
+    remote: Vec<(u32, LayerSet)>,
+    /// Local tracks: the layers the publisher was last told to send.
+    sending: LayerSet,
+    /// Remote tracks: the demand last reported to the publisher's worker.
+    reported: Option<LayerSet>,
 }
 
 #[derive(Debug, Default)]
 struct Layer {
     last_packet: Option<Instant>,
+    rate: RateMeter,
+    /// Picture size from its last keyframe.
+    size: Option<(u16, u16)>,
+    /// The publisher's connection reported the stream paused.
     paused: bool,
     gate: KeyframeGate,
     /// Some slot waits for a keyframe on this layer.
     wanted: bool,
+    /// Last time some slot (here or on another worker) used this layer.
+    used_at: Option<Instant>,
+    /// Since when the layer is used but sends nothing.
+    stalled_since: Option<Instant>,
+    /// Left out of allocations until then.
+    failed_until: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct Subscriber {
     id: EndpointId,
     slots: Vec<Slot>,
+    /// Its layout; `None` until it reports one (the server's default applies).
+    layout: Option<LayoutSpec>,
+    /// Downlink estimate in bits per second; `None`: unknown.
+    estimate: Option<u64>,
+    /// Last time a slot's layer went down because the estimate fell.
+    last_down: Option<Instant>,
+    last_desired: Option<u64>,
+    /// Camera slots need re-mapping.
+    cameras_dirty: bool,
 }
 
 #[derive(Debug)]
@@ -178,13 +265,35 @@ struct Slot {
     track: Option<usize>,
     /// The layer being forwarded, once a keyframe of it arrived.
     current: Option<LayerId>,
-    /// The layer to move to at its next keyframe.
-    target: LayerId,
+    /// The layer to forward, moved to at its next keyframe; `None`: paused for bandwidth.
+    target: Option<LayerId>,
+    /// The layer the tile's size calls for.
+    preferred: LayerId,
+    /// Served before thumbnails (screen shares, the large tile).
+    stage: bool,
+    /// Position of its tile in the layout: earlier tiles are served first.
+    rank: u16,
+    /// Whether the subscriber was last told this slot is paused.
+    told_paused: bool,
+    /// The slot's track changed and the subscriber has not been told yet (video slots are
+    /// told once their first allocation decided whether they are paused).
+    report: bool,
     rewriter: Rewriter,
+    vp8: Vp8Rewriter,
+}
+
+/// A camera the layout wants in a slot.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    track: usize,
+    height: u16,
+    stage: bool,
 }
 
 /// The most receive slots one subscriber may have.
 pub const MAX_SLOTS: usize = 256;
+/// Active speakers remembered for default layouts and "active speaker" tiles.
+const RECENT_SPEAKERS: usize = 64;
 
 /// Forwarding decisions for one room on one worker. See the module docs.
 #[derive(Debug)]
@@ -201,9 +310,21 @@ pub struct Router {
     /// Earliest time a held keyframe request is due, if any.
     gate_deadline: Option<Instant>,
     speaking: Vec<EndpointId>,
-    /// Audio tracks, most recently loud first: the order audio slots are filled in.
-    audio_rank: Vec<usize>,
-    scratch: Vec<usize>,
+    dominant: Dominant<EndpointId>,
+    /// Endpoints that were the active speaker, most recent first.
+    recent_speakers: VecDeque<EndpointId>,
+    /// The most active microphones (track indices), kept stable by
+    /// [`speaker::update_top`].
+    audio_top: Vec<usize>,
+    /// `audio_top` by activity, most active first: what audio slots carry.
+    audio_order: Vec<usize>,
+    /// Camera tracks, most recently published first: what default layouts fall back to.
+    cameras_by_recency: Vec<usize>,
+    // Reused buffers.
+    scratch_wants: Vec<Want>,
+    scratch_alloc: Vec<AllocSlot>,
+    scratch_alloc_ix: Vec<usize>,
+    scratch_out: Vec<Option<u8>>,
 }
 
 impl Router {
@@ -220,8 +341,15 @@ impl Router {
             next_tick: None,
             gate_deadline: None,
             speaking: Vec::new(),
-            audio_rank: Vec::new(),
-            scratch: Vec::new(),
+            dominant: Dominant::default(),
+            recent_speakers: VecDeque::new(),
+            audio_top: Vec::new(),
+            audio_order: Vec::new(),
+            cameras_by_recency: Vec::new(),
+            scratch_wants: Vec::new(),
+            scratch_alloc: Vec::new(),
+            scratch_alloc_ix: Vec::new(),
+            scratch_out: Vec::new(),
         }
     }
 
@@ -238,6 +366,18 @@ impl Router {
         self.track_index.len()
     }
 
+    /// The active speaker, if anyone has spoken.
+    pub fn active_speaker(&self) -> Option<EndpointId> {
+        self.dominant.current()
+    }
+
+    /// Everyone speaking now, sorted.
+    pub fn speaking(&self) -> &[EndpointId] {
+        &self.speaking
+    }
+
+    // ---- inputs ----------------------------------------------------------------------
+
     /// A track was published in the room.
     pub fn add_track(
         &mut self,
@@ -250,22 +390,46 @@ impl Router {
         }
         let order = self.next_order;
         self.next_order += 1;
+        let info = TrackInfo {
+            layers: info.layers.clamp(1, LayerId::MAX as u8),
+            ..info
+        };
+        let mut layers: [Layer; LayerId::MAX] = Default::default();
+        if id.source != Source::Microphone {
+            // A new publisher sends every layer until told otherwise; give them the pause
+            // delay before the unwatched ones are stopped.
+            for l in layers.iter_mut().take(usize::from(info.layers)) {
+                l.used_at = Some(now);
+            }
+        }
         let ix = self.tracks.insert(Track {
             id,
             info,
             order,
             sinks: Vec::new(),
-            layers: Default::default(),
-            best_layer: LayerId(0),
+            layers,
             voice: VoiceActivity::default(),
+            remote: Vec::new(),
+            sending: LayerSet::first(info.layers),
+            reported: None,
         });
         self.track_index.insert(id, ix);
-        if id.source == Source::Microphone {
-            // A new microphone starts at the end of the ranking; it moves up when it speaks.
-            self.audio_rank.push(ix);
-        }
         self.schedule_tick(now);
-        self.reconcile_all(slot_kind_of(id.source), now);
+        match id.source {
+            Source::Microphone => self.update_audio_top(now, false),
+            Source::Camera => {
+                self.cameras_by_recency.insert(0, ix);
+                self.mark_cameras_dirty();
+                self.refresh_subscribers(now);
+            }
+            Source::Screen => {
+                let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
+                for si in subs {
+                    self.reconcile_screens(si, now);
+                    self.allocate(si, now);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -277,28 +441,62 @@ impl Router {
         let Some(track) = self.tracks.remove(ix) else {
             return;
         };
-        self.audio_rank.retain(|&t| t != ix);
-        for (si, slot_id) in track.sinks {
+        self.audio_top.retain(|&t| t != ix);
+        self.audio_order.retain(|&t| t != ix);
+        self.cameras_by_recency.retain(|&t| t != ix);
+        for &(si, slot_id) in &track.sinks {
             if let Some(sub) = self.subscribers.get_mut(si) {
                 let slot = &mut sub.slots[usize::from(slot_id.0)];
-                slot.track = None;
-                slot.current = None;
-                slot.rewriter.switch_source();
+                clear_slot(slot);
                 self.outputs.push_back(RouterOutput::SlotChanged {
                     subscriber: sub.id,
                     slot: slot_id,
                     track: None,
+                    paused: false,
                 });
+                if slot.kind == SlotKind::Camera {
+                    sub.cameras_dirty = true;
+                }
             }
         }
-        self.reconcile_all(slot_kind_of(id.source), now);
+        match id.source {
+            Source::Microphone => {
+                if self.dominant.current() == Some(id.endpoint) {
+                    self.dominant.forget(id.endpoint);
+                }
+                self.update_audio_top(now, true);
+            }
+            Source::Camera => {
+                self.mark_cameras_dirty();
+                self.refresh_subscribers(now);
+            }
+            Source::Screen => {
+                let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
+                for si in subs {
+                    self.reconcile_screens(si, now);
+                    self.allocate(si, now);
+                }
+            }
+        }
     }
 
-    /// A subscriber with these receive slots connected to this worker.
+    /// A subscriber with these receive slots connected to this worker; it shows the
+    /// server's default layout until [`Router::set_layout`].
     pub fn add_subscriber(
         &mut self,
         id: EndpointId,
         slots: &[SlotKind],
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        self.add_subscriber_with_layout(id, slots, None, now)
+    }
+
+    /// A subscriber with these receive slots and this layout connected to this worker.
+    pub fn add_subscriber_with_layout(
+        &mut self,
+        id: EndpointId,
+        slots: &[SlotKind],
+        layout: Option<LayoutSpec>,
         now: Instant,
     ) -> Result<(), RouterError> {
         if self.subscriber_index.contains_key(&id) {
@@ -316,23 +514,50 @@ impl Router {
                 kind,
                 track: None,
                 current: None,
-                target: LayerId(0),
+                target: None,
+                preferred: LayerId(0),
+                stage: kind == SlotKind::Screen,
+                rank: 0,
+                told_paused: false,
+                report: false,
                 rewriter: Rewriter::new(match kind {
                     SlotKind::Audio => Codec::Opus.clock_rate(),
                     SlotKind::Camera | SlotKind::Screen => Codec::Vp8.clock_rate(),
                 }),
+                vp8: Vp8Rewriter::default(),
             })
             .collect();
-        let si = self.subscribers.insert(Subscriber { id, slots });
+        let layout = layout.map(|mut l| {
+            l.tiles.truncate(LayoutSpec::MAX_TILES);
+            l
+        });
+        let si = self.subscribers.insert(Subscriber {
+            id,
+            slots,
+            layout,
+            estimate: None,
+            last_down: None,
+            last_desired: None,
+            cameras_dirty: true,
+        });
         self.subscriber_index.insert(id, si);
         self.schedule_tick(now);
-        for kind in [SlotKind::Audio, SlotKind::Camera, SlotKind::Screen] {
-            self.reconcile(si, kind, now);
-        }
-        // Tell the subscriber about it and whoever is speaking.
+        // The audio ranking may need a place more for this subscriber's slots.
+        self.update_audio_top(now, false);
+        self.reconcile_audio(si);
+        self.reconcile_screens(si, now);
+        self.reconcile_cameras(si, now);
+        self.allocate(si, now);
+        self.update_demand(now);
+        // Tell it who is speaking and who the active speaker is.
         if !self.speaking.is_empty() {
             self.outputs.push_back(RouterOutput::SpeakingChanged {
                 speaking: self.speaking.clone(),
+            });
+        }
+        if let Some(endpoint) = self.dominant.current() {
+            self.outputs.push_back(RouterOutput::ActiveSpeaker {
+                endpoint: Some(endpoint),
             });
         }
         Ok(())
@@ -356,6 +581,60 @@ impl Router {
         }
     }
 
+    /// The subscriber's layout changed (`None`: back to the server's default).
+    pub fn set_layout(
+        &mut self,
+        subscriber: EndpointId,
+        layout: Option<LayoutSpec>,
+        now: Instant,
+    ) -> Result<(), RouterError> {
+        let &si = self
+            .subscriber_index
+            .get(&subscriber)
+            .ok_or(RouterError::UnknownSubscriber(subscriber))?;
+        let Some(sub) = self.subscribers.get_mut(si) else {
+            return Err(RouterError::UnknownSubscriber(subscriber));
+        };
+        let layout = layout.map(|mut l| {
+            l.tiles.truncate(LayoutSpec::MAX_TILES);
+            l
+        });
+        if sub.layout == layout {
+            return Ok(());
+        }
+        sub.layout = layout;
+        self.reconcile_cameras(si, now);
+        self.allocate(si, now);
+        self.update_demand(now);
+        Ok(())
+    }
+
+    /// A new estimate of what the subscriber can receive, bits per second (`None`:
+    /// unknown; layers are then chosen by size alone).
+    pub fn set_estimate(&mut self, subscriber: EndpointId, bps: Option<u64>, now: Instant) {
+        let Some(&si) = self.subscriber_index.get(&subscriber) else {
+            return;
+        };
+        let Some(sub) = self.subscribers.get_mut(si) else {
+            return;
+        };
+        if sub.estimate == bps {
+            return;
+        }
+        let act_now = match (sub.estimate, bps) {
+            (Some(a), Some(b)) => b < a,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        sub.estimate = bps;
+        // A first estimate or a fall acts at once; a rise waits for the tick (and the
+        // upgrade hold).
+        if act_now {
+            self.allocate(si, now);
+            self.update_demand(now);
+        }
+    }
+
     /// Decides who receives `pkt`. The returned decisions are valid until the next call.
     pub fn handle_rtp(&mut self, pkt: &RtpIn, now: Instant) -> &[Forward] {
         self.forwards.clear();
@@ -366,17 +645,30 @@ impl Router {
             return &self.forwards;
         };
         let layer_ix = usize::from(pkt.layer.0);
-        if layer_ix >= LayerId::MAX {
+        if layer_ix >= usize::from(track.info.layers) {
             return &self.forwards;
         }
         let kind = track.id.source.kind();
-        let keyframe = kind == MediaKind::Video && track.info.codec.is_keyframe_start(&pkt.payload);
+        let vp8 = match (kind, track.info.codec) {
+            (MediaKind::Video, Codec::Vp8) => Vp8Header::parse(&pkt.payload),
+            _ => None,
+        };
+        let keyframe = match (&vp8, kind) {
+            (Some(h), _) => h.keyframe,
+            (None, MediaKind::Video) => track.info.codec.is_keyframe_start(&pkt.payload),
+            (None, MediaKind::Audio) => false,
+        };
         {
             let layer = &mut track.layers[layer_ix];
             layer.last_packet = Some(now);
+            layer.paused = false;
+            layer.rate.record(pkt.payload.len(), now);
             if keyframe {
                 layer.gate.handle_keyframe();
                 layer.wanted = false;
+                if let Some(size) = vp8.and_then(|h| h.size) {
+                    layer.size = Some(size);
+                }
             }
         }
         if kind == MediaKind::Audio {
@@ -393,11 +685,13 @@ impl Router {
             };
             let slot = &mut sub.slots[usize::from(slot_id.0)];
             let send = match kind {
-                MediaKind::Audio => pkt.layer == LayerId(0),
+                MediaKind::Audio => true,
                 MediaKind::Video => {
-                    if keyframe && pkt.layer == slot.target && slot.current != Some(pkt.layer) {
+                    if keyframe && slot.target == Some(pkt.layer) && slot.current != Some(pkt.layer)
+                    {
                         slot.current = Some(pkt.layer);
                         slot.rewriter.switch_source();
+                        slot.vp8.switch_source();
                         true
                     } else {
                         slot.current == Some(pkt.layer)
@@ -408,12 +702,14 @@ impl Router {
                 continue;
             }
             if let Some((seq, timestamp)) = slot.rewriter.rewrite(pkt.seq, pkt.timestamp, now) {
+                let vp8 = vp8.as_ref().map(|h| slot.vp8.rewrite(pkt.seq, h));
                 self.forwards.push(Forward {
                     subscriber: sub.id,
                     slot: slot_id,
                     seq,
                     timestamp,
                     marker: pkt.marker,
+                    vp8,
                 });
             }
         }
@@ -425,16 +721,16 @@ impl Router {
         let Some(&si) = self.subscriber_index.get(&subscriber) else {
             return;
         };
-        let Some(sub) = self.subscribers.get(si) else {
+        let Some(slot) = self
+            .subscribers
+            .get(si)
+            .and_then(|s| s.slots.get(usize::from(slot.0)))
+        else {
             return;
         };
-        let Some(slot) = sub.slots.get(usize::from(slot.0)) else {
+        let (Some(ti), Some(layer)) = (slot.track, slot.current.or(slot.target)) else {
             return;
         };
-        let Some(ti) = slot.track else {
-            return;
-        };
-        let layer = slot.current.unwrap_or(slot.target);
         self.request_keyframe_ix(ti, layer, now);
     }
 
@@ -446,7 +742,7 @@ impl Router {
         }
     }
 
-    /// The publisher paused (or resumed) sending `layer` of `track`.
+    /// The publisher's connection reports that it stopped (or resumed) sending `layer`.
     pub fn handle_layer_paused(&mut self, track: TrackId, layer: LayerId, paused: bool) {
         let Some(&ti) = self.track_index.get(&track) else {
             return;
@@ -460,6 +756,36 @@ impl Router {
         }
     }
 
+    /// The subscribers of the router with tag `from` (another worker) use these layers of
+    /// a track published here.
+    pub fn handle_remote_demand(
+        &mut self,
+        track: TrackId,
+        from: u32,
+        layers: LayerSet,
+        now: Instant,
+    ) {
+        let Some(&ti) = self.track_index.get(&track) else {
+            return;
+        };
+        let Some(t) = self.tracks.get_mut(ti) else {
+            return;
+        };
+        match t.remote.iter_mut().find(|(w, _)| *w == from) {
+            Some(e) => e.1 = layers,
+            None => t.remote.push((from, layers)),
+        }
+        self.update_demand(now);
+    }
+
+    /// Only the workers with these tags still host the room: forget the others' demand.
+    pub fn retain_remote(&mut self, tags: &[u32], now: Instant) {
+        for (_, t) in self.tracks.iter_mut() {
+            t.remote.retain(|(w, _)| tags.contains(w));
+        }
+        self.update_demand(now);
+    }
+
     /// When [`Router::handle_timeout`] wants to be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.next_tick, self.gate_deadline) {
@@ -468,7 +794,8 @@ impl Router {
         }
     }
 
-    /// Time passed: release held keyframe requests, re-rank speakers, move layers.
+    /// Time passed: release held keyframe requests; on the tick, re-rank speakers and
+    /// re-decide slots, layers and pausing.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.gate_deadline.is_some_and(|d| d <= now) {
             self.release_gates(now);
@@ -488,23 +815,708 @@ impl Router {
         self.outputs.pop_front()
     }
 
+    // ---- queries (tests, diagnostics) ---------------------------------------------------
+
     /// The track currently mapped into a subscriber's slot.
     pub fn slot_track(&self, subscriber: EndpointId, slot: SlotId) -> Option<TrackId> {
-        let si = *self.subscriber_index.get(&subscriber)?;
-        let ti = self
-            .subscribers
-            .get(si)?
-            .slots
-            .get(usize::from(slot.0))?
-            .track?;
+        let ti = self.slot(subscriber, slot)?.track?;
         Some(self.tracks.get(ti)?.id)
     }
+
+    /// The layer a slot forwards now and the one it is headed for (`None`: paused).
+    pub fn slot_layers(
+        &self,
+        subscriber: EndpointId,
+        slot: SlotId,
+    ) -> Option<(Option<LayerId>, Option<LayerId>)> {
+        let s = self.slot(subscriber, slot)?;
+        Some((s.current, s.target))
+    }
+
+    /// The layers of a local track its publisher was last told to send.
+    pub fn sending_layers(&self, track: TrackId) -> Option<LayerSet> {
+        let ti = *self.track_index.get(&track)?;
+        Some(self.tracks.get(ti)?.sending)
+    }
+
+    /// What a track's layer is measured to cost, bits per second.
+    pub fn layer_bps(&self, track: TrackId, layer: LayerId) -> Option<u64> {
+        let ti = *self.track_index.get(&track)?;
+        self.tracks
+            .get(ti)?
+            .layers
+            .get(usize::from(layer.0))?
+            .rate
+            .bps()
+    }
+
+    fn slot(&self, subscriber: EndpointId, slot: SlotId) -> Option<&Slot> {
+        let si = *self.subscriber_index.get(&subscriber)?;
+        self.subscribers.get(si)?.slots.get(usize::from(slot.0))
+    }
+
+    // ---- the tick ------------------------------------------------------------------------
 
     fn schedule_tick(&mut self, now: Instant) {
         if self.next_tick.is_none() {
             self.next_tick = Some(now + self.config.tick);
         }
     }
+
+    fn tick(&mut self, now: Instant) {
+        self.update_speakers(now);
+        self.update_audio_top(now, false);
+        self.update_layer_health(now);
+        self.refresh_subscribers(now);
+        self.request_missing_keyframes(now);
+    }
+
+    fn update_speakers(&mut self, now: Instant) {
+        let config = self.config.speaker;
+        let mut changed = false;
+        for (_, t) in self.tracks.iter_mut() {
+            if t.id.source == Source::Microphone {
+                changed |= t.voice.tick(now, &config);
+            }
+        }
+        if changed {
+            let mut speaking: Vec<EndpointId> = self
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.id.source == Source::Microphone && t.voice.is_speaking())
+                .map(|(_, t)| t.id.endpoint)
+                .collect();
+            speaking.sort_unstable();
+            if speaking != self.speaking {
+                self.speaking = speaking.clone();
+                self.outputs
+                    .push_back(RouterOutput::SpeakingChanged { speaking });
+            }
+        }
+        let mics = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.id.source == Source::Microphone)
+            .map(|(_, t)| (t.id.endpoint, t.voice.slow(), t.voice.is_speaking()));
+        if self.dominant.update(mics, now, &config) {
+            let endpoint = self.dominant.current();
+            if let Some(e) = endpoint {
+                self.recent_speakers.retain(|r| *r != e);
+                self.recent_speakers.push_front(e);
+                self.recent_speakers.truncate(RECENT_SPEAKERS);
+            }
+            self.outputs
+                .push_back(RouterOutput::ActiveSpeaker { endpoint });
+            // Tiles that follow the speaker follow it.
+            self.mark_cameras_dirty();
+        }
+    }
+
+    /// Re-ranks microphones for the audio slots; `force` re-maps the slots even when the
+    /// ranking did not change (a track went away).
+    fn update_audio_top(&mut self, _now: Instant, force: bool) {
+        let k = self
+            .subscribers
+            .iter()
+            .map(|(_, s)| s.slots.iter().filter(|x| x.kind == SlotKind::Audio).count())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        // In publication order: among equals (nobody spoke yet) the first published win.
+        let mut candidates: Vec<(u64, usize, f32, bool)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.id.source == Source::Microphone)
+            .map(|(i, t)| (t.order, i, t.voice.fast(), t.voice.is_speaking()))
+            .collect();
+        candidates.sort_unstable_by_key(|c| c.0);
+        let candidates: Vec<(usize, f32, bool)> = candidates
+            .into_iter()
+            .map(|(_, i, f, s)| (i, f, s))
+            .collect();
+        let mut top = std::mem::take(&mut self.audio_top);
+        speaker::update_top(&mut top, k, &candidates, self.config.speaker.audio_margin);
+        // Listeners take the first of these, leaving themselves out: the ranking is one
+        // place longer than any listener's audio slots, and ordered by activity so the
+        // one left out for a listener in the ranking is the least active.
+        let tracks = &self.tracks;
+        let mut order = top.clone();
+        order.sort_by(|a, b| {
+            let key = |ti: &usize| {
+                tracks
+                    .get(*ti)
+                    .map_or((false, 0.0), |t| (t.voice.is_speaking(), t.voice.fast()))
+            };
+            key(b)
+                .partial_cmp(&key(a))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        self.audio_top = top;
+        let changed = order != self.audio_order;
+        self.audio_order = order;
+        if changed || force {
+            let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
+            for si in subs {
+                self.reconcile_audio(si);
+            }
+        }
+    }
+
+    /// Notices layers that were asked for and never came, and gives up on them for a while.
+    fn update_layer_health(&mut self, now: Instant) {
+        let timeout = self.config.layer_timeout;
+        let start_timeout = self.config.layer_start_timeout;
+        let retry = self.config.layer_retry;
+        for (_, t) in self.tracks.iter_mut() {
+            if t.id.source == Source::Microphone {
+                t.layers[0].rate.roll(now);
+                continue;
+            }
+            // The layers slots here are headed for.
+            let mut targeted = LayerSet::EMPTY;
+            for &(si, slot_id) in &t.sinks {
+                if let Some(target) = self
+                    .subscribers
+                    .get(si)
+                    .and_then(|s| s.slots.get(usize::from(slot_id.0)))
+                    .and_then(|s| s.target)
+                {
+                    targeted.insert(target);
+                }
+            }
+            for (li, l) in t
+                .layers
+                .iter_mut()
+                .enumerate()
+                .take(usize::from(t.info.layers))
+            {
+                l.rate.roll(now);
+                if l.failed_until.is_some_and(|u| u <= now) {
+                    l.failed_until = None;
+                }
+                let flowing = !l.paused
+                    && l.last_packet
+                        .is_some_and(|at| now.saturating_duration_since(at) < timeout);
+                if flowing || !targeted.contains(LayerId(li as u8)) {
+                    l.stalled_since = None;
+                } else {
+                    let since = *l.stalled_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= start_timeout {
+                        l.failed_until = Some(now + retry);
+                        l.stalled_since = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-maps camera slots where needed and re-allocates every subscriber's layers.
+    fn refresh_subscribers(&mut self, now: Instant) {
+        let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
+        for &si in &subs {
+            if self.subscribers.get(si).is_some_and(|s| s.cameras_dirty) {
+                self.reconcile_cameras(si, now);
+            }
+            self.allocate(si, now);
+        }
+        self.update_demand(now);
+    }
+
+    fn mark_cameras_dirty(&mut self) {
+        for (_, s) in self.subscribers.iter_mut() {
+            s.cameras_dirty = true;
+        }
+    }
+
+    /// Asks again for keyframes that slots still wait for.
+    fn request_missing_keyframes(&mut self, now: Instant) {
+        let retry = self.config.keyframe_retry;
+        let mut requests: Vec<(usize, LayerId)> = Vec::new();
+        for (ti, track) in self.tracks.iter() {
+            if track.id.source.kind() != MediaKind::Video {
+                continue;
+            }
+            let mut waiting = LayerSet::EMPTY;
+            for &(si, slot_id) in &track.sinks {
+                if let Some(slot) = self
+                    .subscribers
+                    .get(si)
+                    .and_then(|s| s.slots.get(usize::from(slot_id.0)))
+                    && let Some(target) = slot.target
+                    && slot.current != Some(target)
+                {
+                    waiting.insert(target);
+                }
+            }
+            for l in 0..track.info.layers {
+                let layer = &track.layers[usize::from(l)];
+                if !waiting.contains(LayerId(l)) {
+                    continue;
+                }
+                let stale = layer
+                    .gate
+                    .last_sent()
+                    .is_none_or(|at| now.saturating_duration_since(at) >= retry);
+                if !layer.wanted || stale {
+                    requests.push((ti, LayerId(l)));
+                }
+            }
+        }
+        for (ti, layer) in requests {
+            self.request_keyframe_ix(ti, layer, now);
+        }
+    }
+
+    // ---- slots ---------------------------------------------------------------------------
+
+    /// Maps the most active microphones (not the subscriber's own) into its audio slots.
+    fn reconcile_audio(&mut self, si: usize) {
+        let Some(sub) = self.subscribers.get(si) else {
+            return;
+        };
+        let own = sub.id;
+        let capacity = sub
+            .slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Audio)
+            .count();
+        let wanted: Vec<usize> = self
+            .audio_order
+            .iter()
+            .copied()
+            .filter(|&ti| self.tracks.get(ti).is_some_and(|t| t.id.endpoint != own))
+            .take(capacity)
+            .collect();
+        let wants: Vec<Want> = wanted
+            .into_iter()
+            .map(|track| Want {
+                track,
+                height: 0,
+                stage: false,
+            })
+            .collect();
+        self.map_slots(si, SlotKind::Audio, &wants);
+    }
+
+    /// Maps screen shares, most recent first, into the subscriber's screen slots.
+    fn reconcile_screens(&mut self, si: usize, _now: Instant) {
+        let Some(sub) = self.subscribers.get(si) else {
+            return;
+        };
+        let own = sub.id;
+        let capacity = sub
+            .slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Screen)
+            .count();
+        let mut shares: Vec<(u64, usize)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.id.source == Source::Screen && t.id.endpoint != own)
+            .map(|(i, t)| (t.order, i))
+            .collect();
+        shares.sort_unstable_by_key(|&(order, _)| std::cmp::Reverse(order));
+        let wants: Vec<Want> = shares
+            .into_iter()
+            .take(capacity)
+            .map(|(_, track)| Want {
+                track,
+                height: u16::MAX,
+                stage: true,
+            })
+            .collect();
+        self.map_slots(si, SlotKind::Screen, &wants);
+    }
+
+    /// Maps the cameras of the subscriber's layout (or the default one) into its camera
+    /// slots.
+    fn reconcile_cameras(&mut self, si: usize, _now: Instant) {
+        let mut wants = std::mem::take(&mut self.scratch_wants);
+        wants.clear();
+        if let Some(sub) = self.subscribers.get_mut(si) {
+            sub.cameras_dirty = false;
+        }
+        self.resolve_layout(si, &mut wants);
+        self.map_slots(si, SlotKind::Camera, &wants);
+        self.scratch_wants = wants;
+    }
+
+    /// The cameras a subscriber's layout asks for, in order, at most one per camera slot.
+    fn resolve_layout(&self, si: usize, out: &mut Vec<Want>) {
+        let Some(sub) = self.subscribers.get(si) else {
+            return;
+        };
+        let own = sub.id;
+        let capacity = sub
+            .slots
+            .iter()
+            .filter(|s| s.kind == SlotKind::Camera)
+            .count();
+        if capacity == 0 {
+            return;
+        }
+        let default;
+        let layout = match &sub.layout {
+            Some(l) => l,
+            None => {
+                default = LayoutSpec::server_default(
+                    capacity,
+                    self.config.default_large,
+                    self.config.default_thumbnail,
+                );
+                &default
+            }
+        };
+        let named = |e: EndpointId| {
+            layout
+                .tiles
+                .iter()
+                .any(|t: &TileSpec| t.endpoint == Some(e))
+        };
+        let camera = |e: EndpointId| {
+            self.track_index
+                .get(&TrackId::new(e, Source::Camera))
+                .copied()
+        };
+        // Who "the active speaker" tiles take, in turn.
+        let mut speakers = self
+            .dominant
+            .current()
+            .into_iter()
+            .chain(self.recent_speakers.iter().copied())
+            .filter_map(|e| camera(e).map(|ti| (e, ti)))
+            .chain(
+                self.cameras_by_recency
+                    .iter()
+                    .filter_map(|&ti| self.tracks.get(ti).map(|t| (t.id.endpoint, ti))),
+            );
+        for (i, tile) in layout.tiles.iter().enumerate() {
+            if out.len() >= capacity {
+                break;
+            }
+            let found = match tile.endpoint {
+                Some(e) if e != own => camera(e).filter(|ti| !out.iter().any(|w| w.track == *ti)),
+                Some(_) => None,
+                None => speakers
+                    .by_ref()
+                    .find(|(e, ti)| *e != own && !named(*e) && !out.iter().any(|w| w.track == *ti))
+                    .map(|(_, ti)| ti),
+            };
+            if let Some(track) = found {
+                out.push(Want {
+                    track,
+                    height: tile.height,
+                    stage: layout.view == View::Speaker && i == 0,
+                });
+            }
+        }
+    }
+
+    /// Makes `si`'s slots of `kind` carry exactly the tracks of `wants` (already cut to
+    /// the slot count), moving as little as possible: a slot keeps its track while it is
+    /// still wanted. Sets each slot's preferred layer and stage from its want.
+    fn map_slots(&mut self, si: usize, kind: SlotKind, wants: &[Want]) {
+        let Some(sub) = self.subscribers.get_mut(si) else {
+            return;
+        };
+        let mut changed: Vec<SlotId> = Vec::new();
+        // Free slots whose track is no longer wanted.
+        for (i, slot) in sub.slots.iter_mut().enumerate() {
+            if slot.kind != kind {
+                continue;
+            }
+            if let Some(ti) = slot.track
+                && !wants.iter().any(|w| w.track == ti)
+            {
+                clear_slot(slot);
+                if let Some(track) = self.tracks.get_mut(ti) {
+                    track.sinks.retain(|s| *s != (si, SlotId(i as u16)));
+                }
+                changed.push(SlotId(i as u16));
+            }
+        }
+        // Give wanted tracks without a slot the free slots, lowest first.
+        for (rank, w) in wants.iter().enumerate() {
+            let slot_ix = match sub.slots.iter().position(|s| s.track == Some(w.track)) {
+                Some(i) => i,
+                None => {
+                    let Some(i) = sub
+                        .slots
+                        .iter()
+                        .position(|s| s.kind == kind && s.track.is_none())
+                    else {
+                        break;
+                    };
+                    let Some(track) = self.tracks.get_mut(w.track) else {
+                        continue;
+                    };
+                    let slot = &mut sub.slots[i];
+                    slot.track = Some(w.track);
+                    slot.rewriter.switch_source();
+                    slot.vp8.switch_source();
+                    slot.current = if kind == SlotKind::Audio {
+                        Some(LayerId(0))
+                    } else {
+                        None
+                    };
+                    slot.target = if kind == SlotKind::Audio {
+                        Some(LayerId(0))
+                    } else {
+                        None
+                    };
+                    track.sinks.push((si, SlotId(i as u16)));
+                    if !changed.contains(&SlotId(i as u16)) {
+                        changed.push(SlotId(i as u16));
+                    }
+                    i
+                }
+            };
+            if kind != SlotKind::Audio {
+                let preferred = self
+                    .tracks
+                    .get(w.track)
+                    .map_or(LayerId(0), |t| layer_for_height(t, w.height));
+                let slot = &mut sub.slots[slot_ix];
+                slot.preferred = preferred;
+                slot.stage = w.stage;
+                slot.rank = rank as u16;
+            }
+        }
+        changed.sort_unstable();
+        for slot in changed {
+            let s = &mut sub.slots[usize::from(slot.0)];
+            let track = s.track.and_then(|ti| self.tracks.get(ti)).map(|t| t.id);
+            if s.kind != SlotKind::Audio && track.is_some() {
+                // Told by the allocation, which decides whether it starts paused.
+                s.report = true;
+                continue;
+            }
+            self.outputs.push_back(RouterOutput::SlotChanged {
+                subscriber: sub.id,
+                slot,
+                track,
+                paused: false,
+            });
+        }
+    }
+
+    // ---- layers and bandwidth ----------------------------------------------------------
+
+    /// Decides the layer of each of `si`'s video slots from its estimate, and reports
+    /// slots whose track or paused state the subscriber has not been told.
+    fn allocate(&mut self, si: usize, now: Instant) {
+        let mut alloc = std::mem::take(&mut self.scratch_alloc);
+        let mut alloc_ix = std::mem::take(&mut self.scratch_alloc_ix);
+        let mut out = std::mem::take(&mut self.scratch_out);
+        alloc.clear();
+        alloc_ix.clear();
+        let Some(sub) = self.subscribers.get(si) else {
+            self.scratch_alloc = alloc;
+            self.scratch_alloc_ix = alloc_ix;
+            self.scratch_out = out;
+            return;
+        };
+        let mut audio = 0u64;
+        for (i, slot) in sub.slots.iter().enumerate() {
+            let Some(track) = slot.track.and_then(|ti| self.tracks.get(ti)) else {
+                continue;
+            };
+            if slot.kind == SlotKind::Audio {
+                audio += track.layers[0]
+                    .rate
+                    .bps()
+                    .unwrap_or(self.config.nominal_audio_bps);
+                continue;
+            }
+            let mut cost = [None; 3];
+            for (l, c) in cost
+                .iter_mut()
+                .enumerate()
+                .take(usize::from(track.info.layers))
+            {
+                let layer = &track.layers[l];
+                if layer.failed_until.is_some_and(|u| u > now) {
+                    continue;
+                }
+                *c = Some(
+                    layer
+                        .rate
+                        .bps()
+                        .unwrap_or_else(|| nominal(&self.config, track, l)),
+                );
+            }
+            alloc.push(AllocSlot {
+                stage: slot.stage,
+                preferred: slot.preferred.0,
+                current: slot.target.map(|l| l.0),
+                cost,
+            });
+            alloc_ix.push(i);
+        }
+        // Stage slots are served in their own order: screen shares before the large tile.
+        let held = sub
+            .last_down
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.upgrade_hold);
+        let input = AllocInput {
+            budget: sub.estimate,
+            audio,
+            up_margin: self.config.up_margin,
+            allow_up: !held,
+        };
+        // Screen shares first, then the layout's tiles in its order.
+        let mut order: Vec<usize> = (0..alloc.len()).collect();
+        order.sort_by_key(|&k| {
+            let slot = &sub.slots[alloc_ix[k]];
+            (slot.kind != SlotKind::Screen, slot.rank)
+        });
+        let sorted: Vec<AllocSlot> = order.iter().map(|&k| alloc[k]).collect();
+        allocate::allocate(&input, &sorted, &mut out);
+        let desired = allocate::desired(&sorted, audio);
+        // What each slot would get with bandwidth to spare: a target below that and below
+        // what the slot had is a cut for bandwidth, which holds upgrades back for a while.
+        let mut free = Vec::with_capacity(sorted.len());
+        allocate::allocate(
+            &AllocInput {
+                budget: None,
+                ..input
+            },
+            &sorted,
+            &mut free,
+        );
+
+        let Some(sub) = self.subscribers.get_mut(si) else {
+            return;
+        };
+        let mut went_down = false;
+        let mut keyframes: Vec<(usize, LayerId)> = Vec::new();
+        for (pos, &k) in order.iter().enumerate() {
+            let slot_ix = alloc_ix[k];
+            let target = out[pos].map(LayerId);
+            let slot = &mut sub.slots[slot_ix];
+            if target != slot.target {
+                let below_free = match (target, free[pos]) {
+                    (None, Some(_)) => true,
+                    (Some(t), Some(f)) => t.0 < f,
+                    _ => false,
+                };
+                if let Some(old) = slot.target
+                    && target.is_none_or(|n| n < old)
+                    && below_free
+                {
+                    went_down = true;
+                }
+                slot.target = target;
+                if target.is_none() {
+                    // Paused: stop at once; resuming waits for a keyframe.
+                    slot.current = None;
+                }
+            }
+            if let (Some(t), Some(ti)) = (slot.target, slot.track)
+                && slot.current != Some(t)
+            {
+                keyframes.push((ti, t));
+            }
+            let paused = slot.target.is_none();
+            if paused != slot.told_paused || slot.report {
+                slot.told_paused = paused;
+                slot.report = false;
+                let track = slot.track.and_then(|ti| self.tracks.get(ti)).map(|t| t.id);
+                self.outputs.push_back(RouterOutput::SlotChanged {
+                    subscriber: sub.id,
+                    slot: SlotId(slot_ix as u16),
+                    track,
+                    paused,
+                });
+            }
+        }
+        if went_down {
+            sub.last_down = Some(now);
+        }
+        let report = sub
+            .last_desired
+            .is_none_or(|d| desired.abs_diff(d) * 10 > d.max(1));
+        if report {
+            sub.last_desired = Some(desired);
+            self.outputs.push_back(RouterOutput::DesiredBitrate {
+                subscriber: sub.id,
+                bps: desired,
+            });
+        }
+        for (ti, layer) in keyframes {
+            let wanted = self
+                .tracks
+                .get(ti)
+                .is_some_and(|t| t.layers[usize::from(layer.0)].wanted);
+            if !wanted {
+                self.request_keyframe_ix(ti, layer, now);
+            }
+        }
+        self.scratch_alloc = alloc;
+        self.scratch_alloc_ix = alloc_ix;
+        self.scratch_out = out;
+    }
+
+    /// Works out which layers of each track are used, here and on other workers, and
+    /// tells publishers (local) or their workers (remote) when that changed.
+    fn update_demand(&mut self, now: Instant) {
+        let pause_after = self.config.pause_after;
+        let mut changes: Vec<RouterOutput> = Vec::new();
+        for (_, track) in self.tracks.iter_mut() {
+            if track.id.source == Source::Microphone {
+                continue;
+            }
+            let mut used = LayerSet::EMPTY;
+            for &(si, slot_id) in &track.sinks {
+                if let Some(slot) = self
+                    .subscribers
+                    .get(si)
+                    .and_then(|s| s.slots.get(usize::from(slot_id.0)))
+                {
+                    if let Some(l) = slot.current {
+                        used.insert(l);
+                    }
+                    if let Some(l) = slot.target {
+                        used.insert(l);
+                    }
+                }
+            }
+            if !track.info.local {
+                if track.reported != Some(used) {
+                    track.reported = Some(used);
+                    changes.push(RouterOutput::RemoteDemand {
+                        track: track.id,
+                        layers: used,
+                    });
+                }
+                continue;
+            }
+            let all = track.remote.iter().fold(used, |acc, (_, l)| acc.union(*l));
+            let mut send = LayerSet::EMPTY;
+            for l in 0..track.info.layers {
+                let layer = &mut track.layers[usize::from(l)];
+                if all.contains(LayerId(l)) {
+                    layer.used_at = Some(now);
+                }
+                let recent = layer
+                    .used_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < pause_after);
+                if recent {
+                    send.insert(LayerId(l));
+                }
+            }
+            if send != track.sending {
+                track.sending = send;
+                changes.push(RouterOutput::SendLayers {
+                    track: track.id,
+                    layers: send,
+                    count: track.info.layers,
+                });
+            }
+        }
+        self.outputs.extend(changes);
+    }
+
+    // ---- keyframes -----------------------------------------------------------------------
 
     fn request_keyframe_ix(&mut self, ti: usize, layer: LayerId, now: Instant) {
         let interval = self.config.keyframe_min_interval;
@@ -548,215 +1560,47 @@ impl Router {
         }
         self.gate_deadline = next;
     }
-
-    fn tick(&mut self, now: Instant) {
-        self.update_speaking(now);
-        self.update_audio_rank(now);
-        self.update_layers(now);
-    }
-
-    fn update_speaking(&mut self, now: Instant) {
-        let config = self.config.speaker;
-        let mut speaking: Vec<EndpointId> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| t.id.source == Source::Microphone && t.voice.is_speaking(now, &config))
-            .map(|(_, t)| t.id.endpoint)
-            .collect();
-        speaking.sort_unstable();
-        if speaking != self.speaking {
-            self.speaking = speaking.clone();
-            self.outputs
-                .push_back(RouterOutput::SpeakingChanged { speaking });
-        }
-    }
-
-    fn update_audio_rank(&mut self, now: Instant) {
-        let mut rank = std::mem::take(&mut self.audio_rank);
-        let before = rank.clone();
-        let tracks = &self.tracks;
-        // Most recently loud first; never-loud tracks keep publication order at the end.
-        rank.sort_by_key(|&ti| {
-            let t = tracks.get(ti);
-            let last = t.and_then(|t| t.voice.last_loud());
-            let order = t.map_or(u64::MAX, |t| t.order);
-            (std::cmp::Reverse(last), order)
-        });
-        let changed = rank != before;
-        self.audio_rank = rank;
-        if changed {
-            self.reconcile_all(SlotKind::Audio, now);
-        }
-    }
-
-    fn update_layers(&mut self, now: Instant) {
-        let timeout = self.config.layer_timeout;
-        let mut requests: Vec<(usize, LayerId)> = Vec::new();
-        for (ti, track) in self.tracks.iter_mut() {
-            if track.id.source.kind() != MediaKind::Video {
-                continue;
-            }
-            let active = |l: &Layer| {
-                !l.paused
-                    && l.last_packet
-                        .is_some_and(|at| now.saturating_duration_since(at) < timeout)
-            };
-            let Some(best) = (0..LayerId::MAX).rev().find(|&i| active(&track.layers[i])) else {
-                continue;
-            };
-            let best = LayerId(best as u8);
-            if best != track.best_layer {
-                track.best_layer = best;
-            }
-            let mut need = false;
-            for &(si, slot_id) in &track.sinks {
-                if let Some(sub) = self.subscribers.get_mut(si) {
-                    let slot = &mut sub.slots[usize::from(slot_id.0)];
-                    slot.target = best;
-                    if slot.current != Some(best) {
-                        need = true;
-                    }
-                }
-            }
-            let layer = &track.layers[usize::from(best.0)];
-            let stale = layer
-                .gate
-                .last_sent()
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.keyframe_retry);
-            if need && (!layer.wanted || stale) {
-                requests.push((ti, best));
-            }
-        }
-        for (ti, layer) in requests {
-            self.request_keyframe_ix(ti, layer, now);
-        }
-    }
-
-    /// Re-map slots of `kind` for every subscriber.
-    fn reconcile_all(&mut self, kind: SlotKind, now: Instant) {
-        let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
-        for si in subs {
-            self.reconcile(si, kind, now);
-        }
-    }
-
-    /// Candidate tracks for slots of `kind`, in the order they should get slots.
-    fn candidates(&self, kind: SlotKind, out: &mut Vec<usize>) {
-        out.clear();
-        match kind {
-            SlotKind::Audio => out.extend(self.audio_rank.iter().copied()),
-            SlotKind::Camera | SlotKind::Screen => {
-                let source = kind.source();
-                out.extend(
-                    self.tracks
-                        .iter()
-                        .filter(|(_, t)| t.id.source == source)
-                        .map(|(i, _)| i),
-                );
-                let tracks = &self.tracks;
-                let order = |i: &usize| tracks.get(*i).map_or(u64::MAX, |t| t.order);
-                if kind == SlotKind::Camera {
-                    out.sort_by_key(order);
-                } else {
-                    // Most recent share first.
-                    out.sort_by_key(|i| std::cmp::Reverse(order(i)));
-                }
-            }
-        }
-    }
-
-    /// Map the best candidate tracks into `si`'s slots of `kind`, moving as little as
-    /// possible: a slot keeps its track while that track is still wanted.
-    fn reconcile(&mut self, si: usize, kind: SlotKind, now: Instant) {
-        let mut candidates = std::mem::take(&mut self.scratch);
-        self.candidates(kind, &mut candidates);
-        let Some(sub) = self.subscribers.get(si) else {
-            self.scratch = candidates;
-            return;
-        };
-        let own = sub.id;
-        let capacity = sub.slots.iter().filter(|s| s.kind == kind).count();
-        candidates.retain(|&ti| self.tracks.get(ti).is_some_and(|t| t.id.endpoint != own));
-        candidates.truncate(capacity);
-
-        // Free slots whose track is no longer wanted.
-        let mut changed: Vec<SlotId> = Vec::new();
-        let sub = self
-            .subscribers
-            .get_mut(si)
-            .expect("subscriber looked up above");
-        for (i, slot) in sub.slots.iter_mut().enumerate() {
-            if slot.kind != kind {
-                continue;
-            }
-            if let Some(ti) = slot.track
-                && !candidates.contains(&ti)
-            {
-                slot.track = None;
-                slot.current = None;
-                slot.rewriter.switch_source();
-                if let Some(track) = self.tracks.get_mut(ti) {
-                    track.sinks.retain(|s| *s != (si, SlotId(i as u16)));
-                }
-                changed.push(SlotId(i as u16));
-            }
-        }
-        // Give wanted tracks without a slot the free slots, lowest first.
-        let mut keyframes: Vec<(usize, LayerId)> = Vec::new();
-        for &ti in &candidates {
-            if sub.slots.iter().any(|s| s.track == Some(ti)) {
-                continue;
-            }
-            let Some(i) = sub
-                .slots
-                .iter()
-                .position(|s| s.kind == kind && s.track.is_none())
-            else {
-                break;
-            };
-            let Some(track) = self.tracks.get_mut(ti) else {
-                continue;
-            };
-            let slot = &mut sub.slots[i];
-            slot.track = Some(ti);
-            slot.rewriter.switch_source();
-            slot.target = track.best_layer;
-            if kind == SlotKind::Audio {
-                slot.current = Some(LayerId(0));
-            } else {
-                slot.current = None;
-                keyframes.push((ti, track.best_layer));
-            }
-            track.sinks.push((si, SlotId(i as u16)));
-            if !changed.contains(&SlotId(i as u16)) {
-                changed.push(SlotId(i as u16));
-            }
-        }
-        changed.sort_unstable();
-        for slot in changed {
-            let track = sub.slots[usize::from(slot.0)]
-                .track
-                .and_then(|ti| self.tracks.get(ti))
-                .map(|t| t.id);
-            self.outputs.push_back(RouterOutput::SlotChanged {
-                subscriber: sub.id,
-                slot,
-                track,
-            });
-        }
-        self.scratch = candidates;
-        for (ti, layer) in keyframes {
-            self.request_keyframe_ix(ti, layer, now);
-        }
-    }
 }
 
-fn slot_kind_of(source: Source) -> SlotKind {
-    match source {
-        Source::Microphone => SlotKind::Audio,
-        Source::Camera => SlotKind::Camera,
-        Source::Screen => SlotKind::Screen,
+/// Empties a slot; whatever it carries next starts a new source.
+fn clear_slot(slot: &mut Slot) {
+    slot.track = None;
+    slot.current = None;
+    slot.target = None;
+    slot.told_paused = false;
+    slot.report = false;
+    slot.rewriter.switch_source();
+    slot.vp8.switch_source();
+}
+
+/// What a track's layer is assumed to cost before it was measured.
+fn nominal(config: &RouterConfig, track: &Track, layer: usize) -> u64 {
+    let n = usize::from(track.info.layers);
+    // A track with fewer layers has the top ones: one layer costs like the top layer.
+    config.nominal_bps[(3 - n + layer).min(2)]
+}
+
+/// The smallest layer of `track` at least about `height` tall (its top layer otherwise).
+fn layer_for_height(track: &Track, height: u16) -> LayerId {
+    let n = track.info.layers.max(1);
+    if height == u16::MAX {
+        return LayerId(n - 1);
     }
+    // Heights from keyframes where known, else the usual halving from a 720p top layer.
+    let top = track.layers[usize::from(n - 1)]
+        .size
+        .map_or(720, |(_, h)| u32::from(h));
+    for l in 0..n {
+        let h = track.layers[usize::from(l)]
+            .size
+            .map_or(top >> (n - 1 - l), |(_, h)| u32::from(h));
+        // A layer slightly smaller than the tile still looks fine; a much smaller one
+        // would be blurry.
+        if h * 100 >= u32::from(height) * 85 {
+            return LayerId(l);
+        }
+    }
+    LayerId(n - 1)
 }
 
 #[cfg(test)]
@@ -782,6 +1626,15 @@ mod tests {
         TrackInfo {
             codec: Codec::Vp8,
             local: true,
+            layers: 1,
+        }
+    }
+
+    fn simulcast_info() -> TrackInfo {
+        TrackInfo {
+            codec: Codec::Vp8,
+            local: true,
+            layers: 3,
         }
     }
 
@@ -789,6 +1642,7 @@ mod tests {
         TrackInfo {
             codec: Codec::Opus,
             local: true,
+            layers: 1,
         }
     }
 
@@ -815,6 +1669,8 @@ mod tests {
         let mut r = Router::new(RouterConfig::default());
         for n in 1..=3 {
             r.add_track(mic(n), audio_info(), t0).unwrap();
+        }
+        for n in 1..=3 {
             r.add_subscriber(e(n), &[SlotKind::Audio, SlotKind::Audio], t0)
                 .unwrap();
         }
@@ -823,7 +1679,10 @@ mod tests {
         let mut subs: Vec<_> = fw.iter().map(|f| f.subscriber).collect();
         subs.sort();
         assert_eq!(subs, vec![e(2), e(3)]);
-        assert!(fw.iter().all(|f| f.seq == 100 && f.timestamp == 960));
+        assert!(
+            fw.iter()
+                .all(|f| f.seq == 100 && f.timestamp == 960 && f.vp8.is_none())
+        );
         assert_eq!(r.slot_track(e(2), fw[0].slot), Some(mic(1)));
     }
 
@@ -835,11 +1694,15 @@ mod tests {
         drain(&mut r);
         r.add_subscriber(e(2), &[SlotKind::Camera], t0).unwrap();
         let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::SlotChanged {
-            subscriber: e(2),
-            slot: SlotId(0),
-            track: Some(cam(1))
-        }));
+        assert!(
+            out.contains(&RouterOutput::SlotChanged {
+                subscriber: e(2),
+                slot: SlotId(0),
+                track: Some(cam(1)),
+                paused: false,
+            }),
+            "{out:?}"
+        );
         assert!(out.contains(&RouterOutput::RequestKeyframe {
             track: cam(1),
             layer: LayerId(0),
@@ -889,24 +1752,20 @@ mod tests {
         }
         r.add_subscriber(e(9), &[SlotKind::Camera, SlotKind::Camera], t0)
             .unwrap();
-        assert_eq!(r.slot_track(e(9), SlotId(0)), Some(cam(1)));
-        assert_eq!(r.slot_track(e(9), SlotId(1)), Some(cam(2)));
-        // Seed a continuous stream on slot 0.
-        r.handle_rtp(&pkt(cam(1), 500, 9000, &VP8_KEY), t0);
-        drain(&mut r);
-        r.remove_track(cam(1), t0);
+        // The default layout, before anyone spoke: newest cameras first.
         assert_eq!(r.slot_track(e(9), SlotId(0)), Some(cam(3)));
         assert_eq!(r.slot_track(e(9), SlotId(1)), Some(cam(2)));
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::SlotChanged {
-            subscriber: e(9),
-            slot: SlotId(0),
-            track: Some(cam(3))
-        }));
-        // cam(3) continues slot 0's numbering at its first keyframe.
+        // Seed a continuous stream on slot 0.
+        r.handle_rtp(&pkt(cam(3), 500, 9000, &VP8_KEY), t0);
+        drain(&mut r);
+        r.remove_track(cam(3), t0);
+        r.handle_timeout(t0 + Duration::from_millis(100));
+        assert_eq!(r.slot_track(e(9), SlotId(0)), Some(cam(1)));
+        assert_eq!(r.slot_track(e(9), SlotId(1)), Some(cam(2)));
+        // cam(1) continues slot 0's numbering at its first keyframe.
         let fw = r
             .handle_rtp(
-                &pkt(cam(3), 7, 1, &VP8_KEY),
+                &pkt(cam(1), 7, 1, &VP8_KEY),
                 t0 + Duration::from_millis(100),
             )
             .to_vec();
@@ -914,73 +1773,6 @@ mod tests {
         assert_eq!(fw[0].slot, SlotId(0));
         assert_eq!(fw[0].seq, 501);
         assert_eq!(fw[0].timestamp, 9000 + 9000);
-    }
-
-    #[test]
-    fn loudest_microphones_take_the_audio_slots() {
-        let t0 = Instant::now();
-        let mut r = Router::new(RouterConfig::default());
-        for n in 1..=4 {
-            r.add_track(mic(n), audio_info(), t0).unwrap();
-        }
-        r.add_subscriber(e(9), &[SlotKind::Audio, SlotKind::Audio], t0)
-            .unwrap();
-        assert_eq!(r.slot_track(e(9), SlotId(0)), Some(mic(1)));
-        assert_eq!(r.slot_track(e(9), SlotId(1)), Some(mic(2)));
-        // Participant 4 speaks.
-        let mut p = pkt(mic(4), 1, 0, &[0]);
-        p.audio_level = Some(20);
-        let now = t0 + Duration::from_millis(50);
-        assert!(r.handle_rtp(&p, now).is_empty());
-        drain(&mut r);
-        r.handle_timeout(t0 + Duration::from_millis(100));
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::SpeakingChanged {
-            speaking: vec![e(4)]
-        }));
-        // Participant 4 took the slot of the lowest-ranked track (2), 1 kept its slot.
-        assert_eq!(r.slot_track(e(9), SlotId(0)), Some(mic(1)));
-        assert_eq!(r.slot_track(e(9), SlotId(1)), Some(mic(4)));
-        // Later nobody speaks any more.
-        r.handle_timeout(t0 + Duration::from_millis(700));
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::SpeakingChanged { speaking: vec![] }));
-    }
-
-    #[test]
-    fn simulcast_moves_up_at_a_keyframe_of_the_better_layer() {
-        let t0 = Instant::now();
-        let mut r = Router::new(RouterConfig::default());
-        r.add_track(cam(1), video_info(), t0).unwrap();
-        r.add_subscriber(e(2), &[SlotKind::Camera], t0).unwrap();
-        drain(&mut r);
-        let mut low = pkt(cam(1), 100, 0, &VP8_KEY);
-        let mut high = pkt(cam(1), 5000, 0, &VP8_DELTA);
-        high.layer = LayerId(2);
-        // Both layers flow; the slot starts on the low layer's keyframe.
-        assert_eq!(r.handle_rtp(&low, t0).len(), 1);
-        assert!(r.handle_rtp(&high, t0).is_empty());
-        // The tick notices layer 2 and asks for its keyframe.
-        r.handle_timeout(t0 + Duration::from_millis(100));
-        assert!(drain(&mut r).contains(&RouterOutput::RequestKeyframe {
-            track: cam(1),
-            layer: LayerId(2),
-            local: true
-        }));
-        let t1 = t0 + Duration::from_millis(110);
-        low.seq = 101;
-        low.payload = Arc::from(&VP8_DELTA[..]);
-        assert_eq!(r.handle_rtp(&low, t1)[0].seq, 101);
-        high.seq = 5001;
-        high.payload = Arc::from(&VP8_KEY[..]);
-        let fw = r.handle_rtp(&high, t1).to_vec();
-        assert_eq!(fw.len(), 1);
-        assert_eq!(fw[0].seq, 102, "continues the slot's sequence");
-        low.seq = 102;
-        assert!(
-            r.handle_rtp(&low, t1).is_empty(),
-            "old layer no longer sent"
-        );
     }
 
     #[test]
@@ -992,11 +1784,54 @@ mod tests {
         let mut p = pkt(cam(1), 1, 1, &VP8_KEY);
         p.layer = LayerId(7);
         assert!(r.handle_rtp(&p, t0).is_empty());
+        p.layer = LayerId(1);
+        assert!(
+            r.handle_rtp(&p, t0).is_empty(),
+            "a layer the track does not have"
+        );
         assert_eq!(
             r.add_track(cam(1), video_info(), t0),
             Err(RouterError::TrackExists(cam(1)))
         );
         r.handle_keyframe_request(e(5), SlotId(3), t0);
         r.request_keyframe(cam(8), LayerId(0), t0);
+        assert_eq!(
+            r.set_layout(e(5), None, t0),
+            Err(RouterError::UnknownSubscriber(e(5)))
+        );
+        r.handle_remote_demand(cam(8), 1, LayerSet(7), t0);
+        r.set_estimate(e(5), Some(1), t0);
+    }
+
+    #[test]
+    fn layer_follows_tile_size() {
+        let t0 = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_track(cam(1), simulcast_info(), t0).unwrap();
+        r.add_subscriber(e(2), &[SlotKind::Camera], t0).unwrap();
+        let large = LayoutSpec {
+            view: View::Speaker,
+            tiles: vec![TileSpec {
+                endpoint: Some(e(1)),
+                height: 700,
+            }],
+        };
+        r.set_layout(e(2), Some(large), t0).unwrap();
+        assert_eq!(
+            r.slot_layers(e(2), SlotId(0)),
+            Some((None, Some(LayerId(2))))
+        );
+        let thumb = LayoutSpec {
+            view: View::Grid,
+            tiles: vec![TileSpec {
+                endpoint: Some(e(1)),
+                height: 170,
+            }],
+        };
+        r.set_layout(e(2), Some(thumb), t0).unwrap();
+        assert_eq!(
+            r.slot_layers(e(2), SlotId(0)),
+            Some((None, Some(LayerId(0))))
+        );
     }
 }

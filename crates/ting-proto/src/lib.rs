@@ -51,6 +51,9 @@ pub enum ClientMsg {
     Offer(Offer),
     /// The client muted/unmuted or turned its camera or screen share on/off.
     Media(MediaState),
+    /// What the client shows: which cameras, at which size. The server fills the client's
+    /// camera slots from it and picks each one's simulcast layer from the size.
+    Layout(Layout),
     /// Keeps the session alive; answered by [`ServerMsg::Pong`].
     Ping,
     /// The client leaves the room; the server closes the connection.
@@ -105,6 +108,49 @@ pub struct ReceiveSlots {
     pub screen: Vec<String>,
 }
 
+/// What a client shows, sent whenever it changes (and once after `answer`).
+///
+/// The server maps the cameras of `tiles`, in order, into the client's camera slots: the
+/// first tiles get slots first, and with too little bandwidth the last tiles lose their
+/// video first. A client that never sends a layout gets the server's choice: the active
+/// speaker large, the most recent speakers as thumbnails.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Speaker view (one large tile and a strip) or grid view.
+    #[serde(default)]
+    pub view: View,
+    /// The page of the grid being shown, from 0 (informative).
+    #[serde(default)]
+    pub page: u32,
+    /// The camera tiles on screen, most important first.
+    #[serde(default)]
+    pub tiles: Vec<Tile>,
+}
+
+/// How a client arranges its tiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// One large tile, a strip of thumbnails.
+    #[default]
+    Speaker,
+    /// Equal tiles, a page at a time.
+    Grid,
+}
+
+/// One camera tile of a [`Layout`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tile {
+    /// Whose camera, or `null` for "the active speaker" (whoever it is now, unless shown
+    /// in another tile of this layout): the server switches that tile itself, with no
+    /// round trip, when the speaker changes.
+    #[serde(default)]
+    pub participant: Option<ParticipantRef>,
+    /// The tile's height on screen in device pixels. The server sends the smallest
+    /// simulcast layer at least about this tall (bandwidth permitting).
+    pub height: u32,
+}
+
 /// Which of a participant's sources are switched on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaState {
@@ -143,6 +189,13 @@ pub enum ServerMsg {
     Slots { slots: Vec<SlotAssignment> },
     /// Who is speaking now (possibly nobody).
     Speaking { participants: Vec<ParticipantRef> },
+    /// The active (dominant) speaker changed; `null` before anyone has spoken.
+    ActiveSpeaker { participant: Option<ParticipantRef> },
+    /// Which simulcast layers of one of this client's own sources anybody receives. The
+    /// client stops encoding and sending the layers marked `false` (for example with
+    /// `RTCRtpSender.setParameters`, `encodings[i].active`) until they are wanted again;
+    /// a source whose layers are all `false` is watched by nobody.
+    SendLayers { source: Source, active: Vec<bool> },
     /// The answer to [`ClientMsg::Ping`].
     Pong,
     /// Something the client sent could not be done. The connection stays open unless the
@@ -175,6 +228,9 @@ pub struct Limits {
     pub max_message_bytes: u32,
     /// Send a ping at least this often (milliseconds), or the server removes the client.
     pub ping_interval_ms: u32,
+    /// The most people a room of this server holds (0 from servers that do not say).
+    #[serde(default)]
+    pub max_participants: u32,
 }
 
 /// A participant as others see it.
@@ -205,6 +261,14 @@ pub struct SlotAssignment {
     pub mid: String,
     pub participant: ParticipantRef,
     pub source: Source,
+    /// True while the server sends nothing in this slot for lack of bandwidth (the client
+    /// may show the participant's name instead of a frozen picture).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// An error the server reports to a client.
@@ -372,6 +436,67 @@ mod tests {
             }
         );
         assert_eq!(e.to_error_msg().code, ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn layout_has_the_documented_shape() {
+        let text = r#"{"type":"layout","view":"grid","page":2,"tiles":[{"participant":"0a","height":180},{"participant":null,"height":720}]}"#;
+        let msg = ClientMsg::parse(text, 1024).unwrap();
+        let ClientMsg::Layout(layout) = &msg else {
+            panic!("not a layout: {msg:?}")
+        };
+        assert_eq!(layout.view, View::Grid);
+        assert_eq!(layout.page, 2);
+        assert_eq!(
+            layout.tiles[0].participant,
+            Some(ParticipantRef("0a".into()))
+        );
+        assert_eq!(layout.tiles[1].participant, None);
+        assert_eq!(layout.tiles[1].height, 720);
+        // Everything but the type may be left out.
+        let ClientMsg::Layout(empty) = ClientMsg::parse(r#"{"type":"layout"}"#, 1024).unwrap()
+        else {
+            panic!("not a layout")
+        };
+        assert_eq!(empty, Layout::default());
+        assert!(ClientMsg::parse(r#"{"type":"layout","view":"wall"}"#, 1024).is_err());
+        assert!(
+            ClientMsg::parse(r#"{"type":"layout","tiles":[{"participant":"x"}]}"#, 1024).is_err()
+        );
+    }
+
+    #[test]
+    fn new_server_messages_have_the_documented_shape() {
+        let msg = ServerMsg::SendLayers {
+            source: Source::Camera,
+            active: vec![true, false, false],
+        };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"send_layers","source":"camera","active":[true,false,false]}"#
+        );
+        let msg = ServerMsg::ActiveSpeaker { participant: None };
+        assert_eq!(
+            msg.to_json(),
+            r#"{"type":"active_speaker","participant":null}"#
+        );
+        let slot = SlotAssignment {
+            mid: "4".into(),
+            participant: ParticipantRef("p".into()),
+            source: Source::Camera,
+            paused: false,
+        };
+        let json = serde_json::to_string(&slot).unwrap();
+        assert!(!json.contains("paused"), "{json}");
+        let paused = SlotAssignment {
+            paused: true,
+            ..slot
+        };
+        assert!(
+            serde_json::to_string(&paused)
+                .unwrap()
+                .contains(r#""paused":true"#)
+        );
     }
 
     #[test]

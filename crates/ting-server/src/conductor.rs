@@ -14,7 +14,7 @@ use std::time::Instant;
 use ting_control::{
     ControlEvent, JoinError, LeaveReason, MediaState, ParticipantId, RoomName, Rooms, RoomsConfig,
 };
-use ting_media::{Codec, Source, TrackId};
+use ting_media::{EndpointId, LayoutSpec, Source, TileSpec, TrackId};
 use ting_proto::{
     ErrorCode, ErrorMsg, Limits, Offer, PROTOCOL_VERSION, ParticipantInfo, ParticipantRef,
     ServerMsg, Welcome,
@@ -25,7 +25,8 @@ use tracing::{debug, info, info_span};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::worker::{
-    ConnectReq, Outbox, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle, WorkerId,
+    ConnectReq, OutMsg, Outbox, PublishedTrack, RoomKey, TrackDesc, WorkerCmd, WorkerEvent,
+    WorkerHandle, WorkerId,
 };
 
 /// What sessions ask of the conductor.
@@ -47,6 +48,12 @@ pub enum ConductorCmd {
         pid: ParticipantId,
         media: ting_proto::MediaState,
     },
+    /// What the client shows; answered with an error when it is not acceptable.
+    Layout {
+        pid: ParticipantId,
+        layout: ting_proto::Layout,
+        reply: oneshot::Sender<Result<(), ErrorMsg>>,
+    },
     Seen {
         pid: ParticipantId,
     },
@@ -62,7 +69,9 @@ struct Member {
     key: RoomKey,
     worker: Option<WorkerId>,
     /// What the media connection publishes, once connected.
-    published: Vec<(Source, Codec)>,
+    published: Vec<PublishedTrack>,
+    /// The client's layout, kept for its connection's router.
+    layout: Option<LayoutSpec>,
     /// The tracks the workers' routers were told of.
     announced: Vec<Source>,
     media: MediaState,
@@ -101,6 +110,52 @@ fn to_proto_media(m: MediaState) -> ting_proto::MediaState {
 
 fn pref(id: ParticipantId) -> ParticipantRef {
     ParticipantRef(id.to_string())
+}
+
+/// A participant id as clients write it: 16 hex digits. Anything else names nobody.
+fn parse_pid(r: &ParticipantRef) -> Option<EndpointId> {
+    let s = r.0.as_str();
+    if s.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok().map(EndpointId)
+}
+
+/// The tallest tile a layout may ask for (8K); larger heights mean the same.
+const MAX_TILE_HEIGHT: u32 = 4320;
+
+/// A client's layout as the router takes it. Tiles naming nobody in this server's id
+/// form are dropped (the participant may have just left, or the client is confused; a
+/// layout is a wish, not a command). Too many tiles is an error the client should see.
+fn layout_spec(layout: &ting_proto::Layout) -> Result<LayoutSpec, String> {
+    if layout.tiles.len() > LayoutSpec::MAX_TILES {
+        return Err(format!(
+            "the layout has {} tiles; at most {} are read",
+            layout.tiles.len(),
+            LayoutSpec::MAX_TILES
+        ));
+    }
+    let tiles = layout
+        .tiles
+        .iter()
+        .filter_map(|t| {
+            let endpoint = match &t.participant {
+                None => None,
+                Some(r) => Some(parse_pid(r)?),
+            };
+            Some(TileSpec {
+                endpoint,
+                height: t.height.min(MAX_TILE_HEIGHT) as u16,
+            })
+        })
+        .collect();
+    Ok(LayoutSpec {
+        view: match layout.view {
+            ting_proto::View::Speaker => ting_media::View::Speaker,
+            ting_proto::View::Grid => ting_media::View::Grid,
+        },
+        tiles,
+    })
 }
 
 impl Conductor {
@@ -196,9 +251,37 @@ impl Conductor {
                     },
                 );
             }
+            ConductorCmd::Layout { pid, layout, reply } => {
+                self.rooms.handle_seen(pid, now);
+                let _ = reply.send(self.layout(pid, &layout));
+            }
             ConductorCmd::Seen { pid } => self.rooms.handle_seen(pid, now),
             ConductorCmd::Leave { pid, reason } => self.rooms.handle_leave(pid, reason),
         }
+    }
+
+    /// Keeps a participant's layout and hands it to its media connection.
+    fn layout(&mut self, pid: ParticipantId, layout: &ting_proto::Layout) -> Result<(), ErrorMsg> {
+        let spec = layout_spec(layout).map_err(|message| ErrorMsg {
+            code: ErrorCode::BadMessage,
+            message,
+            fatal: false,
+        })?;
+        let Some(m) = self.members.get_mut(&pid) else {
+            return Err(ErrorMsg {
+                code: ErrorCode::NotJoined,
+                message: "send join before layout".into(),
+                fatal: false,
+            });
+        };
+        m.layout = Some(spec.clone());
+        if let Some(w) = m.worker {
+            self.workers[w.0].command(WorkerCmd::Layout {
+                pid: pid.0,
+                layout: Some(spec),
+            });
+        }
+        Ok(())
     }
 
     fn join(
@@ -250,6 +333,7 @@ impl Conductor {
                 key,
                 worker: None,
                 published: Vec::new(),
+                layout: None,
                 announced: Vec::new(),
                 media: MediaState::default(),
             },
@@ -274,6 +358,7 @@ impl Conductor {
                 screen_slots: s.screen,
                 max_message_bytes: self.config.limits.max_message_bytes as u32,
                 ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,
+                max_participants: self.config.limits.max_participants_per_room as u32,
             },
         };
         Ok((joined.participant, welcome))
@@ -296,18 +381,13 @@ impl Conductor {
                 fatal: false,
             });
         }
-        // The least loaded worker takes the connection.
-        let worker = self
-            .workers
-            .iter()
-            .min_by_key(|w| (w.load.load(Relaxed), w.id))
-            .map(|w| w.id)
-            .ok_or_else(|| ErrorMsg {
-                code: ErrorCode::Internal,
-                message: "no media worker is running".into(),
-                fatal: false,
-            })?;
         let key = member.key;
+        let worker = self.place(key, &member.room).ok_or_else(|| ErrorMsg {
+            code: ErrorCode::Internal,
+            message: "no media worker is running".into(),
+            fatal: false,
+        })?;
+        let layout = member.layout.clone();
         let room = member.room.clone();
         let outbox = member.outbox.clone();
         let tracks = self.room_tracks(&room);
@@ -328,11 +408,37 @@ impl Conductor {
             outbox,
             tracks,
             workers: workers.clone(),
+            layout,
         })));
         if added {
             self.announce_room_workers(key, &workers);
         }
         Ok(())
+    }
+
+    /// The worker for a new connection of `room`. A small room stays on the worker that
+    /// already has most of it, so its packets never cross between threads; a room larger
+    /// than `media.spread_rooms_above` takes the least loaded worker, so its fan-out is
+    /// shared by every core.
+    fn place(&self, key: RoomKey, room: &RoomName) -> Option<WorkerId> {
+        let least_loaded = self
+            .workers
+            .iter()
+            .min_by_key(|w| (w.load.load(Relaxed), w.id))
+            .map(|w| w.id)?;
+        let size = self.rooms.members(room).count();
+        if size > self.config.media.spread_rooms_above {
+            return Some(least_loaded);
+        }
+        let home = self
+            .room_workers
+            .get(&key)
+            .and_then(|per| {
+                per.iter()
+                    .max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)))
+            })
+            .map(|(w, _)| *w);
+        Some(home.unwrap_or(least_loaded))
     }
 
     /// Every track the routers of `room` should know.
@@ -342,10 +448,11 @@ impl Conductor {
             .filter_map(|p| self.members.get(&p.id).map(|m| (p.id, m)))
             .flat_map(|(id, m)| {
                 m.announced.iter().filter_map(move |source| {
-                    let codec = m.published.iter().find(|(s, _)| s == source)?.1;
+                    let p = m.published.iter().find(|p| p.source == *source)?;
                     Some(TrackDesc {
-                        id: TrackId::new(ting_media::EndpointId(id.0), *source),
-                        codec,
+                        id: TrackId::new(EndpointId(id.0), *source),
+                        codec: p.codec,
+                        layers: p.layers,
                         worker: m.worker?,
                     })
                 })
@@ -375,7 +482,9 @@ impl Conductor {
             return;
         };
         let Some(worker) = m.worker else { return };
-        let Some(&(_, codec)) = m.published.iter().find(|(s, _)| *s == source) else {
+        let Some(&PublishedTrack { codec, layers, .. }) =
+            m.published.iter().find(|p| p.source == source)
+        else {
             return;
         };
         let is_on = m.announced.contains(&source);
@@ -388,12 +497,17 @@ impl Conductor {
             m.announced.retain(|s| *s != source);
         }
         let key = m.key;
-        let id = TrackId::new(ting_media::EndpointId(pid.0), source);
+        let id = TrackId::new(EndpointId(pid.0), source);
         for w in self.room_worker_list(key) {
             let cmd = if on {
                 WorkerCmd::TrackAdded {
                     room: key,
-                    track: TrackDesc { id, codec, worker },
+                    track: TrackDesc {
+                        id,
+                        codec,
+                        layers,
+                        worker,
+                    },
                 }
             } else {
                 WorkerCmd::TrackRemoved {
@@ -425,9 +539,9 @@ impl Conductor {
                 }
                 m.published = published.clone();
                 let screen = m.media.screen;
-                for (source, _) in published {
-                    if source != Source::Screen || screen {
-                        self.set_track(pid, source, true);
+                for p in published {
+                    if p.source != Source::Screen || screen {
+                        self.set_track(pid, p.source, true);
                     }
                 }
             }
@@ -450,11 +564,11 @@ impl Conductor {
             WorkerEvent::MediaFailed { pid } => {
                 let pid = ParticipantId(pid);
                 if let Some(m) = self.members.get(&pid) {
-                    let _ = m.outbox.send(ServerMsg::Error(ErrorMsg {
+                    let _ = m.outbox.send(OutMsg::new(&ServerMsg::Error(ErrorMsg {
                         code: ErrorCode::Internal,
                         message: "your media connection failed; join again".into(),
                         fatal: true,
-                    }));
+                    })));
                 }
                 self.rooms.handle_leave(pid, LeaveReason::MediaFailed);
             }
@@ -572,7 +686,9 @@ impl Conductor {
         }
     }
 
+    /// Sends `msg` to every member of `room` but `except`, serialized once.
     fn tell_room(&self, room: &RoomName, except: Option<ParticipantId>, msg: &ServerMsg) {
+        let msg = OutMsg::new(msg);
         for p in self.rooms.members(room) {
             if Some(p.id) == except {
                 continue;
@@ -585,12 +701,13 @@ impl Conductor {
 
     fn shut_down(&mut self) {
         self.ready.store(false, Relaxed);
+        let bye = OutMsg::new(&ServerMsg::Error(ErrorMsg {
+            code: ErrorCode::Unavailable,
+            message: "the server is shutting down".into(),
+            fatal: true,
+        }));
         for m in self.members.values() {
-            let _ = m.outbox.send(ServerMsg::Error(ErrorMsg {
-                code: ErrorCode::Unavailable,
-                message: "the server is shutting down".into(),
-                fatal: true,
-            }));
+            let _ = m.outbox.send(bye.clone());
         }
         self.rooms.close_all(LeaveReason::ServerShutdown);
         while self.rooms.poll_event().is_some() {}

@@ -39,6 +39,8 @@ pub struct MediaConfig {
     pub advertise_ip: IpAddr,
     pub workers: usize,
     pub socket_buffer_bytes: usize,
+    pub spread_rooms_above: usize,
+    pub bandwidth_estimation: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,7 +314,8 @@ mod tests {
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.media.port, 40000);
         assert_eq!(c.limits.max_participants_per_room, 250);
-        assert_eq!(c.slots.video, 9);
+        assert_eq!(c.slots.video, 25);
+        assert_eq!(c.media.spread_rooms_above, 16);
     }
 
     #[test]

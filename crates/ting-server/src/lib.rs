@@ -21,6 +21,7 @@ pub mod conductor;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 pub mod udp;
 mod web;
@@ -136,6 +137,7 @@ impl Server {
                     candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
                     cert: cert.clone(),
                     limits,
+                    estimate_bandwidth: config.media.bandwidth_estimation,
                     events: events_tx.clone(),
                     counters: metrics.workers[i].clone(),
                 },

@@ -44,6 +44,12 @@ struct Cli {
     /// media.socket_buffer_bytes: kernel buffer per media socket.
     #[arg(long, env = "TING_MEDIA_SOCKET_BUFFER_BYTES")]
     media_socket_buffer_bytes: Option<String>,
+    /// media.spread_rooms_above: rooms larger than this spread over the workers.
+    #[arg(long, env = "TING_MEDIA_SPREAD_ROOMS_ABOVE")]
+    media_spread_rooms_above: Option<String>,
+    /// media.bandwidth_estimation: choose layers by each client's estimated downlink.
+    #[arg(long, env = "TING_MEDIA_BANDWIDTH_ESTIMATION")]
+    media_bandwidth_estimation: Option<String>,
     /// limits.max_rooms: rooms open at once.
     #[arg(long, env = "TING_LIMITS_MAX_ROOMS")]
     limits_max_rooms: Option<String>,
@@ -75,7 +81,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 16] = [
+        let table: [(&'static str, &Option<String>); 18] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("media.bind_ip", &self.media_bind_ip),
@@ -83,6 +89,11 @@ impl Cli {
             ("media.advertise_ip", &self.media_advertise_ip),
             ("media.workers", &self.media_workers),
             ("media.socket_buffer_bytes", &self.media_socket_buffer_bytes),
+            ("media.spread_rooms_above", &self.media_spread_rooms_above),
+            (
+                "media.bandwidth_estimation",
+                &self.media_bandwidth_estimation,
+            ),
             ("limits.max_rooms", &self.limits_max_rooms),
             (
                 "limits.max_participants_per_room",

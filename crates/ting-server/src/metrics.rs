@@ -115,6 +115,8 @@ pub struct WorkerStats {
     pub latency_sum_ns: u64,
     pub latency_count: u64,
     pub connections: u64,
+    /// `send_layers` messages to publishers: layers paused or resumed.
+    pub layer_changes: u64,
     /// CPU time of the worker thread, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -158,6 +160,7 @@ atomics! {
     latency_sum_ns: AtomicU64,
     latency_count: AtomicU64,
     connections: AtomicU64,
+    layer_changes: AtomicU64,
     cpu_ns: AtomicU64,
 }
 
@@ -182,6 +185,7 @@ impl WorkerCounters {
         self.latency_sum_ns.store(s.latency_sum_ns, Relaxed);
         self.latency_count.store(s.latency_count, Relaxed);
         self.connections.store(s.connections, Relaxed);
+        self.layer_changes.store(s.layer_changes, Relaxed);
         self.cpu_ns.store(s.cpu_ns, Relaxed);
     }
 }
@@ -358,6 +362,12 @@ impl Collector for Scrape {
             "RTP payload bytes forwarded to subscribers.",
             "kind",
             &per_kind(|w| &w.forwarded_bytes),
+        )?;
+        counter(
+            &mut e,
+            "ting_layer_changes",
+            "Times a publisher was told to pause or resume simulcast layers nobody (or somebody again) watches.",
+            m.sum(|w| &w.layer_changes),
         )?;
         let drops: Vec<(&'static str, u64)> = DropReason::ALL
             .iter()

@@ -19,13 +19,14 @@ use tracing::debug;
 
 use crate::AppState;
 use crate::conductor::ConductorCmd;
+use crate::outbox::OutMsg;
 
 /// How long a worker may take to answer an offer.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox_tx, mut outbox) = mpsc::unbounded_channel::<ServerMsg>();
+    let (outbox_tx, mut outbox) = mpsc::unbounded_channel::<OutMsg>();
     // Handed to the conductor at join; until then this session holds it.
     let mut outbox_tx = Some(outbox_tx);
     let mut pid: Option<ParticipantId> = None;
@@ -38,8 +39,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             out = outbox.recv(), if outbox_tx.is_none() => {
                 match out {
                     Some(msg) => {
-                        let fatal = matches!(&msg, ServerMsg::Error(e) if e.fatal);
-                        if sink.send(Message::Text(msg.to_json().into())).await.is_err() || fatal {
+                        let text: &str = &msg.text;
+                        if sink.send(Message::Text(text.into())).await.is_err() || msg.fatal {
                             break;
                         }
                         continue;
@@ -133,6 +134,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         .send(ConductorCmd::Media { pid, media })
                         .await;
                     None
+                }
+            },
+            Ok(ClientMsg::Layout(layout)) => match pid {
+                None => Some(not_joined()),
+                Some(pid) => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = ConductorCmd::Layout {
+                        pid,
+                        layout,
+                        reply: tx,
+                    };
+                    match ask(&state, cmd, rx).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) | Err(e) => Some(ServerMsg::Error(e)),
+                    }
                 }
             },
             Ok(ClientMsg::Ping) => Some(ServerMsg::Pong),

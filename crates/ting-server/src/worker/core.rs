@@ -10,24 +10,26 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use rustc_hash::FxHashMap;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::config::DtlsCert;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
+use str0m::rtp::Vp8Descriptor;
 use str0m::{Event, IceConnectionState, Input, Output};
 use ting_media::{
-    EndpointId, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId, TrackId,
-    TrackInfo,
+    EndpointId, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId, Source,
+    TrackId, TrackInfo,
 };
 use ting_proto::{ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::peer::{Peer, PeerEnd, PeerSetup, SlotLimits};
 use super::stun;
 use super::{
-    ConnectReq, ForwardExt, ICE_GRACE, MediaMsg, OfferError, RECV_BUDGET, RoomKey, WorkerCmd,
-    WorkerEvent, WorkerHandle, WorkerId,
+    ConnectReq, ForwardExt, ICE_GRACE, MediaMsg, OfferError, OutMsg, RECV_BUDGET, RoomKey,
+    WorkerCmd, WorkerEvent, WorkerHandle, WorkerId,
 };
 use crate::metrics::{DropReason, PUBLISH_INTERVAL, WorkerCounters, WorkerStats, thread_cpu_ns};
 use crate::udp;
@@ -39,6 +41,8 @@ pub struct CoreSetup {
     pub candidate: SocketAddr,
     pub cert: DtlsCert,
     pub limits: SlotLimits,
+    /// Estimate each subscriber's downlink (`media.bandwidth_estimation`).
+    pub estimate_bandwidth: bool,
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     pub counters: Arc<WorkerCounters>,
 }
@@ -80,6 +84,7 @@ pub struct MediaCore {
     candidate: SocketAddr,
     cert: DtlsCert,
     limits: SlotLimits,
+    estimate_bandwidth: bool,
     commands: Receiver<WorkerCmd>,
     media: Receiver<MediaMsg>,
     handles: Arc<[WorkerHandle]>,
@@ -97,9 +102,7 @@ pub struct MediaCore {
     timers: BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
     dirty: Vec<usize>,
     /// RTP received in the current step, to route once the receiving connection is drained.
-    pending_rtp: Vec<(RoomKey, RtpIn, ForwardExt)>,
-    pending_keyframes: Vec<(RoomKey, EndpointId, SlotId)>,
-    pending_paused: Vec<(RoomKey, TrackId, LayerId, bool)>,
+    pending: Pending,
     /// Connections that want their slot table sent.
     slot_updates: Vec<usize>,
     /// Datagrams to send, and for each forwarded packet among them when it was received.
@@ -128,6 +131,7 @@ impl MediaCore {
             candidate: setup.candidate,
             cert: setup.cert,
             limits: setup.limits,
+            estimate_bandwidth: setup.estimate_bandwidth,
             commands,
             media,
             handles,
@@ -142,9 +146,7 @@ impl MediaCore {
             rooms: FxHashMap::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
-            pending_rtp: Vec::new(),
-            pending_keyframes: Vec::new(),
-            pending_paused: Vec::new(),
+            pending: Pending::default(),
             slot_updates: Vec::new(),
             transmits: Vec::new(),
             forwarded_at: Vec::new(),
@@ -230,6 +232,7 @@ impl MediaCore {
                     let info = TrackInfo {
                         codec: track.codec,
                         local: track.worker == self.id,
+                        layers: track.layers,
                     };
                     if rs.router.add_track(track.id, info, now).is_ok() {
                         rs.track_workers.insert(track.id, track.worker);
@@ -247,7 +250,23 @@ impl MediaCore {
             WorkerCmd::RoomWorkers { room, workers } => {
                 let me = self.id;
                 if let Some(rs) = self.rooms.get_mut(&room) {
+                    let tags: Vec<u32> = workers.iter().map(|w| worker_tag(*w)).collect();
                     rs.others = workers.into_iter().filter(|w| *w != me).collect();
+                    // Workers that left the room use nothing of its tracks any more.
+                    rs.router.retain_remote(&tags, now);
+                    self.drain_router(room, now);
+                }
+            }
+            WorkerCmd::Layout { pid, layout } => {
+                if let Some(&pi) = self.by_pid.get(&pid)
+                    && let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut)
+                {
+                    peer.layout = layout.clone();
+                    let (room, endpoint, connected) = (peer.room, peer.endpoint, peer.connected);
+                    if connected && let Some(rs) = self.rooms.get_mut(&room) {
+                        let _ = rs.router.set_layout(endpoint, layout, now);
+                        self.drain_router(room, now);
+                    }
                 }
             }
             WorkerCmd::Shutdown => self.shutdown = true,
@@ -262,6 +281,7 @@ impl MediaCore {
             outbox,
             tracks,
             workers,
+            layout,
         } = req;
         if let Some(&old) = self.by_pid.get(&pid) {
             self.remove_peer(old);
@@ -273,6 +293,7 @@ impl MediaCore {
             limits: self.limits,
             candidate: self.candidate,
             cert: &self.cert,
+            estimate_bandwidth: self.estimate_bandwidth,
             outbox,
             now,
         };
@@ -296,8 +317,14 @@ impl MediaCore {
             .peer
             .published
             .iter()
-            .map(|p| (p.source, p.codec))
+            .map(|p| super::PublishedTrack {
+                source: p.source,
+                codec: p.codec,
+                layers: p.rids.len().clamp(1, LayerId::MAX) as u8,
+            })
             .collect();
+        let mut accepted = accepted;
+        accepted.peer.layout = layout;
         let ufrag = accepted.peer.ufrag.clone();
         let pi = match self.free.pop() {
             Some(i) => {
@@ -325,6 +352,7 @@ impl MediaCore {
             let info = TrackInfo {
                 codec: t.codec,
                 local: t.worker == me,
+                layers: t.layers,
             };
             if rs.router.add_track(t.id, info, now).is_ok() {
                 rs.track_workers.insert(t.id, t.worker);
@@ -370,11 +398,12 @@ impl MediaCore {
 
     // ---- media from other workers ----------------------------------------------------
 
-    /// Handles media from other workers until the queue is empty (false) or enough was
-    /// forwarded that it should be sent first (true).
+    /// Handles media from other workers: returns false once the queue is empty, true when
+    /// it stopped with more possibly waiting (its share of the loop was used, or enough was
+    /// forwarded that it should be sent first).
     pub fn handle_media_queue(&mut self, now: Instant) -> bool {
-        // Bounded per loop so a flood from another worker cannot starve this socket.
-        for _ in 0..4 * RECV_BUDGET {
+        // As much as one turn of the socket reads, so neither starves the other.
+        for _ in 0..RECV_BUDGET {
             let Ok(msg) = self.media.try_recv() else {
                 return false;
             };
@@ -391,12 +420,24 @@ impl MediaCore {
                         self.drain_router(room, now);
                     }
                 }
+                MediaMsg::Demand {
+                    room,
+                    track,
+                    from,
+                    layers,
+                } => {
+                    if let Some(rs) = self.rooms.get_mut(&room) {
+                        rs.router
+                            .handle_remote_demand(track, worker_tag(from), layers, now);
+                        self.drain_router(room, now);
+                    }
+                }
             }
             if self.pending_forwards() >= super::FLUSH_FORWARDS {
                 return true;
             }
         }
-        false
+        !self.media.is_empty()
     }
 
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
@@ -446,9 +487,7 @@ impl MediaCore {
             let stats = &mut self.stats;
             let transmits = &mut self.transmits;
             let by_addr = &mut self.by_addr;
-            let pending_rtp = &mut self.pending_rtp;
-            let pending_keyframes = &mut self.pending_keyframes;
-            let pending_paused = &mut self.pending_paused;
+            let pending = &mut self.pending;
             let result = catch_unwind(AssertUnwindSafe(|| {
                 loop {
                     match peer.rtc.poll_output() {
@@ -466,15 +505,7 @@ impl MediaCore {
                             }
                             transmits.push(t);
                         }
-                        Ok(Output::Event(e)) => handle_event(
-                            peer,
-                            e,
-                            now,
-                            stats,
-                            pending_rtp,
-                            pending_keyframes,
-                            pending_paused,
-                        ),
+                        Ok(Output::Event(e)) => handle_event(peer, e, now, stats, pending),
                         Err(e) => {
                             debug!(error = %e, "connection error");
                             peer.ended = Some(PeerEnd::MediaFailed);
@@ -490,7 +521,7 @@ impl MediaCore {
         }
         if peer.ended.is_some() {
             self.remove_peer(pi);
-            self.pending_rtp.clear();
+            self.pending.clear();
             return;
         }
         let room = peer.room;
@@ -507,8 +538,15 @@ impl MediaCore {
         if newly_connected {
             // Only now can it receive: add it to the router, which maps its slots and asks
             // the publishers it will see for keyframes.
+            let layout = self
+                .peers
+                .get(pi)
+                .and_then(Option::as_ref)
+                .and_then(|p| p.layout.clone());
             if let Some(rs) = self.rooms.get_mut(&room) {
-                let _ = rs.router.add_subscriber(endpoint, &kinds, now);
+                let _ = rs
+                    .router
+                    .add_subscriber_with_layout(endpoint, &kinds, layout, now);
             }
             debug!(pid = %format_args!("{:016x}", endpoint.0), "media connected");
             self.drain_router(room, now);
@@ -517,7 +555,7 @@ impl MediaCore {
     }
 
     fn process_pending(&mut self, now: Instant) {
-        let mut rtp = std::mem::take(&mut self.pending_rtp);
+        let mut rtp = std::mem::take(&mut self.pending.rtp);
         for (room, pkt, ext) in rtp.drain(..) {
             if let Some(rs) = self.rooms.get(&room) {
                 for w in &rs.others {
@@ -536,21 +574,31 @@ impl MediaCore {
             }
             self.route(room, &pkt, &ext, now, now);
         }
-        self.pending_rtp = rtp;
-        let keyframes = std::mem::take(&mut self.pending_keyframes);
+        self.pending.rtp = rtp;
+        let keyframes = std::mem::take(&mut self.pending.keyframes);
         for (room, sub, slot) in &keyframes {
             if let Some(rs) = self.rooms.get_mut(room) {
                 rs.router.handle_keyframe_request(*sub, *slot, now);
                 self.drain_router(*room, now);
             }
         }
-        self.pending_keyframes = keyframes;
-        self.pending_keyframes.clear();
-        for (room, track, layer, paused) in self.pending_paused.drain(..) {
+        self.pending.keyframes = keyframes;
+        self.pending.keyframes.clear();
+        for (room, track, layer, paused) in self.pending.paused.drain(..) {
             if let Some(rs) = self.rooms.get_mut(&room) {
                 rs.router.handle_layer_paused(track, layer, paused);
             }
         }
+        let estimates = std::mem::take(&mut self.pending.estimates);
+        for &(room, endpoint, bps) in &estimates {
+            trace!(participant = %format_args!("{:016x}", endpoint.0), ?bps, "downlink estimate");
+            if let Some(rs) = self.rooms.get_mut(&room) {
+                rs.router.set_estimate(endpoint, bps, now);
+                self.drain_router(room, now);
+            }
+        }
+        self.pending.estimates = estimates;
+        self.pending.estimates.clear();
     }
 
     /// Writes one packet to every subscriber on this worker the router picks.
@@ -568,6 +616,13 @@ impl MediaCore {
         let kind = pkt.track.source.kind();
         let k = usize::from(kind == MediaKind::Video);
         let forwards = rs.router.handle_rtp(pkt, now);
+        // Parsed once per packet, patched per subscriber as it is written out (str0m
+        // applies the patch while it copies the payload into the datagram anyway).
+        let descriptor = if forwards.iter().any(|f| f.vp8.is_some()) {
+            Vp8Descriptor::parse(&pkt.payload).ok()
+        } else {
+            None
+        };
         for f in forwards {
             let Some(&si) = self.by_pid.get(&f.subscriber.0) else {
                 continue;
@@ -583,10 +638,27 @@ impl MediaCore {
             let Some(tx) = api.stream_tx(&ssrc) else {
                 continue;
             };
-            let write = RtpWrite::new(pt, f.seq.into(), f.timestamp, now, pkt.payload.clone())
+            let mut write = RtpWrite::new(pt, f.seq.into(), f.timestamp, now, pkt.payload.clone())
                 .marker(f.marker)
                 .nackable(kind == MediaKind::Video)
                 .ext_vals(ext.values());
+            if let (Some(d), Some(v)) = (&descriptor, f.vp8) {
+                let mut b = d.patch();
+                if let Some(p) = v.picture_id {
+                    b = b.picture_id(p);
+                }
+                if let Some(t) = v.tl0picidx {
+                    b = b.tl0_pic_idx(t);
+                }
+                if let Some(k) = v.keyidx {
+                    b = b.key_idx(k);
+                }
+                // A field the router would write that the descriptor lacks cannot happen
+                // (both parsed the same bytes); if it did, the packet goes unpatched.
+                if let Ok(patch) = b.build() {
+                    write = write.vp8_patch(patch);
+                }
+            }
             tx.write_rtp(write);
             self.stats.forwarded[k] += 1;
             self.stats.forwarded_bytes[k] += pkt.payload.len() as u64;
@@ -640,6 +712,7 @@ impl MediaCore {
                     subscriber,
                     slot,
                     track,
+                    paused,
                 } => {
                     let Some(&pi) = self.by_pid.get(&subscriber.0) else {
                         continue;
@@ -647,7 +720,7 @@ impl MediaCore {
                     if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut)
                         && let Some(t) = peer.slot_tracks.get_mut(usize::from(slot.0))
                     {
-                        *t = track;
+                        *t = track.map(|t| (t, paused));
                         if !peer.slots_changed {
                             peer.slots_changed = true;
                             self.slot_updates.push(pi);
@@ -655,18 +728,64 @@ impl MediaCore {
                     }
                 }
                 RouterOutput::SpeakingChanged { speaking } => {
-                    let participants: Vec<ParticipantRef> = speaking
-                        .iter()
-                        .map(|e| ParticipantRef(format!("{:016x}", e.0)))
-                        .collect();
-                    for &pi in &rs.peers {
-                        if let Some(peer) = self.peers.get(pi).and_then(Option::as_ref)
-                            && peer.connected
-                        {
-                            let _ = peer.outbox.send(ServerMsg::Speaking {
-                                participants: participants.clone(),
-                            });
+                    let msg = OutMsg::new(&ServerMsg::Speaking {
+                        participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
+                    });
+                    tell_connected(&self.peers, &rs.peers, &msg);
+                }
+                RouterOutput::ActiveSpeaker { endpoint } => {
+                    let msg = OutMsg::new(&ServerMsg::ActiveSpeaker {
+                        participant: endpoint.map(participant_ref),
+                    });
+                    tell_connected(&self.peers, &rs.peers, &msg);
+                }
+                RouterOutput::SendLayers {
+                    track,
+                    layers,
+                    count,
+                } => {
+                    let Some(peer) = self
+                        .by_pid
+                        .get(&track.endpoint.0)
+                        .and_then(|&pi| self.peers.get(pi))
+                        .and_then(Option::as_ref)
+                    else {
+                        continue;
+                    };
+                    let source = match track.source {
+                        Source::Microphone => continue,
+                        Source::Camera => ting_proto::Source::Camera,
+                        Source::Screen => ting_proto::Source::Screen,
+                    };
+                    self.stats.layer_changes += 1;
+                    let _ = peer.outbox.send(OutMsg::new(&ServerMsg::SendLayers {
+                        source,
+                        active: layers.flags(count),
+                    }));
+                }
+                RouterOutput::RemoteDemand { track, layers } => {
+                    if let Some(w) = rs.track_workers.get(&track) {
+                        let msg = MediaMsg::Demand {
+                            room,
+                            track,
+                            from: self.id,
+                            layers,
+                        };
+                        if self.handles[w.0].push_media(msg) {
+                            self.wake[w.0] = true;
                         }
+                    }
+                }
+                RouterOutput::DesiredBitrate { subscriber, bps } => {
+                    if let Some(peer) = self
+                        .by_pid
+                        .get(&subscriber.0)
+                        .and_then(|&pi| self.peers.get_mut(pi))
+                        .and_then(Option::as_mut)
+                    {
+                        // Probing toward what the layout would use lets the estimate grow
+                        // past what is sent now.
+                        peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(bps));
                     }
                 }
             }
@@ -796,9 +915,9 @@ impl MediaCore {
         for pi in std::mem::take(&mut self.slot_updates) {
             if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) {
                 peer.slots_changed = false;
-                let _ = peer.outbox.send(ServerMsg::Slots {
+                let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Slots {
                     slots: peer.slot_message(),
-                });
+                }));
             }
         }
         for (w, wake) in self.wake.iter_mut().enumerate() {
@@ -833,6 +952,49 @@ impl MediaCore {
     }
 }
 
+/// A participant id as the protocol writes it.
+fn participant_ref(e: EndpointId) -> ParticipantRef {
+    ParticipantRef(format!("{:016x}", e.0))
+}
+
+/// The tag a router knows another worker by.
+fn worker_tag(w: WorkerId) -> u32 {
+    w.0 as u32
+}
+
+/// Sends `msg` to every connected peer of `room_peers`.
+fn tell_connected(peers: &[Option<Peer>], room_peers: &[usize], msg: &OutMsg) {
+    for &pi in room_peers {
+        if let Some(peer) = peers.get(pi).and_then(Option::as_ref)
+            && peer.connected
+        {
+            let _ = peer.outbox.send(msg.clone());
+        }
+    }
+}
+
+/// What draining a connection produced that concerns others: acted on after the drain.
+#[derive(Debug, Default)]
+struct Pending {
+    /// RTP received, to route once the receiving connection is drained.
+    rtp: Vec<(RoomKey, RtpIn, ForwardExt)>,
+    /// Subscribers' keyframe requests (PLI/FIR) by slot.
+    keyframes: Vec<(RoomKey, EndpointId, SlotId)>,
+    /// Publishers' streams that stopped or resumed.
+    paused: Vec<(RoomKey, TrackId, LayerId, bool)>,
+    /// Subscribers' new bandwidth estimates.
+    estimates: Vec<(RoomKey, EndpointId, Option<u64>)>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.rtp.clear();
+        self.keyframes.clear();
+        self.paused.clear();
+        self.estimates.clear();
+    }
+}
+
 /// One event of a connection, handled while it is drained. Anything that needs another
 /// connection is queued and done after the drain.
 fn handle_event(
@@ -840,9 +1002,7 @@ fn handle_event(
     event: Event,
     now: Instant,
     stats: &mut WorkerStats,
-    pending_rtp: &mut Vec<(RoomKey, RtpIn, ForwardExt)>,
-    pending_keyframes: &mut Vec<(RoomKey, EndpointId, SlotId)>,
-    pending_paused: &mut Vec<(RoomKey, TrackId, LayerId, bool)>,
+    pending: &mut Pending,
 ) {
     match event {
         Event::RtpPacket(p) => {
@@ -869,11 +1029,13 @@ fn handle_event(
                 voice_activity: ext.voice_activity,
                 video_orientation: ext.video_orientation,
             };
-            pending_rtp.push((peer.room, pkt, forward_ext));
+            pending.rtp.push((peer.room, pkt, forward_ext));
         }
         Event::KeyframeRequest(req) => {
             if let Some(i) = peer.slots.iter().position(|s| s.mid == req.mid) {
-                pending_keyframes.push((peer.room, peer.endpoint, SlotId(i as u16)));
+                pending
+                    .keyframes
+                    .push((peer.room, peer.endpoint, SlotId(i as u16)));
             }
         }
         Event::StreamPaused(p) => {
@@ -883,7 +1045,7 @@ fn handle_event(
                     Some(rid) => pb.rids.iter().position(|r| *r == rid),
                 };
                 if let Some(layer) = layer.filter(|l| *l < LayerId::MAX) {
-                    pending_paused.push((
+                    pending.paused.push((
                         peer.room,
                         TrackId::new(peer.endpoint, pb.source),
                         LayerId(layer as u8),
@@ -891,6 +1053,15 @@ fn handle_event(
                     ));
                 }
             }
+        }
+        Event::EgressBitrateEstimate(BweKind::Twcc {
+            estimate,
+            can_probe,
+        }) => {
+            // Without transport-wide feedback from the client there is no estimate: the
+            // router then chooses layers by tile size alone.
+            let bps = can_probe.then(|| estimate.as_u64());
+            pending.estimates.push((peer.room, peer.endpoint, bps));
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
             peer.disconnected_since.get_or_insert(now);

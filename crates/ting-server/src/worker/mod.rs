@@ -40,9 +40,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::rtp::ExtensionValues;
-use ting_media::{Codec, LayerId, RtpIn, TrackId};
-use ting_proto::ServerMsg;
-use tokio::sync::mpsc;
+use ting_media::{Codec, LayerId, LayerSet, LayoutSpec, RtpIn, Source, TrackId};
 use tracing::{debug, info, warn};
 
 use crate::metrics::PUBLISH_INTERVAL;
@@ -51,8 +49,7 @@ use crate::udp::{self, RecvBatch};
 pub use core::{CoreSetup, MediaCore};
 pub use peer::OfferError;
 
-/// Messages to one participant's WebSocket.
-pub type Outbox = mpsc::UnboundedSender<ServerMsg>;
+pub use crate::outbox::{OutMsg, Outbox};
 
 /// A media worker's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +64,17 @@ pub struct RoomKey(pub u64);
 pub struct TrackDesc {
     pub id: TrackId,
     pub codec: Codec,
+    /// Simulcast layers (1 without simulcast).
+    pub layers: u8,
     pub worker: WorkerId,
+}
+
+/// One of a participant's published tracks, as its connection negotiated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedTrack {
+    pub source: Source,
+    pub codec: Codec,
+    pub layers: u8,
 }
 
 /// Commands from the conductor.
@@ -90,6 +97,11 @@ pub enum WorkerCmd {
         room: RoomKey,
         workers: Vec<WorkerId>,
     },
+    /// A participant's layout changed (`None`: the server's default).
+    Layout {
+        pid: u64,
+        layout: Option<LayoutSpec>,
+    },
     Shutdown,
 }
 
@@ -106,6 +118,8 @@ pub struct ConnectReq {
     pub tracks: Vec<TrackDesc>,
     /// Every worker hosting the room, this one included.
     pub workers: Vec<WorkerId>,
+    /// The layout the participant reported before its connection existed.
+    pub layout: Option<LayoutSpec>,
 }
 
 impl std::fmt::Debug for ConnectReq {
@@ -125,7 +139,7 @@ pub enum WorkerEvent {
         pid: u64,
         worker: WorkerId,
         answer: String,
-        published: Vec<(ting_media::Source, Codec)>,
+        published: Vec<PublishedTrack>,
     },
     /// The offer was refused; the participant has no media connection.
     ConnectFailed { pid: u64, error: OfferError },
@@ -166,6 +180,14 @@ pub enum MediaMsg {
         room: RoomKey,
         track: TrackId,
         layer: LayerId,
+    },
+    /// The subscribers on worker `from` use these layers of a track published on the
+    /// receiving worker (which pauses what no worker uses).
+    Demand {
+        room: RoomKey,
+        track: TrackId,
+        from: WorkerId,
+        layers: LayerSet,
     },
 }
 
@@ -349,10 +371,11 @@ impl Worker {
         while !self.core.shutdown {
             let now = Instant::now();
             self.core.handle_commands(now);
-            while self.core.handle_media_queue(now) {
-                self.flush(now);
-            }
-            let more = self.receive();
+            // A bounded share of other workers' media, then the socket's: a busy
+            // neighbour cannot keep this worker from reading its own socket.
+            let more_media = self.core.handle_media_queue(now);
+            self.flush(now);
+            let more = self.receive() || more_media;
             let now = Instant::now();
             self.core.handle_timeout(now);
             self.flush(now);
@@ -418,9 +441,16 @@ impl Worker {
 }
 
 /// Ticks the connections written to and sends what they produce, a few at a time.
+///
+/// Each round reads the clock again: a connection stamps the packets it releases with the
+/// time of its tick, and those stamps are what its bandwidth estimator compares with the
+/// client's arrival times. A stamp taken before a long flush would make the packets look
+/// delayed in the network by however long the flush took.
 fn flush(core: &mut MediaCore, socket: &UdpSocket, sender: &mut udp::Sender, now: Instant) {
+    let mut now = now;
     while core.flush_some(now, SEND_EVERY) {
         send(core, socket, sender);
+        now = Instant::now();
     }
     send(core, socket, sender);
 }

@@ -10,7 +10,7 @@ use str0m::format::Codec as StrCodec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 use str0m::{Candidate, Rtc, RtcConfig};
-use ting_media::{Codec, EndpointId, LayerId, SlotKind, Source, TrackId};
+use ting_media::{Codec, EndpointId, LayerId, LayoutSpec, SlotKind, Source, TrackId};
 use ting_proto::{Offer, SlotAssignment};
 
 use super::{Outbox, RoomKey};
@@ -100,8 +100,10 @@ pub struct Peer {
     /// Incoming SSRC -> track and layer, learnt on each SSRC's first packet.
     rx_map: Vec<(Ssrc, Option<(TrackId, LayerId)>)>,
     pub slots: Vec<SlotOut>,
-    /// What each slot carries now, as last told to the client.
-    pub slot_tracks: Vec<Option<TrackId>>,
+    /// What each slot carries now and whether it is paused, as last told to the client.
+    pub slot_tracks: Vec<Option<(TrackId, bool)>>,
+    /// The layout the client reported (the router gets it when the connection is up).
+    pub layout: Option<LayoutSpec>,
     pub slots_changed: bool,
     /// str0m's next deadline for this connection.
     pub next_timeout: Instant,
@@ -142,6 +144,8 @@ pub struct PeerSetup<'a> {
     pub limits: SlotLimits,
     pub candidate: SocketAddr,
     pub cert: &'a DtlsCert,
+    /// Estimate the downlink from the client's transport-wide feedback.
+    pub estimate_bandwidth: bool,
     pub outbox: Outbox,
     pub now: Instant,
 }
@@ -178,16 +182,33 @@ fn to_media_codec(c: StrCodec) -> Option<Codec> {
 /// The codecs ting negotiates. One video codec for everyone means every subscriber can
 /// decode every publisher without transcoding; VP8 is the one every browser has and the
 /// one str0m can rewrite (`Vp8Patch`) for simulcast.
-pub fn rtc_config(cert: &DtlsCert) -> RtcConfig {
-    RtcConfig::new()
+///
+/// Each connection estimates its downlink from the client's transport-wide feedback
+/// (str0m's Google congestion control). Media is not paced again on the way out: the
+/// publishers' own pacers already spread it, and pacing every forwarded packet costs one
+/// full timeout pass per packet (docs/performance.md); only the estimator's probes are
+/// paced (crates/patched/str0m/PATCHES.md).
+pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool) -> RtcConfig {
+    let config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_dtls_cert(cert.clone())
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .set_send_buffer_video(VIDEO_SEND_BUFFER)
+        .set_send_buffer_video(VIDEO_SEND_BUFFER);
+    if !estimate_bandwidth {
+        return config;
+    }
+    config
+        .enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+        .set_bwe_pace_media(false)
 }
+
+/// Where each connection's bandwidth estimate starts: enough for the speaker's middle
+/// layer and a row of thumbnails; the estimator's first probes (at several times this)
+/// find out within a second whether there is more.
+const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 
 /// Outgoing video packets kept per stream, to answer NACKs (str0m's default is 1000). About
 /// two seconds of the best simulcast layer; a keyframe burst fits many times over.
@@ -209,6 +230,7 @@ impl Peer {
             limits,
             candidate,
             cert,
+            estimate_bandwidth,
             outbox,
             now,
         } = setup;
@@ -253,7 +275,7 @@ impl Peer {
 
         let sdp =
             SdpOffer::from_sdp_string(&offer.sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
-        let mut rtc = rtc_config(cert).build(now);
+        let mut rtc = rtc_config(cert, estimate_bandwidth).build(now);
         let Some(_) = rtc.add_local_candidate(
             Candidate::host(candidate, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?,
         ) else {
@@ -336,6 +358,7 @@ impl Peer {
                 rx_map: Vec::new(),
                 slots,
                 slot_tracks: vec![None; n],
+                layout: None,
                 slots_changed: false,
                 next_timeout: now,
                 scheduled: None,
@@ -389,7 +412,7 @@ impl Peer {
             .iter()
             .zip(&self.slot_tracks)
             .filter_map(|(slot, track)| {
-                let track = (*track)?;
+                let (track, paused) = (*track)?;
                 Some(SlotAssignment {
                     mid: slot.mid.to_string(),
                     participant: ting_proto::ParticipantRef(format!("{:016x}", track.endpoint.0)),
@@ -398,6 +421,7 @@ impl Peer {
                         Source::Camera => ting_proto::Source::Camera,
                         Source::Screen => ting_proto::Source::Screen,
                     },
+                    paused,
                 })
             })
             .collect()

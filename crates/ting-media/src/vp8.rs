@@ -1,0 +1,277 @@
+//! VP8's RTP payload descriptor (RFC 7741): what the router reads, and how a slot keeps
+//! its picture ids continuous when its source changes.
+//!
+//! A VP8 receiver tracks frames by the descriptor's PictureID, TL0PICIDX and KEYIDX as
+//! well as by RTP sequence numbers. When a slot switches to another participant or another
+//! simulcast layer, those numbers jump; a decoder that sees a picture id go backwards or
+//! skip far ahead may treat frames as lost or reordered and stall until the next keyframe.
+//! [`Vp8Rewriter`] re-bases them at each switch so the receiver sees them continue by one,
+//! like the sequence numbers [`crate::rewrite::Rewriter`] keeps.
+
+/// The fields of a VP8 payload descriptor that matter to a forwarder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vp8Header {
+    /// The packet starts a frame (S set, partition index 0).
+    pub start: bool,
+    /// The packet starts a keyframe.
+    pub keyframe: bool,
+    /// PictureID, 7 or 15 bits.
+    pub picture_id: Option<u16>,
+    /// Whether the PictureID field is 15 bits wide.
+    pub long_picture_id: bool,
+    pub tl0picidx: Option<u8>,
+    pub keyidx: Option<u8>,
+    /// Width and height, from the keyframe header of a keyframe's first packet.
+    pub size: Option<(u16, u16)>,
+}
+
+impl Vp8Header {
+    /// Parses the descriptor at the start of an RTP payload. Untrusted bytes: anything
+    /// truncated or malformed gives `None`.
+    pub fn parse(payload: &[u8]) -> Option<Vp8Header> {
+        let b0 = *payload.first()?;
+        let mut h = Vp8Header {
+            start: b0 & 0x10 != 0 && b0 & 0x07 == 0,
+            ..Default::default()
+        };
+        let mut at = 1;
+        if b0 & 0x80 != 0 {
+            let x = *payload.get(at)?;
+            at += 1;
+            if x & 0x80 != 0 {
+                let p = *payload.get(at)?;
+                at += 1;
+                if p & 0x80 != 0 {
+                    let lo = *payload.get(at)?;
+                    at += 1;
+                    h.picture_id = Some((u16::from(p & 0x7f) << 8) | u16::from(lo));
+                    h.long_picture_id = true;
+                } else {
+                    h.picture_id = Some(u16::from(p));
+                }
+            }
+            if x & 0x40 != 0 {
+                h.tl0picidx = Some(*payload.get(at)?);
+                at += 1;
+            }
+            if x & 0x30 != 0 {
+                let t = *payload.get(at)?;
+                at += 1;
+                if x & 0x10 != 0 {
+                    h.keyidx = Some(t & 0x1f);
+                }
+            }
+        }
+        // The VP8 payload header follows. Its frame tag's bit 0 is 0 for a keyframe, whose
+        // header then has a start code and the frame size (RFC 6386, section 9.1).
+        let tag = *payload.get(at)?;
+        if h.start && tag & 0x01 == 0 {
+            h.keyframe = true;
+            if let Some(k) = payload.get(at + 3..at + 10)
+                && k[0..3] == [0x9d, 0x01, 0x2a]
+            {
+                let w = u16::from_le_bytes([k[3], k[4]]) & 0x3fff;
+                let hh = u16::from_le_bytes([k[5], k[6]]) & 0x3fff;
+                if w > 0 && hh > 0 {
+                    h.size = Some((w, hh));
+                }
+            }
+        }
+        Some(h)
+    }
+}
+
+/// The rewritten descriptor fields of one forwarded packet; `None` fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Vp8Out {
+    pub picture_id: Option<u16>,
+    pub tl0picidx: Option<u8>,
+    pub keyidx: Option<u8>,
+}
+
+/// Keeps one outgoing stream's VP8 picture ids continuous across source switches.
+#[derive(Debug, Clone, Default)]
+pub struct Vp8Rewriter {
+    /// Offsets for the current source; `None` until its first packet.
+    base: Option<Base>,
+    /// What the newest packet sent carried.
+    last: Option<Last>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    pid: u16,
+    tl0: u8,
+    keyidx: u8,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    /// The source's extended sequence number of that packet, within the current base.
+    seq: Option<u64>,
+    pid: Option<u16>,
+    tl0: Option<u8>,
+    keyidx: Option<u8>,
+}
+
+impl Vp8Rewriter {
+    /// The source changes; its first packet (a keyframe) re-bases the fields.
+    pub fn switch_source(&mut self) {
+        self.base = None;
+        if let Some(last) = &mut self.last {
+            last.seq = None;
+        }
+    }
+
+    /// The fields to write into a packet of the current source with source sequence
+    /// number `seq` and descriptor `h`.
+    pub fn rewrite(&mut self, seq: u64, h: &Vp8Header) -> Vp8Out {
+        let base = match self.base {
+            Some(b) => b,
+            None => {
+                // Continue one after what was sent last; the first source passes through.
+                let b = match self.last {
+                    None => Base {
+                        pid: 0,
+                        tl0: 0,
+                        keyidx: 0,
+                    },
+                    Some(last) => Base {
+                        pid: match (last.pid, h.picture_id) {
+                            (Some(out), Some(src)) => out.wrapping_add(1).wrapping_sub(src),
+                            _ => 0,
+                        },
+                        tl0: match (last.tl0, h.tl0picidx) {
+                            (Some(out), Some(src)) => out.wrapping_add(1).wrapping_sub(src),
+                            _ => 0,
+                        },
+                        keyidx: match (last.keyidx, h.keyidx) {
+                            (Some(out), Some(src)) => out.wrapping_add(1).wrapping_sub(src),
+                            _ => 0,
+                        },
+                    },
+                };
+                self.base = Some(b);
+                b
+            }
+        };
+        let mask = if h.long_picture_id { 0x7fff } else { 0x7f };
+        let out = Vp8Out {
+            picture_id: h.picture_id.map(|p| p.wrapping_add(base.pid) & mask),
+            tl0picidx: h.tl0picidx.map(|t| t.wrapping_add(base.tl0)),
+            keyidx: h.keyidx.map(|k| k.wrapping_add(base.keyidx) & 0x1f),
+        };
+        let newest = self
+            .last
+            .and_then(|l| l.seq)
+            .is_none_or(|last_seq| seq >= last_seq);
+        if newest {
+            let prev = self.last.unwrap_or(Last {
+                seq: None,
+                pid: None,
+                tl0: None,
+                keyidx: None,
+            });
+            self.last = Some(Last {
+                seq: Some(seq),
+                pid: out.picture_id.or(prev.pid),
+                tl0: out.tl0picidx.or(prev.tl0),
+                keyidx: out.keyidx.or(prev.keyidx),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A descriptor with X, I (15-bit), L, T and K, then a VP8 frame header.
+    fn packet(start: bool, key: bool, pid: u16, tl0: u8, keyidx: u8) -> Vec<u8> {
+        let mut p = vec![
+            0x80 | if start { 0x10 } else { 0 },
+            0xf0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            keyidx & 0x1f,
+        ];
+        p.extend_from_slice(&[if key { 0x10 } else { 0x11 }, 0x02, 0x00]);
+        if key {
+            p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+            p.extend_from_slice(&640u16.to_le_bytes());
+            p.extend_from_slice(&360u16.to_le_bytes());
+        }
+        p
+    }
+
+    #[test]
+    fn parses_the_fields_and_the_keyframe_size() {
+        let h = Vp8Header::parse(&packet(true, true, 0x1234, 7, 3)).unwrap();
+        assert!(h.start && h.keyframe);
+        assert_eq!(h.picture_id, Some(0x1234));
+        assert!(h.long_picture_id);
+        assert_eq!((h.tl0picidx, h.keyidx), (Some(7), Some(3)));
+        assert_eq!(h.size, Some((640, 360)));
+        let d = Vp8Header::parse(&packet(true, false, 5, 7, 3)).unwrap();
+        assert!(d.start && !d.keyframe && d.size.is_none());
+        let c = Vp8Header::parse(&packet(false, true, 5, 7, 3)).unwrap();
+        assert!(!c.start && !c.keyframe);
+        // Short picture id, no extensions beyond I.
+        let s = Vp8Header::parse(&[0x90, 0x80, 0x05, 0x10, 0, 0]).unwrap();
+        assert_eq!((s.picture_id, s.long_picture_id), (Some(5), false));
+        assert!(
+            s.keyframe && s.size.is_none(),
+            "no start code: size unknown"
+        );
+    }
+
+    #[test]
+    fn truncated_descriptors_are_refused() {
+        let full = packet(true, true, 0x1234, 7, 3);
+        for len in 0..7 {
+            assert_eq!(Vp8Header::parse(&full[..len]), None, "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_switch_continues_the_picture_ids() {
+        let mut r = Vp8Rewriter::default();
+        let a = Vp8Header::parse(&packet(true, true, 100, 9, 1)).unwrap();
+        let out = r.rewrite(1, &a);
+        assert_eq!(out.picture_id, Some(100), "the first source passes through");
+        let a2 = Vp8Header::parse(&packet(true, false, 101, 9, 1)).unwrap();
+        assert_eq!(r.rewrite(2, &a2).picture_id, Some(101));
+        // Another source, far away in every field.
+        r.switch_source();
+        let b = Vp8Header::parse(&packet(true, true, 30_000, 200, 30)).unwrap();
+        let out = r.rewrite(5000, &b);
+        assert_eq!(
+            (out.picture_id, out.tl0picidx, out.keyidx),
+            (Some(102), Some(10), Some(2))
+        );
+        let b2 = Vp8Header::parse(&packet(true, false, 30_001, 200, 30)).unwrap();
+        assert_eq!(r.rewrite(5001, &b2).picture_id, Some(103));
+        // A late packet of the new source keeps its place without moving "last".
+        let b0 = Vp8Header::parse(&packet(false, false, 30_000, 200, 30)).unwrap();
+        assert_eq!(r.rewrite(5000, &b0).picture_id, Some(102));
+        r.switch_source();
+        let c = Vp8Header::parse(&packet(true, true, 7, 0, 0)).unwrap();
+        assert_eq!(r.rewrite(1, &c).picture_id, Some(104));
+    }
+
+    #[test]
+    fn picture_ids_wrap_within_their_width() {
+        let mut r = Vp8Rewriter::default();
+        let a = Vp8Header::parse(&packet(true, true, 0x7fff, 255, 31)).unwrap();
+        r.rewrite(1, &a);
+        r.switch_source();
+        let b = Vp8Header::parse(&packet(true, true, 10, 3, 4)).unwrap();
+        let out = r.rewrite(1, &b);
+        assert_eq!(
+            (out.picture_id, out.tl0picidx, out.keyidx),
+            (Some(0), Some(0), Some(0))
+        );
+    }
+}

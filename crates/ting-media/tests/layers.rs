@@ -1,0 +1,270 @@
+//! Layers per viewer, in virtual time: what a tile shows decides the layer, the estimate
+//! caps it, switches happen only at keyframes, and what nobody watches is paused at the
+//! sender and comes back when someone looks. The simulated subscribers in `sim` check
+//! every forwarded packet for continuity (sequence numbers, timestamps, VP8 picture ids).
+
+mod sim;
+
+use sim::{Sim, browser_slots};
+use ting_media::{
+    EndpointId, LayerId, LayerSet, LayoutSpec, RouterConfig, SlotKind, TileSpec, View,
+};
+
+fn e(n: u64) -> EndpointId {
+    EndpointId(n)
+}
+
+fn show(tiles: &[(Option<u64>, u16)], view: View) -> LayoutSpec {
+    LayoutSpec {
+        view,
+        tiles: tiles
+            .iter()
+            .map(|&(who, height)| TileSpec {
+                endpoint: who.map(EndpointId),
+                height,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn the_same_camera_large_and_small_arrives_in_different_layers() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let publisher = sim.join(1, 3, &[]);
+    let large = sim.join(2, 3, &browser_slots(4));
+    let small = sim.join(3, 3, &browser_slots(4));
+    sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
+    sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    sim.run(4000);
+    let big = sim.subs[&large].camera_slot(publisher).unwrap().clone();
+    let little = sim.subs[&small].camera_slot(publisher).unwrap().clone();
+    assert!(big.per_layer[2] > 100 && big.per_layer[0] == 0, "{big:?}");
+    assert!(
+        little.per_layer[0] > 20 && little.per_layer[2] == 0,
+        "{little:?}"
+    );
+    // Nobody shows the middle layer: it is paused at the sender, the others flow.
+    assert_eq!(sim.sending(publisher), LayerSet(0b101));
+
+    // The small viewer enlarges the tile: it moves up, at a keyframe, without a gap.
+    sim.set_layout(small, Some(show(&[(Some(1), 360)], View::Grid)));
+    sim.run(1500);
+    let little = sim.subs[&small].camera_slot(publisher).unwrap().clone();
+    assert!(little.per_layer[1] > 10, "{little:?}");
+    assert_eq!(little.layer_switches, 1);
+    assert!(
+        sim.sending(publisher).contains(LayerId(1)),
+        "the middle layer resumed"
+    );
+}
+
+#[test]
+fn a_falling_estimate_keeps_audio_and_the_speaker_and_drops_thumbnails_first() {
+    let mut sim = Sim::new(RouterConfig::default());
+    for n in 1..=10 {
+        sim.join(n, 3, &[]);
+    }
+    let viewer = sim.join(100, 3, &browser_slots(10));
+    // Speaker 1 large, nine thumbnails.
+    let mut tiles = vec![(Some(1), 720)];
+    tiles.extend((2..=10).map(|n| (Some(n), 180)));
+    sim.set_layout(viewer, Some(show(&tiles, View::Speaker)));
+    sim.set_speaking(e(1), true);
+    sim.run(2000);
+    // The slot of each tile, in layout order.
+    let slots: Vec<u16> = (1..=10)
+        .map(|n| {
+            sim.subs[&viewer]
+                .camera_slot_index(e(n))
+                .expect("every tile has a slot")
+        })
+        .collect();
+    let target = |sim: &Sim, tile: usize| sim.layers_of(viewer, slots[tile]).1;
+    let full = |sim: &Sim| -> (Option<LayerId>, usize) {
+        let thumbs = (1..10).filter(|i| target(sim, *i).is_some()).count();
+        (target(sim, 0), thumbs)
+    };
+    assert_eq!(full(&sim), (Some(LayerId(2)), 9));
+
+    // The estimate falls step by step; after each step, audio still flows and the speaker
+    // keeps the best layer the rest allows.
+    let mut last_thumbs = 9;
+    for (bps, want_speaker) in [
+        (2_600_000, Some(2)),
+        (2_000_000, Some(2)),
+        (1_400_000, Some(1)),
+        (700_000, Some(1)),
+        (350_000, Some(0)),
+    ] {
+        sim.set_estimate(viewer, Some(bps));
+        let audio_before: u64 = sim.subs[&viewer].slots[..3].iter().map(|s| s.packets).sum();
+        sim.run(1500);
+        let audio_after: u64 = sim.subs[&viewer].slots[..3].iter().map(|s| s.packets).sum();
+        assert!(
+            audio_after - audio_before >= 3 * 70,
+            "audio starved at {bps}"
+        );
+        let (speaker, thumbs) = full(&sim);
+        assert_eq!(speaker, want_speaker.map(LayerId), "speaker at {bps}");
+        assert!(
+            thumbs <= last_thumbs,
+            "thumbnails came back while the estimate fell"
+        );
+        last_thumbs = thumbs;
+        // Paused thumbnails are the last ones of the layout.
+        for (i, &slot) in slots.iter().enumerate().skip(1) {
+            if target(&sim, i).is_none() {
+                assert!(
+                    (i + 1..10).all(|j| target(&sim, j).is_none()),
+                    "thumbnail {i} paused before a later one at {bps}"
+                );
+                assert!(sim.slot(viewer, slot).paused, "the viewer was told");
+            }
+        }
+    }
+    assert_eq!(last_thumbs, 0);
+    // Bandwidth comes back: after the hold, thumbnails and then the speaker recover.
+    sim.set_estimate(viewer, Some(5_000_000));
+    sim.run(8000);
+    assert_eq!(full(&sim), (Some(LayerId(2)), 9));
+    // The router asked the estimator to probe for what the layout would use: the
+    // speaker's top layer, nine bottom layers and the audio, as measured.
+    let cam = |n: u64, l: u8| {
+        sim.router
+            .layer_bps(
+                ting_media::TrackId::new(e(n), ting_media::Source::Camera),
+                LayerId(l),
+            )
+            .unwrap()
+    };
+    let audio: u64 = sim.subs[&viewer]
+        .audio_from()
+        .iter()
+        .map(|who| {
+            sim.router
+                .layer_bps(
+                    ting_media::TrackId::new(*who, ting_media::Source::Microphone),
+                    LayerId(0),
+                )
+                .unwrap()
+        })
+        .sum();
+    let want = audio + cam(1, 2) + (2..=10).map(|n| cam(n, 0)).sum::<u64>();
+    let desired = sim.subs[&viewer].desired.unwrap();
+    assert!(
+        desired.abs_diff(want) * 10 <= want,
+        "asked for {desired}, the layout uses {want}"
+    );
+}
+
+#[test]
+fn paused_layers_resume_when_a_viewer_appears() {
+    let config = RouterConfig::default();
+    let pause_after = config.pause_after;
+    let mut sim = Sim::new(config);
+    let publisher = sim.join(1, 3, &[]);
+    let viewer = sim.join(2, 3, &browser_slots(4));
+    sim.set_layout(viewer, Some(show(&[(Some(1), 180)], View::Grid)));
+    sim.run(500);
+    assert_eq!(
+        sim.sending(publisher),
+        LayerSet(0b111),
+        "new publishers send everything"
+    );
+    sim.run(pause_after.as_millis() as u64 + 500);
+    assert_eq!(
+        sim.sending(publisher),
+        LayerSet(0b001),
+        "unwatched layers paused"
+    );
+    let top_before = sim.pubs[&publisher].sent(2);
+    sim.run(1000);
+    assert_eq!(
+        sim.pubs[&publisher].sent(2),
+        top_before,
+        "paused means nothing sent"
+    );
+
+    // Someone shows the publisher large.
+    let late = sim.join(3, 3, &browser_slots(4));
+    sim.set_layout(late, Some(show(&[(Some(1), 720)], View::Speaker)));
+    sim.run(1000);
+    assert!(sim.sending(publisher).contains(LayerId(2)));
+    let got = sim.subs[&late].camera_slot(publisher).unwrap().clone();
+    assert!(got.per_layer[2] > 20, "{got:?}");
+    // Nobody watches the publisher at all: everything pauses.
+    sim.set_layout(viewer, Some(show(&[], View::Grid)));
+    sim.set_layout(late, Some(show(&[], View::Grid)));
+    sim.run(pause_after.as_millis() as u64 + 500);
+    assert_eq!(sim.sending(publisher), LayerSet::EMPTY);
+}
+
+#[test]
+fn a_speaker_tile_follows_the_active_speaker() {
+    let mut sim = Sim::new(RouterConfig::default());
+    for n in 1..=6 {
+        sim.join(n, 3, &browser_slots(3));
+    }
+    let viewer = e(6);
+    sim.set_layout(
+        viewer,
+        Some(show(&[(None, 720), (Some(5), 180)], View::Speaker)),
+    );
+    sim.set_speaking(e(2), true);
+    sim.run(3000);
+    assert_eq!(sim.active_speaker, Some(e(2)));
+    let slot = sim.subs[&viewer].camera_slot(e(2)).unwrap().clone();
+    assert!(slot.per_layer[2] > 50, "{slot:?}");
+    // The floor passes to 3.
+    sim.set_speaking(e(2), false);
+    sim.set_speaking(e(3), true);
+    sim.run(4000);
+    assert_eq!(sim.active_speaker, Some(e(3)));
+    let slot = sim.subs[&viewer].camera_slot(e(3)).unwrap().clone();
+    assert!(slot.per_layer[2] > 50, "{slot:?}");
+    assert!(
+        sim.subs[&viewer].camera_slot(e(5)).is_some(),
+        "the pinned tile stays"
+    );
+    // A viewer never gets its own camera, even as the active speaker.
+    sim.set_speaking(e(3), false);
+    sim.set_speaking(viewer, true);
+    sim.run(4000);
+    assert_eq!(sim.active_speaker, Some(viewer));
+    assert!(sim.subs[&viewer].camera_slot(viewer).is_none());
+    assert!(
+        sim.subs[&viewer].camera_slot(e(3)).is_some(),
+        "the speaker tile shows the previous speaker"
+    );
+}
+
+#[test]
+fn screen_shares_come_first_and_largest() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let viewer = sim.join(1, 3, &[SlotKind::Audio, SlotKind::Camera, SlotKind::Screen]);
+    sim.join(2, 3, &[]);
+    // 2 shares a single-layer screen.
+    sim.router
+        .add_track(
+            ting_media::TrackId::new(e(2), ting_media::Source::Screen),
+            ting_media::TrackInfo {
+                codec: ting_media::Codec::Vp8,
+                local: true,
+                layers: 1,
+            },
+            sim.now,
+        )
+        .unwrap();
+    sim.drain();
+    assert_eq!(
+        sim.router.slot_track(viewer, ting_media::SlotId(2)),
+        Some(ting_media::TrackId::new(e(2), ting_media::Source::Screen))
+    );
+    // With room for the screen (nominally 1.5 M) and not the camera's top layer, the
+    // screen is served first.
+    sim.set_estimate(viewer, Some(1_900_000));
+    let (_, screen) = sim.layers_of(viewer, 2);
+    let (_, camera) = sim.layers_of(viewer, 1);
+    assert_eq!(screen, Some(LayerId(0)));
+    assert!(camera.is_some_and(|l| l < LayerId(2)), "{camera:?}");
+}
