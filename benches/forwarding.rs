@@ -52,6 +52,11 @@ struct Room {
 
 impl Room {
     fn new(n: usize) -> Room {
+        Room::with_slots(n, 1)
+    }
+
+    /// `n` subscribers with one audio slot and `slots` video slots each.
+    fn with_slots(n: usize, slots: u16) -> Room {
         let now = Instant::now();
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
@@ -64,7 +69,7 @@ impl Room {
             cert,
             limits: SlotLimits {
                 audio: 3,
-                video: 9,
+                video: 32,
                 screen: 1,
             },
             estimate_bandwidth: std::env::var_os("TING_BENCH_BWE").is_some(),
@@ -109,7 +114,7 @@ impl Room {
             cfg.audio = false;
             cfg.video_bps = Vec::new();
             cfg.audio_slots = 1;
-            cfg.video_slots = 1;
+            cfg.video_slots = slots;
             cfg.screen_slots = 0;
             let addr: SocketAddr = format!("10.0.2.{}:{}", i / 200 + 1, 2000 + i % 200)
                 .parse()
@@ -314,5 +319,36 @@ fn full_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, full_path);
+/// One timeout pass of a subscriber's connection with nothing to send, by how many
+/// receive slots it has: what every timer of a connection (reports, NACK, feedback) costs.
+fn timeout_pass(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timeout_pass");
+    g.measurement_time(Duration::from_secs(3));
+    for slots in [1u16, 9, 25] {
+        let mut room = Room::with_slots(10, slots);
+        g.throughput(Throughput::Elements(11));
+        g.bench_with_input(BenchmarkId::new("slots", slots), &slots, |b, _| {
+            b.iter_custom(|iters| {
+                room.pump(Instant::now(), false);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let now = Instant::now();
+                    room.core.tick_all(now);
+                    let n = room.core.transmits().len();
+                    room.core.finish_send(
+                        SendResult {
+                            sent: n,
+                            ..Default::default()
+                        },
+                        now,
+                    );
+                }
+                start.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, full_path, timeout_pass);
 criterion_main!(benches);

@@ -54,7 +54,12 @@ async fn three_participants_receive_each_other_byte_for_byte() {
                 "peer {id} slot {}: duplicates",
                 slot.mid
             );
-            assert_eq!(slot.lost, 0, "peer {id} slot {}: lost end to end", slot.mid);
+            assert_eq!(
+                slot.lost(),
+                0,
+                "peer {id} slot {}: lost end to end",
+                slot.mid
+            );
             assert_eq!(
                 slot.missing(),
                 0,

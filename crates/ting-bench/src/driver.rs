@@ -1,6 +1,10 @@
 //! Drives many simulated participants on one thread: their UDP sockets in one epoll, their
 //! timers in one heap. Commands come in over a channel; statistics go out as snapshots,
 //! taken only when asked for, so a quiet harness costs nothing.
+//!
+//! Datagrams are read and sent in batches ([`crate::sock`]), each received one stamped
+//! with the kernel's arrival time, so the transport-wide feedback a participant sends the
+//! server tells when packets arrived, not when this thread got round to them.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,11 +21,17 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use ting_proto::ServerMsg;
 
 use crate::peer::{PeerStats, SimPeer};
+use crate::sock::{self, Clock, RecvBatch};
 use crate::stats::Histogram;
 
 const WAKER: Token = Token(usize::MAX);
 /// The longest a driver sleeps without looking at its commands.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// How often quiet streams are checked for (see `SlotStats::check_silence`).
+const SILENCE_CHECK: Duration = Duration::from_millis(100);
+/// Receive buffer per participant socket: a keyframe burst to a participant with many
+/// slots must not overflow it while the thread serves others.
+const RCVBUF: usize = 1 << 20;
 
 /// Everything a driver's peers counted, at one moment.
 #[derive(Debug, Clone, Default)]
@@ -155,7 +165,8 @@ struct Driver {
     gone: Vec<PeerStats>,
     gone_latency: Histogram,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    buf: Vec<u8>,
+    recv: Box<RecvBatch>,
+    next_silence_check: Instant,
 }
 
 impl Driver {
@@ -168,7 +179,8 @@ impl Driver {
             gone: Vec::new(),
             gone_latency: Histogram::default(),
             timers: BinaryHeap::new(),
-            buf: vec![0; 2048],
+            recv: Box::default(),
+            next_silence_check: Instant::now(),
         }
     }
 
@@ -194,9 +206,15 @@ impl Driver {
                 if ev.token() == WAKER {
                     continue;
                 }
-                self.receive(ev.token().0, now);
+                self.receive(ev.token().0);
             }
             self.expire(now);
+            if now >= self.next_silence_check {
+                self.next_silence_check = now + SILENCE_CHECK;
+                for s in self.peers.iter_mut().flatten() {
+                    s.peer.check_silence(now);
+                }
+            }
         }
         let last = self.snapshot();
         if let Ok(mut l) = self.last.lock() {
@@ -209,7 +227,7 @@ impl Driver {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 DriverCmd::Add(peer, socket) => {
-                    if socket.set_nonblocking(true).is_err() {
+                    if sock::prepare(&socket, RCVBUF).is_err() {
                         continue;
                     }
                     let i = self.peers.len();
@@ -272,19 +290,29 @@ impl Driver {
         self.peers.iter_mut().flatten().find(|s| s.peer.id() == id)
     }
 
-    fn receive(&mut self, i: usize, now: Instant) {
+    fn receive(&mut self, i: usize) {
         let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
         loop {
-            match slot.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => slot.peer.handle_receive(from, &self.buf[..n], now),
+            match sock::recv_batch(&slot.socket, &mut self.recv) {
+                Ok(n) => {
+                    let clock = Clock::now();
+                    for (from, data, stamp) in self.recv.iter() {
+                        let at = stamp.map_or(clock.instant(Duration::MAX), |w| clock.instant(w));
+                        slot.peer.handle_datagram(from, data, at);
+                    }
+                    if n < sock::BATCH {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ICMP errors from earlier sends: nothing to read, carry on.
                 Err(_) => break,
             }
         }
+        slot.peer.finish_receive(Instant::now());
         self.flush(i);
         self.schedule(i);
     }
@@ -325,10 +353,19 @@ impl Driver {
         let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
+        let mut out = Vec::new();
         while let Some(t) = slot.peer.poll_transmit() {
-            // Loss on a full socket buffer is what a real network does; the receivers count it.
-            let _ = slot.socket.send_to(&t.contents, t.destination);
+            out.push(t);
         }
+        if out.is_empty() {
+            return;
+        }
+        let datagrams: Vec<(std::net::SocketAddr, &[u8])> = out
+            .iter()
+            .map(|t| (t.destination, &t.contents[..]))
+            .collect();
+        // Loss on a full socket buffer is what a real network does; the receivers count it.
+        sock::send_batch(&slot.socket, &datagrams);
     }
 
     fn snapshot(&self) -> DriverSnapshot {

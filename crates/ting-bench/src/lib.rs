@@ -19,6 +19,7 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod signal;
+pub mod sock;
 pub mod stats;
 pub mod usage;
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ting_bench::peer::BenchLayout;
 use ting_bench::plot;
 use ting_bench::run::{BenchOptions, Scenario, Target, run};
 
@@ -59,9 +60,21 @@ struct Cli {
     /// Audio slots per receiving participant.
     #[arg(long, default_value_t = 3)]
     audio_slots: u16,
-    /// Camera slots per receiving participant (meeting, webinar).
-    #[arg(long, default_value_t = 9)]
+    /// Camera slots per receiving participant (meeting, webinar); a grid page needs 25.
+    #[arg(long, default_value_t = 25)]
     video_slots: u16,
+    /// What each participant shows (meeting, webinar): the active speaker large and eight
+    /// thumbnails, a 5x5 grid page of the first 25 who joined, or no layout at all.
+    #[arg(long, value_enum, default_value_t = BenchLayout::Speaker)]
+    layout: BenchLayout,
+    /// Publishers keep sending every layer even when the server says nobody watches it
+    /// (to measure what pausing saves).
+    #[arg(long)]
+    no_pause: bool,
+    /// The room's name (a prefix with --rooms > 1), so a person can open the loaded
+    /// meeting in a browser at /m/NAME. Default: a name unique to this run.
+    #[arg(long)]
+    room: Option<String>,
     /// Client threads; each carries many participants.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -77,9 +90,13 @@ struct Cli {
     /// Longest wait, in seconds, for media to reach everyone before measuring.
     #[arg(long, default_value_t = 15.0)]
     settle: f64,
-    /// Check every payload byte of one packet in this many (1: all).
+    /// Of the decrypted packets, check every payload byte of one in this many (1: all).
     #[arg(long, default_value_t = 16)]
     verify_every: u64,
+    /// Decrypt and check a pair of consecutive packets once in this many per slot (1: all
+    /// of them). Every packet is always counted from its RTP header, which is in clear.
+    #[arg(long, default_value_t = 8)]
+    sample_every: u64,
     /// Write the full report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -145,6 +162,20 @@ fn real_main() -> anyhow::Result<bool> {
     opts.settle = Duration::from_secs_f64(cli.settle.max(0.0));
     opts.progress = !cli.quiet;
     opts.verify_every = cli.verify_every.max(1);
+    opts.sample_every = cli.sample_every.max(1);
+    opts.layout = cli.layout;
+    opts.honour_send_layers = !cli.no_pause;
+    if let Some(room) = &cli.room {
+        let valid = !room.is_empty()
+            && room.len() <= 60
+            && room
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            anyhow::bail!("--room {room:?}: use 1 to 60 letters, digits, - or _");
+        }
+        opts.room = Some(room.clone());
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -52,8 +52,22 @@ pub const VP8_DESCRIPTOR_LEN: usize = 6;
 const KEYFRAME_HEADER_LEN: usize = 10;
 const INTERFRAME_HEADER_LEN: usize = 3;
 
-/// The VP8 payload descriptor and, at the start of a frame, the VP8 payload header.
-pub fn vp8_prefix(start_of_frame: bool, keyframe: bool, picture_id: u16, tl0: u8) -> Vec<u8> {
+/// The picture size a simulated camera layer claims in its keyframes: 1280x720 for the top
+/// layer, each lower one half the size, as a browser's simulcast sends from a 720p camera.
+pub fn layer_size(layer: u8, layers: u8) -> (u16, u16) {
+    let down = layers.saturating_sub(1).saturating_sub(layer).min(4);
+    (1280 >> down, 720 >> down)
+}
+
+/// The VP8 payload descriptor and, at the start of a frame, the VP8 payload header (with
+/// `size` in a keyframe's header).
+pub fn vp8_prefix(
+    start_of_frame: bool,
+    keyframe: bool,
+    picture_id: u16,
+    tl0: u8,
+    size: (u16, u16),
+) -> Vec<u8> {
     let s = if start_of_frame { 0x10 } else { 0x00 };
     let mut p = vec![
         0x80 | s,                                // X, S, PID 0
@@ -65,13 +79,13 @@ pub fn vp8_prefix(start_of_frame: bool, keyframe: bool, picture_id: u16, tl0: u8
     ];
     if start_of_frame {
         // Frame tag: P (0 = keyframe), version 0, show_frame 1, first partition size 100.
-        let size: u32 = 100;
-        let tag = u32::from(!keyframe) | (1 << 4) | (size << 5);
+        let partition: u32 = 100;
+        let tag = u32::from(!keyframe) | (1 << 4) | (partition << 5);
         p.extend_from_slice(&tag.to_le_bytes()[..3]);
         if keyframe {
             p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-            p.extend_from_slice(&1280u16.to_le_bytes());
-            p.extend_from_slice(&720u16.to_le_bytes());
+            p.extend_from_slice(&size.0.to_le_bytes());
+            p.extend_from_slice(&size.1.to_le_bytes());
         }
     }
     p
@@ -178,7 +192,7 @@ mod tests {
             sent_us: 99,
         };
         let mut buf = Vec::new();
-        let prefix = vp8_prefix(true, true, 300, 4);
+        let prefix = vp8_prefix(true, true, 300, 4, (1280, 720));
         write(&mut buf, &prefix, &stamp, 1100);
         assert_eq!(buf.len(), 1100);
         let at = vp8_prefix_len(&buf);
@@ -193,23 +207,26 @@ mod tests {
 
     #[test]
     fn vp8_prefix_is_a_real_vp8_frame_start() {
-        let key = vp8_prefix(true, true, 1, 0);
+        let key = vp8_prefix(true, true, 1, 0, (1280, 720));
         assert_eq!(key.len(), 16);
         assert_eq!(key[6] & 0x01, 0, "P bit clear: keyframe");
         assert_eq!(&key[9..12], &[0x9d, 0x01, 0x2a], "VP8 start code");
         assert_eq!(u16::from_le_bytes([key[12], key[13]]), 1280);
         assert_eq!(u16::from_le_bytes([key[14], key[15]]), 720);
-        let delta = vp8_prefix(true, false, 1, 0);
+        let delta = vp8_prefix(true, false, 1, 0, (1280, 720));
         assert_eq!((delta.len(), delta[6] & 0x01), (9, 1));
-        let cont = vp8_prefix(false, true, 1, 0);
+        let cont = vp8_prefix(false, true, 1, 0, (1280, 720));
         assert_eq!((cont.len(), cont[0] & 0x10), (6, 0));
         for p in [&key, &delta, &cont] {
             let mut buf = p.clone();
             buf.extend_from_slice(&[0; 40]);
             assert_eq!(vp8_prefix_len(&buf), p.len());
         }
+        assert_eq!(layer_size(0, 3), (320, 180));
+        assert_eq!(layer_size(2, 3), (1280, 720));
+        assert_eq!(layer_size(0, 1), (1280, 720));
         // 15-bit picture id with the M bit.
-        let p = vp8_prefix(true, false, 0x1234, 0);
+        let p = vp8_prefix(true, false, 0x1234, 0, (1280, 720));
         assert_eq!((p[2], p[3]), (0x80 | 0x12, 0x34));
     }
 }

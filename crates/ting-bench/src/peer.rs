@@ -5,6 +5,16 @@
 //! sends what it produces. It encodes nothing: audio packets are Opus-sized, video packets
 //! carry a valid VP8 payload descriptor, and every payload carries a [`Stamp`] so receivers
 //! can check bytes, senders and one-way latency.
+//!
+//! It behaves like the browser client where the server can tell: it sends a layout, honours
+//! `send_layers` by stopping and restarting simulcast layers (a resumed layer starts with a
+//! keyframe), and answers keyframe requests.
+//!
+//! Receiving is made cheap so the harness costs far less than the server it loads: every
+//! packet is counted from its clear RTP header through str0m's header-only path
+//! (`Rtc::handle_rtp_unverified`, which keeps NACK, receiver reports and transport-wide
+//! feedback truthful), and one packet pair in [`SimPeerConfig::sample_every`] per slot is
+//! authenticated, decrypted and checked in full.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,8 +34,26 @@ use ting_proto::{Offer, Publish, ReceiveSlots, ServerMsg};
 use crate::payload::{self, Stamp, StreamKind};
 use crate::stats::{Flow, Histogram, SlotStats};
 
+/// How soon after a packet counted from its header the connection gets a timeout pass,
+/// at the latest: str0m sends transport-wide feedback every 50 ms.
+const FEEDBACK_CHECK: Duration = Duration::from_millis(50);
+
 /// The largest payload a simulated video packet carries (like a browser's packetizer).
 pub const MAX_VIDEO_PAYLOAD: usize = 1100;
+
+/// What a simulated participant shows, as the layout it reports to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchLayout {
+    /// No layout: the server's default (the active speaker large, recent speakers small).
+    None,
+    /// Speaker view: the active speaker large (720 px), up to 8 thumbnails (180 px) that
+    /// follow the most recent speakers.
+    #[default]
+    Speaker,
+    /// A 5x5 grid page: the first 25 others, in the order they joined, at 180 px.
+    Grid,
+}
 
 /// What a simulated participant sends and receives.
 #[derive(Debug, Clone)]
@@ -48,9 +76,16 @@ pub struct SimPeerConfig {
     pub screen_slots: u16,
     /// A keyframe at least this often (and whenever the server asks).
     pub keyframe_interval: Duration,
-    /// Check every payload byte of every n-th received packet (1: all). Stamps are always
-    /// read.
+    /// Of the sampled packets, check every payload byte of one in this many (1: all);
+    /// the stamp of every sampled packet is read.
     pub verify_every: u64,
+    /// Decrypt and check a pair of consecutive packets once every this many packets per
+    /// slot (1: every packet; everything is always counted from its header).
+    pub sample_every: u64,
+    /// Stop and restart layers as the server's `send_layers` asks (a browser does).
+    pub honour_send_layers: bool,
+    /// The layout it reports.
+    pub layout: BenchLayout,
     /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
     /// first (its protocol says so); Janus takes the first as the best layer.
     pub rids_high_first: bool,
@@ -70,6 +105,9 @@ impl SimPeerConfig {
             screen_slots: 1,
             keyframe_interval: Duration::from_secs(3),
             verify_every: 1,
+            sample_every: 1,
+            honour_send_layers: true,
+            layout: BenchLayout::None,
             rids_high_first: false,
         }
     }
@@ -111,6 +149,8 @@ struct TxStream {
     last_keyframe: Instant,
     picture_id: u16,
     tl0: u8,
+    /// Sending; false while the server says nobody watches this layer.
+    active: bool,
 }
 
 /// What a simulated participant has done and seen.
@@ -127,6 +167,12 @@ pub struct PeerStats {
     pub received_video: Flow,
     pub received_screen: Flow,
     pub keyframe_requests_received: u64,
+    /// From creating the connection to the first video packet received, ms.
+    pub first_video_after_ms: Option<u64>,
+    /// Camera packets and bytes sent per simulcast layer.
+    pub sent_layers: [Flow; 3],
+    /// Received packets whose payload was decrypted and checked.
+    pub sampled: u64,
     pub slots: Vec<SlotStats>,
     /// Server messages by type, for tests.
     pub left_seen: Vec<(String, String)>,
@@ -142,7 +188,16 @@ pub struct SimPeer {
     tx: Vec<TxStream>,
     /// Receive slots: mid and what the offer said they are for.
     slot_mids: Vec<Mid>,
+    /// Incoming SSRC -> receive slot (`None`: not a slot's main stream, e.g. repair).
     rx_by_ssrc: Vec<(Ssrc, Option<usize>)>,
+    /// Per slot: packets until the next sampled pair, and whether the next is the pair's
+    /// second.
+    sample_in: Vec<u64>,
+    sample_second: Vec<bool>,
+    /// A packet written could not be sent at once; the next timeout runs a pass.
+    needs_pass: bool,
+    /// When a packet last went through the header-only path without a drain after it.
+    last_unverified: Option<Instant>,
     out: VecDeque<Transmit>,
     rtc_timeout: Instant,
     created: Instant,
@@ -191,7 +246,8 @@ impl SimPeer {
                 rid,
                 ssrc: None,
                 pt: None,
-                seq: u64::from(cfg.id) * 1000 + u64::from(layer) * 100,
+                // Below 2^16, so the first packet's rollover counter is 0 as SRTP expects.
+                seq: (u64::from(cfg.id) * 1000 + u64::from(layer) * 100) % 60_000,
                 timestamp: cfg.id.wrapping_mul(7919),
                 counter: 0,
                 // Spread the first packets of many peers over the interval.
@@ -202,6 +258,7 @@ impl SimPeer {
                 last_keyframe: now,
                 picture_id: (cfg.id as u16).wrapping_mul(13) & 0x7fff,
                 tl0: 0,
+                active: true,
             }
         };
         if cfg.audio {
@@ -283,6 +340,10 @@ impl SimPeer {
             pending: Some(pending),
             latency: Histogram::default(),
             tx,
+            sample_in: vec![0; slot_mids.len()],
+            sample_second: vec![false; slot_mids.len()],
+            needs_pass: false,
+            last_unverified: None,
             slot_mids,
             rx_by_ssrc: Vec::new(),
             out: VecDeque::new(),
@@ -321,7 +382,7 @@ impl SimPeer {
         let offer = str0m::change::SdpOffer::from_sdp_string(offer_sdp)
             .map_err(|e| PeerError::Answer(e.to_string()))?;
         let answer = rtc.sdp_api().accept_offer(offer)?;
-        let slot_mids = slots.iter().map(|(m, _)| Mid::from(m.as_str())).collect();
+        let slot_mids: Vec<Mid> = slots.iter().map(|(m, _)| Mid::from(m.as_str())).collect();
         let stats_slots = slots
             .iter()
             .map(|(m, kind)| SlotStats::new(m.clone(), kind))
@@ -338,6 +399,10 @@ impl SimPeer {
             pending: None,
             latency: Histogram::default(),
             tx: Vec::new(),
+            sample_in: vec![0; slot_mids.len()],
+            sample_second: vec![false; slot_mids.len()],
+            needs_pass: false,
+            last_unverified: None,
             slot_mids,
             rx_by_ssrc: Vec::new(),
             out: VecDeque::new(),
@@ -434,14 +499,96 @@ impl SimPeer {
         self.alive
     }
 
+    /// A datagram arrived; `now` is also its arrival time.
     pub fn handle_receive(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+        self.handle_datagram(from, data, now);
+        self.finish_receive(now);
+    }
+
+    /// A datagram arrived at `at` (the kernel's receive time). Call
+    /// [`SimPeer::finish_receive`] after a batch.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], at: Instant) {
+        if let Some(slot) = self.unsampled_slot(data)
+            && let Some(info) = self.rtc.handle_rtp_unverified(at, data)
+        {
+            self.last_unverified.get_or_insert(at);
+            if !info.duplicate {
+                // The payload length as the full path would see it: the datagram less the
+                // 12-byte header, its extensions and the 16-byte SRTP tag, roughly.
+                let len = data.len().saturating_sub(12 + 16 + 8);
+                self.count_arrival(slot, *info.seq_no, len, at);
+            }
+            return;
+        }
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.local, data) else {
             return;
         };
-        if self.rtc.handle_input(Input::Receive(now, recv)).is_err() {
+        // Connected: no timeout pass after each datagram (the timer heap drives those).
+        let result = if self.rtc.is_connected() {
+            self.rtc.handle_receive(at, recv)
+        } else {
+            self.rtc.handle_input(Input::Receive(at, recv))
+        };
+        if result.is_err() {
             return;
         }
-        self.drain(now);
+        self.drain(at);
+    }
+
+    /// The end of a batch of datagrams. Packets counted from their headers need no drain
+    /// each: the connection's feedback is sent at its next timeout, which
+    /// [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`].
+    pub fn finish_receive(&mut self, _now: Instant) {}
+
+    /// The receive slot of an RTP datagram whose stream is known and which is not due to
+    /// be sampled; `None` sends it down the full (decrypting) path.
+    fn unsampled_slot(&mut self, data: &[u8]) -> Option<usize> {
+        if self.cfg.sample_every <= 1 || data.len() < 12 || data[0] >> 6 != 2 {
+            return None;
+        }
+        // RTCP (payload types 200-204 with the marker bit) goes the full way.
+        if (192..=223).contains(&data[1]) {
+            return None;
+        }
+        let ssrc = Ssrc::from(u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+        let slot = self.rx_by_ssrc.iter().find(|(s, _)| *s == ssrc)?.1?;
+        if self.sample_second[slot] {
+            return None;
+        }
+        if self.sample_in[slot] == 0 {
+            self.sample_in[slot] = self.cfg.sample_every;
+            return None;
+        }
+        self.sample_in[slot] -= 1;
+        Some(slot)
+    }
+
+    /// Counts a packet of `slot` from its header.
+    fn count_arrival(&mut self, slot: usize, seq: u64, len: usize, at: Instant) -> bool {
+        let elapsed = || Some(at.saturating_duration_since(self.created).as_millis() as u64);
+        if self.stats.first_media_after_ms.is_none() {
+            self.stats.first_media_after_ms = elapsed();
+        }
+        let s = &mut self.stats.slots[slot];
+        if !s.record_arrival(seq, len, at) {
+            return false;
+        }
+        match s.kind {
+            "audio" => self.stats.received_audio.add(len),
+            "video" => self.stats.received_video.add(len),
+            _ => self.stats.received_screen.add(len),
+        }
+        if s.kind != "audio" && self.stats.first_video_after_ms.is_none() {
+            self.stats.first_video_after_ms = elapsed();
+        }
+        true
+    }
+
+    /// Checks the silence of every mapped slot (call a few times a second).
+    pub fn check_silence(&mut self, now: Instant) {
+        for s in &mut self.stats.slots {
+            s.check_silence(now);
+        }
     }
 
     /// When [`SimPeer::handle_timeout`] should run next.
@@ -451,7 +598,13 @@ impl SimPeer {
         } else {
             None
         };
-        media.map_or(self.rtc_timeout, |m| m.min(self.rtc_timeout))
+        // Packets counted from their headers move the connection's feedback deadline
+        // without a drain to learn it: look again within the feedback interval.
+        let rtc = match self.last_unverified {
+            Some(at) => self.rtc_timeout.min(at + FEEDBACK_CHECK),
+            None => self.rtc_timeout,
+        };
+        media.map_or(rtc, |m| m.min(rtc))
     }
 
     /// Sends the media that is due and advances the connection's timers.
@@ -459,10 +612,15 @@ impl SimPeer {
         if self.sending && self.rtc.is_connected() {
             self.send_media(now);
         }
-        if self.rtc.handle_input(Input::Timeout(now)).is_err() {
-            self.alive = false;
+        let feedback_due = self
+            .last_unverified
+            .is_some_and(|at| now >= at + FEEDBACK_CHECK);
+        if now >= self.rtc_timeout || feedback_due || std::mem::take(&mut self.needs_pass) {
+            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.alive = false;
+            }
+            self.drain(now);
         }
-        self.drain(now);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -502,13 +660,30 @@ impl SimPeer {
             }
             ServerMsg::Slots { slots } => {
                 for s in &mut self.stats.slots {
-                    s.mapped_to = slots.iter().find(|a| a.mid == s.mid).map(|a| {
+                    let a = slots.iter().find(|a| a.mid == s.mid);
+                    let mapped = a.map(|a| {
                         let source = serde_json::to_value(a.source)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned))
                             .unwrap_or_default();
                         (a.participant.0.clone(), source)
                     });
+                    s.set_mapping(mapped, a.is_some_and(|a| a.paused));
+                }
+            }
+            ServerMsg::SendLayers { source, active } if self.cfg.honour_send_layers => {
+                let kind = match source {
+                    ting_proto::Source::Camera => StreamKind::Video,
+                    ting_proto::Source::Screen => StreamKind::Screen,
+                    ting_proto::Source::Microphone => return,
+                };
+                for t in self.tx.iter_mut().filter(|t| t.kind == kind) {
+                    let on = active.get(usize::from(t.layer)).copied().unwrap_or(true);
+                    if on && !t.active {
+                        // A browser restarts a layer with a keyframe.
+                        t.keyframe_due = true;
+                    }
+                    t.active = on;
                 }
             }
             ServerMsg::Error(e) => self.stats.errors.push(e.message.clone()),
@@ -535,7 +710,16 @@ impl SimPeer {
         let keyframe_interval = self.cfg.keyframe_interval;
         let speaking = self.cfg.speaking;
         let id = self.cfg.id;
+        let layers = self.cfg.video_bps.len().max(1) as u8;
         for i in 0..self.tx.len() {
+            if !self.tx[i].active {
+                // Paused: keep the schedule moving without sending.
+                while self.tx[i].next_at <= now {
+                    let t = &mut self.tx[i];
+                    t.next_at += t.interval;
+                }
+                continue;
+            }
             while self.tx[i].next_at <= now {
                 let t = &mut self.tx[i];
                 let (Some(ssrc), Some(pt)) = (t.ssrc, t.pt) else {
@@ -576,7 +760,9 @@ impl SimPeer {
                         let n = frame.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
                         let per = frame.div_ceil(n);
                         for p in 0..n {
-                            let prefix = payload::vp8_prefix(p == 0, key, t.picture_id, t.tl0);
+                            let size = payload::layer_size(t.layer, layers);
+                            let prefix =
+                                payload::vp8_prefix(p == 0, key, t.picture_id, t.tl0, size);
                             let stamp = Stamp {
                                 sender: id,
                                 kind: t.kind,
@@ -600,6 +786,7 @@ impl SimPeer {
                 let Some(stream) = api.stream_tx(&ssrc) else {
                     break;
                 };
+                let mut queued = false;
                 for (bytes, marker) in packets {
                     let t = &mut self.tx[i];
                     let len = bytes.len();
@@ -609,17 +796,33 @@ impl SimPeer {
                         .ext_vals(ext.clone());
                     t.seq += 1;
                     stream.write_rtp(write);
+                    queued = true;
                     match kind {
                         StreamKind::Audio => self.stats.sent_audio.add(len),
-                        StreamKind::Video => self.stats.sent_video.add(len),
+                        StreamKind::Video => {
+                            self.stats.sent_video.add(len);
+                            self.stats.sent_layers[usize::from(t.layer.min(2))].add(len);
+                        }
                         StreamKind::Screen => self.stats.sent_screen.add(len),
                     }
+                }
+                // Out now, encrypted, without a timeout pass over every stream (the
+                // connection's own timers keep their passes).
+                let mut sent = false;
+                while let Some(t) = self.rtc.poll_stream_tx(now, ssrc) {
+                    self.out.push_back(t);
+                    sent = true;
+                }
+                if queued && !sent {
+                    // Not sendable this way yet: the next pass sends it.
+                    self.needs_pass = true;
                 }
             }
         }
     }
 
     fn drain(&mut self, now: Instant) {
+        self.last_unverified = None;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -660,7 +863,7 @@ impl SimPeer {
         }
     }
 
-    fn handle_rtp(&mut self, p: str0m::rtp::RtpPacket, now: Instant) {
+    fn handle_rtp(&mut self, p: str0m::rtp::RtpPacket, _now: Instant) {
         let ssrc = p.header.ssrc;
         let slot = match self.rx_by_ssrc.iter().find(|(s, _)| *s == ssrc) {
             Some((_, slot)) => *slot,
@@ -674,21 +877,19 @@ impl SimPeer {
             }
         };
         let Some(slot) = slot else { return };
-        if self.stats.first_media_after_ms.is_none() {
-            self.stats.first_media_after_ms =
-                Some(now.saturating_duration_since(self.created).as_millis() as u64);
-        }
-        self.received += 1;
+        let at = p.timestamp;
         let seq: u64 = *p.seq_no;
         let len = p.payload.len();
-        let check_all =
-            self.cfg.verify_every <= 1 || self.received.is_multiple_of(self.cfg.verify_every);
-        let s = &mut self.stats.slots[slot];
-        if !s.record_seq(seq) {
+        if !self.count_arrival(slot, seq, len, at) {
             return;
         }
-        s.bytes += len as u64;
-        let prefix = if s.kind == "audio" {
+        // The second of a sampled pair comes next (unless this was it).
+        self.sample_second[slot] = !self.sample_second[slot] && self.cfg.sample_every > 1;
+        self.received += 1;
+        self.stats.sampled += 1;
+        let check_all =
+            self.cfg.verify_every <= 1 || self.received.is_multiple_of(self.cfg.verify_every);
+        let prefix = if self.stats.slots[slot].kind == "audio" {
             0
         } else {
             payload::vp8_prefix_len(&p.payload)
@@ -697,22 +898,28 @@ impl SimPeer {
             Ok(stamp) => {
                 let latency = payload::now_us().saturating_sub(stamp.sent_us);
                 self.latency.record(latency);
+                let mapped = self.stats.slots[slot]
+                    .mapped_to
+                    .as_ref()
+                    .map(|(p, _)| p.clone());
                 let s = &mut self.stats.slots[slot];
-                s.record_sender(stamp.sender, stamp.layer, stamp.counter);
-                let mapped = s.mapped_to.as_ref().map(|(p, _)| p.clone());
+                s.record_sample(seq, stamp.sender, stamp.layer, stamp.counter);
                 if let Some(mapped) = mapped
                     && self.sim_id_of(&mapped).is_some_and(|id| id != stamp.sender)
                 {
                     self.stats.slots[slot].mismatched += 1;
                 }
-                match stamp.kind {
-                    StreamKind::Audio => self.stats.received_audio.add(len),
-                    StreamKind::Video => self.stats.received_video.add(len),
-                    StreamKind::Screen => self.stats.received_screen.add(len),
-                }
             }
-            Err(payload::PayloadError::Corrupt(_)) => s.corrupt += 1,
-            Err(_) => s.unstamped += 1,
+            Err(payload::PayloadError::Corrupt(_)) => {
+                let s = &mut self.stats.slots[slot];
+                s.sampled += 1;
+                s.corrupt += 1;
+            }
+            Err(_) => {
+                let s = &mut self.stats.slots[slot];
+                s.sampled += 1;
+                s.unstamped += 1;
+            }
         }
     }
 }

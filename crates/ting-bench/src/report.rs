@@ -20,8 +20,21 @@ pub struct Totals {
     pub sent_bytes: [u64; 3],
     pub received_packets: [u64; 3],
     pub received_bytes: [u64; 3],
-    /// Packets of streams being received that never arrived (gaps in running numbers).
+    /// Camera packets and bytes sent upstream per simulcast layer (lowest first).
+    pub sent_layer_packets: [u64; 3],
+    pub sent_layer_bytes: [u64; 3],
+    /// Video packets received per simulcast layer (attributed by the sampled stamps).
+    pub received_layer_packets: [u64; 3],
+    /// Received packets whose payload was decrypted and checked.
+    pub sampled: u64,
+    /// Packets that should have arrived and did not: the sum of the three below.
     pub lost: u64,
+    /// Gaps in the sequence numbers the server gave its streams (lost after the server).
+    pub lost_after_server: u64,
+    /// Lost before the server numbered them, estimated from sampled pairs.
+    pub lost_before_server: u64,
+    /// Expected while a stream the server said it sends was quiet.
+    pub lost_silent: u64,
     pub late: u64,
     pub duplicates: u64,
     pub corrupt: u64,
@@ -48,8 +61,19 @@ impl Totals {
                 t.received_packets[k] += f.packets;
                 t.received_bytes[k] += f.bytes;
             }
+            for l in 0..3 {
+                t.sent_layer_packets[l] += p.sent_layers[l].packets;
+                t.sent_layer_bytes[l] += p.sent_layers[l].bytes;
+            }
+            t.sampled += p.sampled;
             for s in &p.slots {
-                t.lost += s.lost;
+                t.lost += s.lost();
+                t.lost_after_server += s.missing();
+                t.lost_before_server += s.dropped();
+                t.lost_silent += s.lost() - s.missing() - s.dropped();
+                for l in 0..3 {
+                    t.received_layer_packets[l] += s.per_layer[l];
+                }
                 t.late += s.late;
                 t.duplicates += s.duplicates;
                 t.corrupt += s.corrupt;
@@ -74,7 +98,18 @@ impl Totals {
             sent_bytes: d3(self.sent_bytes, earlier.sent_bytes),
             received_packets: d3(self.received_packets, earlier.received_packets),
             received_bytes: d3(self.received_bytes, earlier.received_bytes),
+            sent_layer_packets: d3(self.sent_layer_packets, earlier.sent_layer_packets),
+            sent_layer_bytes: d3(self.sent_layer_bytes, earlier.sent_layer_bytes),
+            received_layer_packets: d3(self.received_layer_packets, earlier.received_layer_packets),
+            sampled: self.sampled.saturating_sub(earlier.sampled),
             lost: self.lost.saturating_sub(earlier.lost),
+            lost_after_server: self
+                .lost_after_server
+                .saturating_sub(earlier.lost_after_server),
+            lost_before_server: self
+                .lost_before_server
+                .saturating_sub(earlier.lost_before_server),
+            lost_silent: self.lost_silent.saturating_sub(earlier.lost_silent),
             late: self.late.saturating_sub(earlier.late),
             duplicates: self.duplicates.saturating_sub(earlier.duplicates),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
@@ -231,6 +266,10 @@ pub struct Joins {
     pub join_ms: Percentiles,
     /// From creating the connection to the first media packet received, ms.
     pub first_media_ms: Percentiles,
+    /// From creating the connection to the first video packet received, ms.
+    pub first_video_ms: Percentiles,
+    /// The same for the participant who joined last (the room at its fullest), ms.
+    pub last_joiner_first_video_ms: Option<u64>,
     /// Participants that received no media at all (and should have).
     pub without_media: usize,
 }
@@ -292,6 +331,11 @@ pub struct Report {
     pub server: Option<ServerFigures>,
     pub harness_cpu_seconds: f64,
     pub harness_cpu_percent: f64,
+    /// Harness CPU per packet it received, microseconds.
+    pub harness_cpu_us_per_received_packet: Option<f64>,
+    /// Packets sampled (decrypted and checked) among those received: one pair in this
+    /// many per slot.
+    pub sample_every: u64,
     pub headline: Headline,
     pub series: Vec<Point>,
     /// Why the run failed, if it did (the exit code is then non-zero).
@@ -347,6 +391,9 @@ impl Report {
                 }
             ),
         );
+        if let Some(ms) = j.last_joiner_first_video_ms {
+            line("last join", format!("first video {ms} ms after joining"));
+        }
         for (label, packets, bytes) in [
             ("sent", &w.sent_packets, &w.sent_bytes),
             ("received", &w.received_packets, &w.received_bytes),
@@ -371,15 +418,38 @@ impl Report {
                 },
             );
         }
+        let per =
+            |v: &[u64; 3]| format!("{} / {} / {}", rate(v[0], s), rate(v[1], s), rate(v[2], s));
+        line(
+            "layers",
+            format!(
+                "camera pkt/s by layer (low / mid / top): sent {} ({:.1} Mbit/s) | received {}",
+                per(&w.sent_layer_packets),
+                w.sent_layer_bytes.iter().sum::<u64>() as f64 * 8.0 / s / 1e6,
+                per(&w.received_layer_packets)
+            ),
+        );
         line(
             "loss",
             format!(
-                "{:.3} % ({} of {}), {} late, {} duplicate, {} corrupt",
+                "{:.3} % ({} of {}: {} after the server, {} before it, {} in silence), {} late, {} duplicate",
                 self.loss_ratio * 100.0,
                 w.lost,
                 w.received() + w.lost,
+                w.lost_after_server,
+                w.lost_before_server,
+                w.lost_silent,
                 w.late,
                 w.duplicates,
+            ),
+        );
+        line(
+            "checked",
+            format!(
+                "every packet by its header; {} ({:.1} %) decrypted and checked, 1 pair in {} per slot: {} corrupt",
+                w.sampled,
+                w.sampled as f64 * 100.0 / w.received().max(1) as f64,
+                self.sample_every.max(1),
                 w.corrupt
             ),
         );
@@ -413,10 +483,21 @@ impl Report {
                 ),
             );
         }
+        let per_packet = match (
+            self.harness_cpu_us_per_received_packet,
+            self.headline.cpu_us_per_forwarded_packet,
+        ) {
+            (Some(h), Some(sv)) => format!(
+                ", {h:.2} µs per received packet ({:.2}x the server's per forwarded packet)",
+                h / sv
+            ),
+            (Some(h), None) => format!(", {h:.2} µs per received packet"),
+            _ => String::new(),
+        };
         line(
             "harness",
             format!(
-                "cpu {:.2} s ({:.0} % of a core)",
+                "cpu {:.2} s ({:.0} % of a core){per_packet}",
                 self.harness_cpu_seconds, self.harness_cpu_percent
             ),
         );
@@ -449,7 +530,8 @@ mod tests {
 
     fn peer(id: u32, rx_audio: u64, lost: u64) -> PeerStats {
         let mut slot = SlotStats::new("3".into(), "audio");
-        slot.lost = lost;
+        // Silence the slot's stream was expected to fill.
+        slot.silent = lost;
         slot.switches = 3;
         slot.layer_switches = 1;
         PeerStats {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::driver::{DriverHandle, DriverSnapshot};
-use crate::peer::{PeerStats, SimPeerConfig};
+use crate::peer::{BenchLayout, PeerStats, SimPeerConfig};
 use crate::report::{
     self, Headline, Percentiles, Point, Report, ServerFigures, ServerSample, Totals,
 };
@@ -105,10 +105,19 @@ pub struct BenchOptions {
     /// Longest wait for media to flow before the window opens.
     pub settle: Duration,
     pub progress: bool,
-    /// Check all payload bytes of every n-th packet.
+    /// Of the sampled packets, check all payload bytes of every n-th.
     pub verify_every: u64,
+    /// Decrypt and check one packet pair in this many per slot (1: every packet).
+    pub sample_every: u64,
+    /// What the participants show.
+    pub layout: BenchLayout,
+    /// Publishers stop and restart layers as the server asks.
+    pub honour_send_layers: bool,
     /// Prefix of room names (runs against a shared server do not collide).
     pub room_prefix: String,
+    /// The room's exact name (one room) or prefix (several: NAME-0, NAME-1, …), so a person
+    /// can open the loaded meeting in a browser.
+    pub room: Option<String>,
 }
 
 impl BenchOptions {
@@ -134,7 +143,11 @@ impl BenchOptions {
             settle: Duration::from_secs(15),
             progress: true,
             verify_every: 16,
+            sample_every: 8,
+            layout: BenchLayout::Speaker,
+            honour_send_layers: true,
             room_prefix: format!("bench-{}", std::process::id()),
+            room: None,
         }
     }
 
@@ -154,6 +167,8 @@ impl BenchOptions {
         let cfg = |i: usize| {
             let mut c = SimPeerConfig::new(base + i as u32);
             c.verify_every = self.verify_every;
+            c.sample_every = self.sample_every.max(1);
+            c.honour_send_layers = self.honour_send_layers;
             c.audio_slots = 0;
             c.video_slots = 0;
             c.screen_slots = 0;
@@ -195,6 +210,7 @@ impl BenchOptions {
                 Scenario::Meeting | Scenario::Webinar => {
                     c.audio_slots = self.audio_slots.min(others as u16);
                     c.video_slots = self.video_slots.min(others as u16);
+                    c.layout = self.layout;
                 }
                 Scenario::Audio => c.audio_slots = self.audio_slots.min(others as u16),
             }
@@ -307,7 +323,11 @@ pub async fn run(opts: BenchOptions) -> Report {
             "video_slots": opts.video_slots,
             "threads": opts.threads,
             "max_loss": opts.max_loss,
+            "layout": opts.layout,
+            "sample_every": opts.sample_every,
+            "honour_send_layers": opts.honour_send_layers,
         }),
+        sample_every: opts.sample_every,
         ..Default::default()
     };
     let drivers: Vec<DriverHandle> = match (0..opts.threads.max(1))
@@ -338,7 +358,11 @@ pub async fn run(opts: BenchOptions) -> Report {
     let mut results = Vec::new();
     let mut offset = 0;
     for r in 0..opts.rooms {
-        let room = format!("{}-{r}", opts.room_prefix);
+        let room = match (&opts.room, opts.rooms) {
+            (Some(name), 1) => name.clone(),
+            (Some(name), _) => format!("{name}-{r}"),
+            (None, _) => format!("{}-{r}", opts.room_prefix),
+        };
         let plan = opts.plan(r);
         let n = plan.len();
         let joined = match &opts.target {
@@ -475,6 +499,8 @@ pub async fn run(opts: BenchOptions) -> Report {
     let harness = own_cpu_seconds() - harness0;
     report.harness_cpu_seconds = harness;
     report.harness_cpu_percent = harness / window.max(1e-6) * 100.0;
+    report.harness_cpu_us_per_received_packet =
+        (totals.received() > 0).then(|| harness * 1e6 / totals.received() as f64);
     let server_end = prev.3.clone();
     let server_cpu = match (&server_end, &server0) {
         (Some(a), Some(b)) => {
@@ -513,6 +539,19 @@ pub async fn run(opts: BenchOptions) -> Report {
         .filter_map(|p| p.first_media_after_ms.map(|m| m as f64))
         .collect();
     report.joins.first_media_ms = Percentiles::of_values(&first_media);
+    let first_video: Vec<f64> = snap_end
+        .peers
+        .iter()
+        .filter_map(|p| p.first_video_after_ms.map(|m| m as f64))
+        .collect();
+    report.joins.first_video_ms = Percentiles::of_values(&first_video);
+    // Ids grow with join order within a room; the last joiner of the last room.
+    report.joins.last_joiner_first_video_ms = snap_end
+        .peers
+        .iter()
+        .filter(|p| p.slots.iter().any(|s| s.kind == "video"))
+        .max_by_key(|p| p.id)
+        .and_then(|p| p.first_video_after_ms);
     report.joins.without_media = snap_end
         .peers
         .iter()

@@ -5,14 +5,17 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use ting_proto::{ClientMsg, Join, PROTOCOL_VERSION, ServerMsg, Welcome};
+use ting_proto::{
+    ClientMsg, Join, Layout, MediaState, PROTOCOL_VERSION, ParticipantRef, ServerMsg, Tile, View,
+    Welcome,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::driver::{DriverCmd, DriverSender};
-use crate::peer::{SimPeer, SimPeerConfig};
+use crate::peer::{BenchLayout, SimPeer, SimPeerConfig};
 
 /// Why signalling failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,15 @@ pub async fn join_peer(
 ) -> Result<JoinedPeer, SignalError> {
     let started = Instant::now();
     let id = cfg.id;
+    let plan = LayoutPlan {
+        kind: cfg.layout,
+        video_slots: usize::from(cfg.video_slots),
+    };
+    let media = MediaState {
+        audio: cfg.audio,
+        video: !cfg.video_bps.is_empty(),
+        screen: cfg.screen_bps.is_some(),
+    };
     let mut signal = Signal::connect(ws_url).await?;
     let welcome = signal.join(room, &cfg.name()).await?;
     let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).map_err(SignalError::Bind)?;
@@ -213,10 +225,21 @@ pub async fn join_peer(
         peer.handle_signal(m);
     }
     driver.send(DriverCmd::Add(Box::new(peer), socket));
+    // What a browser says once it has media: what it sends, and what it shows.
+    signal.send(&ClientMsg::Media(media)).await?;
+    let mut directory = Directory::from_welcome(&welcome);
+    for m in &early {
+        directory.handle(m);
+    }
+    if let Some(layout) = plan.layout(&directory) {
+        signal.send(&ClientMsg::Layout(layout)).await?;
+    }
     let join_time = started.elapsed();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ping = Duration::from_millis(u64::from(welcome.limits.ping_interval_ms.max(100)));
-    let task = tokio::spawn(run_signal(signal, id, driver, control_rx, ping));
+    let task = tokio::spawn(run_signal(
+        signal, id, driver, control_rx, ping, plan, directory,
+    ));
     Ok(JoinedPeer {
         id,
         participant: welcome.participant.0.clone(),
@@ -227,22 +250,115 @@ pub async fn join_peer(
     })
 }
 
+/// The others in the room, in the order they joined, as a client keeps them.
+#[derive(Debug, Default)]
+struct Directory {
+    others: Vec<ParticipantRef>,
+    /// Changed since the layout was last sent.
+    changed: bool,
+}
+
+impl Directory {
+    fn from_welcome(w: &Welcome) -> Directory {
+        Directory {
+            others: w.participants.iter().map(|p| p.id.clone()).collect(),
+            changed: false,
+        }
+    }
+
+    fn handle(&mut self, msg: &ServerMsg) {
+        match msg {
+            ServerMsg::ParticipantJoined { participant } => {
+                self.others.push(participant.id.clone());
+                self.changed = true;
+            }
+            ServerMsg::ParticipantLeft { participant, .. } => {
+                self.others.retain(|p| p != participant);
+                self.changed = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a simulated participant lays out its tiles.
+#[derive(Debug, Clone, Copy)]
+struct LayoutPlan {
+    kind: BenchLayout,
+    video_slots: usize,
+}
+
+impl LayoutPlan {
+    /// The layout to report now, if any.
+    fn layout(&self, directory: &Directory) -> Option<Layout> {
+        let slots = self.video_slots;
+        match self.kind {
+            BenchLayout::None => None,
+            BenchLayout::Speaker => Some(Layout {
+                view: View::Speaker,
+                page: 0,
+                tiles: (0..slots.min(9))
+                    .map(|i| Tile {
+                        participant: None,
+                        height: if i == 0 { 720 } else { 180 },
+                    })
+                    .collect(),
+            }),
+            BenchLayout::Grid => Some(Layout {
+                view: View::Grid,
+                page: 0,
+                tiles: directory
+                    .others
+                    .iter()
+                    .take(slots.min(25))
+                    .map(|p| Tile {
+                        participant: Some(p.clone()),
+                        height: 180,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Whether the layout follows the room (a grid page fills as people join).
+    fn follows_room(&self) -> bool {
+        self.kind == BenchLayout::Grid
+    }
+}
+
+/// How often a changed room updates a grid layout, at most (a browser coalesces too).
+const LAYOUT_EVERY: Duration = Duration::from_millis(500);
+
 async fn run_signal(
     mut signal: Signal,
     id: u32,
     driver: DriverSender,
     mut control: mpsc::UnboundedReceiver<PeerControl>,
     ping: Duration,
+    plan: LayoutPlan,
+    mut directory: Directory,
 ) {
     let mut interval = tokio::time::interval(ping);
+    let mut layout_tick = tokio::time::interval(LAYOUT_EVERY);
     loop {
         tokio::select! {
             msg = signal.recv() => match msg {
-                Ok(m) => driver.send(DriverCmd::Signal(id, Box::new(m))),
+                Ok(m) => {
+                    directory.handle(&m);
+                    driver.send(DriverCmd::Signal(id, Box::new(m)));
+                }
                 Err(_) => break,
             },
             _ = interval.tick() => {
                 if signal.send(&ClientMsg::Ping).await.is_err() {
+                    break;
+                }
+            }
+            _ = layout_tick.tick(), if plan.follows_room() => {
+                if std::mem::take(&mut directory.changed)
+                    && let Some(layout) = plan.layout(&directory)
+                    && signal.send(&ClientMsg::Layout(layout)).await.is_err()
+                {
                     break;
                 }
             }

@@ -1,5 +1,7 @@
 //! What simulated participants count: per receive slot, per peer, and latency histograms.
 
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 
 /// A latency histogram in microseconds: 10 µs buckets up to 10 ms, 1 ms buckets up to 1 s,
@@ -132,6 +134,16 @@ impl Histogram {
 }
 
 /// What one receive slot got.
+///
+/// Every packet is counted from its RTP header, which SRTP leaves in clear: sequence
+/// numbers give duplicates and gaps (the server numbers each slot's stream continuously
+/// whatever it carries, so a gap is a packet lost after the server). A sample of packets
+/// is decrypted too ([`SlotStats::record_sample`]): their stamp names the sender, the
+/// simulcast layer and the sender's running number, which checks the slot carries whom
+/// the server said, measures latency, and, on pairs of consecutive packets, finds packets
+/// lost before the server renumbered them. A stream that goes quiet while the server still
+/// says the slot carries it is counted as loss at the rate it was flowing
+/// ([`SlotStats::check_silence`]): a server that stops sending is loss, not a quiet room.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SlotStats {
     pub mid: String,
@@ -143,30 +155,49 @@ pub struct SlotStats {
     pub max_seq: u64,
     /// Packets seen twice (within a 128-packet window).
     pub duplicates: u64,
-    /// Packets whose payload was not what the sender wrote.
+    /// Packets decrypted and checked (the sample).
+    pub sampled: u64,
+    /// Sampled packets whose payload was not what the sender wrote.
     pub corrupt: u64,
-    /// Packets without a readable stamp.
+    /// Sampled packets without a readable stamp.
     pub unstamped: u64,
     /// Senders seen in this slot, in order of first appearance (at most 16 kept).
     pub senders: Vec<u32>,
-    /// Times the sender or its layer changed.
+    /// Times the sender or its layer changed (between samples).
     pub switches: u64,
     /// Of those, times only the simulcast layer changed.
     pub layer_switches: u64,
     pub current: Option<(u32, u8)>,
+    /// Packets by the simulcast layer they belong to (as the last sample showed).
+    pub per_layer: [u64; 3],
     /// What the server's slot table says this slot carries (participant id, source).
     pub mapped_to: Option<(String, String)>,
-    /// Packets whose sender was not the participant the slot table named at the time.
+    /// The server says it sends nothing in this slot for now (bandwidth).
+    pub paused: bool,
+    /// Sampled packets whose sender was not the participant the slot table named.
     pub mismatched: u64,
-    /// Packets of the stream the slot carries that never arrived (gaps in the senders'
-    /// running numbers, whatever hop lost them), less those that came late.
-    pub lost: u64,
+    /// Pairs of consecutive packets of one stream sampled, and the packets their senders
+    /// sent between them that never reached the slot (lost before the server renumbered
+    /// them).
+    pub pairs: u64,
+    pub pair_dropped: u64,
     /// Packets that arrived after a later one of the same stream (reordered or repaired).
     pub late: u64,
+    /// Packets expected while the stream was quiet (committed when it stayed quiet).
+    pub silent: u64,
     #[serde(skip)]
     window: u128,
     #[serde(skip)]
-    last_counter: Option<u64>,
+    last_arrival: Option<Instant>,
+    /// Mean time between packets while flowing, microseconds.
+    #[serde(skip)]
+    interval_us: f64,
+    /// Quiet since, and the packets expected in the quiet so far.
+    #[serde(skip)]
+    silence: Option<(Instant, u64)>,
+    /// The previous packet, if it was sampled: (sequence number, sender, layer, counter).
+    #[serde(skip)]
+    last_sampled: Option<(u64, u32, u8, u64)>,
 }
 
 impl SlotStats {
@@ -205,6 +236,7 @@ impl SlotStats {
                         }
                         self.window |= 1 << back;
                     }
+                    self.late += 1;
                     if seq < first {
                         self.first_seq = Some(seq);
                     }
@@ -215,6 +247,92 @@ impl SlotStats {
         true
     }
 
+    /// A packet with this sequence number and payload size arrived at `at` (kernel time).
+    /// Returns false for a duplicate (nothing else is counted then).
+    pub fn record_arrival(&mut self, seq: u64, bytes: usize, at: Instant) -> bool {
+        if !self.record_seq(seq) {
+            return false;
+        }
+        self.bytes += bytes as u64;
+        if self.kind != "audio"
+            && let Some((_, layer)) = self.current
+        {
+            self.per_layer[usize::from(layer.min(2))] += 1;
+        }
+        if let Some(last) = self.last_arrival
+            && at > last
+        {
+            let gap = at.duration_since(last).as_micros() as f64;
+            self.interval_us = if self.interval_us == 0.0 {
+                gap
+            } else {
+                self.interval_us * 0.95 + gap * 0.05
+            };
+        }
+        self.last_arrival = Some(self.last_arrival.map_or(at, |l| l.max(at)));
+        // Media again: whatever went missing shows as a gap in the sequence numbers.
+        self.silence = None;
+        true
+    }
+
+    /// The stamp of a sampled (decrypted) packet with sequence number `seq`.
+    pub fn record_sample(&mut self, seq: u64, sender: u32, layer: u8, counter: u64) {
+        self.sampled += 1;
+        if let Some((last_seq, s, l, c)) = self.last_sampled
+            && seq == last_seq + 1
+            && (s, l) == (sender, layer)
+            && counter > c
+        {
+            self.pairs += 1;
+            self.pair_dropped += counter - c - 1;
+        }
+        self.last_sampled = Some((seq, sender, layer, counter));
+        if self.current != Some((sender, layer)) {
+            if self.current.is_some() {
+                self.switches += 1;
+                if self.current.map(|c| c.0) == Some(sender) {
+                    self.layer_switches += 1;
+                }
+            }
+            self.current = Some((sender, layer));
+        }
+        if !self.senders.contains(&sender) && self.senders.len() < 16 {
+            self.senders.push(sender);
+        }
+    }
+
+    /// The server's slot table changed for this slot.
+    pub fn set_mapping(&mut self, mapped_to: Option<(String, String)>, paused: bool) {
+        if mapped_to != self.mapped_to || paused != self.paused {
+            // Silence that ends with the stream being taken away was not loss.
+            self.silence = None;
+            self.last_sampled = None;
+        }
+        self.mapped_to = mapped_to;
+        self.paused = paused;
+    }
+
+    /// Counts the packets a mapped, unpaused stream should have brought since it went
+    /// quiet. Quiet means nothing for five packet intervals and at least 300 ms.
+    pub fn check_silence(&mut self, now: Instant) {
+        if self.mapped_to.is_none() || self.paused {
+            self.silence = None;
+            return;
+        }
+        let (Some(last), true) = (self.last_arrival, self.interval_us > 0.0) else {
+            return;
+        };
+        let quiet = now.saturating_duration_since(last);
+        let threshold =
+            Duration::from_micros((self.interval_us * 5.0) as u64).max(Duration::from_millis(300));
+        if quiet < threshold {
+            self.silence = None;
+            return;
+        }
+        let expected = (quiet.as_micros() as f64 / self.interval_us.max(1.0)) as u64;
+        self.silence = Some((last, expected));
+    }
+
     /// Sequence numbers between the first and the highest that never arrived.
     pub fn missing(&self) -> u64 {
         match self.first_seq {
@@ -223,33 +341,19 @@ impl SlotStats {
         }
     }
 
-    /// Records the stamp of a packet: who sent it, which layer, its running number.
-    pub fn record_sender(&mut self, sender: u32, layer: u8, counter: u64) {
-        if self.current == Some((sender, layer)) {
-            match self.last_counter {
-                Some(last) if counter > last => {
-                    self.lost += counter - last - 1;
-                    self.last_counter = Some(counter);
-                }
-                Some(_) => {
-                    self.late += 1;
-                    self.lost = self.lost.saturating_sub(1);
-                }
-                None => self.last_counter = Some(counter),
-            }
-        } else {
-            if self.current.is_some() {
-                self.switches += 1;
-                if self.current.map(|c| c.0) == Some(sender) {
-                    self.layer_switches += 1;
-                }
-            }
-            self.last_counter = Some(counter);
+    /// Packets lost before the server renumbered them, estimated from the sampled pairs.
+    pub fn dropped(&self) -> u64 {
+        if self.pairs == 0 {
+            return 0;
         }
-        self.current = Some((sender, layer));
-        if !self.senders.contains(&sender) && self.senders.len() < 16 {
-            self.senders.push(sender);
-        }
+        // Each pair checks one step of the stream; the stream took `packets` steps.
+        (self.pair_dropped as f64 * self.packets as f64 / self.pairs as f64) as u64
+    }
+
+    /// Everything this slot should have received and did not: after the server (gaps),
+    /// before it (sampled pairs), and while the stream went quiet.
+    pub fn lost(&self) -> u64 {
+        self.missing() + self.dropped() + self.silent + self.silence.map_or(0, |s| s.1)
     }
 }
 
@@ -317,26 +421,58 @@ mod tests {
     #[test]
     fn switches_count_sender_and_layer_changes() {
         let mut s = SlotStats::new("6".into(), "video");
-        s.record_sender(1, 0, 10);
-        s.record_sender(1, 0, 11);
-        s.record_sender(1, 2, 500);
-        s.record_sender(2, 2, 7);
+        s.record_sample(1, 1, 0, 10);
+        s.record_sample(2, 1, 0, 11);
+        s.record_sample(3, 1, 2, 500);
+        s.record_sample(4, 2, 2, 7);
         assert_eq!(s.switches, 2);
         assert_eq!(s.layer_switches, 1);
         assert_eq!(s.senders, vec![1, 2]);
-        assert_eq!(s.lost, 0, "switches are not loss");
+        assert_eq!((s.pairs, s.pair_dropped), (1, 0), "switches are not loss");
     }
 
     #[test]
-    fn loss_is_counted_from_running_numbers_and_late_arrivals_repay_it() {
+    fn drops_before_the_server_show_in_sampled_pairs() {
+        let t0 = Instant::now();
         let mut s = SlotStats::new("3".into(), "audio");
-        for c in [1, 2, 5, 6] {
-            s.record_sender(9, 0, c);
+        for seq in 1..=100u64 {
+            s.record_arrival(seq, 100, t0 + Duration::from_millis(20 * seq));
         }
-        assert_eq!(s.lost, 2, "3 and 4 missing");
-        s.record_sender(9, 0, 3);
-        assert_eq!((s.lost, s.late), (1, 1));
-        s.record_sender(9, 0, 7);
-        assert_eq!(s.lost, 1);
+        // Two pairs sampled: one whole, one where the sender's running number jumps by 3
+        // between consecutive sequence numbers (two packets never got a number).
+        s.record_sample(10, 9, 0, 500);
+        s.record_sample(11, 9, 0, 501);
+        s.record_sample(50, 9, 0, 540);
+        s.record_sample(51, 9, 0, 543);
+        assert_eq!((s.pairs, s.pair_dropped), (2, 2));
+        assert_eq!(s.dropped(), 100, "2 per 2 checked steps, over 100 steps");
+        assert_eq!(s.missing(), 0);
+    }
+
+    #[test]
+    fn a_stream_that_goes_quiet_is_loss_until_it_returns() {
+        let t0 = Instant::now();
+        let mut s = SlotStats::new("3".into(), "audio");
+        s.set_mapping(Some(("p".into(), "microphone".into())), false);
+        for i in 0..50u64 {
+            s.record_arrival(i, 80, t0 + Duration::from_millis(20 * i));
+        }
+        let last = t0 + Duration::from_millis(20 * 49);
+        s.check_silence(last + Duration::from_millis(100));
+        assert_eq!(s.lost(), 0, "a short pause is not silence");
+        s.check_silence(last + Duration::from_secs(2));
+        let quiet = s.lost();
+        assert!((95..=105).contains(&quiet), "2 s at 50/s: {quiet}");
+        // The stream comes back: what was missing shows as a gap instead.
+        s.record_arrival(150, 80, last + Duration::from_secs(2));
+        assert_eq!(s.lost(), 100);
+        // A stream the server takes away is not lost.
+        s.set_mapping(None, false);
+        s.check_silence(last + Duration::from_secs(10));
+        assert_eq!(s.lost(), 100);
+        // Nor one it pauses for bandwidth.
+        s.set_mapping(Some(("p".into(), "camera".into())), true);
+        s.check_silence(last + Duration::from_secs(20));
+        assert_eq!(s.lost(), 100);
     }
 }

@@ -73,8 +73,13 @@ pub struct RouterConfig {
     /// An upgrade must fit the estimate with this factor to spare.
     pub up_margin: f64,
     /// What a layer is assumed to cost before it was measured, lowest first, for tracks
-    /// with three layers; tracks with fewer use the top entries.
+    /// with three layers; tracks with two use the top entries.
     pub nominal_bps: [u64; 3],
+    /// What a track without simulcast (a screen share, a plain camera) is assumed to cost
+    /// before it was measured. Screen content at a sharp resolution and a low frame rate
+    /// typically runs 0.3 to 1 Mbit/s; assuming more would keep a share paused for
+    /// viewers with a modest estimate until it was measured, which a paused share never is.
+    pub nominal_single_bps: u64,
     /// What a microphone is assumed to cost before it was measured.
     pub nominal_audio_bps: u64,
     /// Tile heights of the default layout (no layout from the client).
@@ -96,6 +101,7 @@ impl Default for RouterConfig {
             upgrade_hold: Duration::from_secs(4),
             up_margin: 1.15,
             nominal_bps: [150_000, 500_000, 1_500_000],
+            nominal_single_bps: 600_000,
             nominal_audio_bps: 50_000,
             default_large: 720,
             default_thumbnail: 180,
@@ -1576,7 +1582,10 @@ fn clear_slot(slot: &mut Slot) {
 /// What a track's layer is assumed to cost before it was measured.
 fn nominal(config: &RouterConfig, track: &Track, layer: usize) -> u64 {
     let n = usize::from(track.info.layers);
-    // A track with fewer layers has the top ones: one layer costs like the top layer.
+    if n <= 1 {
+        return config.nominal_single_bps;
+    }
+    // A track with two layers has the top two.
     config.nominal_bps[(3 - n + layer).min(2)]
 }
 

@@ -117,6 +117,8 @@ pub struct WorkerStats {
     pub connections: u64,
     /// `send_layers` messages to publishers: layers paused or resumed.
     pub layer_changes: u64,
+    /// Timeout passes over connections (each runs every timer and stream of one).
+    pub ticks: u64,
     /// CPU time of the worker thread, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -161,6 +163,7 @@ atomics! {
     latency_count: AtomicU64,
     connections: AtomicU64,
     layer_changes: AtomicU64,
+    ticks: AtomicU64,
     cpu_ns: AtomicU64,
 }
 
@@ -186,6 +189,7 @@ impl WorkerCounters {
         self.latency_count.store(s.latency_count, Relaxed);
         self.connections.store(s.connections, Relaxed);
         self.layer_changes.store(s.layer_changes, Relaxed);
+        self.ticks.store(s.ticks, Relaxed);
         self.cpu_ns.store(s.cpu_ns, Relaxed);
     }
 }
@@ -368,6 +372,12 @@ impl Collector for Scrape {
             "ting_layer_changes",
             "Times a publisher was told to pause or resume simulcast layers nobody (or somebody again) watches.",
             m.sum(|w| &w.layer_changes),
+        )?;
+        counter(
+            &mut e,
+            "ting_connection_ticks",
+            "Timeout passes over media connections (timers, reports, queued media).",
+            m.sum(|w| &w.ticks),
         )?;
         let drops: Vec<(&'static str, u64)> = DropReason::ALL
             .iter()

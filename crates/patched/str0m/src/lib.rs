@@ -2220,6 +2220,85 @@ impl Rtc {
         Ok(())
     }
 
+    /// ting patch: handles a received datagram without the timeout pass that
+    /// [`Rtc::handle_input`] runs after every [`Input::Receive`].
+    ///
+    /// That pass (ICE, SCTP, every stream's timers) is what makes a connection with many
+    /// streams expensive per packet; a forwarder receiving a few hundred packets a second
+    /// per connection runs it hundreds of times a second for nothing, since the timers it
+    /// serves are also due at the times [`Rtc::poll_output`] names. With this call, the
+    /// caller must drive [`Input::Timeout`] at those times (as it must anyway); what the
+    /// datagram produced (events, replies) is in `poll_output` at once.
+    pub fn handle_receive(&mut self, recv_time: Instant, r: net::Receive) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        self.do_handle_receive(recv_time, r)
+    }
+
+    /// ting patch: sends what a send stream has queued now, without a timeout pass.
+    ///
+    /// RTP written with [`crate::rtp::StreamTx::write_rtp`] normally leaves only after the
+    /// next `handle_input(Input::Timeout)`, which runs ICE, SCTP, RTCP timers and every
+    /// stream of the connection. A forwarder writing a few packets at a time to hundreds
+    /// of connections, each with dozens of streams, would pay a whole pass per packet.
+    /// This call encrypts and returns the stream's next datagram (repairs it owes first,
+    /// then queued packets in order), doing per packet what the timeout path does: header
+    /// extensions, the resend cache, transport-wide sequence numbers and their send record,
+    /// pacer and estimator accounting. Call it until it returns `None`.
+    ///
+    /// It sends nothing (returns `None`) before the connection has SRTP keys and an ICE
+    /// route, or before the stream's first timeout; the regular path sends those packets
+    /// later. The connection's own timers (reports, NACK, feedback) still need
+    /// `handle_input(Input::Timeout)` at the time [`Rtc::poll_output`] asks for.
+    pub fn poll_stream_tx(&mut self, now: Instant, ssrc: rtp::Ssrc) -> Option<net::Transmit> {
+        if self.state != RtcState::Alive {
+            return None;
+        }
+        let send = self.send_addr.as_ref()?;
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let Rtc {
+            session, readiness, ..
+        } = self;
+        let contents = session.poll_stream_tx(now, ssrc)?;
+        // Sending moves no event; its timers (reports, estimator) may move.
+        let mut wake = readiness.wake();
+        wake.no_events();
+        drop(wake);
+        self.peer_bytes_tx += contents.len() as u64;
+        Some(net::Transmit {
+            proto,
+            source,
+            destination,
+            contents,
+        })
+    }
+
+    /// ting patch: sends the repairs (RTX) that NACKs received through
+    /// [`Rtc::handle_receive`] asked for, without a timeout pass; one datagram per call,
+    /// `None` when none is owed. See [`Rtc::poll_stream_tx`].
+    pub fn poll_resend_tx(&mut self, now: Instant) -> Option<net::Transmit> {
+        if self.state != RtcState::Alive {
+            return None;
+        }
+        let send = self.send_addr.as_ref()?;
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let Rtc {
+            session, readiness, ..
+        } = self;
+        let contents = session.poll_resend_tx(now)?;
+        let mut wake = readiness.wake();
+        wake.no_events();
+        drop(wake);
+        self.peer_bytes_tx += contents.len() as u64;
+        Some(net::Transmit {
+            proto,
+            source,
+            destination,
+            contents,
+        })
+    }
+
     /// ting patch: accounts for a received SRTP packet without decrypting it.
     ///
     /// For load generators and monitors that receive far more media than they need to
@@ -2242,7 +2321,9 @@ impl Rtc {
     /// packet whose original sequence number is inside the encrypted payload, it carries
     /// padding, or it is a bandwidth probe.
     pub fn handle_rtp_unverified(&mut self, now: Instant, datagram: &[u8]) -> Option<UnverifiedRtp> {
-        if self.state == RtcState::Closed || now < self.last_now {
+        // `now` is the packet's arrival time, which may be earlier than the last timeout
+        // handled (a receive timestamp from the kernel): that is fine for accounting.
+        if self.state == RtcState::Closed {
             return None;
         }
         let Rtc {

@@ -1375,6 +1375,60 @@ impl Session {
         Some(protected.into())
     }
 
+    /// ting patch: sends what the stream `ssrc` has queued (and any resends it owes) now,
+    /// one datagram per call, without a timeout pass. See [`crate::Rtc::poll_stream_tx`].
+    pub(crate) fn poll_stream_tx(&mut self, now: Instant, ssrc: Ssrc) -> Option<DatagramSend> {
+        if self.rtp_closing {
+            return None;
+        }
+        let srtp_tx = self.srtp_tx.as_mut()?;
+        let stream = self.streams.stream_tx(&ssrc)?;
+        if !stream.is_initialized() {
+            // Its first timeout sets it up; until then the regular path sends.
+            return None;
+        }
+        stream.stamp_queue(now);
+        let midrid = MidRid(stream.mid(), stream.rid());
+        let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
+            return None;
+        };
+        let buf = &mut self.poll_packet_buf;
+        let twcc_seq = self.twcc;
+        let exts = media.remote_extmap();
+        let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
+        let twcc = twcc_enabled.then_some(&mut self.twcc);
+        let receipt = stream.poll_packet(now, exts, twcc, &self.codec_config, buf)?;
+        let PacketReceipt {
+            header,
+            seq_no,
+            is_padding,
+            payload_size,
+        } = receipt;
+        self.pacer.register_send(now, payload_size.into(), midrid);
+        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        if twcc_enabled {
+            self.twcc_tx_register
+                .register_seq(TwccPacketId::new(twcc_seq), now, payload_size);
+        }
+        if let Some(bwe) = self.bwe.as_mut() {
+            bwe.on_media_sent(payload_size.into(), is_padding, now);
+        }
+        if !is_padding && !header.ssrc.is_probe() {
+            self.media_bytes_tx += payload_size as u64;
+        }
+        Some(protected.into())
+    }
+
+    /// ting patch: the next repair (RTX) datagram any stream owes, without a timeout pass.
+    pub(crate) fn poll_resend_tx(&mut self, now: Instant) -> Option<DatagramSend> {
+        let ssrc = self
+            .streams
+            .streams_tx()
+            .find(|s| s.has_resends())
+            .map(|s| s.ssrc())?;
+        self.poll_stream_tx(now, ssrc)
+    }
+
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
         if self.rtp_closing {
             return if self.feedback_tx.is_empty() {

@@ -116,6 +116,8 @@ pub struct MediaCore {
     wake: Vec<bool>,
     pub(super) shutdown: bool,
     next_publish: Instant,
+    /// When the datagram being handled left the kernel.
+    received: Instant,
 }
 
 impl MediaCore {
@@ -155,6 +157,7 @@ impl MediaCore {
             wake: vec![false; n],
             shutdown: false,
             next_publish: Instant::now(),
+            received: Instant::now(),
         }
     }
 
@@ -440,7 +443,23 @@ impl MediaCore {
         !self.media.is_empty()
     }
 
+    /// A datagram arrived; `now` is both when it left the kernel and the time now.
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
+        self.handle_datagram_received(source, data, now, now);
+    }
+
+    /// A datagram that left the kernel at `received` (the start of its receive batch, which
+    /// the forwarding latency counts from) is handled at `now`. Packets it produces are
+    /// stamped with `now`, which their connections' bandwidth estimators compare with the
+    /// clients' arrival times.
+    pub fn handle_datagram_received(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        received: Instant,
+        now: Instant,
+    ) {
+        self.received = received;
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let pi = match self.by_addr.get(&source) {
@@ -460,10 +479,26 @@ impl MediaCore {
         let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
             return;
         };
+        // SRTP and SRTCP of a connection that is up skip the timeout pass str0m runs after
+        // each datagram (every stream's timers); the connection's own deadlines still get
+        // their passes from the timer heap (crates/patched/str0m/PATCHES.md).
+        let media = peer.connected && matches!(data.first(), Some(128..=191));
+        let rtcp = media && matches!(data.get(1), Some(192..=223));
         match catch_unwind(AssertUnwindSafe(|| {
-            peer.rtc.handle_input(Input::Receive(now, receive))
+            if media {
+                peer.rtc.handle_receive(now, receive)
+            } else {
+                peer.rtc.handle_input(Input::Receive(now, receive))
+            }
         })) {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if rtcp {
+                    // Repairs a subscriber's NACK asked for go out now, not at the next pass.
+                    while let Some(t) = peer.rtc.poll_resend_tx(now) {
+                        self.transmits.push(t);
+                    }
+                }
+            }
             Ok(Err(e)) => {
                 self.stats.drop(DropReason::Rejected, 1);
                 debug!(error = %e, "datagram rejected by its connection");
@@ -572,7 +607,8 @@ impl MediaCore {
                     }
                 }
             }
-            self.route(room, &pkt, &ext, now, now);
+            let received = self.received.min(now);
+            self.route(room, &pkt, &ext, received, now);
         }
         self.pending.rtp = rtp;
         let keyframes = std::mem::take(&mut self.pending.keyframes);
@@ -662,11 +698,24 @@ impl MediaCore {
             tx.write_rtp(write);
             self.stats.forwarded[k] += 1;
             self.stats.forwarded_bytes[k] += pkt.payload.len() as u64;
-            peer.written.push(received);
-            self.unflushed += 1;
-            if !peer.dirty {
-                peer.dirty = true;
-                self.dirty.push(si);
+            // Encrypt and hand it out now, rather than in a timeout pass over every stream
+            // of the connection (crates/patched/str0m/PATCHES.md).
+            let mut sent = false;
+            while let Some(t) = peer.rtc.poll_stream_tx(now, ssrc) {
+                self.transmits.push(t);
+                sent = true;
+            }
+            if sent {
+                self.forwarded_at.push(received);
+            } else {
+                // Not yet sendable this way (the stream's first timeout is still to come):
+                // the connection's next tick sends it.
+                peer.written.push(received);
+                self.unflushed += 1;
+                if !peer.dirty {
+                    peer.dirty = true;
+                    self.dirty.push(si);
+                }
             }
         }
         self.drain_router(room, now);
@@ -830,6 +879,7 @@ impl MediaCore {
         let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
             return;
         };
+        self.stats.ticks += 1;
         peer.dirty = false;
         // What was written to it leaves with this tick's output.
         self.unflushed -= peer.written.len();
@@ -862,6 +912,16 @@ impl MediaCore {
         }
     }
 
+    /// Ticks every connection once, due or not (benchmarks: what one timeout pass of each
+    /// connection costs). Afterwards [`MediaCore::transmits`] holds what to send.
+    pub fn tick_all(&mut self, now: Instant) {
+        for pi in 0..self.peers.len() {
+            if self.peers[pi].is_some() {
+                self.tick(pi, now);
+            }
+        }
+    }
+
     /// Ticks every connection written to; afterwards [`MediaCore::transmits`] holds what
     /// to send.
     pub fn flush_connections(&mut self, now: Instant) {
@@ -886,10 +946,11 @@ impl MediaCore {
         false
     }
 
-    /// Forwarded packets written to connections and not yet ticked out. The worker flushes
+    /// Forwarded packets not yet handed to the socket: written to connections and not yet
+    /// ticked out, or encrypted and waiting in [`MediaCore::transmits`]. The worker sends
     /// once this reaches [`super::FLUSH_FORWARDS`].
     pub fn pending_forwards(&self) -> usize {
-        self.unflushed
+        self.unflushed + self.transmits.len()
     }
 
     /// The datagrams to send.

@@ -195,11 +195,11 @@ const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
 /// Datagrams read per loop before the rest of the loop gets a turn.
 const RECV_BUDGET: usize = 8 * udp::BATCH;
-/// Forwarded packets written before they are sent. Sending everything a burst produced at
+/// Forwarded packets produced before they are sent. Sending everything a burst produced at
 /// once would make the first packet of a keyframe fanned out to 50 subscribers wait for the
-/// encryption and sending of all the others (over a millisecond); 64 keeps sendmmsg batches
-/// full while bounding that wait.
-pub const FLUSH_FORWARDS: usize = 512;
+/// encryption and sending of all the others; 32 keeps sendmmsg batches full while bounding
+/// that wait.
+pub const FLUSH_FORWARDS: usize = 32;
 /// Datagrams handed to the kernel at a time while connections are being ticked: enough
 /// for sendmmsg to pay off, few enough that the first subscribers of a burst are sent to
 /// while the others are still being encrypted.
@@ -414,7 +414,8 @@ impl Worker {
                     // from here.
                     let now = Instant::now();
                     for (source, data) in self.recv.iter() {
-                        self.core.handle_datagram(source, data, now);
+                        self.core
+                            .handle_datagram_received(source, data, now, Instant::now());
                         if self.core.pending_forwards() >= FLUSH_FORWARDS {
                             flush(&mut self.core, &self.socket, &mut self.sender, now);
                         }

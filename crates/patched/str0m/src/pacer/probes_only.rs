@@ -69,16 +69,16 @@ impl Pacer for ProbesOnlyPacer {
         now: Instant,
         iter: impl Iterator<Item = QueueState>,
     ) -> Option<PaddingRequest> {
+        if !self.probing() {
+            self.media.handle_timeout(now, iter);
+            // Keep the leaky bucket's clock current so a probe starts from now.
+            self.probe.idle(now);
+            return None;
+        }
         self.states.clear();
         self.states.extend(iter);
         self.media.handle_timeout(now, self.states.iter().copied());
-        if self.probing() {
-            self.probe.handle_timeout(now, self.states.iter().copied())
-        } else {
-            // Keep the leaky bucket's clock current so a probe starts from now.
-            self.probe.idle(now);
-            None
-        }
+        self.probe.handle_timeout(now, self.states.iter().copied())
     }
 
     fn poll_queue(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {

@@ -1278,6 +1278,22 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// ting patch: whether the stream has had its first timeout (its kind is known), so
+    /// it can send outside one.
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// ting patch: whether a NACK left repairs to send.
+    pub(crate) fn has_resends(&self) -> bool {
+        !self.resends.is_empty()
+    }
+
+    /// ting patch: timestamps what `write_rtp` queued, as a timeout would.
+    pub(crate) fn stamp_queue(&mut self, now: Instant) {
+        self.send_queue.handle_timeout(now);
+    }
+
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,

@@ -1,0 +1,352 @@
+//! The harness's UDP: batched receive with the kernel's arrival time of each datagram, and
+//! batched send.
+//!
+//! A simulated participant receives hundreds of packets a second; reading them one
+//! `recv_from` at a time cost the harness more than the server spent forwarding them. And
+//! the time a packet arrived is what its connection reports back in transport-wide
+//! feedback, which the server's bandwidth estimator reads: stamping packets when a busy
+//! harness thread gets round to them would make the network look congested when only the
+//! harness is. So each datagram carries the kernel's receive timestamp (`SO_TIMESTAMPNS`),
+//! taken when it reached the socket. Everything unsafe in ting-bench lives in this file.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Datagrams per syscall.
+pub const BATCH: usize = 32;
+/// The largest datagram read.
+pub const MAX_DATAGRAM: usize = 2048;
+/// Room for one SCM_TIMESTAMPNS control message (a cmsghdr and a timespec, aligned).
+const CONTROL_LEN: usize = 64;
+
+/// Asks the kernel to stamp every datagram this socket receives, and gives it a receive
+/// buffer large enough for a keyframe burst to a participant with many slots.
+pub fn prepare(socket: &UdpSocket, rcvbuf: usize) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `optlen` bytes from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: as above. The kernel may cap the size (net.core.rmem_max); that is fine.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.set_nonblocking(true)
+}
+
+/// Converts the kernel's wall-clock stamps to `Instant`s, from one reading of both clocks
+/// per batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: Duration,
+    mono: Instant,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            wall: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+            mono: Instant::now(),
+        }
+    }
+
+    /// The instant of a wall-clock stamp; a stamp from the future (the wall clock moved)
+    /// is now.
+    pub fn instant(&self, wall: Duration) -> Instant {
+        self.mono
+            .checked_sub(self.wall.saturating_sub(wall))
+            .unwrap_or(self.mono)
+    }
+}
+
+/// Receive buffers for one `recvmmsg` call, reused across calls.
+pub struct RecvBatch {
+    bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    controls: Box<[[u8; CONTROL_LEN]]>,
+    lens: [usize; BATCH],
+    stamps: [Option<Duration>; BATCH],
+    count: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+            addrs: vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
+                .into_boxed_slice(),
+            controls: vec![[0u8; CONTROL_LEN]; BATCH].into_boxed_slice(),
+            lens: [0; BATCH],
+            stamps: [None; BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// The datagrams of the last receive: source, bytes, and the kernel's wall-clock
+    /// arrival stamp when it gave one.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8], Option<Duration>)> {
+        (0..self.count).filter_map(move |i| {
+            let addr = from_sockaddr(&self.addrs[i])?;
+            Some((addr, &self.bufs[i][..self.lens[i]], self.stamps[i]))
+        })
+    }
+}
+
+/// Reads up to [`BATCH`] datagrams without blocking. Returns how many; `WouldBlock` when
+/// none are waiting.
+pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+    for i in 0..BATCH {
+        iovs[i].write(libc::iovec {
+            iov_base: batch.bufs[i].as_mut_ptr().cast(),
+            iov_len: MAX_DATAGRAM,
+        });
+        // SAFETY: msghdr is plain old data; zero is a valid "no control, no flags" value.
+        let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+        hdr.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = iovs[i].as_mut_ptr();
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = batch.controls[i].as_mut_ptr().cast();
+        hdr.msg_controllen = CONTROL_LEN as _;
+        hdrs[i].write(libc::mmsghdr {
+            msg_hdr: hdr,
+            msg_len: 0,
+        });
+    }
+    // SAFETY: every header points at a live buffer of MAX_DATAGRAM bytes, a live
+    // sockaddr_storage and a live control buffer of CONTROL_LEN bytes, all borrowed mutably
+    // from `batch` for the duration of the call; the iovec array outlives the call.
+    // MSG_DONTWAIT makes the call non-blocking.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr().cast(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        batch.count = 0;
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for (i, hdr) in hdrs.iter().enumerate().take(n) {
+        // SAFETY: the kernel filled the first `n` headers; we initialised all of them.
+        let hdr = unsafe { hdr.assume_init_ref() };
+        batch.lens[i] = (hdr.msg_len as usize).min(MAX_DATAGRAM);
+        batch.stamps[i] = timestamp(&hdr.msg_hdr);
+    }
+    batch.count = n;
+    Ok(n)
+}
+
+/// The SCM_TIMESTAMPNS stamp among a received message's control messages.
+fn timestamp(hdr: &libc::msghdr) -> Option<Duration> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
+    // the buffer `msg_control` points at, which is still borrowed; CMSG_FIRSTHDR/NXTHDR
+    // stay within it, and the data of an SCM_TIMESTAMPNS message is one timespec, read
+    // unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// Sends `datagrams` with `sendmmsg` (as many calls as it takes). Returns how many the
+/// kernel took; a full send buffer drops the rest, as a network would.
+pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> usize {
+    let mut sent = 0;
+    for chunk in datagrams.chunks(BATCH) {
+        let mut addrs: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
+            [const { MaybeUninit::uninit() }; BATCH];
+        let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+        let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] =
+            [const { MaybeUninit::uninit() }; BATCH];
+        for (i, (dest, data)) in chunk.iter().enumerate() {
+            let len = to_sockaddr(dest, &mut addrs[i]);
+            iovs[i].write(libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            });
+            // SAFETY: msghdr is plain old data; zero is a valid value.
+            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+            hdr.msg_name = addrs[i].as_mut_ptr().cast();
+            hdr.msg_namelen = len;
+            hdr.msg_iov = iovs[i].as_mut_ptr();
+            hdr.msg_iovlen = 1;
+            hdrs[i].write(libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            });
+        }
+        let mut off = 0;
+        while off < chunk.len() {
+            // SAFETY: headers off..chunk.len() were initialised above and point at live
+            // addresses, iovecs and the caller's datagrams, all alive during the call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    hdrs.as_mut_ptr().add(off).cast(),
+                    (chunk.len() - off) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Skip the datagram the kernel refused (buffer full, unreachable).
+                off += 1;
+                continue;
+            }
+            off += n as usize;
+            sent += n as usize;
+        }
+    }
+    sent
+}
+
+fn to_sockaddr(
+    addr: &SocketAddr,
+    out: &mut MaybeUninit<libc::sockaddr_storage>,
+) -> libc::socklen_t {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is valid, and it is large and
+    // aligned enough for sockaddr_in and sockaddr_in6.
+    unsafe {
+        out.write(mem::zeroed());
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = out.as_mut_ptr().cast::<libc::sockaddr_in>();
+                (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+                (*sin).sin_port = a.port().to_be();
+                (*sin).sin_addr = libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                };
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = out.as_mut_ptr().cast::<libc::sockaddr_in6>();
+                (*sin6).sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                (*sin6).sin6_port = a.port().to_be();
+                (*sin6).sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
+                (*sin6).sin6_flowinfo = a.flowinfo();
+                (*sin6).sin6_scope_id = a.scope_id();
+                mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+}
+
+fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_with_kernel_timestamps() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        prepare(&rx, 1 << 20).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let datagrams: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, &p[..])).collect();
+        assert_eq!(send_batch(&tx, &datagrams), 40);
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 40 && Instant::now() < deadline {
+            match recv_batch(&rx, &mut batch) {
+                Ok(_) => {
+                    for (from, data, stamp) in batch.iter() {
+                        assert_eq!(from, tx.local_addr().unwrap());
+                        let stamp = stamp.expect("the kernel stamps every datagram");
+                        assert!(stamp >= before - Duration::from_secs(1));
+                        got.push(data.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, payloads);
+        // Stamps convert to instants in the recent past.
+        let clock = Clock::now();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let at = clock.instant(wall - Duration::from_millis(5));
+        assert!(at <= Instant::now());
+        assert!(clock.instant(wall + Duration::from_secs(10)) <= Instant::now());
+    }
+}
