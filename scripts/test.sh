@@ -3,7 +3,9 @@
 #   1. the gate: formatting and clippy with warnings as errors;
 #   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
 #      against a real server over loopback UDP;
-#   3. the browser test: three headless Chromium pages meet through the real web client;
+#   3. the browser tests in headless Chromium through the real web client: three pages
+#      meet (meeting), four pages with simulcast get the layers their tiles call for and
+#      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
 #   4. a short ting-bench run against a real ting (report and plot included).
 # It installs what the tests need when it is missing (Debian's chromium, playwright-core
 # from npm); it never downloads a browser of its own.
@@ -36,9 +38,11 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --locked --workspace --lib --bins --tests
 
-step "browser test"
+step "browser tests"
 cargo build --locked -p ting-server
-TING_BIN="$PWD/target/debug/ting" node tests/browser/meeting.test.mjs
+for t in meeting layers crowd; do
+  TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
+done
 
 step "ting-bench smoke run"
 scripts/bench-smoke.sh

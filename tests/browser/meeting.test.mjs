@@ -4,10 +4,9 @@
 //
 //   node tests/browser/meeting.test.mjs          (from the repository root)
 //
-// Environment:
+// Environment (harness.mjs):
 //   TING_BIN          the ting binary (default target/debug/ting, relative to the repo root)
-//   TING_LOG_LEVEL    the server's log level (default info); its log is saved beside the
-//                     screenshots
+//   TING_LOG_LEVEL    the server's log level; its log is saved beside the screenshots
 //   CHROMIUM          the browser (default /usr/bin/chromium)
 //
 // TING_* variables reach the server (it reads them as settings), e.g.
@@ -21,163 +20,18 @@
 // Exits 0 when every check passed, 1 otherwise. Every wait has a deadline; the screenshots of
 // each phase and the server log go to tests/browser/screenshots/<timestamp>/.
 
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import {
+  chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot,
+  serverCpuSeconds, shownErrors, sleep, TING_BIN, waitFor, writeVoiceWav,
+} from './harness.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = resolve(HERE, '../..');
-const TING_BIN = resolve(ROOT, process.env.TING_BIN ?? 'target/debug/ting');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const ROOM = 'e2e-browser';
-
-// Headless Chromium with a fake camera, microphone and screen, no permission prompts,
-// loopback ICE candidates, and sound allowed without a click. The background-networking
-// flags keep Chromium from calling out to the network.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream=fps=30',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-];
-
-const started = Date.now();
-const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s`;
-const log = (msg) => console.log(`[${elapsed()}] ${msg}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Polls `check` until it returns {ok: true} or `timeoutMs` passes. `check` returns
- * {ok, why}; the last `why` goes into the failure message. An error thrown by `check` counts
- * as "not yet", unless it has `fatal: true`.
- */
-async function waitFor(what, check, timeoutMs = 20000, everyMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last = null;
-  for (;;) {
-    try {
-      last = await check();
-    } catch (e) {
-      if (e.fatal) throw e;
-      last = { ok: false, why: `threw: ${e.message}` };
-    }
-    if (last.ok) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}: ${last.why}`);
-    }
-    await sleep(everyMs);
-  }
-}
-
-// ---- the server -----------------------------------------------------------------------
-
-async function startTing(logPath) {
-  log(`starting ${TING_BIN}`);
-  const proc = spawn(
-    TING_BIN,
-    ['--http-listen', '127.0.0.1:0', '--media-port', '0', '--room', ROOM],
-    {
-      cwd: ROOT,
-      env: { ...process.env, TING_LOG_LEVEL: process.env.TING_LOG_LEVEL ?? 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  const logFile = createWriteStream(logPath);
-  proc.stderr.pipe(logFile);
-  let stdout = '';
-  const port = await new Promise((resolvePort, reject) => {
-    const timer = setTimeout(() => reject(new Error('ting printed no meeting link within 20 s')), 20000);
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${TING_BIN}: ${e.message} (build it: cargo build -p ting-server)`));
-    });
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`ting exited with ${code} before it was ready; log: ${logPath}`));
-    });
-    proc.stdout.on('data', (chunk) => {
-      stdout += chunk;
-      const m = stdout.match(/ting is running\. Meeting link: (http:\/\/[^\s]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolvePort(Number(new URL(m[1]).port));
-      }
-    });
-  });
-  log(`ting listens on 127.0.0.1:${port} (pid ${proc.pid}); log: ${logPath}`);
-  return { proc, port };
-}
-
-async function stopTing(proc) {
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = once(proc, 'exit');
-  proc.kill('SIGTERM');
-  const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
-}
-
-// ---- the browsers ---------------------------------------------------------------------
-
-async function launchParticipant(label, name) {
-  const profile = await mkdtemp(join(tmpdir(), `ting-e2e-${label}-`));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    // Playwright mutes audio by default; the test wants audio to play into <audio>.
-    ignoreDefaultArgs: ['--mute-audio'],
-    viewport: { width: 1280, height: 800 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  const p = { label, name, profile, context, page, problems: [] };
-  page.on('pageerror', (e) => {
-    p.problems.push(`page error: ${e.message}`);
-    log(`${label}: page error: ${e.message}`);
-  });
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') {
-      p.problems.push(`console error: ${msg.text()}`);
-      log(`${label}: console error: ${msg.text()}`);
-    }
-  });
-  return p;
-}
-
-async function joinMeeting(p, port) {
-  const url = `http://127.0.0.1:${port}/m/${ROOM}`;
-  // `load` can hang on pages with <video> elements holding empty streams.
-  await p.page.goto(url, { waitUntil: 'domcontentloaded' });
-  await p.page.fill('#name', p.name);
-  await p.page.click('#join');
-  // Either the meeting view, or the error the server sent instead (shown on the page).
-  await waitFor(`${p.label} to enter the meeting`, async () => {
-    const r = await p.page.evaluate(() => ({
-      inMeeting: !document.getElementById('meeting').hidden,
-      errors: [...document.querySelectorAll('#errors .error p')].map((e) => e.textContent),
-    }));
-    if (r.errors.length) {
-      throw Object.assign(new Error(`${p.label} could not join; the page shows: ${r.errors.join(' | ')}`), { fatal: true });
-    }
-    return { ok: r.inMeeting, why: 'still on the pre-join view' };
-  }, 20000);
-  p.id = await p.page.evaluate(() => window.ting.participantId);
-  log(`${p.label} (${p.name}) joined as ${p.id}`);
-}
+// Three pages each encode a 720p camera in three layers and play two others' sound on a
+// two-core machine: at 10 fps, and in windows whose tiles never need the 720p layer, they
+// leave the CPU enough slack for the server's bandwidth estimates to mean something.
+const ARGS = chromiumArgs({ fps: 10 });
+const VIEWPORT = { width: 1024, height: 600 };
 
 /** What one page receives: per receive slot, its inbound-rtp numbers, plus the slot map. */
 function sample(p) {
@@ -264,22 +118,6 @@ function tileNames(p) {
   return p.page.$$eval('#tiles [data-participant] .name', (els) => els.map((e) => e.textContent));
 }
 
-/** The server's CPU seconds so far, from its /metrics; null if unreadable. */
-async function serverCpuSeconds(port) {
-  try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith('process_cpu_seconds_total '));
-    return line ? Number(line.split(' ')[1]) : null;
-  } catch {
-    return null;
-  }
-}
-
-async function screenshot(p, dir, phase) {
-  const path = join(dir, `${phase}-${p.label}.png`);
-  await p.page.screenshot({ path });
-}
-
 /** The local and remote address of the selected ICE candidate pair. */
 function selectedPair(p) {
   return p.page.evaluate(async () => {
@@ -298,17 +136,55 @@ function selectedPair(p) {
 
 // ---- the scenario ---------------------------------------------------------------------
 
+/** What page `p` shows and tells the server: view, pin, who is where, the last layout. */
+function viewState(p) {
+  return p.page.evaluate(() => {
+    const t = window.ting;
+    return { view: t.view, page: t.page, pinned: t.pinned, shown: t.shown, layout: t.layout };
+  });
+}
+
 async function scenario(port, shots) {
+  // A voice-like sound for every microphone: the server's speaker detection ignores the
+  // default fake microphone's short beeps.
+  const voice = join(shots, 'voice.wav');
+  await writeVoiceWav(voice);
   const [a, b, c] = await Promise.all([
-    launchParticipant('A', 'Aino Virtanen'),
-    launchParticipant('B', 'Björn Ek'),
-    launchParticipant('C', 'Chidi Okafor'),
+    launchParticipant('A', 'Aino Virtanen', { args: ARGS, audioFile: voice, viewport: VIEWPORT }),
+    launchParticipant('B', 'Björn Ek', { args: ARGS, audioFile: voice, viewport: VIEWPORT }),
+    launchParticipant('C', 'Chidi Okafor', { args: ARGS, audioFile: voice, viewport: VIEWPORT }),
   ]);
   const everyone = [a, b, c];
   const othersOf = (p) => everyone.filter((o) => o !== p);
   log('three Chromium instances running');
   try {
-    for (const p of everyone) await joinMeeting(p, port);
+    // A refusal is shown as a sentence to act on. A name with a control character is one
+    // the server refuses (bad_name).
+    await c.page.goto(`http://127.0.0.1:${port}/m/${ROOM}`, { waitUntil: 'domcontentloaded' });
+    await c.page.fill('#name', 'Chidi\u0007');
+    await c.page.click('#join');
+    const refused = await waitFor(`${c.label} to show why its name was refused`, async () => {
+      const errors = await shownErrors(c);
+      return { ok: errors.length > 0, why: 'no error shown', errors };
+    }, 10000);
+    const badName = refused.errors[0];
+    if (badName.code !== 'bad_name' || !badName.text.startsWith('That name cannot be used')) {
+      throw new Error(`${c.label} shows ${JSON.stringify(badName)} for a name with a control character`);
+    }
+    log(`  a refused name reads: ${badName.text}`);
+    // Every code the server can refuse a join with has a sentence of its own.
+    const sentences = await c.page.evaluate(() => Object.fromEntries(
+      ['room_full', 'too_many_rooms', 'bad_room', 'bad_name', 'unavailable', 'unsupported_version', 'internal']
+        .map((code) => [code, window.ting.explain(code, 'the room is full: all 250 places are taken')]),
+    ));
+    for (const [code, text] of Object.entries(sentences)) {
+      if (!/^[A-Z].*\.$/.test(text) || text.includes(code)) throw new Error(`${code} is explained as ${JSON.stringify(text)}`);
+    }
+    if (!sentences.room_full.startsWith('This meeting is full (250 of 250 places taken).')) {
+      throw new Error(`room_full reads ${JSON.stringify(sentences.room_full)}`);
+    }
+
+    for (const p of everyone) await joinMeeting(p, port, ROOM);
 
     log('checking that every page shows the other two names');
     for (const p of everyone) {
@@ -322,7 +198,7 @@ async function scenario(port, shots) {
     log('checking video and audio from both others on every page');
     for (const p of everyone) {
       const v = await waitFor(`${p.label} to decode both other cameras`,
-        () => flowing(p, othersOf(p), 'camera'), 30000);
+        () => flowing(p, othersOf(p), 'camera'), 45000);
       await waitFor(`${p.label} to receive both other microphones`,
         () => flowing(p, othersOf(p), 'microphone'), 20000);
       const cams = othersOf(p).map((o) => {
@@ -353,7 +229,68 @@ async function scenario(port, shots) {
       }, 10000, 100);
     }
     log('  every page shows the others speaking');
+    // The server's active speaker has a highlight of its own, on exactly one tile.
+    for (const p of everyone) {
+      await waitFor(`${p.label} to highlight the active speaker`, async () => {
+        const s = await p.page.evaluate(() => ({
+          active: window.ting.activeSpeaker,
+          tiles: [...document.querySelectorAll('#tiles .tile.active-speaker')].map((e) => e.dataset.participant),
+        }));
+        return { ok: Boolean(s.active) && s.tiles.length === 1 && s.tiles[0] === s.active, why: JSON.stringify(s) };
+      }, 10000, 100);
+    }
+    const active = await a.page.evaluate(() => window.ting.activeSpeaker);
+    log(`  every page highlights the active speaker (${everyone.find((p) => p.id === active)?.label})`);
+    for (const p of everyone) {
+      const count = await p.page.textContent('#count');
+      if (count !== '3 / 250') throw new Error(`${p.label}'s top bar counts ${JSON.stringify(count)}, expected "3 / 250"`);
+    }
     for (const p of everyone) await screenshot(p, shots, '1-everyone');
+
+    // Speaker view (the default): unpinned, the large tile follows the speaker, and the
+    // layout says so with `null`. Pinning someone makes them the large tile.
+    log(`${b.label} pins ${c.label} by clicking the tile, then looks at the grid`);
+    await waitFor(`${b.label} to report the speaker view`, async () => {
+      const s = await viewState(b);
+      const ok = s.view === 'speaker' && s.layout?.view === 'speaker' && s.layout.tiles[0]?.participant === null
+        && s.layout.tiles.length === 2 && s.layout.tiles.every((t) => t.height > 0);
+      return { ok, why: JSON.stringify(s) };
+    }, 5000);
+    await b.page.click(`#tiles [data-participant="${c.id}"]`);
+    await waitFor(`${b.label} to show ${c.label} pinned large`, async () => {
+      const s = await viewState(b);
+      const ok = s.pinned === c.id && s.shown.large === c.id && s.layout.tiles[0].participant === c.id
+        && s.layout.tiles[0].height > s.layout.tiles[1].height;
+      return { ok, why: JSON.stringify(s) };
+    }, 5000);
+    await b.page.click('#people-toggle');
+    await waitFor(`${b.label}'s participant list to list everyone`, async () => {
+      const rows = await b.page.$$eval('#people-list .person', (els) => els.map((e) => ({
+        id: e.dataset.person, name: e.querySelector('.person-name').textContent, pin: e.querySelector('.pin')?.getAttribute('aria-pressed') ?? null,
+      })));
+      const want = [[b.id, `${b.name} (you)`, null], [a.id, a.name, 'false'], [c.id, c.name, 'true']];
+      const ok = rows.length === 3 && want.every(([id, name, pin]) => rows.some((r) => r.id === id && r.name === name && r.pin === pin));
+      return { ok, why: JSON.stringify(rows) };
+    }, 5000);
+    await b.page.click('#view');
+    await waitFor(`${b.label} to show and report the grid`, async () => {
+      const s = await viewState(b);
+      const pager = await b.page.evaluate(() => ({ hidden: document.getElementById('pager').hidden, label: document.getElementById('page-label').textContent }));
+      const ok = s.view === 'grid' && s.shown.grid.length === 2 && !pager.hidden && pager.label === 'Page 1 of 1'
+        && s.layout.view === 'grid' && s.layout.page === 0 && s.layout.tiles.length === 2
+        && s.layout.tiles.every((t) => t.participant !== null);
+      return { ok, why: `${JSON.stringify(s)} ${JSON.stringify(pager)}` };
+    }, 5000);
+    await screenshot(b, shots, '1-grid-and-people');
+    // Back to the speaker view, unpinned: the large tile follows the speaker again.
+    await b.page.click('#view');
+    await b.page.click(`#people-list [data-person="${c.id}"] button.pin`);
+    await b.page.click('#people-toggle');
+    await waitFor(`${b.label} to follow the speaker again`, async () => {
+      const s = await viewState(b);
+      return { ok: s.view === 'speaker' && s.pinned === null && s.layout.tiles[0].participant === null, why: JSON.stringify(s) };
+    }, 5000);
+    log(`  ${b.label} reported the pin, the grid and the unpin in its layout`);
 
     // A figure, not a check: what three participants cost the server (its own /metrics).
     const cpu0 = await serverCpuSeconds(port);
@@ -370,8 +307,10 @@ async function scenario(port, shots) {
     await a.page.waitForSelector(`#screens [data-participant="${a.id}"] video[data-source="screen"]`,
       { state: 'visible', timeout: 10000 });
     for (const p of [b, c]) {
+      // The server may hold a share back for a while if it thinks the viewer's connection
+      // cannot carry it (the tile then says so): give it time.
       await p.page.waitForSelector(`#screens [data-participant="${a.id}"] video[data-source="screen"]`,
-        { state: 'visible', timeout: 20000 });
+        { state: 'visible', timeout: 40000 });
       const s = await waitFor(`${p.label} to decode ${a.label}'s screen`,
         () => flowing(p, [a], 'screen'), 20000);
       const r = s.sample.receivers[midOf(s.sample, a.id, 'screen')];
@@ -430,7 +369,7 @@ async function scenario(port, shots) {
 
     // Errors the client showed to its user are failures of this scenario.
     for (const p of everyone) {
-      const shown = await p.page.$$eval('#errors .error', (els) => els.map((e) => e.textContent));
+      const shown = await shownErrors(p);
       if (shown.length) throw new Error(`${p.label} showed errors: ${JSON.stringify(shown)}`);
       if (p.problems.length) throw new Error(`${p.label} had script errors: ${p.problems.join('; ')}`);
     }
@@ -438,43 +377,8 @@ async function scenario(port, shots) {
     for (const p of everyone) await screenshot(p, shots, 'failure').catch(() => {});
     throw e;
   } finally {
-    await Promise.all(everyone.map(async (p) => {
-      await p.context.close().catch(() => {});
-      await rm(p.profile, { recursive: true, force: true }).catch(() => {});
-    }));
+    await Promise.all(everyone.map(closeParticipant));
   }
 }
 
-async function main() {
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const shots = join(HERE, 'screenshots', stamp);
-  await mkdir(shots, { recursive: true });
-  const logPath = join(shots, 'ting.log');
-  let ting = null;
-  let failed = null;
-  const onSignal = async () => {
-    await stopTing(ting?.proc);
-    process.exit(130);
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    ting = await startTing(logPath);
-    await scenario(ting.port, shots);
-  } catch (e) {
-    failed = e;
-  } finally {
-    await stopTing(ting?.proc);
-  }
-  log(`screenshots and server log: ${shots}`);
-  if (failed) {
-    console.error(`\nFAIL after ${elapsed().trim()}: ${failed.message}`);
-    const serverLog = await readFile(logPath, 'utf8').catch(() => '');
-    const tail = serverLog.trimEnd().split('\n').slice(-25).join('\n');
-    if (tail) console.error(`\nlast lines of the server log:\n${tail}`);
-    process.exit(1);
-  }
-  console.log(`\nPASS in ${elapsed().trim()}`);
-}
-
-main();
+runTest({ room: ROOM }, ({ port, shots }) => scenario(port, shots));

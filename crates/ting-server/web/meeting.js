@@ -7,19 +7,41 @@
 // holds three publish m-lines (microphone, camera, screen; sendonly) and a set of receive
 // slots (recvonly) sized by the server's limits. The server tells us in `slots` messages
 // whose track each receive slot carries now; a slot's track object never changes, only what
-// flows in it.
+// flows in it. Which cameras those are follows the `layout` we report (what the page shows);
+// which of our own camera's simulcast layers we send follows the server's `send_layers`.
 
 export const PROTOCOL_VERSION = 1;
 
 /** What a room name may be (docs/protocol.md, `join`). */
 export const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** Camera capture settings, for the pre-join preview and for turning the camera back on. */
+/** Camera capture settings, for the pre-join preview and for turning the camera back on.
+ *  720p so that all three simulcast layers exist: browsers drop the layers a smaller
+ *  capture cannot fill. */
 export const CAMERA_CONSTRAINTS = {
-  width: { ideal: 640 },
-  height: { ideal: 480 },
+  width: { ideal: 1280 },
+  height: { ideal: 720 },
   frameRate: { ideal: 30 },
 };
+
+/**
+ * The camera's simulcast layers, lowest first as the server expects (docs/protocol.md,
+ * Simulcast): the server forwards to each viewer the smallest layer its tile needs and its
+ * connection carries, so nobody decodes 720p for a thumbnail.
+ */
+export const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/** Remembered speakers, most recent first; enough for any thumbnail strip. */
+const RECENT_SPEAKERS = 64;
+
+/** At most one `layout` per this many milliseconds (the last change always goes out):
+ *  a busy meeting reshuffles a speaker strip several times a second, and the server needs
+ *  to hear about it a few times a second at most (docs/protocol.md, `layout`). */
+const LAYOUT_MIN_INTERVAL_MS = 250;
 
 /** How long to wait for the server's `welcome` and `answer`. The server gives its media
  *  worker 10 s to answer an offer, so wait a little longer than that. */
@@ -59,8 +81,9 @@ export class MeetingError extends Error {
  * A participant's session in one room.
  *
  * Events (all `CustomEvent`):
- * - `change`: anything shown may have changed (participants, slots, speaking, local media,
- *   connection state); `detail.what` says what, as a hint.
+ * - `change`: anything shown may have changed (participants, slots, speaking, the active
+ *   speaker, local media, connection state); `detail.what` says what and `detail.ids`, when
+ *   present, whom it concerns, so that a page of 250 people updates only what changed.
  * - `error`: `detail` is a MeetingError the user should see; the session goes on unless an
  *   `ended` follows.
  * - `ended`: the session is over; `detail.reason` is `left` or a MeetingError.
@@ -83,10 +106,23 @@ export class Meeting extends EventTarget {
     this.participants = new Map();
     /** Receive slots: mid -> {mid, kind: 'audio'|'video'|'screen', track, stream}. */
     this.receivers = new Map();
-    /** The latest `slots` message: mid -> {participant, source}. */
+    /** The latest `slots` message: mid -> {participant, source, paused}. */
     this.slots = new Map();
     /** Who is speaking now (participant ids, possibly our own). */
     this.speaking = new Set();
+    /** The server's active speaker (possibly us), null before anyone spoke. */
+    this.activeSpeaker = null;
+    /** Who spoke, most recent first (possibly us). */
+    this.recentSpeakers = [];
+    /** What our own sources should send, from `send_layers`: per source, one flag per
+     *  layer (lowest first), or null while the server has not said. Kept while a source is
+     *  off and applied again when it comes back. */
+    this.sendLayers = { camera: null, screen: null };
+    /** What the senders were last set to, per source (for the debug handle). */
+    this.layersApplied = { camera: null, screen: null };
+    /** The last `layout` sent, and how many were sent. */
+    this.layout = null;
+    this.layoutsSent = 0;
     this.limits = null;
     /** `connecting`, `connected` (media flows), `closed`. */
     this.state = 'connecting';
@@ -104,6 +140,12 @@ export class Meeting extends EventTarget {
     this._waiting = null;
     this._pingTimer = null;
     this._closed = false;
+    this._answered = false;
+    this._wantedLayout = null;
+    this._layoutText = null;
+    this._layoutSentAt = -Infinity;
+    this._layoutTimer = null;
+    this._layerJobs = { camera: null, screen: null };
   }
 
   /** What we send in `media` messages: which of our sources are switched on. */
@@ -134,12 +176,40 @@ export class Meeting extends EventTarget {
 
   /** The receive slot carrying `source` of `participant` now, or null. */
   receiverFor(participant, source) {
-    for (const [mid, s] of this.slots) {
-      if (s.participant === participant && s.source === source) {
-        return this.receivers.get(mid) ?? null;
+    return this._slotIndex.get(`${source} ${participant}`) ?? null;
+  }
+
+  /** Whether the server holds back the slot carrying `source` of `participant` for lack
+   *  of bandwidth (`paused` in `slots`). */
+  isPaused(participant, source) {
+    const r = this.receiverFor(participant, source);
+    return Boolean(r && this.slots.get(r.mid)?.paused);
+  }
+
+  /** A lookup from (source, participant) to receiver, rebuilt per `slots` message: tiles
+   *  ask for their slot on every render, and a room of 250 has 29 slots to search. */
+  get _slotIndex() {
+    if (this._slotIndexFor !== this.slots) {
+      const index = new Map();
+      for (const [mid, s] of this.slots) {
+        const r = this.receivers.get(mid);
+        if (r) index.set(`${s.source} ${s.participant}`, r);
       }
+      this._slotIndexCache = index;
+      this._slotIndexFor = this.slots;
     }
-    return null;
+    return this._slotIndexCache;
+  }
+
+  /**
+   * Tells the server what the page shows (docs/protocol.md, `layout`): `{view, page, tiles}`
+   * with tiles most important first. Sends only what differs from the last one sent, so the
+   * page may call this on every render; before the answer is in, keeps it for then.
+   */
+  setLayout(layout) {
+    const max = this.limits?.video_slots ?? layout.tiles.length;
+    this._wantedLayout = { view: layout.view, page: layout.page, tiles: layout.tiles.slice(0, max) };
+    this._flushLayout();
   }
 
   /**
@@ -159,6 +229,11 @@ export class Meeting extends EventTarget {
       this.sendMedia();
       const answer = await this._request(offer, 'answer');
       await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+      this._answered = true;
+      this._flushLayout();
+      // A `send_layers` that came before the answer was applied could not be set yet.
+      this._applySendLayers('camera');
+      this._applySendLayers('screen');
     } catch (e) {
       const err = e instanceof MeetingError ? e : new MeetingError('client', String(e.message ?? e), true);
       // The caller learns of this failure from the rejection; no `ended` event as well.
@@ -204,6 +279,8 @@ export class Meeting extends EventTarget {
     }
     await sender?.replaceTrack(track);
     this.cameraTrack = track;
+    // The server may have paused layers while the camera was off; send only what it wants.
+    this._applySendLayers('camera');
     this.sendMedia();
     this._changed('local');
   }
@@ -225,6 +302,7 @@ export class Meeting extends EventTarget {
     });
     await this._senders.screen?.replaceTrack(track);
     this.screenTrack = track;
+    this._applySendLayers('screen');
     this.sendMedia();
     this._changed('local');
   }
@@ -262,6 +340,28 @@ export class Meeting extends EventTarget {
 
   _send(msg) {
     if (this._ws?.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
+  }
+
+  _flushLayout() {
+    const layout = this._wantedLayout;
+    if (!this._answered || !layout || this._closed) return;
+    const text = JSON.stringify({ type: 'layout', ...layout });
+    if (text === this._layoutText) return;
+    const wait = this._layoutSentAt + LAYOUT_MIN_INTERVAL_MS - performance.now();
+    if (wait > 0) {
+      // Sent one just now: send the latest wish when the interval is over.
+      this._layoutTimer ??= setTimeout(() => {
+        this._layoutTimer = null;
+        this._flushLayout();
+      }, wait);
+      return;
+    }
+    if (this._ws?.readyState !== WebSocket.OPEN) return;
+    this._ws.send(text);
+    this._layoutText = text;
+    this._layoutSentAt = performance.now();
+    this.layout = layout;
+    this.layoutsSent++;
   }
 
   /** Sends `msg` and waits for a reply of type `replyType`. An `error` from the server in
@@ -302,29 +402,59 @@ export class Meeting extends EventTarget {
       case 'participant_joined': {
         const p = msg.participant;
         this.participants.set(p.id, { id: p.id, name: p.name, media: { ...p.media } });
-        this._changed('participants');
+        this._changed('participants', [p.id]);
         break;
       }
       case 'participant_updated': {
         const p = this.participants.get(msg.participant);
         if (p) {
           p.media = { ...msg.media };
-          this._changed('participants');
+          this._changed('participants', [p.id]);
         }
         break;
       }
-      case 'participant_left':
-        this.participants.delete(msg.participant);
-        this.speaking.delete(msg.participant);
-        this._changed('participants');
+      case 'participant_left': {
+        const id = msg.participant;
+        this.participants.delete(id);
+        this.speaking.delete(id);
+        const i = this.recentSpeakers.indexOf(id);
+        if (i >= 0) this.recentSpeakers.splice(i, 1);
+        this._changed('participants', [id]);
         break;
+      }
       case 'slots':
-        this.slots = new Map(msg.slots.map((s) => [s.mid, { participant: s.participant, source: s.source }]));
+        this.slots = new Map(msg.slots.map((s) => [
+          s.mid,
+          { participant: s.participant, source: s.source, paused: s.paused === true },
+        ]));
         this._changed('slots');
         break;
-      case 'speaking':
-        this.speaking = new Set(msg.participants);
-        this._changed('speaking');
+      case 'speaking': {
+        const now = new Set(msg.participants);
+        const changed = [];
+        for (const id of now) {
+          if (!this.speaking.has(id)) {
+            changed.push(id);
+            this._spoke(id);
+          }
+        }
+        for (const id of this.speaking) if (!now.has(id)) changed.push(id);
+        this.speaking = now;
+        if (changed.length) this._changed('speaking', changed);
+        break;
+      }
+      case 'active_speaker': {
+        const before = this.activeSpeaker;
+        this.activeSpeaker = msg.participant ?? null;
+        if (this.activeSpeaker) this._spoke(this.activeSpeaker);
+        this._changed('active_speaker', [before, this.activeSpeaker].filter(Boolean));
+        break;
+      }
+      case 'send_layers':
+        if ((msg.source === 'camera' || msg.source === 'screen') && Array.isArray(msg.active)) {
+          this.sendLayers[msg.source] = msg.active.map((a) => a !== false);
+          this._applySendLayers(msg.source);
+        }
         break;
       case 'pong':
         break;
@@ -354,6 +484,16 @@ export class Meeting extends EventTarget {
     this._close(err);
   }
 
+  /** Moves `id` to the front of the recent speakers. */
+  _spoke(id) {
+    const list = this.recentSpeakers;
+    if (list[0] === id) return;
+    const i = list.indexOf(id);
+    if (i >= 0) list.splice(i, 1);
+    list.unshift(id);
+    if (list.length > RECENT_SPEAKERS) list.length = RECENT_SPEAKERS;
+  }
+
   _welcome(w) {
     this.participantId = w.participant;
     this.limits = w.limits;
@@ -380,16 +520,20 @@ export class Meeting extends EventTarget {
     const stream = new MediaStream([this.micTrack, this.cameraTrack].filter(Boolean));
     // Publish m-lines exist even without a track (no microphone, camera off, not sharing
     // yet), so that turning a source on later is a replaceTrack, never a renegotiation.
-    const publish = (track, kind) => {
+    // Simulcast layers are fixed here too: `sendEncodings` is only accepted now, and the
+    // camera keeps them across replaceTrack.
+    const publish = (track, kind, layers) => {
       const t = pc.addTransceiver(track ?? kind, {
         direction: 'sendonly',
         streams: track ? [stream] : [],
+        ...(layers ? { sendEncodings: layers.map((l) => ({ ...l })) } : {}),
       });
       preferServerCodecs(t, kind);
       return t;
     };
     const mic = publish(this.micTrack, 'audio');
-    const camera = publish(this.cameraTrack, 'video');
+    const camera = publish(this.cameraTrack, 'video', CAMERA_LAYERS);
+    // A screen is one layer: text must stay sharp, and few people share at once.
     const screen = publish(null, 'video');
     this._senders = { microphone: mic.sender, camera: camera.sender, screen: screen.sender };
 
@@ -426,6 +570,59 @@ export class Meeting extends EventTarget {
     };
   }
 
+  /**
+   * Makes the sender of `source` send the layers `send_layers` asked for. Calls are
+   * serialized per sender (setParameters fails if another is in flight) and the latest
+   * wish wins: a message arriving meanwhile is applied right after. While the source is off
+   * there is nothing to set; the wish is kept and applied when its track comes back.
+   */
+  _applySendLayers(source) {
+    const running = this._layerJobs[source];
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const job = { again: true };
+    this._layerJobs[source] = job;
+    (async () => {
+      try {
+        while (job.again && !this._closed) {
+          job.again = false;
+          await this._setLayersActive(source);
+        }
+      } finally {
+        this._layerJobs[source] = null;
+      }
+    })();
+  }
+
+  async _setLayersActive(source) {
+    const sender = this._senders[source];
+    const want = this.sendLayers[source];
+    if (!sender?.track || !want || !this._answered) return;
+    const params = sender.getParameters();
+    const encodings = params.encodings ?? [];
+    let changed = false;
+    encodings.forEach((e, i) => {
+      // A layer the server does not mention (it saw fewer) keeps sending.
+      const on = i < want.length ? want[i] : true;
+      if (e.active !== on) {
+        e.active = on;
+        changed = true;
+      }
+    });
+    if (changed) {
+      try {
+        await sender.setParameters(params);
+      } catch {
+        // The browser refused (e.g. the connection closed meanwhile). Sending more layers
+        // than anyone watches costs bandwidth, nothing else; the next message retries.
+        return;
+      }
+    }
+    this.layersApplied[source] = encodings.map((e) => e.active !== false);
+  }
+
   _onConnectionState() {
     const s = this.pc?.connectionState;
     if (s === 'connected') {
@@ -449,6 +646,8 @@ export class Meeting extends EventTarget {
     this.state = 'closed';
     clearInterval(this._pingTimer);
     this._pingTimer = null;
+    clearTimeout(this._layoutTimer);
+    this._layoutTimer = null;
     if (this._ws) {
       // Closing our side is also how the server learns we left if `leave` was not sent.
       this._ws.close();
@@ -460,8 +659,8 @@ export class Meeting extends EventTarget {
 
   // ---- events -------------------------------------------------------------------------
 
-  _changed(what) {
-    this._emit('change', { what });
+  _changed(what, ids = null) {
+    this._emit('change', { what, ids });
   }
 
   _emit(type, detail) {
