@@ -304,9 +304,12 @@ impl SlotStats {
     /// The server's slot table changed for this slot.
     pub fn set_mapping(&mut self, mapped_to: Option<(String, String)>, paused: bool) {
         if mapped_to != self.mapped_to || paused != self.paused {
-            // Silence that ends with the stream being taken away was not loss.
+            // Silence that ends with the stream being taken away was not loss, and a stream
+            // that starts (or resumes) waits for a keyframe first: its silence counts from
+            // its first packet, as a viewer's tile shows nothing new until then either.
             self.silence = None;
             self.last_sampled = None;
+            self.last_arrival = None;
         }
         self.mapped_to = mapped_to;
         self.paused = paused;
@@ -466,6 +469,11 @@ mod tests {
         // The stream comes back: what was missing shows as a gap instead.
         s.record_arrival(150, 80, last + Duration::from_secs(2));
         assert_eq!(s.lost(), 100);
+        // A new source in the slot: nothing counts until its first packet.
+        s.set_mapping(Some(("q".into(), "microphone".into())), false);
+        s.check_silence(last + Duration::from_secs(5));
+        assert_eq!(s.lost(), 100);
+        s.record_arrival(151, 80, last + Duration::from_secs(5));
         // A stream the server takes away is not lost.
         s.set_mapping(None, false);
         s.check_silence(last + Duration::from_secs(10));

@@ -1493,6 +1493,13 @@ impl Session {
             return None;
         }
 
+        // ting patch: nothing to ask for, no timer. A connection that loses nothing would
+        // otherwise wake every NACK_MIN_INTERVAL to find that out; a receive that opens a
+        // gap re-arms the timeout (it arms both halves of the readiness).
+        if !self.streams.any_nack_pending() {
+            return None;
+        }
+
         Some(self.last_nack + NACK_MIN_INTERVAL)
     }
 

@@ -15,11 +15,11 @@ use str0m::config::DtlsCert;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::rtp::Vp8Descriptor;
+use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use str0m::{Event, IceConnectionState, Input, Output};
 use ting_media::{
-    EndpointId, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId, Source,
-    TrackId, TrackInfo,
+    EndpointId, Forward, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId,
+    Source, TrackId, TrackInfo, Vp8Out,
 };
 use ting_proto::{ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
@@ -118,6 +118,44 @@ pub struct MediaCore {
     next_publish: Instant,
     /// When the datagram being handled left the kernel.
     received: Instant,
+    /// The packets of the batch being routed, and their forwards in sending order.
+    batch_pkts: Vec<BatchPacket>,
+    batch: Vec<BatchForward>,
+    batch_at: usize,
+}
+
+/// A received packet being routed.
+struct BatchPacket {
+    pkt: RtpIn,
+    ext: ForwardExt,
+    received: Instant,
+    /// Its VP8 descriptor, parsed once for every subscriber's patch.
+    descriptor: Option<Vp8Descriptor>,
+}
+
+/// One packet to one subscriber's slot.
+#[derive(Clone, Copy)]
+struct BatchForward {
+    /// Index into the batch's packets.
+    pkt: u32,
+    forward: Forward,
+}
+
+/// The str0m patch that writes a forward's rewritten VP8 fields into the payload; `None`
+/// when the descriptor lacks a field the router would write (both parsed the same bytes,
+/// so this does not happen; if it did, the packet would go unpatched).
+fn vp8_patch(d: &Vp8Descriptor, v: Vp8Out) -> Option<Vp8Patch> {
+    let mut b = d.patch();
+    if let Some(p) = v.picture_id {
+        b = b.picture_id(p);
+    }
+    if let Some(t) = v.tl0picidx {
+        b = b.tl0_pic_idx(t);
+    }
+    if let Some(k) = v.keyidx {
+        b = b.key_idx(k);
+    }
+    b.build().ok()
 }
 
 impl MediaCore {
@@ -158,6 +196,9 @@ impl MediaCore {
             shutdown: false,
             next_publish: Instant::now(),
             received: Instant::now(),
+            batch_pkts: Vec::new(),
+            batch: Vec::new(),
+            batch_at: 0,
         }
     }
 
@@ -443,15 +484,17 @@ impl MediaCore {
         !self.media.is_empty()
     }
 
-    /// A datagram arrived; `now` is both when it left the kernel and the time now.
+    /// A datagram arrived; `now` is both when it left the kernel and the time now. Routes
+    /// what it carried at once (see [`MediaCore::route_some`] for the batched way).
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
         self.handle_datagram_received(source, data, now, now);
+        while self.route_some(now, usize::MAX) {}
     }
 
     /// A datagram that left the kernel at `received` (the start of its receive batch, which
-    /// the forwarding latency counts from) is handled at `now`. Packets it produces are
-    /// stamped with `now`, which their connections' bandwidth estimators compare with the
-    /// clients' arrival times.
+    /// the forwarding latency counts from) is handled at `now`. The media it carries waits
+    /// for [`MediaCore::route_some`], so the packets of a whole receive batch are routed
+    /// together.
     pub fn handle_datagram_received(
         &mut self,
         source: SocketAddr,
@@ -523,6 +566,7 @@ impl MediaCore {
             let transmits = &mut self.transmits;
             let by_addr = &mut self.by_addr;
             let pending = &mut self.pending;
+            let received = self.received.min(now);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 loop {
                     match peer.rtc.poll_output() {
@@ -540,7 +584,9 @@ impl MediaCore {
                             }
                             transmits.push(t);
                         }
-                        Ok(Output::Event(e)) => handle_event(peer, e, now, stats, pending),
+                        Ok(Output::Event(e)) => {
+                            handle_event(peer, e, now, received, stats, pending)
+                        }
                         Err(e) => {
                             debug!(error = %e, "connection error");
                             peer.ended = Some(PeerEnd::MediaFailed);
@@ -555,8 +601,10 @@ impl MediaCore {
             }
         }
         if peer.ended.is_some() {
+            let endpoint = peer.endpoint;
             self.remove_peer(pi);
-            self.pending.clear();
+            // What the ended connection produced goes nowhere; the batch's other media does.
+            self.pending.forget(endpoint);
             return;
         }
         let room = peer.room;
@@ -589,16 +637,48 @@ impl MediaCore {
         self.process_pending(now);
     }
 
-    fn process_pending(&mut self, now: Instant) {
+    /// Routes the media received since the last call, a part at a time: returns true when
+    /// `transmits` datagrams are ready and more is left (send them, then call again).
+    ///
+    /// Forwards are ordered by subscriber and slot, not by arrival: the packets of one
+    /// frame to one subscriber then leave back to back, which the kernel takes as one GSO
+    /// message instead of one send each. Order within a stream is kept.
+    pub fn route_some(&mut self, now: Instant, transmits: usize) -> bool {
+        if self.batch_at >= self.batch.len() {
+            self.batch.clear();
+            self.batch_at = 0;
+            if self.pending.rtp.is_empty() {
+                return false;
+            }
+            self.plan_batch(now);
+        }
+        while self.batch_at < self.batch.len() {
+            let b = self.batch[self.batch_at];
+            self.batch_at += 1;
+            self.write_forward(&b, now);
+            if self.transmits.len() >= transmits {
+                return self.batch_at < self.batch.len() || !self.pending.rtp.is_empty();
+            }
+        }
+        self.batch.clear();
+        self.batch_at = 0;
+        self.batch_pkts.clear();
+        !self.pending.rtp.is_empty()
+    }
+
+    /// Decides where every received packet goes (other workers, this worker's
+    /// subscribers) and orders the forwards for sending.
+    fn plan_batch(&mut self, now: Instant) {
         let mut rtp = std::mem::take(&mut self.pending.rtp);
-        for (room, pkt, ext) in rtp.drain(..) {
+        self.batch_pkts.clear();
+        for (room, pkt, ext, received) in rtp.drain(..) {
             if let Some(rs) = self.rooms.get(&room) {
                 for w in &rs.others {
                     let msg = MediaMsg::Rtp {
                         room,
                         pkt: pkt.clone(),
                         ext,
-                        received: now,
+                        received,
                     };
                     if self.handles[w.0].push_media(msg) {
                         self.wake[w.0] = true;
@@ -607,10 +687,86 @@ impl MediaCore {
                     }
                 }
             }
-            let received = self.received.min(now);
-            self.route(room, &pkt, &ext, received, now);
+            let Some(rs) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let ix = self.batch_pkts.len() as u32;
+            let forwards = rs.router.handle_rtp(&pkt, now);
+            let descriptor = if forwards.iter().any(|f| f.vp8.is_some()) {
+                Vp8Descriptor::parse(&pkt.payload).ok()
+            } else {
+                None
+            };
+            self.batch.extend(forwards.iter().map(|f| BatchForward {
+                pkt: ix,
+                forward: *f,
+            }));
+            self.batch_pkts.push(BatchPacket {
+                pkt,
+                ext,
+                received,
+                descriptor,
+            });
+            self.drain_router(room, now);
         }
         self.pending.rtp = rtp;
+        // Stable: a stream's packets stay in the order they came.
+        self.batch
+            .sort_by_key(|b| (b.forward.subscriber, b.forward.slot));
+    }
+
+    /// Writes one planned forward to its subscriber and sends what it can at once.
+    fn write_forward(&mut self, b: &BatchForward, now: Instant) {
+        let Some(p) = self.batch_pkts.get(b.pkt as usize) else {
+            return;
+        };
+        let f = &b.forward;
+        let Some(&si) = self.by_pid.get(&f.subscriber.0) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(si).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(slot) = peer.slots.get(usize::from(f.slot.0)) else {
+            return;
+        };
+        let kind = p.pkt.track.source.kind();
+        let k = usize::from(kind == MediaKind::Video);
+        let (ssrc, pt) = (slot.ssrc, slot.pt);
+        let mut api = peer.rtc.direct_api();
+        let Some(tx) = api.stream_tx(&ssrc) else {
+            return;
+        };
+        let mut write = RtpWrite::new(pt, f.seq.into(), f.timestamp, now, p.pkt.payload.clone())
+            .marker(f.marker)
+            .nackable(kind == MediaKind::Video)
+            .ext_vals(p.ext.values());
+        if let (Some(d), Some(v)) = (&p.descriptor, f.vp8)
+            && let Some(patch) = vp8_patch(d, v)
+        {
+            write = write.vp8_patch(patch);
+        }
+        tx.write_rtp(write);
+        self.stats.forwarded[k] += 1;
+        self.stats.forwarded_bytes[k] += p.pkt.payload.len() as u64;
+        let mut sent = false;
+        while let Some(t) = peer.rtc.poll_stream_tx(now, ssrc) {
+            self.transmits.push(t);
+            sent = true;
+        }
+        if sent {
+            self.forwarded_at.push(p.received);
+        } else {
+            peer.written.push(p.received);
+            self.unflushed += 1;
+            if !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(si);
+            }
+        }
+    }
+
+    fn process_pending(&mut self, now: Instant) {
         let keyframes = std::mem::take(&mut self.pending.keyframes);
         for (room, sub, slot) in &keyframes {
             if let Some(rs) = self.rooms.get_mut(room) {
@@ -678,22 +834,10 @@ impl MediaCore {
                 .marker(f.marker)
                 .nackable(kind == MediaKind::Video)
                 .ext_vals(ext.values());
-            if let (Some(d), Some(v)) = (&descriptor, f.vp8) {
-                let mut b = d.patch();
-                if let Some(p) = v.picture_id {
-                    b = b.picture_id(p);
-                }
-                if let Some(t) = v.tl0picidx {
-                    b = b.tl0_pic_idx(t);
-                }
-                if let Some(k) = v.keyidx {
-                    b = b.key_idx(k);
-                }
-                // A field the router would write that the descriptor lacks cannot happen
-                // (both parsed the same bytes); if it did, the packet goes unpatched.
-                if let Ok(patch) = b.build() {
-                    write = write.vp8_patch(patch);
-                }
+            if let (Some(d), Some(v)) = (&descriptor, f.vp8)
+                && let Some(patch) = vp8_patch(d, v)
+            {
+                write = write.vp8_patch(patch);
             }
             tx.write_rtp(write);
             self.stats.forwarded[k] += 1;
@@ -1037,8 +1181,8 @@ fn tell_connected(peers: &[Option<Peer>], room_peers: &[usize], msg: &OutMsg) {
 /// What draining a connection produced that concerns others: acted on after the drain.
 #[derive(Debug, Default)]
 struct Pending {
-    /// RTP received, to route once the receiving connection is drained.
-    rtp: Vec<(RoomKey, RtpIn, ForwardExt)>,
+    /// RTP received (with when), to route once the receive batch is read.
+    rtp: Vec<(RoomKey, RtpIn, ForwardExt, Instant)>,
     /// Subscribers' keyframe requests (PLI/FIR) by slot.
     keyframes: Vec<(RoomKey, EndpointId, SlotId)>,
     /// Publishers' streams that stopped or resumed.
@@ -1048,11 +1192,12 @@ struct Pending {
 }
 
 impl Pending {
-    fn clear(&mut self) {
-        self.rtp.clear();
-        self.keyframes.clear();
-        self.paused.clear();
-        self.estimates.clear();
+    /// Drops what `endpoint`'s connection produced.
+    fn forget(&mut self, endpoint: EndpointId) {
+        self.rtp.retain(|r| r.1.track.endpoint != endpoint);
+        self.keyframes.retain(|k| k.1 != endpoint);
+        self.paused.retain(|p| p.1.endpoint != endpoint);
+        self.estimates.retain(|e| e.1 != endpoint);
     }
 }
 
@@ -1062,6 +1207,7 @@ fn handle_event(
     peer: &mut Peer,
     event: Event,
     now: Instant,
+    received: Instant,
     stats: &mut WorkerStats,
     pending: &mut Pending,
 ) {
@@ -1090,7 +1236,7 @@ fn handle_event(
                 voice_activity: ext.voice_activity,
                 video_orientation: ext.video_orientation,
             };
-            pending.rtp.push((peer.room, pkt, forward_ext));
+            pending.rtp.push((peer.room, pkt, forward_ext, received));
         }
         Event::KeyframeRequest(req) => {
             if let Some(i) = peer.slots.iter().position(|s| s.mid == req.mid) {

@@ -199,7 +199,7 @@ const RECV_BUDGET: usize = 8 * udp::BATCH;
 /// once would make the first packet of a keyframe fanned out to 50 subscribers wait for the
 /// encryption and sending of all the others; 32 keeps sendmmsg batches full while bounding
 /// that wait.
-pub const FLUSH_FORWARDS: usize = 32;
+pub const FLUSH_FORWARDS: usize = 64;
 /// Datagrams handed to the kernel at a time while connections are being ticked: enough
 /// for sendmmsg to pay off, few enough that the first subscribers of a burst are sent to
 /// while the others are still being encrypted.
@@ -416,9 +416,13 @@ impl Worker {
                     for (source, data) in self.recv.iter() {
                         self.core
                             .handle_datagram_received(source, data, now, Instant::now());
-                        if self.core.pending_forwards() >= FLUSH_FORWARDS {
-                            flush(&mut self.core, &self.socket, &mut self.sender, now);
-                        }
+                    }
+                    // Route the batch's media together, sending as it is encrypted.
+                    while self.core.route_some(Instant::now(), FLUSH_FORWARDS) {
+                        send(&mut self.core, &self.socket, &mut self.sender);
+                    }
+                    if self.core.pending_forwards() >= FLUSH_FORWARDS {
+                        flush(&mut self.core, &self.socket, &mut self.sender, now);
                     }
                     handled += n;
                     if handled >= RECV_BUDGET {

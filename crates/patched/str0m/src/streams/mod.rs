@@ -437,9 +437,14 @@ impl Streams {
     ) {
         let StreamTimeoutConfig { codecs, intervals } = config;
 
+        // ting patch: when one stream's report is due, the reports due within half an
+        // interval go with it, so a connection with many streams reports them together
+        // instead of waking once per stream.
+        let rr_due = self.streams_rx.values().any(|s| s.need_rr(now, intervals));
         self.mids_to_report.clear(); // Clear for checking StreamRx.
         for stream in self.streams_rx.values() {
-            if stream.need_rr(now, intervals) {
+            let ahead = intervals.for_audio(stream.is_audio()) / 2;
+            if rr_due && stream.need_rr(now + ahead, intervals) {
                 self.mids_to_report.push(stream.mid());
             }
         }
@@ -460,9 +465,11 @@ impl Streams {
             stream.handle_timeout(now);
         }
 
+        let sr_due = self.streams_tx.values().any(|s| s.need_sr(now, intervals));
         self.mids_to_report.clear(); // start over for StreamTx.
         for stream in self.streams_tx.values() {
-            if stream.need_sr(now, intervals) {
+            let ahead = intervals.for_audio(stream.is_audio()) / 2;
+            if sr_due && stream.need_sr(now + ahead, intervals) {
                 self.mids_to_report.push(stream.mid());
             }
         }
@@ -763,6 +770,11 @@ impl Streams {
     /// Not cached: the answer changes with pause state and pending NACK retries.
     pub(crate) fn any_nack_enabled(&self) -> bool {
         self.streams_rx.values().any(|s| s.nack_enabled())
+    }
+
+    /// ting patch: whether a stream is missing packets it may still ask for.
+    pub(crate) fn any_nack_pending(&self) -> bool {
+        self.streams_rx.values().any(|s| s.nack_pending())
     }
 
     fn rx_lookup_at(&self) -> Instant {

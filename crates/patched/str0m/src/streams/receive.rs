@@ -257,7 +257,7 @@ impl StreamRx {
         self.suppress_nack = suppress;
     }
 
-    fn is_audio(&self) -> bool {
+    pub(crate) fn is_audio(&self) -> bool {
         self.rtx.is_none() // this is maybe not correct, but it's all we got.
     }
 
@@ -818,6 +818,15 @@ impl StreamRx {
     /// Whether this stream should keep its NACK timer active.
     ///
     /// Paused streams finish pending retries before disabling NACK reports.
+    /// ting patch: NACK is on and the register misses packets it may still ask for.
+    pub(crate) fn nack_pending(&self) -> bool {
+        self.nack_enabled()
+            && self
+                .register
+                .as_ref()
+                .is_some_and(|r| r.has_pending_nacks())
+    }
+
     pub(crate) fn nack_enabled(&self) -> bool {
         // Deliberately don't look at RTX is_some() here, since when using dynamic SSRC, we might need
         // to send NACK before discovering the remote RTX.

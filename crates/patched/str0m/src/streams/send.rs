@@ -995,7 +995,7 @@ impl StreamTx {
         })
     }
 
-    fn is_audio(&self) -> bool {
+    pub(crate) fn is_audio(&self) -> bool {
         self.kind.is_some_and(|kind| kind.is_audio())
     }
 
