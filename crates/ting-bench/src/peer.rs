@@ -47,7 +47,7 @@ pub const MAX_VIDEO_PAYLOAD: usize = 1100;
 pub enum BenchLayout {
     /// No layout: the server's default (the active speaker large, recent speakers small).
     None,
-    /// Speaker view: the active speaker large (720 px), up to 8 thumbnails (180 px) that
+    /// Speaker view: the active speaker large (720 px), up to 9 thumbnails (180 px) that
     /// follow the most recent speakers.
     #[default]
     Speaker,

@@ -297,7 +297,7 @@ impl LayoutPlan {
             BenchLayout::Speaker => Some(Layout {
                 view: View::Speaker,
                 page: 0,
-                tiles: (0..slots.min(9))
+                tiles: (0..slots.min(10))
                     .map(|i| Tile {
                         participant: None,
                         height: if i == 0 { 720 } else { 180 },

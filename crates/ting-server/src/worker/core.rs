@@ -571,7 +571,7 @@ impl MediaCore {
                 loop {
                     match peer.rtc.poll_output() {
                         Ok(Output::Timeout(t)) => {
-                            peer.next_timeout = t;
+                            peer.next_timeout = coalesce(t, peer.last_tick, &peer.rtc);
                             break;
                         }
                         Ok(Output::Transmit(t)) => {
@@ -1025,6 +1025,7 @@ impl MediaCore {
         };
         self.stats.ticks += 1;
         peer.dirty = false;
+        peer.last_tick = Some(now);
         // What was written to it leaves with this tick's output.
         self.unflushed -= peer.written.len();
         self.forwarded_at.append(&mut peer.written);
@@ -1154,6 +1155,27 @@ impl MediaCore {
     /// The counters so far (benchmarks read them directly).
     pub fn stats(&self) -> &WorkerStats {
         &self.stats
+    }
+}
+
+/// The shortest time between two timeout passes of a connection for timers that can
+/// wait: transport-wide feedback (due every 50 ms), the bandwidth estimator's update (every
+/// 25 ms), NACK, reports. One pass then serves all that fell due, instead of a pass over
+/// every stream of the connection for each.
+const SOFT_TICK_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When to give a connection its next timeout pass, given the deadline it asks for.
+/// Handshakes and the pacer's probe clusters (whose packets must be spaced as planned) get
+/// their exact times; other timers are served at most every [`SOFT_TICK_GAP`].
+fn coalesce(deadline: Instant, last_tick: Option<Instant>, rtc: &str0m::Rtc) -> Instant {
+    use str0m::Reason;
+    let exact = matches!(
+        rtc.last_timeout_reason(),
+        Reason::DTLS | Reason::Ice | Reason::Pacer(_) | Reason::NotHappening
+    );
+    match last_tick {
+        Some(last) if !exact => deadline.max(last + SOFT_TICK_GAP),
+        _ => deadline,
     }
 }
 

@@ -105,8 +105,10 @@ pub struct Peer {
     /// The layout the client reported (the router gets it when the connection is up).
     pub layout: Option<LayoutSpec>,
     pub slots_changed: bool,
-    /// str0m's next deadline for this connection.
+    /// When the connection next gets a timeout pass (str0m's deadline, coalesced).
     pub next_timeout: Instant,
+    /// When it last had one.
+    pub last_tick: Option<Instant>,
     /// The deadline currently in the worker's timer heap, if any.
     pub scheduled: Option<Instant>,
     /// Written to since the last tick.
@@ -361,6 +363,7 @@ impl Peer {
                 layout: None,
                 slots_changed: false,
                 next_timeout: now,
+                last_tick: None,
                 scheduled: None,
                 dirty: false,
                 written: Vec::new(),
