@@ -6,7 +6,9 @@
 #   3. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
-#   4. a short ting-bench run against a real ting (report and plot included).
+#   4. a short ting-bench run against a real ting (report and plot included), and a meeting
+#      of 100 simulated participants against a release build for 20 s, which fails on a
+#      missing join or media, or loss above 0.5 %.
 # It installs what the tests need when it is missing (Debian's chromium, playwright-core
 # from npm); it never downloads a browser of its own.
 set -euo pipefail
@@ -46,5 +48,8 @@ done
 
 step "ting-bench smoke run"
 scripts/bench-smoke.sh
+
+step "ting-bench: a meeting of 100 (release build, 20 s)"
+scripts/bench-meeting.sh 100 20
 
 step "all tests passed"
