@@ -3,10 +3,11 @@
 #   1. the gate: formatting and clippy with warnings as errors;
 #   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
 #      against a real server over loopback UDP;
-#   3. the browser tests in headless Chromium through the real web client: three pages
+#   3. str0m's own unit tests, run against the patched copy in crates/patched/str0m;
+#   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
-#   4. a short ting-bench run against a real ting (report and plot included), and a meeting
+#   5. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
 #      missing join or media, or loss above 0.5 %.
 # It installs what the tests need when it is missing (Debian's chromium, playwright-core
@@ -26,6 +27,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium ||
     { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium; }
 fi
+if ! command -v python3 >/dev/null 2>&1; then
+  step "installing python3"
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3 ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3; }
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   step "installing playwright-core (no browser download)"
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
@@ -39,6 +45,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --locked --workspace --lib --bins --tests
+
+step "str0m's own unit tests against the patched copy"
+scripts/test-str0m.sh
 
 step "browser tests"
 cargo build --locked -p ting-server

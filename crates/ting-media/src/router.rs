@@ -72,6 +72,12 @@ pub struct RouterConfig {
     pub upgrade_hold: Duration,
     /// An upgrade must fit the estimate with this factor to spare.
     pub up_margin: f64,
+    /// While a subscriber's estimate falls short of what its layout would use, the router
+    /// asks again this often for a probe toward it ([`RouterOutput::DesiredBitrate`] with
+    /// `probe`); the gap doubles, up to [`RouterConfig::probe_every_max`], each time the
+    /// estimate did not rise since the last ask, and starts again when it does.
+    pub probe_every: Duration,
+    pub probe_every_max: Duration,
     /// What a layer is assumed to cost before it was measured, lowest first, for tracks
     /// with three layers; tracks with two use the top entries.
     pub nominal_bps: [u64; 3],
@@ -100,6 +106,8 @@ impl Default for RouterConfig {
             layer_retry: Duration::from_secs(10),
             upgrade_hold: Duration::from_secs(4),
             up_margin: 1.15,
+            probe_every: Duration::from_secs(1),
+            probe_every_max: Duration::from_secs(16),
             nominal_bps: [150_000, 500_000, 1_500_000],
             nominal_single_bps: 600_000,
             nominal_audio_bps: 50_000,
@@ -182,8 +190,15 @@ pub enum RouterOutput {
     /// worker: tell that worker's router ([`Router::handle_remote_demand`]).
     RemoteDemand { track: TrackId, layers: LayerSet },
     /// What a subscriber would receive with unlimited bandwidth, so its bandwidth
-    /// estimator can probe toward it.
-    DesiredBitrate { subscriber: EndpointId, bps: u64 },
+    /// estimator can probe toward it. Sent when it changes, and again (with `probe`)
+    /// while the subscriber's estimate falls short of it (see
+    /// [`RouterConfig::probe_every`]): an estimator that only probes when the wish grows
+    /// would otherwise creep up from a low estimate at a few percent a second.
+    DesiredBitrate {
+        subscriber: EndpointId,
+        bps: u64,
+        probe: bool,
+    },
 }
 
 /// Why the router refused a change.
@@ -261,6 +276,11 @@ struct Subscriber {
     /// Last time a slot's layer went down because the estimate fell.
     last_down: Option<Instant>,
     last_desired: Option<u64>,
+    /// When the desired bitrate was last sent, the estimate then, and the gap to the next
+    /// probe request.
+    desired_at: Option<Instant>,
+    estimate_at_ask: Option<u64>,
+    probe_gap: Duration,
     /// Camera slots need re-mapping.
     cameras_dirty: bool,
 }
@@ -544,6 +564,9 @@ impl Router {
             estimate: None,
             last_down: None,
             last_desired: None,
+            desired_at: None,
+            estimate_at_ask: None,
+            probe_gap: self.config.probe_every,
             cameras_dirty: true,
         });
         self.subscriber_index.insert(id, si);
@@ -1438,14 +1461,38 @@ impl Router {
         if went_down {
             sub.last_down = Some(now);
         }
-        let report = sub
+        let changed = sub
             .last_desired
             .is_none_or(|d| desired.abs_diff(d) * 10 > d.max(1));
-        if report {
+        // Short: the estimate would not carry every tile's preferred layer with the margin
+        // an upgrade needs.
+        let short = sub
+            .estimate
+            .is_some_and(|e| (e as f64) < desired as f64 * self.config.up_margin);
+        let due = sub
+            .desired_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= sub.probe_gap);
+        if changed {
+            sub.probe_gap = self.config.probe_every;
+        } else if short && due {
+            let rose = match (sub.estimate, sub.estimate_at_ask) {
+                (Some(e), Some(before)) => e as f64 > before as f64 * 1.1,
+                _ => true,
+            };
+            sub.probe_gap = if rose {
+                self.config.probe_every
+            } else {
+                (sub.probe_gap * 2).min(self.config.probe_every_max)
+            };
+        }
+        if changed || (short && due) {
             sub.last_desired = Some(desired);
+            sub.desired_at = Some(now);
+            sub.estimate_at_ask = sub.estimate;
             self.outputs.push_back(RouterOutput::DesiredBitrate {
                 subscriber: sub.id,
                 bps: desired,
+                probe: !changed,
             });
         }
         for (ti, layer) in keyframes {
@@ -1810,6 +1857,100 @@ mod tests {
         );
         r.handle_remote_demand(cam(8), 1, LayerSet(7), t0);
         r.set_estimate(e(5), Some(1), t0);
+    }
+
+    /// While the estimate falls short of what the layout would use, the router asks for a
+    /// probe every `probe_every`, backing off while the estimate does not rise, and stops
+    /// asking once it suffices.
+    #[test]
+    fn asks_for_probes_while_the_estimate_falls_short() {
+        let t0 = Instant::now();
+        let config = RouterConfig::default();
+        let mut r = Router::new(config);
+        r.add_track(cam(1), simulcast_info(), t0).unwrap();
+        r.add_subscriber(e(2), &[SlotKind::Camera], t0).unwrap();
+        let large = LayoutSpec {
+            view: View::Speaker,
+            tiles: vec![TileSpec {
+                endpoint: Some(e(1)),
+                height: 700,
+            }],
+        };
+        r.set_layout(e(2), Some(large), t0).unwrap();
+        r.set_estimate(e(2), Some(300_000), t0);
+        let asks = |out: &[RouterOutput]| -> Vec<(u64, bool)> {
+            out.iter()
+                .filter_map(|o| match o {
+                    RouterOutput::DesiredBitrate {
+                        subscriber,
+                        bps,
+                        probe,
+                    } if *subscriber == e(2) => Some((*bps, *probe)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = asks(&drain(&mut r));
+        assert_eq!(first.last().map(|a| a.1), Some(false), "{first:?}");
+        let want = first.last().unwrap().0;
+        assert!(want >= config.nominal_bps[2], "{want}");
+
+        // Run the ticks for 40 s with the estimate stuck: the first ask a second after the
+        // estimate came, then the gap doubles up to 16 s.
+        let mut at = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(40) {
+            now += config.tick;
+            r.handle_timeout(now);
+            for (bps, probe) in asks(&drain(&mut r)) {
+                assert!(probe && bps == want, "{bps} {probe}");
+                at.push(now.duration_since(t0).as_millis() as u64 / 100);
+            }
+        }
+        assert_eq!(at, vec![10, 20, 40, 80, 160, 320], "tenths of a second");
+
+        // The estimate rises (a probe worked): the next ask comes a second later.
+        r.set_estimate(e(2), Some(600_000), now);
+        let mut next = None;
+        for _ in 0..200 {
+            now += config.tick;
+            r.handle_timeout(now);
+            if !asks(&drain(&mut r)).is_empty() {
+                next = Some(now);
+                break;
+            }
+        }
+        assert_eq!(
+            next.map(|n| n.duration_since(t0)),
+            Some(Duration::from_secs(48)),
+            "the ask due 16 s after the last"
+        );
+        r.set_estimate(e(2), Some(900_000), now);
+        let mut later = None;
+        for _ in 0..30 {
+            now += config.tick;
+            r.handle_timeout(now);
+            if !asks(&drain(&mut r)).is_empty() {
+                later = Some(now);
+                break;
+            }
+        }
+        assert_eq!(
+            later.map(|l| l.duration_since(next.unwrap())),
+            Some(Duration::from_secs(1)),
+            "a rise since the last ask brings the gap back to 1 s"
+        );
+
+        // Enough bandwidth: no more probe asks (the wish itself may still change: the
+        // layers here never send, so the top one is given up after a while).
+        r.set_estimate(e(2), Some(want * 2), now);
+        drain(&mut r);
+        for _ in 0..300 {
+            now += config.tick;
+            r.handle_timeout(now);
+            let a = asks(&drain(&mut r));
+            assert!(a.iter().all(|a| !a.1), "{a:?}");
+        }
     }
 
     #[test]

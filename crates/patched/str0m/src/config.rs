@@ -66,6 +66,8 @@ pub(crate) struct BweConfig {
     /// ting patch: pace media (str0m's default) or send it as soon as it is written,
     /// pacing only the BWE's probe clusters.
     pub(crate) pace_media: bool,
+    /// ting patch: let a probe result only raise the estimate.
+    pub(crate) probes_only_raise: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -521,6 +523,36 @@ impl RtcConfig {
         self.bwe_config.as_ref().map(|c| c.pace_media)
     }
 
+    /// ting patch: let a probe's result raise the delay-based estimate but never lower it.
+    ///
+    /// By default (as in libwebrtc) a finished probe cluster sets the estimate to what it
+    /// measured, lower or higher. A probe's measured send rate depends on the sender
+    /// serving its pacer on time; a busy sender (a forwarder handling a burst of
+    /// handshakes, say) stretches the cluster and measures its own stall, not the path.
+    /// With this set, such a result is ignored; falling estimates are left to the delay
+    /// and loss detectors, which see the path's queues and losses.
+    ///
+    /// Has an effect only with [`Self::enable_bwe()`].
+    ///
+    /// ```
+    /// # use str0m::{Rtc, bwe::Bitrate};
+    /// let config = Rtc::builder()
+    ///     .enable_bwe(Some(Bitrate::kbps(300)))
+    ///     .set_bwe_probes_only_raise(true);
+    /// assert_eq!(config.bwe_probes_only_raise(), Some(true));
+    /// ```
+    pub fn set_bwe_probes_only_raise(mut self, only_raise: bool) -> Self {
+        if let Some(conf) = self.bwe_config.as_mut() {
+            conf.probes_only_raise = only_raise;
+        }
+        self
+    }
+
+    /// Whether probe results can only raise the estimate, `None` with the BWE off.
+    pub fn bwe_probes_only_raise(&self) -> Option<bool> {
+        self.bwe_config.as_ref().map(|c| c.probes_only_raise)
+    }
+
     /// The initial bitrate as set by [`Self::enable_bwe()`].
     ///
     /// ```
@@ -910,6 +942,7 @@ impl BweConfig {
         Self {
             initial_bitrate,
             pace_media: true,
+            probes_only_raise: false,
         }
     }
 }

@@ -172,7 +172,8 @@ impl Session {
             } else {
                 PacerImpl::probes_only(rate * 2.0)
             };
-            let bwe = Bwe::new(rate);
+            let mut bwe = Bwe::new(rate);
+            bwe.set_probes_only_raise(config.probes_only_raise);
             (pacer, Some(bwe))
         } else {
             (PacerImpl::null(), None)
@@ -1379,6 +1380,12 @@ impl Session {
     /// one datagram per call, without a timeout pass. See [`crate::Rtc::poll_stream_tx`].
     pub(crate) fn poll_stream_tx(&mut self, now: Instant, ssrc: Ssrc) -> Option<DatagramSend> {
         if self.rtp_closing {
+            return None;
+        }
+        if self.pacer.active_cluster().is_some() {
+            // ting patch: while a probe cluster runs, the pacer spreads media and padding at
+            // the probe's rate and tags them for the estimator; media sent around it would
+            // use up the probe's budget untagged and leave the cluster too small to count.
             return None;
         }
         let srtp_tx = self.srtp_tx.as_mut()?;

@@ -435,7 +435,9 @@ impl Sim {
                     self.speaker_changes += 1;
                 }
                 RouterOutput::SpeakingChanged { .. } => {}
-                RouterOutput::DesiredBitrate { subscriber, bps } => {
+                RouterOutput::DesiredBitrate {
+                    subscriber, bps, ..
+                } => {
                     if let Some(s) = self.subs.get_mut(&subscriber) {
                         s.desired = Some(bps);
                     }

@@ -969,7 +969,11 @@ impl MediaCore {
                         }
                     }
                 }
-                RouterOutput::DesiredBitrate { subscriber, bps } => {
+                RouterOutput::DesiredBitrate {
+                    subscriber,
+                    bps,
+                    probe,
+                } => {
                     if let Some(peer) = self
                         .by_pid
                         .get(&subscriber.0)
@@ -977,8 +981,16 @@ impl MediaCore {
                         .and_then(Option::as_mut)
                     {
                         // Probing toward what the layout would use lets the estimate grow
-                        // past what is sent now.
-                        peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(bps));
+                        // past what is sent now. str0m probes when the desired bitrate
+                        // rises, so a repeated ask first dips it a little; the next ask
+                        // raises it back, which probes.
+                        let set = if probe && peer.desired_bps == bps {
+                            bps - bps / 64
+                        } else {
+                            bps
+                        };
+                        peer.desired_bps = set;
+                        peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(set));
                     }
                 }
             }

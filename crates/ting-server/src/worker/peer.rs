@@ -120,6 +120,8 @@ pub struct Peer {
     /// When ICE last reported the connection lost, if it has not come back since.
     pub disconnected_since: Option<Instant>,
     pub ended: Option<PeerEnd>,
+    /// The desired bitrate last handed to the bandwidth estimator.
+    pub desired_bps: u64,
 }
 
 impl std::fmt::Debug for Peer {
@@ -205,6 +207,9 @@ pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool) -> RtcConfig {
     config
         .enable_bwe(Some(str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)))
         .set_bwe_pace_media(false)
+        // A probe cluster stretched by a burst of other work (handshakes of a crowd
+        // joining) measures this worker, not the path: it must not pull the estimate down.
+        .set_bwe_probes_only_raise(true)
 }
 
 /// Where each connection's bandwidth estimate starts: enough for the speaker's middle
@@ -370,6 +375,7 @@ impl Peer {
                 connected: false,
                 disconnected_since: None,
                 ended: None,
+                desired_bps: 0,
             },
             answer: answer.to_sdp_string(),
         })

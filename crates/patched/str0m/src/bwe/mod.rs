@@ -73,6 +73,11 @@ impl Bwe {
         }
     }
 
+    /// ting patch: see `RtcConfig::set_bwe_probes_only_raise`.
+    pub fn set_probes_only_raise(&mut self, v: bool) {
+        self.bwe.probes_only_raise = v;
+    }
+
     pub fn handle_timeout(&mut self, now: Instant, do_probe: bool) -> Option<ProbeClusterConfig> {
         let result = self.bwe.handle_timeout(self.desired_bitrate, do_probe, now);
         if let Some(estimate) = self.bwe.last_estimate() {
@@ -145,6 +150,8 @@ struct SendSideBandwidthEstimator {
     alr_detector: AlrDetector,
     link_capacity_estimator: LinkCapacityEstimator,
     last_updated_estimate: Option<Bitrate>,
+    /// ting patch: ignore probe results below the delay-based estimate.
+    probes_only_raise: bool,
 }
 
 impl SendSideBandwidthEstimator {
@@ -168,6 +175,7 @@ impl SendSideBandwidthEstimator {
             alr_detector,
             link_capacity_estimator: LinkCapacityEstimator::new(),
             last_updated_estimate: None,
+            probes_only_raise: false,
         }
     }
 
@@ -233,7 +241,15 @@ impl SendSideBandwidthEstimator {
         let acked_bitrate = self.acked_bitrate_estimator.current_estimate();
 
         // Use the latest probe result from this update, if any
-        let probe_result = latest_probe_result;
+        let mut probe_result = latest_probe_result;
+        // ting patch: a probe that measured less than the current estimate is dropped when
+        // asked (`RtcConfig::set_bwe_probes_only_raise`).
+        if self.probes_only_raise
+            && let (Some(probe), Some(current)) = (probe_result, self.delay_controller.last_estimate())
+            && probe < current
+        {
+            probe_result = None;
+        }
 
         let is_probe_result = probe_result.is_some();
 
@@ -552,6 +568,37 @@ mod test {
                     .is_none()
             );
         }
+    }
+
+    /// ting patch: a probe stretched by a busy sender measures little; with
+    /// `probes_only_raise` it leaves the estimate alone, without it the estimate follows it.
+    #[test]
+    fn a_probe_below_the_estimate_lowers_it_only_when_allowed() {
+        fn run(only_raise: bool) -> Bitrate {
+            let start = Instant::now();
+            let mut bwe = SendSideBandwidthEstimator::new(Bitrate::mbps(2));
+            bwe.probes_only_raise = only_raise;
+            let config = bwe.handle_timeout(Bitrate::mbps(5), true, start).unwrap();
+            assert!(bwe.start_probe(config, start));
+            // Ten 1200-byte packets 30 ms apart: 320 kbit/s, a sixth of the estimate.
+            let records: Vec<_> = (0..10u64)
+                .map(|i| {
+                    let sent = start + Duration::from_millis(30 * i);
+                    TwccSendRecord::test_new(
+                        TwccPacketId::with_cluster(i, config.cluster()),
+                        sent,
+                        1200,
+                        start + Duration::from_millis(400),
+                        Some(sent + Duration::from_millis(5)),
+                    )
+                })
+                .collect();
+            let now = start + Duration::from_millis(400);
+            bwe.update(records.iter(), now);
+            bwe.last_estimate().unwrap()
+        }
+        assert!(run(true) >= Bitrate::mbps(2), "{}", run(true));
+        assert!(run(false) < Bitrate::mbps(1), "{}", run(false));
     }
 
     #[test]
