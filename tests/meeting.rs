@@ -1,6 +1,7 @@
 //! Three participants meet through a real ting over loopback UDP: each publishes audio and
 //! video RTP, each receives the others' payloads byte for byte with continuous sequence
-//! numbers in every slot; one leaves and the others are told while their media goes on.
+//! numbers in every slot; one leaves and the others are told while their media goes on; a
+//! late joiner is told who speaks.
 
 mod common;
 
@@ -153,9 +154,30 @@ async fn three_participants_receive_each_other_byte_for_byte() {
         "latency recorded for every forwarded packet"
     );
 
+    // A late joiner is told who speaks now, without waiting for the speaker to change
+    // (the two left both speak all the time, so the active speaker stays put; the joiner
+    // itself is silent, so it cannot change it either).
+    let mut quiet = peer_config(4);
+    quiet.speaking = false;
+    let _late = ting_bench::join_peer(
+        &server.ws_url,
+        "e2e-meeting",
+        quiet,
+        LOOPBACK,
+        driver.sender(),
+    )
+    .await
+    .expect("the late joiner joins");
+    wait_for(
+        "the late joiner to be told the active speaker",
+        Duration::from_secs(10),
+        || stats_of(&driver.snapshot(), 4).is_some_and(|s| s.speaker_known_after_ms.is_some()),
+    )
+    .await;
+
     let (status, body) = server.get("/readyz").await;
     assert_eq!(status, 200);
-    assert!(body.contains("\"participants\":2"), "{body}");
+    assert!(body.contains("\"participants\":3"), "{body}");
     drop(driver);
     server.stop().await;
 }

@@ -169,6 +169,8 @@ pub struct PeerStats {
     pub keyframe_requests_received: u64,
     /// From creating the connection to the first video packet received, ms.
     pub first_video_after_ms: Option<u64>,
+    /// From creating the connection to the first `active_speaker` that named someone, ms.
+    pub speaker_known_after_ms: Option<u64>,
     /// Camera packets and bytes sent per simulcast layer.
     pub sent_layers: [Flow; 3],
     /// Received packets whose payload was decrypted and checked.
@@ -685,6 +687,11 @@ impl SimPeer {
                     }
                     t.active = on;
                 }
+            }
+            ServerMsg::ActiveSpeaker {
+                participant: Some(_),
+            } if self.stats.speaker_known_after_ms.is_none() => {
+                self.stats.speaker_known_after_ms = Some(self.created.elapsed().as_millis() as u64);
             }
             ServerMsg::Error(e) => self.stats.errors.push(e.message.clone()),
             _ => {}

@@ -270,6 +270,9 @@ pub struct Joins {
     pub first_video_ms: Percentiles,
     /// The same for the participant who joined last (the room at its fullest), ms.
     pub last_joiner_first_video_ms: Option<u64>,
+    /// From creating the last joiner's connection to its first `active_speaker` naming
+    /// someone, ms (none if nobody spoke).
+    pub last_joiner_speaker_ms: Option<u64>,
     /// Participants that received no media at all (and should have).
     pub without_media: usize,
 }
@@ -392,7 +395,14 @@ impl Report {
             ),
         );
         if let Some(ms) = j.last_joiner_first_video_ms {
-            line("last join", format!("first video {ms} ms after joining"));
+            let speaker = j
+                .last_joiner_speaker_ms
+                .map(|s| format!(", the active speaker named after {s} ms"))
+                .unwrap_or_default();
+            line(
+                "last join",
+                format!("first video {ms} ms after joining{speaker}"),
+            );
         }
         for (label, packets, bytes) in [
             ("sent", &w.sent_packets, &w.sent_bytes),

@@ -546,12 +546,13 @@ pub async fn run(opts: BenchOptions) -> Report {
         .collect();
     report.joins.first_video_ms = Percentiles::of_values(&first_video);
     // Ids grow with join order within a room; the last joiner of the last room.
-    report.joins.last_joiner_first_video_ms = snap_end
+    let last_joiner = snap_end
         .peers
         .iter()
         .filter(|p| p.slots.iter().any(|s| s.kind == "video"))
-        .max_by_key(|p| p.id)
-        .and_then(|p| p.first_video_after_ms);
+        .max_by_key(|p| p.id);
+    report.joins.last_joiner_first_video_ms = last_joiner.and_then(|p| p.first_video_after_ms);
+    report.joins.last_joiner_speaker_ms = last_joiner.and_then(|p| p.speaker_known_after_ms);
     report.joins.without_media = snap_end
         .peers
         .iter()

@@ -578,17 +578,8 @@ impl Router {
         self.reconcile_cameras(si, now);
         self.allocate(si, now);
         self.update_demand(now);
-        // Tell it who is speaking and who the active speaker is.
-        if !self.speaking.is_empty() {
-            self.outputs.push_back(RouterOutput::SpeakingChanged {
-                speaking: self.speaking.clone(),
-            });
-        }
-        if let Some(endpoint) = self.dominant.current() {
-            self.outputs.push_back(RouterOutput::ActiveSpeaker {
-                endpoint: Some(endpoint),
-            });
-        }
+        // Who speaks now is for the new subscriber alone (`Router::speaking`,
+        // `Router::active_speaker`): outputs go to the whole room.
         Ok(())
     }
 

@@ -630,6 +630,20 @@ impl MediaCore {
                 let _ = rs
                     .router
                     .add_subscriber_with_layout(endpoint, &kinds, layout, now);
+                // Who speaks now, so a joiner does not wait for the next change to see it.
+                if let Some(peer) = self.peers.get(pi).and_then(Option::as_ref) {
+                    let speaking = rs.router.speaking();
+                    if !speaking.is_empty() {
+                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Speaking {
+                            participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
+                        }));
+                    }
+                    if let Some(speaker) = rs.router.active_speaker() {
+                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::ActiveSpeaker {
+                            participant: Some(participant_ref(speaker)),
+                        }));
+                    }
+                }
             }
             debug!(pid = %format_args!("{:016x}", endpoint.0), "media connected");
             self.drain_router(room, now);
