@@ -21,6 +21,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ting_bench::{SimPeer, SimPeerConfig};
 use ting_media::{Codec, EndpointId, Source, TrackId};
 use ting_server::metrics::WorkerCounters;
+use ting_server::outbox::{OutboxRx, outbox};
+use ting_server::setup::PeerFactory;
 use ting_server::udp::SendResult;
 use ting_server::worker::peer::SlotLimits;
 use ting_server::worker::{
@@ -47,7 +49,7 @@ struct Room {
     subscribers: Vec<SimPeer>,
     by_addr: HashMap<SocketAddr, usize>,
     _events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
-    _outboxes: Vec<tokio::sync::mpsc::UnboundedReceiver<ting_server::outbox::OutMsg>>,
+    _outboxes: Vec<OutboxRx>,
 }
 
 impl Room {
@@ -63,9 +65,7 @@ impl Room {
             .generate_certificate()
             .expect("certificate");
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-        let setup = CoreSetup {
-            id: WorkerId(0),
-            candidate: SERVER.parse().unwrap(),
+        let factory = PeerFactory {
             cert,
             limits: SlotLimits {
                 audio: 3,
@@ -73,6 +73,10 @@ impl Room {
                 screen: 1,
             },
             estimate_bandwidth: std::env::var_os("TING_BENCH_BWE").is_some(),
+        };
+        let setup = CoreSetup {
+            id: WorkerId(0),
+            candidate: SERVER.parse().unwrap(),
             events: events_tx,
             counters: Arc::new(WorkerCounters::default()),
         };
@@ -81,13 +85,23 @@ impl Room {
         let mut outboxes = Vec::new();
         let mut connect = |core: &mut MediaCore, cfg: SimPeerConfig, addr: SocketAddr| {
             let (mut peer, offer) = SimPeer::new(cfg.clone(), addr, now).expect("peer");
-            let (outbox, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (outbox, rx) = outbox(1 << 16);
             outboxes.push(rx);
+            let pid = u64::from(cfg.id);
+            let accepted = factory
+                .accept(
+                    pid,
+                    RoomKey(1),
+                    &offer,
+                    SERVER.parse().unwrap(),
+                    outbox,
+                    now,
+                )
+                .expect("offer accepted");
             handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
-                pid: u64::from(cfg.id),
+                pid,
                 room: RoomKey(1),
-                offer,
-                outbox,
+                accepted: Box::new(accepted),
                 tracks: Vec::new(),
                 workers: vec![WorkerId(0)],
                 layout: None,

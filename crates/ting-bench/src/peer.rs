@@ -58,8 +58,11 @@ pub enum BenchLayout {
 /// What a simulated participant sends and receives.
 #[derive(Debug, Clone)]
 pub struct SimPeerConfig {
-    /// Written into every payload; also the display name is `sim-<id>`.
+    /// Written into every payload; also the display name is `sim-<id>` unless
+    /// [`SimPeerConfig::display_name`] says otherwise.
     pub id: u32,
+    /// The name to join with instead of `sim-<id>`.
+    pub display_name: Option<String>,
     /// Publish a microphone.
     pub audio: bool,
     /// Audio payload bytes per 20 ms packet (Opus at ~32 kbit/s: 80).
@@ -95,6 +98,7 @@ impl SimPeerConfig {
     pub fn new(id: u32) -> SimPeerConfig {
         SimPeerConfig {
             id,
+            display_name: None,
             audio: true,
             audio_bytes: 80,
             video_bps: vec![500_000],
@@ -113,7 +117,9 @@ impl SimPeerConfig {
     }
 
     pub fn name(&self) -> String {
-        format!("sim-{}", self.id)
+        self.display_name
+            .clone()
+            .unwrap_or_else(|| format!("sim-{}", self.id))
     }
 }
 

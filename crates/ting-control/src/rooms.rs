@@ -45,6 +45,8 @@ pub enum LeaveReason {
     MediaFailed,
     /// The server is shutting down.
     ServerShutdown,
+    /// Their connection stopped taking messages and was closed.
+    TooSlow,
 }
 
 /// Limits and timeouts of the control plane.

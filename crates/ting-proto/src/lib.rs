@@ -253,6 +253,9 @@ pub enum LeaveReason {
     MediaFailed,
     /// The server is shutting down.
     ServerShutdown,
+    /// Their connection did not take the meeting's messages as fast as they came (it
+    /// stopped reading); the server closed it rather than buffer without end.
+    TooSlow,
 }
 
 /// One receive slot of the client, and whose track it carries.
@@ -312,6 +315,14 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server; the message says what.
     Internal,
+    /// The client sent messages faster than the server reads them; the message was dropped.
+    /// The error says which limit.
+    RateLimited,
+    /// The client did not read the server's messages as fast as they came; the connection
+    /// is closed (fatal).
+    TooSlow,
+    /// The client did not send `join` in time after connecting (fatal).
+    JoinTimeout,
 }
 
 /// Why a client message was refused before it was understood.

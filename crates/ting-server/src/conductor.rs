@@ -7,6 +7,7 @@
 //! room's tracks with its first connection, then every later change.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
@@ -23,7 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, Metrics};
+use crate::setup::{SetupDone, SetupJob};
 use crate::worker::{
     ConnectReq, OutMsg, Outbox, PublishedTrack, RoomKey, TrackDesc, WorkerCmd, WorkerEvent,
     WorkerHandle, WorkerId,
@@ -35,6 +37,8 @@ pub enum ConductorCmd {
     Join {
         room: String,
         name: String,
+        /// The client's IP address, for per-address limits; never logged.
+        address: IpAddr,
         outbox: Outbox,
         reply: oneshot::Sender<Result<(ParticipantId, Welcome), ErrorMsg>>,
     },
@@ -68,6 +72,8 @@ struct Member {
     room: RoomName,
     key: RoomKey,
     worker: Option<WorkerId>,
+    /// Its offer is being built into a connection (`crate::setup`).
+    connecting: bool,
     /// What the media connection publishes, once connected.
     published: Vec<PublishedTrack>,
     /// The client's layout, kept for its connection's router.
@@ -90,6 +96,12 @@ pub struct Conductor {
     /// Offers handed to a worker and not answered yet.
     pending_offers: HashMap<ParticipantId, oneshot::Sender<Result<String, ErrorMsg>>>,
     ready: Arc<AtomicBool>,
+    /// Who opened each open room, and how many open rooms each address opened
+    /// (`limits.max_rooms_per_address`).
+    room_openers: HashMap<RoomName, IpAddr>,
+    rooms_by_address: HashMap<IpAddr, usize>,
+    /// Where offers go to be built into connections.
+    setup: std::sync::mpsc::Sender<SetupJob>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -164,6 +176,7 @@ impl Conductor {
         workers: Arc<[WorkerHandle]>,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
+        setup: std::sync::mpsc::Sender<SetupJob>,
         seed: u64,
     ) -> Conductor {
         let rooms = Rooms::new(
@@ -185,6 +198,9 @@ impl Conductor {
             room_workers: HashMap::new(),
             pending_offers: HashMap::new(),
             ready,
+            room_openers: HashMap::new(),
+            rooms_by_address: HashMap::new(),
+            setup,
         }
     }
 
@@ -193,6 +209,7 @@ impl Conductor {
         mut self,
         mut commands: mpsc::Receiver<ConductorCmd>,
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        mut built: mpsc::UnboundedReceiver<SetupDone>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -210,6 +227,7 @@ impl Conductor {
                     None => break,
                 },
                 Some(ev) = events.recv() => self.handle_worker_event(ev),
+                Some(done) = built.recv() => self.connection_built(done),
                 _ = sleep => self.rooms.handle_timeout(Instant::now()),
                 _ = &mut shutdown => break,
             }
@@ -224,10 +242,11 @@ impl Conductor {
             ConductorCmd::Join {
                 room,
                 name,
+                address,
                 outbox,
                 reply,
             } => {
-                let _ = reply.send(self.join(&room, &name, outbox, now));
+                let _ = reply.send(self.join(&room, &name, address, outbox, now));
             }
             ConductorCmd::Offer { pid, offer, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -288,6 +307,7 @@ impl Conductor {
         &mut self,
         room: &str,
         name: &str,
+        address: IpAddr,
         outbox: Outbox,
         now: Instant,
     ) -> Result<(ParticipantId, Welcome), ErrorMsg> {
@@ -297,6 +317,25 @@ impl Conductor {
                 message: "the server is shutting down; try again in a moment".into(),
                 fatal: true,
             });
+        }
+        // A join that would open a room counts against its address's rooms.
+        let opens = RoomName::parse(room)
+            .ok()
+            .filter(|r| !self.keys.contains_key(r));
+        if opens.is_some() {
+            let limit = self.config.limits.max_rooms_per_address;
+            if self.rooms_by_address.get(&address).copied().unwrap_or(0) >= limit {
+                self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+                self.metrics.control.limited(Limit::RoomsPerAddress);
+                return Err(ErrorMsg {
+                    code: ErrorCode::TooManyRooms,
+                    message: format!(
+                        "joins from this address have opened {limit} rooms that are still \
+                         open (limits.max_rooms_per_address); join an open room or wait"
+                    ),
+                    fatal: false,
+                });
+            }
         }
         let joined = self.rooms.handle_join(room, name, now).map_err(|e| {
             self.metrics.control.joins_refused.fetch_add(1, Relaxed);
@@ -319,6 +358,8 @@ impl Conductor {
                 let k = RoomKey(self.next_key);
                 self.next_key += 1;
                 self.keys.insert(joined.room.clone(), k);
+                self.room_openers.insert(joined.room.clone(), address);
+                *self.rooms_by_address.entry(address).or_insert(0) += 1;
                 k
             }
         };
@@ -332,6 +373,7 @@ impl Conductor {
                 room: joined.room.clone(),
                 key,
                 worker: None,
+                connecting: false,
                 published: Vec::new(),
                 layout: None,
                 announced: Vec::new(),
@@ -364,6 +406,7 @@ impl Conductor {
         Ok((joined.participant, welcome))
     }
 
+    /// Sends the offer to be built into a connection on the worker it will live on.
     fn offer(&mut self, pid: ParticipantId, offer: Offer) -> Result<(), ErrorMsg> {
         let Some(member) = self.members.get(&pid) else {
             return Err(ErrorMsg {
@@ -372,7 +415,7 @@ impl Conductor {
                 fatal: false,
             });
         };
-        if member.worker.is_some() {
+        if member.worker.is_some() || member.connecting {
             return Err(ErrorMsg {
                 code: ErrorCode::AlreadyConnected,
                 message: "this session already has a media connection; protocol 1 does not \
@@ -387,13 +430,57 @@ impl Conductor {
             message: "no media worker is running".into(),
             fatal: false,
         })?;
+        let job = SetupJob {
+            pid: pid.0,
+            room: key,
+            worker,
+            candidate: self.workers[worker.0].addr,
+            offer,
+            outbox: member.outbox.clone(),
+        };
+        if self.setup.send(job).is_err() {
+            return Err(ErrorMsg {
+                code: ErrorCode::Unavailable,
+                message: "the server is shutting down".into(),
+                fatal: true,
+            });
+        }
+        if let Some(m) = self.members.get_mut(&pid) {
+            m.connecting = true;
+        }
+        Ok(())
+    }
+
+    /// A connection was built from an offer: hand it to its worker with the room's tracks as
+    /// they are now, or tell the client why its offer was refused.
+    fn connection_built(&mut self, done: SetupDone) {
+        let pid = ParticipantId(done.pid);
+        let Some(member) = self.members.get_mut(&pid) else {
+            // Left while its connection was being built; dropping it is all there is to do.
+            return;
+        };
+        member.connecting = false;
+        let accepted = match done.result {
+            Ok(a) => a,
+            Err(error) => {
+                // The kind only: the text may quote the client's SDP.
+                debug!(participant = %pid, error = error.kind(), "offer refused");
+                if let Some(reply) = self.pending_offers.remove(&pid) {
+                    let _ = reply.send(Err(ErrorMsg {
+                        code: ErrorCode::BadOffer,
+                        message: error.to_string(),
+                        fatal: false,
+                    }));
+                }
+                return;
+            }
+        };
+        let worker = done.worker;
+        member.worker = Some(worker);
+        let key = member.key;
         let layout = member.layout.clone();
         let room = member.room.clone();
-        let outbox = member.outbox.clone();
         let tracks = self.room_tracks(&room);
-        if let Some(m) = self.members.get_mut(&pid) {
-            m.worker = Some(worker);
-        }
         let added = {
             let per = self.room_workers.entry(key).or_default();
             let n = per.entry(worker).or_insert(0);
@@ -404,8 +491,7 @@ impl Conductor {
         self.workers[worker.0].command(WorkerCmd::Connect(Box::new(ConnectReq {
             pid: pid.0,
             room: key,
-            offer,
-            outbox,
+            accepted,
             tracks,
             workers: workers.clone(),
             layout,
@@ -413,7 +499,6 @@ impl Conductor {
         if added {
             self.announce_room_workers(key, &workers);
         }
-        Ok(())
     }
 
     /// The worker for a new connection of `room`. A small room stays on the worker that
@@ -545,22 +630,6 @@ impl Conductor {
                     }
                 }
             }
-            WorkerEvent::ConnectFailed { pid, error } => {
-                let pid = ParticipantId(pid);
-                if let Some(m) = self.members.get_mut(&pid)
-                    && let Some(w) = m.worker.take()
-                {
-                    let key = m.key;
-                    self.release_worker(key, w);
-                }
-                if let Some(reply) = self.pending_offers.remove(&pid) {
-                    let _ = reply.send(Err(ErrorMsg {
-                        code: ErrorCode::BadOffer,
-                        message: error.to_string(),
-                        fatal: false,
-                    }));
-                }
-            }
             WorkerEvent::MediaFailed { pid } => {
                 let pid = ParticipantId(pid);
                 if let Some(m) = self.members.get(&pid) {
@@ -642,6 +711,7 @@ impl Conductor {
                         LeaveReason::TimedOut => ting_proto::LeaveReason::TimedOut,
                         LeaveReason::MediaFailed => ting_proto::LeaveReason::MediaFailed,
                         LeaveReason::ServerShutdown => ting_proto::LeaveReason::ServerShutdown,
+                        LeaveReason::TooSlow => ting_proto::LeaveReason::TooSlow,
                     };
                     debug!(participant = %participant, ?reason, "left");
                     let msg = ServerMsg::ParticipantLeft {
@@ -653,6 +723,14 @@ impl Conductor {
                 ControlEvent::RoomClosed { room } => {
                     if let Some(key) = self.keys.remove(&room) {
                         self.room_workers.remove(&key);
+                    }
+                    if let Some(address) = self.room_openers.remove(&room)
+                        && let Some(n) = self.rooms_by_address.get_mut(&address)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.rooms_by_address.remove(&address);
+                        }
                     }
                 }
             }
@@ -699,8 +777,23 @@ impl Conductor {
         }
     }
 
+    /// Tells every participant that everyone leaves because the server stops, then that the
+    /// connection ends.
     fn shut_down(&mut self) {
         self.ready.store(false, Relaxed);
+        for (pid, m) in &self.members {
+            let left = OutMsg::new(&ServerMsg::ParticipantLeft {
+                participant: pref(*pid),
+                reason: ting_proto::LeaveReason::ServerShutdown,
+            });
+            for p in self.rooms.members(&m.room) {
+                if p.id != *pid
+                    && let Some(other) = self.members.get(&p.id)
+                {
+                    let _ = other.outbox.send(left.clone());
+                }
+            }
+        }
         let bye = OutMsg::new(&ServerMsg::Error(ErrorMsg {
             code: ErrorCode::Unavailable,
             message: "the server is shutting down".into(),

@@ -21,6 +21,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub limits: LimitsConfig,
     pub slots: SlotsConfig,
+    pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
 
@@ -51,6 +52,16 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     pub participant_timeout_secs: u64,
     pub ping_interval_secs: u64,
+    pub join_timeout_secs: u64,
+    pub http_header_timeout_secs: u64,
+    pub write_timeout_secs: u64,
+    pub outbox_messages: usize,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub max_rooms_per_address: usize,
+    pub messages_per_second: u32,
+    pub media_messages_per_second: u32,
+    pub layout_messages_per_second: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +70,12 @@ pub struct SlotsConfig {
     pub audio: u16,
     pub video: u16,
     pub screen: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub drain_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +216,76 @@ impl Config {
                 "slots",
                 slots.to_string(),
                 "at most 256 receive slots in all",
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.join_timeout_secs", l.join_timeout_secs),
+            (
+                "limits.http_header_timeout_secs",
+                l.http_header_timeout_secs,
+            ),
+            ("limits.write_timeout_secs", l.write_timeout_secs),
+        ] {
+            if v == 0 || v > 3600 {
+                return Err(bad(
+                    key,
+                    v.to_string(),
+                    "must be between 1 and 3600 seconds",
+                ));
+            }
+        }
+        if l.outbox_messages < 64 || l.outbox_messages > 1 << 16 {
+            return Err(bad(
+                "limits.outbox_messages",
+                l.outbox_messages.to_string(),
+                "must be between 64 (a busy room sends bursts) and 65536",
+            ));
+        }
+        for (key, v) in [
+            (
+                "limits.max_connections_per_address",
+                l.max_connections_per_address,
+            ),
+            ("limits.max_rooms_per_address", l.max_rooms_per_address),
+        ] {
+            if v == 0 {
+                return Err(bad(key, v.to_string(), "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("limits.messages_per_second", l.messages_per_second),
+            (
+                "limits.media_messages_per_second",
+                l.media_messages_per_second,
+            ),
+            (
+                "limits.layout_messages_per_second",
+                l.layout_messages_per_second,
+            ),
+        ] {
+            if v == 0 {
+                return Err(bad(key, v.to_string(), "must be at least 1"));
+            }
+        }
+        if self.limits.messages_per_second
+            < 2 * self
+                .limits
+                .layout_messages_per_second
+                .max(self.limits.media_messages_per_second)
+        {
+            return Err(bad(
+                "limits.messages_per_second",
+                self.limits.messages_per_second.to_string(),
+                "must be at least twice limits.media_messages_per_second and \
+                 limits.layout_messages_per_second (pings and the rest need room too)",
+            ));
+        }
+        if self.shutdown.drain_secs > 3600 {
+            return Err(bad(
+                "shutdown.drain_secs",
+                self.shutdown.drain_secs.to_string(),
+                "at most 3600 seconds",
             ));
         }
         if self.log.level.trim().is_empty() {

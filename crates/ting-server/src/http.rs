@@ -1,15 +1,19 @@
 //! The HTTP side: the browser client's files, the signalling WebSocket, health and metrics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
+use crate::listen::ConnSlot;
+use crate::metrics::Limit;
 use crate::web;
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -61,14 +65,49 @@ async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> 
     }
 }
 
-async fn websocket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<ConnSlot>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // WebSockets live long; keep some connections for health checks and metrics.
+    let open = state.metrics.control.connections.load(Relaxed) as usize;
+    if open
+        > state
+            .max_connections
+            .saturating_sub(crate::listen::HTTP_RESERVE)
+    {
+        state.metrics.control.limited(Limit::WebSocketReserve);
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"too_many_connections","message":"this server holds as many connections as limits.max_connections allows; try again later"}"#.to_owned(),
+        );
+    }
     // The hard limit: frames beyond it are refused by the WebSocket layer and close the
     // connection. Below it, the session's own (configured) limit answers with an error.
     let hard = (state.config.limits.max_message_bytes * 2).max(1 << 20);
     ws.max_message_size(hard)
         .max_frame_size(hard)
-        .on_upgrade(move |socket| crate::session::run(socket, state))
+        // A small read buffer: a connection that never joins costs kilobytes, not the
+        // default 128 KiB; large messages still arrive, in more reads.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        // Bounds what is queued for a client that does not read (pongs to its pings
+        // included): past it the connection fails instead of growing.
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| async move {
+            // The session holds the connection's place in the connection count.
+            let _slot = slot;
+            crate::session::run(socket, state, addr).await;
+        })
 }
+
+/// Bytes read from a WebSocket at a time.
+const READ_BUFFER: usize = 8 * 1024;
+/// Bytes queued for one WebSocket's peer at most. The largest message ting sends (an SDP
+/// answer, or a welcome listing 250 people) is well under it.
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 async fn healthz() -> Response {
     json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())

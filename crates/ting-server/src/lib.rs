@@ -20,9 +20,13 @@
 pub mod conductor;
 pub mod config;
 pub mod http;
+pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod ratelimit;
 pub mod session;
+pub mod setup;
 pub mod udp;
 mod web;
 pub mod worker;
@@ -70,7 +74,39 @@ pub struct AppState {
     pub conductor: mpsc::Sender<ConductorCmd>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Open connections at most (`limits.max_connections`, or what file descriptors allow).
+    pub max_connections: usize,
+    /// Turns true when the server stops for good: every session closes at once.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
+
+/// Raises the soft file-descriptor limit to the hard limit (systemd's soft default of 1024
+/// would cap ting at about a thousand connections) and returns both after the change.
+pub fn raise_fd_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (1024, 1024);
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// How long connections get to finish when the server closes, after participants were told.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A bound, not yet serving, ting server.
 pub struct Server {
@@ -80,6 +116,7 @@ pub struct Server {
     threads: Vec<std::thread::JoinHandle<()>>,
     worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     metrics: Arc<Metrics>,
+    factory: setup::PeerFactory,
 }
 
 impl std::fmt::Debug for Server {
@@ -135,15 +172,17 @@ impl Server {
                 core: CoreSetup {
                     id: WorkerId(i),
                     candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
-                    cert: cert.clone(),
-                    limits,
-                    estimate_bandwidth: config.media.bandwidth_estimation,
                     events: events_tx.clone(),
                     counters: metrics.workers[i].clone(),
                 },
             });
         }
         let (workers, threads) = worker::spawn_workers(setups).map_err(ServerError::Workers)?;
+        let factory = setup::PeerFactory {
+            cert,
+            limits,
+            estimate_bandwidth: config.media.bandwidth_estimation,
+        };
         Ok(Server {
             config,
             listener,
@@ -151,6 +190,7 @@ impl Server {
             threads,
             worker_events,
             metrics,
+            factory,
         })
     }
 
@@ -184,47 +224,101 @@ impl Server {
         let ready = Arc::new(AtomicBool::new(true));
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let seed: u64 = rand::random();
+        let (built_tx, built_rx) = mpsc::unbounded_channel();
+        let (setup_tx, setup_thread) =
+            setup::spawn(self.factory.clone(), built_tx).map_err(ServerError::Workers)?;
         let conductor = Conductor::new(
             self.config.clone(),
             self.workers.clone(),
             self.metrics.clone(),
             ready.clone(),
+            setup_tx,
             seed,
         );
         let http_addr = self.local_addr();
         let worker_events = self.worker_events;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut stop_conductor = stop_rx.clone();
-        let conductor = tokio::spawn(conductor.run(cmd_rx, worker_events, async move {
+        let conductor = tokio::spawn(conductor.run(cmd_rx, worker_events, built_rx, async move {
             let _ = stop_conductor.wait_for(|s| *s).await;
         }));
+        let (soft, hard) = raise_fd_limit();
+        self.metrics.control.fd_soft_limit.store(soft, Relaxed);
+        self.metrics.control.fd_hard_limit.store(hard, Relaxed);
+        let by_fds = (soft as usize).saturating_sub(listen::FD_RESERVE).max(64);
+        let max_connections = match self.config.limits.max_connections {
+            0 => by_fds,
+            n => n.min(by_fds),
+        };
+        info!(
+            fd_soft = soft,
+            fd_hard = hard,
+            max_connections,
+            "file descriptors"
+        );
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let state = Arc::new(AppState {
             config: self.config.clone(),
             conductor: cmd_tx,
             metrics: self.metrics.clone(),
             ready: ready.clone(),
+            max_connections,
+            closing: closing_rx,
         });
         let app = http::router(state);
         info!(http = %http_addr, workers = self.workers.len(), "ting serving");
-        let stop = async move {
-            shutdown.await;
-            ready.store(false, Relaxed);
-            let _ = stop_tx.send(true);
+        let limits = listen::ConnLimits {
+            max: max_connections,
+            per_address: self.config.limits.max_connections_per_address,
+            header_timeout: std::time::Duration::from_secs(
+                self.config.limits.http_header_timeout_secs,
+            ),
         };
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop)
-            .await;
+        let (listen_stop_tx, listen_stop_rx) = tokio::sync::watch::channel(false);
+        let http = tokio::spawn(listen::serve(
+            self.listener,
+            app,
+            limits,
+            self.metrics.clone(),
+            listen_stop_rx,
+            CLOSE_GRACE,
+        ));
+
+        shutdown.await;
+        // Drain: /readyz says 503 at once while everything else still answers; no new
+        // joins; meetings go on until they end or the drain time is up.
+        ready.store(false, Relaxed);
+        let drain = std::time::Duration::from_secs(self.config.shutdown.drain_secs);
+        info!(
+            participants = self.metrics.control.participants.load(Relaxed),
+            drain_secs = drain.as_secs(),
+            "shutting down: no new joins"
+        );
+        let drained = tokio::time::Instant::now() + drain;
+        while self.metrics.control.participants.load(Relaxed) > 0
+            && tokio::time::Instant::now() < drained
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Tell everyone, then close: sessions get a moment to send the goodbye.
+        let _ = stop_tx.send(true);
         let _ = conductor.await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let _ = closing_tx.send(true);
+        let _ = listen_stop_tx.send(true);
+        let _ = http.await;
         for w in self.workers.iter() {
             w.command(worker::WorkerCmd::Shutdown);
         }
-        let threads = self.threads;
+        let mut threads = self.threads;
+        threads.push(setup_thread);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
-        served.map_err(ServerError::Http)
+        info!("ting stopped");
+        Ok(())
     }
 }

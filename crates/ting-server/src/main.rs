@@ -150,14 +150,12 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .with_context(|| format!("log level {filter:?} is not a valid filter"))?,
-        )
-        .init();
+    ting_server::logging::init(
+        &filter,
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .map_err(|e| anyhow::anyhow!("log level {filter:?} is not a valid filter: {e}"))?;
     ting_control::RoomName::parse(&cli.room)
         .map_err(|e| anyhow::anyhow!("--room {:?}: the room name {e}", cli.room))?;
 

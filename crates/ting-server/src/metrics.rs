@@ -202,6 +202,70 @@ pub struct ControlCounters {
     pub joins: AtomicU64,
     pub joins_refused: AtomicU64,
     pub signalling_errors: AtomicU64,
+    /// Open HTTP and WebSocket connections.
+    pub connections: AtomicU64,
+    /// The process's file-descriptor limits after start-up.
+    pub fd_soft_limit: AtomicU64,
+    pub fd_hard_limit: AtomicU64,
+    /// Times a limit was enforced, by [`Limit`].
+    pub limited: [AtomicU64; Limit::ALL.len()],
+}
+
+impl ControlCounters {
+    pub fn limited(&self, limit: Limit) {
+        self.limited[limit as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// A limit that refused or ended something, as counted in `ting_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A connection beyond `limits.max_connections` was closed at once.
+    MaxConnections = 0,
+    /// A connection beyond `limits.max_connections_per_address` was closed at once.
+    ConnectionsPerAddress = 1,
+    /// A WebSocket was refused to keep connections in reserve for health checks.
+    WebSocketReserve = 2,
+    /// A WebSocket did not send `join` within `limits.join_timeout_secs`.
+    JoinTimeout = 3,
+    /// A client's outbox filled (`limits.outbox_messages`): it stopped reading.
+    TooSlow = 4,
+    /// A write to a client did not finish within `limits.write_timeout_secs`.
+    WriteTimeout = 5,
+    /// A message beyond a `limits.*messages_per_second` was dropped.
+    RateLimited = 6,
+    /// A join that would open a room beyond `limits.max_rooms_per_address`.
+    RoomsPerAddress = 7,
+    /// An offer with more m-lines than the slots and publish lines allow.
+    OfferLines = 8,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 9] = [
+        Limit::MaxConnections,
+        Limit::ConnectionsPerAddress,
+        Limit::WebSocketReserve,
+        Limit::JoinTimeout,
+        Limit::TooSlow,
+        Limit::WriteTimeout,
+        Limit::RateLimited,
+        Limit::RoomsPerAddress,
+        Limit::OfferLines,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::ConnectionsPerAddress => "connections_per_address",
+            Limit::WebSocketReserve => "websocket_reserve",
+            Limit::JoinTimeout => "join_timeout",
+            Limit::TooSlow => "too_slow",
+            Limit::WriteTimeout => "write_timeout",
+            Limit::RateLimited => "rate_limited",
+            Limit::RoomsPerAddress => "rooms_per_address",
+            Limit::OfferLines => "offer_lines",
+        }
+    }
 }
 
 /// Everything `/metrics` reports.
@@ -305,6 +369,35 @@ impl Collector for Scrape {
             "ting_signalling_errors",
             "Signalling messages answered with an error.",
             c.signalling_errors.load(Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "ting_http_connections",
+            "Open HTTP and WebSocket connections.",
+            c.connections.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_fd_soft_limit",
+            "The process's file-descriptor soft limit (raised to the hard limit at start).",
+            c.fd_soft_limit.load(Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_fd_hard_limit",
+            "The process's file-descriptor hard limit.",
+            c.fd_hard_limit.load(Relaxed) as i64,
+        )?;
+        let limited: Vec<(&'static str, u64)> = Limit::ALL
+            .iter()
+            .map(|l| (l.label(), c.limited[*l as usize].load(Relaxed)))
+            .collect();
+        by_label(
+            &mut e,
+            "ting_limited",
+            "Connections refused or ended and messages dropped by a limit, by limit.",
+            "limit",
+            &limited,
         )?;
         counter(
             &mut e,

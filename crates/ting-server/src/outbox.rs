@@ -1,13 +1,17 @@
-//! Messages to one participant's WebSocket, serialized once.
+//! Messages to one participant's WebSocket, serialized once, queued with a bound.
 //!
 //! A message for a whole room (someone joined, who is speaking) is turned into JSON once
 //! and the text shared by every member's outbox, so a join in a room of 250 costs one
 //! serialization, not 249.
+//!
+//! The queue is bounded (`limits.outbox_messages`): a client that stops reading cannot make
+//! the server buffer without end. When its queue is full the message is dropped and the
+//! session is told ([`OutboxRx::overflowed`]); it closes the connection with `too_slow`.
 
 use std::sync::Arc;
 
 use ting_proto::ServerMsg;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// One message to a client, as the text frame it is sent as.
 #[derive(Debug, Clone)]
@@ -32,5 +36,78 @@ impl From<ServerMsg> for OutMsg {
     }
 }
 
-/// Where the conductor and the media workers put a participant's messages.
-pub type Outbox = mpsc::UnboundedSender<OutMsg>;
+/// Where the conductor and the media workers put a participant's messages. Sending never
+/// blocks and never grows memory past the bound.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<OutMsg>,
+    overflow: Arc<Notify>,
+}
+
+/// The session's end of an [`Outbox`].
+#[derive(Debug)]
+pub struct OutboxRx {
+    rx: mpsc::Receiver<OutMsg>,
+    overflow: Arc<Notify>,
+}
+
+/// An outbox holding at most `capacity` messages.
+pub fn outbox(capacity: usize) -> (Outbox, OutboxRx) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let overflow = Arc::new(Notify::new());
+    (
+        Outbox {
+            tx,
+            overflow: overflow.clone(),
+        },
+        OutboxRx { rx, overflow },
+    )
+}
+
+impl Outbox {
+    /// Queues `msg`. Returns false when the queue is full (the session is then told to
+    /// close) or the session is gone.
+    pub fn send(&self, msg: OutMsg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl OutboxRx {
+    /// The next message; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<OutMsg> {
+        self.rx.recv().await
+    }
+
+    /// Notified once a message could not be queued because the queue was full.
+    pub fn overflow(&self) -> Arc<Notify> {
+        self.overflow.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_outbox_drops_and_says_so() {
+        let (tx, mut rx) = outbox(2);
+        let m = OutMsg::new(&ServerMsg::Pong);
+        assert!(tx.send(m.clone()));
+        assert!(tx.send(m.clone()));
+        assert!(!tx.send(m.clone()), "third message exceeds the bound");
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.overflow().notified())
+            .await
+            .expect("overflow is signalled");
+        assert!(rx.recv().await.is_some());
+        assert!(rx.recv().await.is_some());
+        drop(tx);
+        assert!(rx.recv().await.is_none(), "only two were kept");
+    }
+}

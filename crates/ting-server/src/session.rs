@@ -5,33 +5,75 @@
 //! `error` naming the problem and the connection stays open; only a message over the hard
 //! frame limit (twice the configured limit, at least 1 MiB), which the WebSocket layer
 //! refuses before it is buffered whole, closes it.
+//!
+//! Every wait has a deadline and every queue a bound: `join` must come within
+//! `limits.join_timeout_secs`; a write the client does not take within
+//! `limits.write_timeout_secs` ends the connection; the outbox holds
+//! `limits.outbox_messages` (a client that stops reading is closed with `too_slow`); each
+//! connection may send `limits.messages_per_second` (fewer for `media` and `layout`),
+//! beyond which messages are dropped with `rate_limited`; an offer with more m-lines than
+//! the slots allow is refused before it is parsed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use ting_control::{LeaveReason, ParticipantId};
 use ting_proto::{ClientMsg, ErrorCode, ErrorMsg, PROTOCOL_VERSION, ParseError, ServerMsg};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::AppState;
 use crate::conductor::ConductorCmd;
-use crate::outbox::OutMsg;
+use crate::metrics::Limit;
+use crate::ratelimit::TokenBucket;
 
 /// How long a worker may take to answer an offer.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+/// The m-lines an offer may have beyond its receive slots: microphone, camera, screen share
+/// and one spare (a data channel some stacks always add).
+const PUBLISH_LINES: usize = 4;
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Why a session ended, when the server ended it.
+enum End {
+    /// The client closed, left, or the conductor removed it.
+    Done,
+    /// The client did not read; its participant leaves with that reason.
+    TooSlow,
+}
+
+pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox_tx, mut outbox) = mpsc::unbounded_channel::<OutMsg>();
+    let (outbox_tx, mut outbox) = crate::outbox::outbox(state.config.limits.outbox_messages);
     // Handed to the conductor at join; until then this session holds it.
     let mut outbox_tx = Some(outbox_tx);
+    let overflow = outbox.overflow();
     let mut pid: Option<ParticipantId> = None;
-    let limit = state.config.limits.max_message_bytes;
+    let limits = &state.config.limits;
+    let limit = limits.max_message_bytes;
+    let max_lines = PUBLISH_LINES
+        + usize::from(state.config.slots.audio)
+        + usize::from(state.config.slots.video)
+        + usize::from(state.config.slots.screen);
+    let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.join_timeout_secs);
+    let now = Instant::now();
+    let rate =
+        |per_second: u32| TokenBucket::new(f64::from(per_second), 2.0 * f64::from(per_second), now);
+    let mut all_messages = rate(limits.messages_per_second);
+    let mut media_messages = rate(limits.media_messages_per_second);
+    let mut layout_messages = rate(limits.layout_messages_per_second);
+    // At most one `rate_limited` error a second: a flood gets no flood of answers.
+    let mut last_limited_error: Option<Instant> = None;
+    let mut closing = state.closing.clone();
     let mut left = false;
+    let mut end = End::Done;
 
     loop {
         let msg = tokio::select! {
@@ -40,21 +82,67 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 match out {
                     Some(msg) => {
                         let text: &str = &msg.text;
-                        if sink.send(Message::Text(text.into())).await.is_err() || msg.fatal {
-                            break;
+                        match write(&mut sink, &state, Message::Text(text.into()), write_timeout)
+                            .await
+                        {
+                            Ok(()) if !msg.fatal => continue,
+                            Ok(()) | Err(WriteFailed::Closed) => break,
+                            Err(WriteFailed::Timeout) => {
+                                end = End::TooSlow;
+                                break;
+                            }
                         }
-                        continue;
                     }
                     // The conductor dropped us: removed from the room.
                     None => break,
                 }
             }
+            () = overflow.notified(), if outbox_tx.is_none() => {
+                state.metrics.control.limited(Limit::TooSlow);
+                let e = error_msg(
+                    ErrorCode::TooSlow,
+                    format!(
+                        "this connection did not take the server's messages as fast as they \
+                         came ({} queued, limits.outbox_messages); it is closed",
+                        limits.outbox_messages
+                    ),
+                    true,
+                );
+                let _ = write(&mut sink, &state, reply_text(&state, e), write_timeout).await;
+                end = End::TooSlow;
+                break;
+            }
+            () = tokio::time::sleep_until(join_deadline), if pid.is_none() => {
+                state.metrics.control.limited(Limit::JoinTimeout);
+                let e = error_msg(
+                    ErrorCode::JoinTimeout,
+                    format!(
+                        "no join within {} seconds of connecting (limits.join_timeout_secs)",
+                        limits.join_timeout_secs
+                    ),
+                    true,
+                );
+                let _ = write(&mut sink, &state, reply_text(&state, e), write_timeout).await;
+                break;
+            }
+            () = async { let _ = closing.wait_for(|c| *c).await; } => break,
         };
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
+                if !all_messages.allow(Instant::now()) {
+                    continue;
+                }
                 let e = ParseError::Binary.to_error_msg();
-                if reply(&mut sink, &state, ServerMsg::Error(e)).await.is_err() {
+                if write(
+                    &mut sink,
+                    &state,
+                    reply_text(&state, ServerMsg::Error(e)),
+                    write_timeout,
+                )
+                .await
+                .is_err()
+                {
                     break;
                 }
                 continue;
@@ -66,9 +154,52 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 break;
             }
         };
+        let now = Instant::now();
+        // Every message counts against the connection's budget before it is even parsed.
+        if !all_messages.allow(now) {
+            state.metrics.control.limited(Limit::RateLimited);
+            if rate_error_due(&mut last_limited_error, now) {
+                let e = rate_limited(
+                    "messages",
+                    "limits.messages_per_second",
+                    limits.messages_per_second,
+                );
+                if write(&mut sink, &state, reply_text(&state, e), write_timeout)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            continue;
+        }
         let parsed = ClientMsg::parse(text.as_str(), limit);
         if let Some(pid) = pid {
             let _ = state.conductor.send(ConductorCmd::Seen { pid }).await;
+        }
+        let limited = match &parsed {
+            Ok(ClientMsg::Media(_)) if !media_messages.allow(now) => Some(rate_limited(
+                "media messages",
+                "limits.media_messages_per_second",
+                limits.media_messages_per_second,
+            )),
+            Ok(ClientMsg::Layout(_)) if !layout_messages.allow(now) => Some(rate_limited(
+                "layout messages",
+                "limits.layout_messages_per_second",
+                limits.layout_messages_per_second,
+            )),
+            _ => None,
+        };
+        if let Some(e) = limited {
+            state.metrics.control.limited(Limit::RateLimited);
+            if rate_error_due(&mut last_limited_error, now)
+                && write(&mut sink, &state, reply_text(&state, e), write_timeout)
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+            continue;
         }
         let out = match parsed {
             Err(e) => Some(ServerMsg::Error(e.to_error_msg())),
@@ -91,6 +222,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     let cmd = ConductorCmd::Join {
                         room: join.room,
                         name: join.name,
+                        address: addr.ip(),
                         outbox: outbox_tx.clone().expect("not joined, so still held"),
                         reply: tx,
                     };
@@ -107,6 +239,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             }
             Ok(ClientMsg::Offer(offer)) => match pid {
                 None => Some(not_joined()),
+                Some(_) if count_mlines(&offer.sdp) > max_lines => {
+                    state.metrics.control.limited(Limit::OfferLines);
+                    Some(error(
+                        ErrorCode::BadOffer,
+                        format!(
+                            "the SDP offer has {} m-lines; this server reads at most {max_lines} \
+                             (its receive slots and {PUBLISH_LINES} for publishing)",
+                            count_mlines(&offer.sdp)
+                        ),
+                    ))
+                }
                 Some(pid) => {
                     let (tx, rx) = oneshot::channel();
                     let cmd = ConductorCmd::Offer {
@@ -154,40 +297,67 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
             Ok(ClientMsg::Ping) => Some(ServerMsg::Pong),
             Ok(ClientMsg::Leave) => {
                 if let Some(pid) = pid {
-                    leave(&state, pid).await;
+                    leave(&state, pid, LeaveReason::Left).await;
                     left = true;
                 }
                 break;
             }
         };
-        if let Some(out) = out
-            && reply(&mut sink, &state, out).await.is_err()
-        {
-            break;
+        if let Some(out) = out {
+            match write(&mut sink, &state, reply_text(&state, out), write_timeout).await {
+                Ok(()) => {}
+                Err(WriteFailed::Closed) => break,
+                Err(WriteFailed::Timeout) => {
+                    end = End::TooSlow;
+                    break;
+                }
+            }
         }
     }
     if let Some(pid) = pid
         && !left
     {
-        // The socket closed without a goodbye: the tab was closed or the network went.
-        leave(&state, pid).await;
+        // The socket closed without a goodbye: the tab was closed or the network went, or
+        // the client stopped reading.
+        let reason = match end {
+            End::Done => LeaveReason::Left,
+            End::TooSlow => LeaveReason::TooSlow,
+        };
+        leave(&state, pid, reason).await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
 }
 
-async fn leave(state: &AppState, pid: ParticipantId) {
-    let cmd = ConductorCmd::Leave {
-        pid,
-        reason: LeaveReason::Left,
-    };
-    let _ = state.conductor.send(cmd).await;
+/// The m-lines of an SDP, counted without parsing it.
+fn count_mlines(sdp: &str) -> usize {
+    sdp.lines().filter(|l| l.starts_with("m=")).count()
 }
 
-async fn reply(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    state: &AppState,
-    msg: ServerMsg,
-) -> Result<(), axum::Error> {
+fn rate_error_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
+fn rate_limited(what: &str, key: &str, per_second: u32) -> ServerMsg {
+    error(
+        ErrorCode::RateLimited,
+        format!("more than {per_second} {what} a second ({key}); this one was dropped"),
+    )
+}
+
+fn error_msg(code: ErrorCode, message: String, fatal: bool) -> ServerMsg {
+    ServerMsg::Error(ErrorMsg {
+        code,
+        message,
+        fatal,
+    })
+}
+
+/// A reply as a text frame, counted when it is an error.
+fn reply_text(state: &AppState, msg: ServerMsg) -> Message {
     if matches!(msg, ServerMsg::Error(_)) {
         state
             .metrics
@@ -195,7 +365,38 @@ async fn reply(
             .signalling_errors
             .fetch_add(1, Relaxed);
     }
-    sink.send(Message::Text(msg.to_json().into())).await
+    Message::Text(msg.to_json().into())
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFailed {
+    /// The connection is gone.
+    Closed,
+    /// The client did not take the frame in time: it is not reading.
+    Timeout,
+}
+
+/// Sends one frame, giving up after `timeout`.
+async fn write(
+    sink: &mut Sink,
+    state: &AppState,
+    msg: Message,
+    timeout: Duration,
+) -> Result<(), WriteFailed> {
+    match tokio::time::timeout(timeout, sink.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed::Closed),
+        Err(_) => {
+            state.metrics.control.limited(Limit::WriteTimeout);
+            Err(WriteFailed::Timeout)
+        }
+    }
+}
+
+async fn leave(state: &AppState, pid: ParticipantId, reason: LeaveReason) {
+    let cmd = ConductorCmd::Leave { pid, reason };
+    let _ = state.conductor.send(cmd).await;
 }
 
 async fn ask<T>(

@@ -105,6 +105,12 @@ function explain(code, said) {
       return `This page and the server got out of step${detail(said)}. Reload the page to continue.`;
     case 'internal':
       return `Something went wrong inside the server${detail(said)}. Join again; if it keeps happening, tell whoever runs it.`;
+    case 'too_slow':
+      return 'Your connection could not keep up with the meeting, so the server let it go. Check your network (or close other busy tabs) and join again.';
+    case 'join_timeout':
+      return 'The page waited too long before joining. Join again.';
+    case 'rate_limited':
+      return `This page sent the server more than it accepts${detail(said)}; one request was dropped. If something looks wrong, reload the page.`;
     default:
       return said || 'Something went wrong.';
   }

@@ -11,7 +11,6 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, TryRecvError};
 use rustc_hash::FxHashMap;
 use str0m::bwe::{Bitrate, BweKind};
-use str0m::config::DtlsCert;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
@@ -25,11 +24,11 @@ use ting_proto::{ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
-use super::peer::{Peer, PeerEnd, PeerSetup, SlotLimits};
+use super::peer::{Peer, PeerEnd};
 use super::stun;
 use super::{
-    ConnectReq, ForwardExt, ICE_GRACE, MediaMsg, OfferError, OutMsg, RECV_BUDGET, RoomKey,
-    WorkerCmd, WorkerEvent, WorkerHandle, WorkerId,
+    ConnectReq, ForwardExt, ICE_GRACE, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd,
+    WorkerEvent, WorkerHandle, WorkerId,
 };
 use crate::metrics::{DropReason, PUBLISH_INTERVAL, WorkerCounters, WorkerStats, thread_cpu_ns};
 use crate::udp;
@@ -39,10 +38,6 @@ pub struct CoreSetup {
     pub id: WorkerId,
     /// The address browsers send to (the advertised IP with the socket's port).
     pub candidate: SocketAddr,
-    pub cert: DtlsCert,
-    pub limits: SlotLimits,
-    /// Estimate each subscriber's downlink (`media.bandwidth_estimation`).
-    pub estimate_bandwidth: bool,
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     pub counters: Arc<WorkerCounters>,
 }
@@ -82,9 +77,6 @@ struct RoomState {
 pub struct MediaCore {
     id: WorkerId,
     candidate: SocketAddr,
-    cert: DtlsCert,
-    limits: SlotLimits,
-    estimate_bandwidth: bool,
     commands: Receiver<WorkerCmd>,
     media: Receiver<MediaMsg>,
     handles: Arc<[WorkerHandle]>,
@@ -169,9 +161,6 @@ impl MediaCore {
         MediaCore {
             id: setup.id,
             candidate: setup.candidate,
-            cert: setup.cert,
-            limits: setup.limits,
-            estimate_bandwidth: setup.estimate_bandwidth,
             commands,
             media,
             handles,
@@ -321,8 +310,7 @@ impl MediaCore {
         let ConnectReq {
             pid,
             room,
-            offer,
-            outbox,
+            accepted,
             tracks,
             workers,
             layout,
@@ -330,33 +318,7 @@ impl MediaCore {
         if let Some(&old) = self.by_pid.get(&pid) {
             self.remove_peer(old);
         }
-        let setup = PeerSetup {
-            pid,
-            room,
-            offer: &offer,
-            limits: self.limits,
-            candidate: self.candidate,
-            cert: &self.cert,
-            estimate_bandwidth: self.estimate_bandwidth,
-            outbox,
-            now,
-        };
-        let accepted = match catch_unwind(AssertUnwindSafe(|| Peer::accept(setup))) {
-            Ok(r) => r,
-            Err(_) => Err(OfferError::Rejected(
-                "the server failed on this offer; it was logged".into(),
-            )),
-        };
-        let accepted = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                debug!(pid = %format_args!("{pid:016x}"), error = %e, "offer refused");
-                let _ = self
-                    .events
-                    .send(WorkerEvent::ConnectFailed { pid, error: e });
-                return;
-            }
-        };
+        let accepted = *accepted;
         let published = accepted
             .peer
             .published

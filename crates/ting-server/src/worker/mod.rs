@@ -105,15 +105,14 @@ pub enum WorkerCmd {
     Shutdown,
 }
 
-/// Create the media connection of a participant from its offer. The worker answers with
-/// [`WorkerEvent::Connected`] or [`WorkerEvent::ConnectFailed`] to the conductor, which
-/// updates its state before it tells the client, so the client's next message always finds
-/// the conductor knowing the outcome.
+/// Take over a participant's media connection, built from its offer off the packet path
+/// ([`crate::setup`]). The worker answers with [`WorkerEvent::Connected`] to the conductor,
+/// which updates its state before it tells the client, so the client's next message always
+/// finds the conductor knowing the outcome.
 pub struct ConnectReq {
     pub pid: u64,
     pub room: RoomKey,
-    pub offer: ting_proto::Offer,
-    pub outbox: Outbox,
+    pub accepted: Box<peer::Accepted>,
     /// Every track published in the room so far.
     pub tracks: Vec<TrackDesc>,
     /// Every worker hosting the room, this one included.
@@ -141,8 +140,6 @@ pub enum WorkerEvent {
         answer: String,
         published: Vec<PublishedTrack>,
     },
-    /// The offer was refused; the participant has no media connection.
-    ConnectFailed { pid: u64, error: OfferError },
     /// The media connection failed or was closed.
     MediaFailed { pid: u64 },
 }

@@ -59,6 +59,23 @@ pub enum OfferError {
     NoCodec { mid: String, wanted: &'static str },
 }
 
+impl OfferError {
+    /// The kind of error, for logs (the message may quote the client's SDP).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OfferError::BadMid { .. } => "bad_mid",
+            OfferError::DuplicateMid { .. } => "duplicate_mid",
+            OfferError::TooManySlots { .. } => "too_many_slots",
+            OfferError::Sdp(_) => "sdp",
+            OfferError::Rejected(_) => "rejected",
+            OfferError::UnknownMid { .. } => "unknown_mid",
+            OfferError::WrongKind { .. } => "wrong_kind",
+            OfferError::WrongDirection { .. } => "wrong_direction",
+            OfferError::NoCodec { .. } => "no_codec",
+        }
+    }
+}
+
 /// One of the participant's own tracks, as negotiated.
 #[derive(Debug, Clone)]
 pub struct Published {
