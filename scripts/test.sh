@@ -7,7 +7,8 @@
 #   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
-#   5. a short ting-bench run against a real ting (report and plot included), and a meeting
+#   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand);
+#   6. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
 #      missing join or media, or loss above 0.5 %.
 # It installs what the tests need when it is missing (Debian's chromium, playwright-core
@@ -54,6 +55,9 @@ cargo build --locked -p ting-server
 for t in meeting layers crowd; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
+
+step "fuzz targets, 10 s each"
+scripts/fuzz.sh 10
 
 step "ting-bench smoke run"
 scripts/bench-smoke.sh

@@ -179,6 +179,8 @@ pub enum PeerControl {
 pub struct JoinedPeer {
     pub id: u32,
     pub participant: String,
+    /// The UDP address its media comes from.
+    pub local: SocketAddr,
     pub welcome: Welcome,
     /// From the start of the join to the answer applied.
     pub join_time: Duration,
@@ -243,6 +245,7 @@ pub async fn join_peer(
     Ok(JoinedPeer {
         id,
         participant: welcome.participant.0.clone(),
+        local,
         welcome,
         join_time,
         control: control_tx,

@@ -54,6 +54,10 @@ pub fn vp8_keyframe_start(payload: &[u8]) -> bool {
             return false;
         };
         at += 1;
+        if x & 0x40 != 0 && x & 0x20 == 0 {
+            // TL0PICIDX without TID: malformed (RFC 7741, section 4.2).
+            return false;
+        }
         if x & 0x80 != 0 {
             // PictureID, 7 or 15 bits.
             let Some(&pid) = payload.get(at) else {
@@ -171,6 +175,8 @@ mod tests {
         assert!(!vp8_keyframe_start(&[
             0x90, 0xe0, 0x81, 0x23, 0x05, 0x20, 0x11
         ]));
+        // L without T is malformed.
+        assert!(!vp8_keyframe_start(&[0x90, 0x40, 0x05, 0x10]));
         // Truncated descriptors are not keyframes and do not panic.
         for len in 0..7 {
             assert!(!vp8_keyframe_start(

@@ -38,6 +38,11 @@ impl Vp8Header {
         if b0 & 0x80 != 0 {
             let x = *payload.get(at)?;
             at += 1;
+            // TL0PICIDX without TID is malformed (RFC 7741, section 4.2), and str0m's
+            // descriptor, which writes the rewritten fields, refuses it too.
+            if x & 0x40 != 0 && x & 0x20 == 0 {
+                return None;
+            }
             if x & 0x80 != 0 {
                 let p = *payload.get(at)?;
                 at += 1;
@@ -218,6 +223,8 @@ mod tests {
         assert!(d.start && !d.keyframe && d.size.is_none());
         let c = Vp8Header::parse(&packet(false, true, 5, 7, 3)).unwrap();
         assert!(!c.start && !c.keyframe);
+        // L (TL0PICIDX) without T (TID) is malformed.
+        assert_eq!(Vp8Header::parse(&[0x90, 0x40, 0x07, 0x10, 0, 0]), None);
         // Short picture id, no extensions beyond I.
         let s = Vp8Header::parse(&[0x90, 0x80, 0x05, 0x10, 0, 0]).unwrap();
         assert_eq!((s.picture_id, s.long_picture_id), (Some(5), false));

@@ -67,6 +67,27 @@ pub enum ConductorCmd {
     },
 }
 
+impl ConductorCmd {
+    /// The participant a command comes from, once joined.
+    fn participant(&self) -> Option<ParticipantId> {
+        match self {
+            ConductorCmd::Join { .. } => None,
+            ConductorCmd::Offer { pid, .. }
+            | ConductorCmd::Media { pid, .. }
+            | ConductorCmd::Layout { pid, .. }
+            | ConductorCmd::Seen { pid }
+            | ConductorCmd::Leave { pid, .. } => Some(*pid),
+        }
+    }
+}
+
+/// Test hooks: a participant whose display name is one of these makes the conductor, or its
+/// media worker, panic while handling it.
+#[cfg(feature = "test-hooks")]
+pub const PANIC_IN_CONDUCTOR: &str = "test-hook: panic in conductor";
+#[cfg(feature = "test-hooks")]
+pub const PANIC_IN_WORKER: &str = "test-hook: panic in worker";
+
 struct Member {
     outbox: Outbox,
     room: RoomName,
@@ -139,7 +160,7 @@ const MAX_TILE_HEIGHT: u32 = 4320;
 /// A client's layout as the router takes it. Tiles naming nobody in this server's id
 /// form are dropped (the participant may have just left, or the client is confused; a
 /// layout is a wish, not a command). Too many tiles is an error the client should see.
-fn layout_spec(layout: &ting_proto::Layout) -> Result<LayoutSpec, String> {
+pub fn layout_spec(layout: &ting_proto::Layout) -> Result<LayoutSpec, String> {
     if layout.tiles.len() > LayoutSpec::MAX_TILES {
         return Err(format!(
             "the layout has {} tiles; at most {} are read",
@@ -223,7 +244,7 @@ impl Conductor {
             };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.handle_command(cmd),
+                    Some(cmd) => self.handle_command_contained(cmd),
                     None => break,
                 },
                 Some(ev) = events.recv() => self.handle_worker_event(ev),
@@ -234,6 +255,23 @@ impl Conductor {
             self.dispatch_events();
         }
         self.shut_down();
+    }
+
+    /// Handles a command; a panic while handling it removes the participant it came from
+    /// (its session then ends) and leaves everyone else as they were.
+    fn handle_command_contained(&mut self, cmd: ConductorCmd) {
+        let pid = cmd.participant();
+        let handled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_command(cmd)));
+        if handled.is_err() {
+            tracing::error!(
+                participant = ?pid,
+                "handling a participant's command panicked; removing that participant"
+            );
+            if let Some(pid) = pid {
+                self.rooms.handle_leave(pid, LeaveReason::MediaFailed);
+            }
+        }
     }
 
     fn handle_command(&mut self, cmd: ConductorCmd) {
@@ -261,6 +299,8 @@ impl Conductor {
             }
             ConductorCmd::Media { pid, media } => {
                 self.rooms.handle_seen(pid, now);
+                #[cfg(feature = "test-hooks")]
+                self.test_hook(pid);
                 self.rooms.handle_media(
                     pid,
                     MediaState {
@@ -272,10 +312,28 @@ impl Conductor {
             }
             ConductorCmd::Layout { pid, layout, reply } => {
                 self.rooms.handle_seen(pid, now);
+                #[cfg(feature = "test-hooks")]
+                self.test_hook(pid);
                 let _ = reply.send(self.layout(pid, &layout));
             }
             ConductorCmd::Seen { pid } => self.rooms.handle_seen(pid, now),
             ConductorCmd::Leave { pid, reason } => self.rooms.handle_leave(pid, reason),
+        }
+    }
+
+    /// Panics, or makes the participant's worker panic, for a participant named as a hook.
+    #[cfg(feature = "test-hooks")]
+    fn test_hook(&self, pid: ParticipantId) {
+        let Some(p) = self.rooms.participant(pid) else {
+            return;
+        };
+        if p.name.expose() == PANIC_IN_CONDUCTOR {
+            panic!("test hook: the conductor panics handling this participant");
+        }
+        if p.name.expose() == PANIC_IN_WORKER
+            && let Some(w) = self.members.get(&pid).and_then(|m| m.worker)
+        {
+            self.workers[w.0].command(WorkerCmd::Crash { pid: pid.0 });
         }
     }
 

@@ -124,17 +124,34 @@ impl Default for Config {
 impl Config {
     /// Builds the configuration: embedded defaults, then `file`, then `overrides`.
     pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Config, ConfigError> {
+        let text = file
+            .map(|path| {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            })
+            .transpose()?;
+        Config::build(file.zip(text.as_deref()), overrides)
+    }
+
+    /// Builds the configuration from the text of an operator's config file: the embedded
+    /// defaults overlaid by `text`, checked as [`Config::load`] checks a file.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::build(Some((Path::new("(config text)"), text)), &[])
+    }
+
+    /// The one way a configuration is built: defaults, then the user's file (its path, for
+    /// messages, and its text), then `overrides`, then validation.
+    fn build(user: Option<(&Path, &str)>, overrides: &[Override]) -> Result<Config, ConfigError> {
         let mut tree: toml::Table =
             toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Syntax {
                 path: PathBuf::from("config/ting.toml (built in)"),
                 message: e.to_string(),
             })?;
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            let user: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        let file = user.map(|(path, _)| path);
+        if let Some((path, text)) = user {
+            let user: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
@@ -190,6 +207,14 @@ impl Config {
                 "limits.max_message_bytes",
                 self.limits.max_message_bytes.to_string(),
                 "must be between 16384 (an SDP offer needs room) and 1048576",
+            ));
+        }
+        // Clients are told the interval in milliseconds, as a u32 (`Limits::ping_interval_ms`).
+        if self.limits.ping_interval_secs > 3600 {
+            return Err(bad(
+                "limits.ping_interval_secs",
+                self.limits.ping_interval_secs.to_string(),
+                "at most 3600 seconds",
             ));
         }
         if self.limits.ping_interval_secs == 0
@@ -268,12 +293,11 @@ impl Config {
                 return Err(bad(key, v.to_string(), "must be at least 1"));
             }
         }
-        if self.limits.messages_per_second
-            < 2 * self
-                .limits
-                .layout_messages_per_second
-                .max(self.limits.media_messages_per_second)
-        {
+        // In u64: twice a u32 setting may not fit in a u32.
+        let busiest = l
+            .layout_messages_per_second
+            .max(l.media_messages_per_second);
+        if u64::from(l.messages_per_second) < 2 * u64::from(busiest) {
             return Err(bad(
                 "limits.messages_per_second",
                 self.limits.messages_per_second.to_string(),
@@ -433,6 +457,19 @@ mod tests {
         assert!(e.to_string().contains("media.advertise_ip"), "{e}");
         let e = Config::load(None, &[o("limits.participant_timeout_secs", "6")]).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
+        let e = Config::load(
+            None,
+            &[
+                o("limits.ping_interval_secs", "4294968"),
+                o("limits.participant_timeout_secs", "9999999"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("limits.ping_interval_secs"), "{e}");
+        // Twice this does not fit in a u32: refused, not wrapped around to pass.
+        let e =
+            Config::load(None, &[o("limits.media_messages_per_second", "2147483648")]).unwrap_err();
+        assert!(e.to_string().contains("limits.messages_per_second"), "{e}");
         let e = Config::load(None, &[o("nope.key", "1")]).unwrap_err();
         assert!(e.to_string().contains("unknown key nope.key"), "{e}");
     }
@@ -445,6 +482,10 @@ mod tests {
         std::fs::write(&good, "[media]\nadvertise_ip = \"192.0.2.7\"\n").unwrap();
         let c = Config::load(Some(&good), &[]).unwrap();
         assert_eq!(c.media.advertise_ip, "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            Config::from_toml_str("[media]\nadvertise_ip = \"192.0.2.7\"\n").unwrap(),
+            c
+        );
         assert_eq!(c.media.port, 40000, "untouched keys keep defaults");
         let typo = dir.join("typo.toml");
         std::fs::write(&typo, "[media]\nadvertize_ip = \"192.0.2.7\"\n").unwrap();

@@ -31,7 +31,7 @@ pub enum DropReason {
     Malformed = 1,
     /// The participant's connection refused it (bad SRTP, bad STUN integrity, …).
     Rejected = 2,
-    /// RTP on a stream the participant did not declare as published.
+    /// RTP on a stream the participant did not negotiate or did not declare as published.
     UnknownStream = 3,
     /// The queue to another worker was full.
     QueueFull = 4,
@@ -39,10 +39,13 @@ pub enum DropReason {
     SendFailed = 5,
     /// The socket's send buffer was full.
     SendBufferFull = 6,
+    /// SRTP or SRTCP from a participant's address that failed authentication: spoofed by
+    /// someone without the connection's keys, or corrupted on the way.
+    Unauthenticated = 7,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Rejected,
@@ -50,6 +53,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::SendFailed,
         DropReason::SendBufferFull,
+        DropReason::Unauthenticated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -61,6 +65,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SendFailed => "send_failed",
             DropReason::SendBufferFull => "send_buffer_full",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -110,7 +115,7 @@ pub struct WorkerStats {
     pub rtp_in_bytes: [u64; 2],
     pub forwarded: [u64; 2],
     pub forwarded_bytes: [u64; 2],
-    pub drops: [u64; 7],
+    pub drops: [u64; DropReason::ALL.len()],
     pub latency_buckets: [u64; BUCKETS],
     pub latency_sum_ns: u64,
     pub latency_count: u64,
@@ -157,7 +162,7 @@ atomics! {
     rtp_in_bytes: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
     forwarded_bytes: [AtomicU64; 2],
-    drops: [AtomicU64; 7],
+    drops: [AtomicU64; DropReason::ALL.len()],
     latency_buckets: [AtomicU64; BUCKETS],
     latency_sum_ns: AtomicU64,
     latency_count: AtomicU64,

@@ -62,6 +62,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
         + usize::from(state.config.slots.video)
         + usize::from(state.config.slots.screen);
     let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+    // A goodbye to a client that may not be reading gets a moment, not the full timeout.
+    let farewell = write_timeout.min(Duration::from_secs(1));
     let join_deadline = tokio::time::Instant::now() + Duration::from_secs(limits.join_timeout_secs);
     let now = Instant::now();
     let rate =
@@ -71,6 +73,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     let mut layout_messages = rate(limits.layout_messages_per_second);
     // At most one `rate_limited` error a second: a flood gets no flood of answers.
     let mut last_limited_error: Option<Instant> = None;
+    let mut flood = Flood::new(limits.messages_per_second, now);
     let mut closing = state.closing.clone();
     let mut left = false;
     let mut end = End::Done;
@@ -108,7 +111,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     ),
                     true,
                 );
-                let _ = write(&mut sink, &state, reply_text(&state, e), write_timeout).await;
+                let _ = write(&mut sink, &state, reply_text(&state, e), farewell).await;
                 end = End::TooSlow;
                 break;
             }
@@ -122,7 +125,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     ),
                     true,
                 );
-                let _ = write(&mut sink, &state, reply_text(&state, e), write_timeout).await;
+                let _ = write(&mut sink, &state, reply_text(&state, e), farewell).await;
                 break;
             }
             () = async { let _ = closing.wait_for(|c| *c).await; } => break,
@@ -147,7 +150,25 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                 }
                 continue;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            // The WebSocket layer answers pings itself; they count against the budget
+            // like any message, and a flood of them ends the connection.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                let now = Instant::now();
+                if !all_messages.allow(now) {
+                    state.metrics.control.limited(Limit::RateLimited);
+                    if flood.dropped(now) {
+                        let _ = write(
+                            &mut sink,
+                            &state,
+                            reply_text(&state, flood.error()),
+                            farewell,
+                        )
+                        .await;
+                        break;
+                    }
+                }
+                continue;
+            }
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(e)) => {
                 debug!(error = %e, "websocket closed with an error");
@@ -158,6 +179,16 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
         // Every message counts against the connection's budget before it is even parsed.
         if !all_messages.allow(now) {
             state.metrics.control.limited(Limit::RateLimited);
+            if flood.dropped(now) {
+                let _ = write(
+                    &mut sink,
+                    &state,
+                    reply_text(&state, flood.error()),
+                    farewell,
+                )
+                .await;
+                break;
+            }
             if rate_error_due(&mut last_limited_error, now) {
                 let e = rate_limited(
                     "messages",
@@ -325,7 +356,47 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
         };
         leave(&state, pid, reason).await;
     }
-    let _ = tokio::time::timeout(write_timeout, sink.close()).await;
+    let _ = tokio::time::timeout(farewell, sink.close()).await;
+}
+
+/// A client that goes on sending far past its budget is not confused but flooding: more
+/// than ten times `limits.messages_per_second` dropped within one second ends it.
+struct Flood {
+    limit: u32,
+    window: Instant,
+    dropped: u32,
+}
+
+impl Flood {
+    fn new(per_second: u32, now: Instant) -> Flood {
+        Flood {
+            limit: per_second.saturating_mul(10),
+            window: now,
+            dropped: 0,
+        }
+    }
+
+    /// Counts a dropped message; true when the connection should end.
+    fn dropped(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.dropped = 0;
+        }
+        self.dropped += 1;
+        self.dropped > self.limit
+    }
+
+    fn error(&self) -> ServerMsg {
+        error_msg(
+            ErrorCode::RateLimited,
+            format!(
+                "more than {} messages a second over limits.messages_per_second were dropped; \
+                 the connection is closed",
+                self.limit
+            ),
+            true,
+        )
+    }
 }
 
 /// The m-lines of an SDP, counted without parsing it.

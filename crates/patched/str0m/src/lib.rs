@@ -2236,6 +2236,21 @@ impl Rtc {
         self.do_handle_receive(recv_time, r)
     }
 
+    /// ting patch: how many SRTP and SRTCP packets failed authentication on this
+    /// connection so far: spoofed (sent from the connection's address by someone without
+    /// its keys), corrupted, or replayed. str0m drops them either way; the count lets a
+    /// server report them.
+    pub fn srtp_rejected(&self) -> u64 {
+        self.session.srtp_rejected
+    }
+
+    /// ting patch: how many RTP packets were dropped unread because they belong to no
+    /// stream of this connection (an SSRC and mid it never negotiated): forged, or a
+    /// client's mistake.
+    pub fn rtp_no_stream(&self) -> u64 {
+        self.session.rtp_no_stream
+    }
+
     /// ting patch: sends what a send stream has queued now, without a timeout pass.
     ///
     /// RTP written with [`crate::rtp::StreamTx::write_rtp`] normally leaves only after the

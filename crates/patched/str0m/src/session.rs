@@ -90,6 +90,11 @@ pub(crate) struct Session {
 
     srtp_rx: Option<SrtpContext>,
     srtp_tx: Option<SrtpContext>,
+    /// ting patch: SRTP and SRTCP packets that failed authentication.
+    pub(crate) srtp_rejected: u64,
+    /// ting patch: RTP packets dropped unread because they belong to no stream of the
+    /// connection.
+    pub(crate) rtp_no_stream: u64,
     last_nack: Instant,
     last_twcc: Instant,
     twcc: u64,
@@ -201,6 +206,8 @@ impl Session {
 
             srtp_rx: None,
             srtp_tx: None,
+            srtp_rejected: 0,
+            rtp_no_stream: 0,
             last_nack: already_happened(),
             last_twcc: already_happened(),
             twcc: 0,
@@ -699,6 +706,7 @@ impl Session {
         let mapped = self.mid_and_ssrc_for_header(now, &header);
         let can_receive = mapped.is_some() || self.is_early_rtx_padding(&header);
         if !can_receive {
+            self.rtp_no_stream += 1;
             trace!("No mid/SSRC for header: {:?}", header);
             return;
         }
@@ -767,6 +775,7 @@ impl Session {
         let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
             Some(d) => d,
             None => {
+                self.srtp_rejected += 1;
                 trace!(
                     "Failed to unprotect SRTP for SSRC: {} pt: {}  mid: {:?} \
                     rid: {:?} seq_no: {} is_repair: {}",
@@ -991,7 +1000,10 @@ impl Session {
 
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
-        let unprotected = srtp.unprotect_rtcp(buf)?;
+        let Some(unprotected) = srtp.unprotect_rtcp(buf) else {
+            self.srtp_rejected += 1;
+            return None;
+        };
 
         Rtcp::read_packet(&unprotected, &mut self.feedback_rx);
         let mut need_configure_pacer = false;

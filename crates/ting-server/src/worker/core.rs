@@ -303,6 +303,15 @@ impl MediaCore {
                 }
             }
             WorkerCmd::Shutdown => self.shutdown = true,
+            #[cfg(feature = "test-hooks")]
+            WorkerCmd::Crash { pid } => {
+                if let Some(&pi) = self.by_pid.get(&pid) {
+                    if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) {
+                        peer.crash = true;
+                    }
+                    self.drain_peer(pi, now);
+                }
+            }
         }
     }
 
@@ -489,6 +498,7 @@ impl MediaCore {
         // their passes from the timer heap (crates/patched/str0m/PATCHES.md).
         let media = peer.connected && matches!(data.first(), Some(128..=191));
         let rtcp = media && matches!(data.get(1), Some(192..=223));
+        let rejected_before = (peer.rtc.srtp_rejected(), peer.rtc.rtp_no_stream());
         match catch_unwind(AssertUnwindSafe(|| {
             if media {
                 peer.rtc.handle_receive(now, receive)
@@ -497,6 +507,16 @@ impl MediaCore {
             }
         })) {
             Ok(Ok(())) => {
+                // What str0m dropped unread: forged or corrupt SRTP from this address, or
+                // streams the connection never negotiated.
+                let forged = peer.rtc.srtp_rejected() - rejected_before.0;
+                if forged > 0 {
+                    self.stats.drop(DropReason::Unauthenticated, forged);
+                }
+                let unknown = peer.rtc.rtp_no_stream() - rejected_before.1;
+                if unknown > 0 {
+                    self.stats.drop(DropReason::UnknownStream, unknown);
+                }
                 if rtcp {
                     // Repairs a subscriber's NACK asked for go out now, not at the next pass.
                     while let Some(t) = peer.rtc.poll_resend_tx(now) {
@@ -530,6 +550,10 @@ impl MediaCore {
             let pending = &mut self.pending;
             let received = self.received.min(now);
             let result = catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(feature = "test-hooks")]
+                if peer.crash {
+                    panic!("test hook: this connection's handling panics");
+                }
                 loop {
                     match peer.rtc.poll_output() {
                         Ok(Output::Timeout(t)) => {

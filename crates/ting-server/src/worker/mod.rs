@@ -29,7 +29,7 @@
 
 mod core;
 pub mod peer;
-mod stun;
+pub mod stun;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -103,6 +103,11 @@ pub enum WorkerCmd {
         layout: Option<LayoutSpec>,
     },
     Shutdown,
+    /// Test hook: the participant's connection panics the next time it is handled.
+    #[cfg(feature = "test-hooks")]
+    Crash {
+        pid: u64,
+    },
 }
 
 /// Take over a participant's media connection, built from its offer off the packet path

@@ -139,6 +139,9 @@ pub struct Peer {
     pub ended: Option<PeerEnd>,
     /// The desired bitrate last handed to the bandwidth estimator.
     pub desired_bps: u64,
+    /// Test hook: panic the next time this connection's output is handled.
+    #[cfg(feature = "test-hooks")]
+    pub crash: bool,
 }
 
 impl std::fmt::Debug for Peer {
@@ -393,6 +396,8 @@ impl Peer {
                 disconnected_since: None,
                 ended: None,
                 desired_bps: 0,
+                #[cfg(feature = "test-hooks")]
+                crash: false,
             },
             answer: answer.to_sdp_string(),
         })

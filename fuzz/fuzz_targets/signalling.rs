@@ -1,0 +1,78 @@
+//! A client's signalling frame as the server reads it: `ClientMsg::parse` under the size
+//! limit, then what the server checks of a parsed message without I/O: the room and
+//! display names of a `join` and the layout of a `layout`.
+//!
+//! Properties: nothing panics; a parsed message serializes and reads back as itself; a
+//! name that is accepted keeps the documented form; a layout the router takes has at most
+//! as many tiles as were sent, none taller than 8K.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ting_control::{DisplayName, RoomName};
+use ting_proto::{ClientMsg, ServerMsg};
+use ting_server::conductor::layout_spec;
+
+/// The server's default `limits.max_message_bytes`.
+const LIMIT: usize = 64 * 1024;
+
+fuzz_target!(|data: &[u8]| {
+    // The WebSocket layer hands over text frames as UTF-8 and binary frames are refused
+    // before parsing, so only UTF-8 reaches the parser.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Names arrive inside JSON, but any string can be one.
+    check_room(text);
+    check_display_name(text);
+    let msg = match ClientMsg::parse(text, LIMIT) {
+        Ok(msg) => msg,
+        Err(e) => {
+            // The refusal goes back to the client as an error message.
+            let reply = ServerMsg::Error(e.to_error_msg()).to_json();
+            assert!(ServerMsg::parse(&reply).is_ok(), "{reply}");
+            return;
+        }
+    };
+    let json = msg.to_json();
+    let again = ClientMsg::parse(&json, usize::MAX).expect("a serialized message parses");
+    assert_eq!(again, msg, "{json}");
+    match &msg {
+        ClientMsg::Join(join) => {
+            check_room(&join.room);
+            check_display_name(&join.name);
+        }
+        ClientMsg::Layout(layout) => match layout_spec(layout) {
+            Ok(spec) => {
+                assert!(layout.tiles.len() <= ting_media::LayoutSpec::MAX_TILES);
+                assert!(spec.tiles.len() <= layout.tiles.len());
+                assert!(spec.tiles.iter().all(|t| t.height <= 4320));
+            }
+            Err(_) => assert!(layout.tiles.len() > ting_media::LayoutSpec::MAX_TILES),
+        },
+        ClientMsg::Offer(_) | ClientMsg::Media(_) | ClientMsg::Ping | ClientMsg::Leave => {}
+    }
+});
+
+fn check_room(s: &str) {
+    if let Ok(room) = RoomName::parse(s) {
+        assert_eq!(room.as_str(), s);
+        assert!((1..=RoomName::MAX_LEN).contains(&s.len()));
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_eq!(room.to_string(), s);
+    }
+}
+
+fn check_display_name(s: &str) {
+    if let Ok(name) = DisplayName::parse(s) {
+        let shown = name.expose();
+        assert_eq!(shown, s.trim());
+        assert!((1..=DisplayName::MAX_CHARS).contains(&shown.chars().count()));
+        assert!(!shown.chars().any(char::is_control));
+        // Accepting is idempotent: the accepted name is accepted as it is.
+        assert!(DisplayName::parse(shown).is_ok_and(|again| again == name));
+    }
+}
