@@ -7,12 +7,15 @@
 #   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
-#   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand);
+#   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
+#      a meeting served from a network namespace with only loopback, under strace, that
+#      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
 #   6. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
 #      missing join or media, or loss above 0.5 %.
-# It installs what the tests need when it is missing (Debian's chromium, playwright-core
-# from npm); it never downloads a browser of its own.
+# It installs what the tests need when it is missing (Debian's chromium, strace and iproute2,
+# playwright-core from npm, cargo-fuzz from crates.io); it never downloads a browser of its
+# own. It runs as root (network namespaces, a raw socket in tests/spoof.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   step "installing Debian's chromium"
   as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium ||
     { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium; }
+fi
+if ! command -v strace >/dev/null 2>&1; then
+  step "installing strace"
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y strace ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y strace; }
+fi
+if ! command -v ip >/dev/null 2>&1; then
+  step "installing iproute2"
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y iproute2 ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y iproute2; }
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   step "installing python3"
@@ -58,6 +71,9 @@ done
 
 step "fuzz targets, 10 s each"
 scripts/fuzz.sh 10
+
+step "no egress: ting in a namespace with only loopback, every connect and send traced"
+scripts/no-egress.sh
 
 step "ting-bench smoke run"
 scripts/bench-smoke.sh

@@ -130,53 +130,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
             }
             () = async { let _ = closing.wait_for(|c| *c).await; } => break,
         };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                if !all_messages.allow(Instant::now()) {
-                    continue;
-                }
-                let e = ParseError::Binary.to_error_msg();
-                if write(
-                    &mut sink,
-                    &state,
-                    reply_text(&state, ServerMsg::Error(e)),
-                    write_timeout,
-                )
-                .await
-                .is_err()
-                {
-                    break;
-                }
-                continue;
-            }
-            // The WebSocket layer answers pings itself; they count against the budget
-            // like any message, and a flood of them ends the connection.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                let now = Instant::now();
-                if !all_messages.allow(now) {
-                    state.metrics.control.limited(Limit::RateLimited);
-                    if flood.dropped(now) {
-                        let _ = write(
-                            &mut sink,
-                            &state,
-                            reply_text(&state, flood.error()),
-                            farewell,
-                        )
-                        .await;
-                        break;
-                    }
-                }
-                continue;
-            }
+        let (frame, control) = match msg {
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(e)) => {
                 debug!(error = %e, "websocket closed with an error");
                 break;
             }
+            // The WebSocket layer answers pings itself.
+            Some(Ok(m @ (Message::Ping(_) | Message::Pong(_)))) => (m, true),
+            Some(Ok(m)) => (m, false),
         };
         let now = Instant::now();
-        // Every message counts against the connection's budget before it is even parsed.
+        // Every frame, pings included, counts against the connection's budget before it is
+        // even parsed; far past it, the connection is flooding and ends.
         if !all_messages.allow(now) {
             state.metrics.control.limited(Limit::RateLimited);
             if flood.dropped(now) {
@@ -189,7 +155,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                 .await;
                 break;
             }
-            if rate_error_due(&mut last_limited_error, now) {
+            if !control && rate_error_due(&mut last_limited_error, now) {
                 let e = rate_limited(
                     "messages",
                     "limits.messages_per_second",
@@ -204,6 +170,25 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
             }
             continue;
         }
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = ParseError::Binary.to_error_msg();
+                if write(
+                    &mut sink,
+                    &state,
+                    reply_text(&state, ServerMsg::Error(e)),
+                    write_timeout,
+                )
+                .await
+                .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            _ => continue,
+        };
         let parsed = ClientMsg::parse(text.as_str(), limit);
         if let Some(pid) = pid {
             let _ = state.conductor.send(ConductorCmd::Seen { pid }).await;
