@@ -93,6 +93,8 @@ async fn clients_that_never_read_are_cut_off_and_the_meeting_goes_on() {
     let server = start_server(&[
         ("limits.write_timeout_secs", "2"),
         ("limits.outbox_messages", "64"),
+        // The visitors below all come from one address, fast.
+        ("limits.joins_per_second_per_address", "1000"),
     ])
     .await;
     let driver = DriverHandle::spawn("never-read-meeting").unwrap();
@@ -390,6 +392,40 @@ async fn one_address_cannot_fill_the_room_table() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_joins_at_a_bounded_rate() {
+    // One join a second, bursts of ten.
+    let server = start_server(&[("limits.joins_per_second_per_address", "1")]).await;
+    let mut welcomed = 0;
+    let mut limited = None;
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let mut s = Signal::connect(&server.ws_url).await.unwrap();
+        s.send(&join("busy", &format!("Joiner {i}"))).await.unwrap();
+        match s.recv_timeout(Duration::from_secs(5)).await.unwrap() {
+            ServerMsg::Welcome(_) => welcomed += 1,
+            ServerMsg::Error(e) => limited = Some(e),
+            other => panic!("unexpected {other:?}"),
+        }
+        held.push(s);
+    }
+    assert!((10..12).contains(&welcomed), "{welcomed} of 12 welcomed");
+    let e = limited.expect("a join beyond the burst is refused");
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert!(!e.fatal);
+    assert!(
+        e.message.contains("limits.joins_per_second_per_address"),
+        "{e:?}"
+    );
+    assert!(
+        server
+            .metric("ting_limited_total{limit=\"joins_per_address\"}")
+            .await
+            >= 1.0
+    );
     server.stop().await;
 }
 

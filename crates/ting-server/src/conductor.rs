@@ -25,6 +25,7 @@ use tracing::{debug, info, info_span};
 
 use crate::config::Config;
 use crate::metrics::{Limit, Metrics};
+use crate::ratelimit::TokenBucket;
 use crate::setup::{SetupDone, SetupJob};
 use crate::worker::{
     ConnectReq, OutMsg, Outbox, PublishedTrack, RoomKey, TrackDesc, WorkerCmd, WorkerEvent,
@@ -121,6 +122,8 @@ pub struct Conductor {
     /// (`limits.max_rooms_per_address`).
     room_openers: HashMap<RoomName, IpAddr>,
     rooms_by_address: HashMap<IpAddr, usize>,
+    /// Joins per address (`limits.joins_per_second_per_address`).
+    join_buckets: HashMap<IpAddr, TokenBucket>,
     /// Where offers go to be built into connections.
     setup: std::sync::mpsc::Sender<SetupJob>,
 }
@@ -221,6 +224,7 @@ impl Conductor {
             ready,
             room_openers: HashMap::new(),
             rooms_by_address: HashMap::new(),
+            join_buckets: HashMap::new(),
             setup,
         }
     }
@@ -361,6 +365,19 @@ impl Conductor {
         Ok(())
     }
 
+    /// Takes a join from `address`'s budget. Buckets of addresses that stopped joining are
+    /// forgotten once there are many, so the table stays as small as the active joiners.
+    fn join_allowed(&mut self, address: IpAddr, now: Instant) -> bool {
+        let rate = f64::from(self.config.limits.joins_per_second_per_address);
+        if self.join_buckets.len() >= 4096 {
+            self.join_buckets.retain(|_, b| !b.is_full(now));
+        }
+        self.join_buckets
+            .entry(address)
+            .or_insert_with(|| TokenBucket::new(rate, rate * 10.0, now))
+            .allow(now)
+    }
+
     fn join(
         &mut self,
         room: &str,
@@ -374,6 +391,19 @@ impl Conductor {
                 code: ErrorCode::Unavailable,
                 message: "the server is shutting down; try again in a moment".into(),
                 fatal: true,
+            });
+        }
+        if !self.join_allowed(address, now) {
+            self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+            self.metrics.control.limited(Limit::JoinsPerAddress);
+            return Err(ErrorMsg {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "more than {} joins a second from this address \
+                     (limits.joins_per_second_per_address); join again in a moment",
+                    self.config.limits.joins_per_second_per_address
+                ),
+                fatal: false,
             });
         }
         // A join that would open a room counts against its address's rooms.

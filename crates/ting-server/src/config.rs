@@ -59,6 +59,7 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub max_rooms_per_address: usize,
+    pub joins_per_second_per_address: u32,
     pub messages_per_second: u32,
     pub media_messages_per_second: u32,
     pub layout_messages_per_second: u32,
@@ -280,6 +281,10 @@ impl Config {
         }
         for (key, v) in [
             ("limits.messages_per_second", l.messages_per_second),
+            (
+                "limits.joins_per_second_per_address",
+                l.joins_per_second_per_address,
+            ),
             (
                 "limits.media_messages_per_second",
                 l.media_messages_per_second,

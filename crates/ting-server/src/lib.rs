@@ -300,10 +300,14 @@ impl Server {
         {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        // Tell everyone, then close: sessions get a moment to send the goodbye.
+        // Tell everyone, then close: each session ends after writing its (fatal) goodbye;
+        // those that cannot write it within a second are closed.
+        let told = self.metrics.control.participants.load(Relaxed) > 0;
         let _ = stop_tx.send(true);
         let _ = conductor.await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if told {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let _ = closing_tx.send(true);
         let _ = listen_stop_tx.send(true);
         let _ = http.await;

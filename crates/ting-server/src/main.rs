@@ -65,6 +65,42 @@ struct Cli {
     /// limits.ping_interval_secs: how often clients are told to ping.
     #[arg(long, env = "TING_LIMITS_PING_INTERVAL_SECS")]
     limits_ping_interval_secs: Option<String>,
+    /// limits.join_timeout_secs: a WebSocket must send join within this many seconds.
+    #[arg(long, env = "TING_LIMITS_JOIN_TIMEOUT_SECS")]
+    limits_join_timeout_secs: Option<String>,
+    /// limits.http_header_timeout_secs: time to send an HTTP request head.
+    #[arg(long, env = "TING_LIMITS_HTTP_HEADER_TIMEOUT_SECS")]
+    limits_http_header_timeout_secs: Option<String>,
+    /// limits.write_timeout_secs: a client must take each message within this many seconds.
+    #[arg(long, env = "TING_LIMITS_WRITE_TIMEOUT_SECS")]
+    limits_write_timeout_secs: Option<String>,
+    /// limits.outbox_messages: messages queued for one client.
+    #[arg(long, env = "TING_LIMITS_OUTBOX_MESSAGES")]
+    limits_outbox_messages: Option<String>,
+    /// limits.max_connections: open HTTP/WebSocket connections (0 = by the fd limit).
+    #[arg(long, env = "TING_LIMITS_MAX_CONNECTIONS")]
+    limits_max_connections: Option<String>,
+    /// limits.max_connections_per_address: open connections from one IP address.
+    #[arg(long, env = "TING_LIMITS_MAX_CONNECTIONS_PER_ADDRESS")]
+    limits_max_connections_per_address: Option<String>,
+    /// limits.max_rooms_per_address: open rooms opened from one IP address.
+    #[arg(long, env = "TING_LIMITS_MAX_ROOMS_PER_ADDRESS")]
+    limits_max_rooms_per_address: Option<String>,
+    /// limits.joins_per_second_per_address: joins per second from one IP address.
+    #[arg(long, env = "TING_LIMITS_JOINS_PER_SECOND_PER_ADDRESS")]
+    limits_joins_per_second_per_address: Option<String>,
+    /// limits.messages_per_second: messages per second from one connection.
+    #[arg(long, env = "TING_LIMITS_MESSAGES_PER_SECOND")]
+    limits_messages_per_second: Option<String>,
+    /// limits.media_messages_per_second: media messages per second from one connection.
+    #[arg(long, env = "TING_LIMITS_MEDIA_MESSAGES_PER_SECOND")]
+    limits_media_messages_per_second: Option<String>,
+    /// limits.layout_messages_per_second: layout messages per second from one connection.
+    #[arg(long, env = "TING_LIMITS_LAYOUT_MESSAGES_PER_SECOND")]
+    limits_layout_messages_per_second: Option<String>,
+    /// shutdown.drain_secs: seconds meetings may go on after SIGTERM.
+    #[arg(long, env = "TING_SHUTDOWN_DRAIN_SECS")]
+    shutdown_drain_secs: Option<String>,
     /// slots.audio: audio receive slots per client.
     #[arg(long, env = "TING_SLOTS_AUDIO")]
     slots_audio: Option<String>,
@@ -81,7 +117,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 18] = [
+        let table: [(&'static str, &Option<String>); 30] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("media.bind_ip", &self.media_bind_ip),
@@ -105,6 +141,39 @@ impl Cli {
                 &self.limits_participant_timeout_secs,
             ),
             ("limits.ping_interval_secs", &self.limits_ping_interval_secs),
+            ("limits.join_timeout_secs", &self.limits_join_timeout_secs),
+            (
+                "limits.http_header_timeout_secs",
+                &self.limits_http_header_timeout_secs,
+            ),
+            ("limits.write_timeout_secs", &self.limits_write_timeout_secs),
+            ("limits.outbox_messages", &self.limits_outbox_messages),
+            ("limits.max_connections", &self.limits_max_connections),
+            (
+                "limits.max_connections_per_address",
+                &self.limits_max_connections_per_address,
+            ),
+            (
+                "limits.max_rooms_per_address",
+                &self.limits_max_rooms_per_address,
+            ),
+            (
+                "limits.joins_per_second_per_address",
+                &self.limits_joins_per_second_per_address,
+            ),
+            (
+                "limits.messages_per_second",
+                &self.limits_messages_per_second,
+            ),
+            (
+                "limits.media_messages_per_second",
+                &self.limits_media_messages_per_second,
+            ),
+            (
+                "limits.layout_messages_per_second",
+                &self.limits_layout_messages_per_second,
+            ),
+            ("shutdown.drain_secs", &self.shutdown_drain_secs),
             ("slots.audio", &self.slots_audio),
             ("slots.video", &self.slots_video),
             ("slots.screen", &self.slots_screen),

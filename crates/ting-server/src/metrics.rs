@@ -243,10 +243,12 @@ pub enum Limit {
     RoomsPerAddress = 7,
     /// An offer with more m-lines than the slots and publish lines allow.
     OfferLines = 8,
+    /// A join beyond `limits.joins_per_second_per_address`.
+    JoinsPerAddress = 9,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::MaxConnections,
         Limit::ConnectionsPerAddress,
         Limit::WebSocketReserve,
@@ -256,6 +258,7 @@ impl Limit {
         Limit::RateLimited,
         Limit::RoomsPerAddress,
         Limit::OfferLines,
+        Limit::JoinsPerAddress,
     ];
 
     pub fn label(self) -> &'static str {
@@ -269,6 +272,7 @@ impl Limit {
             Limit::RateLimited => "rate_limited",
             Limit::RoomsPerAddress => "rooms_per_address",
             Limit::OfferLines => "offer_lines",
+            Limit::JoinsPerAddress => "joins_per_address",
         }
     }
 }

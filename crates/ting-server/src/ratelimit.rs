@@ -22,6 +22,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now` (nothing taken recently): a bucket that is
+    /// full may be forgotten and made again.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn allow(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
