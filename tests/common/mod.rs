@@ -137,13 +137,9 @@ impl TestServer {
     }
 
     /// The value of a metric line (`name{labels} value`) from /metrics.
+    /// 0 when the scrape failed or has no such line.
     pub async fn metric(&self, line_start: &str) -> f64 {
-        let (_, body) = self.get("/metrics").await;
-        body.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        self.scrape(line_start).await.unwrap_or(0.0)
     }
 }
 
