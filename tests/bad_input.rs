@@ -95,6 +95,8 @@ async fn malformed_input_gets_errors_and_the_meeting_goes_on() {
             protocol,
             room: room.into(),
             name: name.into(),
+            token: None,
+            passcode: None,
         })
     };
     s.send(&join(99, "steady", "x")).await.unwrap();

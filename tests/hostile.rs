@@ -85,6 +85,8 @@ fn join(room: &str, name: &str) -> ClientMsg {
         protocol: ting_proto::PROTOCOL_VERSION,
         room: room.into(),
         name: name.into(),
+        token: None,
+        passcode: None,
     })
 }
 

@@ -47,6 +47,8 @@ async fn a_stop_drains_tells_everyone_and_ends_in_bounded_time() {
         protocol: ting_proto::PROTOCOL_VERSION,
         room: "bye".into(),
         name: "Late".into(),
+        token: None,
+        passcode: None,
     }))
     .await
     .unwrap();

@@ -120,10 +120,22 @@ impl Signal {
     }
 
     pub async fn join(&mut self, room: &str, name: &str) -> Result<Welcome, SignalError> {
+        self.join_with(room, name, None).await
+    }
+
+    /// Joins with a join token (rooms of a server without open rooms need one).
+    pub async fn join_with(
+        &mut self,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<Welcome, SignalError> {
         self.send(&ClientMsg::Join(Join {
             protocol: PROTOCOL_VERSION,
             room: room.to_owned(),
             name: name.to_owned(),
+            token: token.map(str::to_owned),
+            passcode: None,
         }))
         .await?;
         match self.recv_timeout(REPLY_TIMEOUT).await? {

@@ -16,6 +16,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod api;
+
 /// The protocol version this crate describes.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -58,6 +60,124 @@ pub enum ClientMsg {
     Ping,
     /// The client leaves the room; the server closes the connection.
     Leave,
+    /// A chat message to the room, or to one participant (`to`).
+    Chat(ChatSend),
+    /// Raise or lower one's own hand.
+    Hand { raised: bool },
+    /// Let waiting people in from the lobby: one, or everyone waiting (`participant` left
+    /// out). Needs the `admit` permission.
+    Admit {
+        #[serde(default)]
+        participant: Option<ParticipantRef>,
+    },
+    /// Turn waiting people away: one, or everyone waiting. Needs `admit`.
+    Deny {
+        #[serde(default)]
+        participant: Option<ParticipantRef>,
+    },
+    /// Lock or unlock the meeting: a locked meeting admits nobody new. Needs `moderate`.
+    Lock { locked: bool },
+    /// Stop forwarding someone's microphone or camera, or their screen share. Needs
+    /// `moderate` and a higher rank than theirs.
+    Mute {
+        participant: ParticipantRef,
+        source: Source,
+    },
+    /// Remove someone from the meeting; their token no longer admits them to it. Needs
+    /// `moderate` and a higher rank.
+    Remove { participant: ParticipantRef },
+    /// Give someone a role below one's own. Needs `moderate` and a higher rank.
+    SetRole {
+        participant: ParticipantRef,
+        role: Role,
+    },
+    /// Give or take back someone's right to share their screen. Needs `moderate`.
+    AllowScreen {
+        participant: ParticipantRef,
+        allowed: bool,
+    },
+    /// Lower someone else's raised hand (one's own: [`ClientMsg::Hand`]). Needs `moderate`.
+    LowerHand { participant: ParticipantRef },
+    /// End the meeting for everyone. Needs `moderate`.
+    EndMeeting,
+    /// Create a join link for someone not yet invited (a guest, an expert pulled in).
+    /// Needs `admit`; answered by [`ServerMsg::Invite`].
+    Invite(InviteRequest),
+}
+
+/// A chat message as a client sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSend {
+    /// The text, at most [`Limits::max_chat_chars`] characters.
+    pub text: String,
+    /// Whom to send it to privately; the whole room when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ParticipantRef>,
+}
+
+/// What an invite link admits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteRequest {
+    /// The role the link gives: `guest` (the default) or `participant`.
+    #[serde(default = "guest")]
+    pub role: Role,
+    /// Whether people with the link wait in the lobby even if the room has none.
+    #[serde(default)]
+    pub lobby: bool,
+    /// How long the link works, in seconds (at most a day; default an hour).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+fn guest() -> Role {
+    Role::Guest
+}
+
+/// What someone may do in a meeting, by rank from highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Guest,
+    Participant,
+    Moderator,
+    Host,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Moderator => "moderator",
+            Role::Participant => "participant",
+            Role::Guest => "guest",
+        }
+    }
+}
+
+/// What one participant may do now (its role's rights and what moderators changed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    pub publish_audio: bool,
+    pub publish_video: bool,
+    pub publish_screen: bool,
+    pub chat: bool,
+    /// Let people in from the lobby, create invite links.
+    pub admit: bool,
+    /// Mute, remove, lock, change roles, end the meeting.
+    pub moderate: bool,
+    /// May turn the microphone and camera back on after a moderator turned them off.
+    pub unmute: bool,
+}
+
+/// The meeting's settings as participants see them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    /// Nobody new is admitted.
+    pub locked: bool,
+    /// People below moderator wait in the lobby until admitted.
+    pub lobby: bool,
+    /// Joining needs a passcode.
+    pub passcode: bool,
 }
 
 /// Enter a room.
@@ -67,8 +187,16 @@ pub struct Join {
     pub protocol: u32,
     /// The room's name, as in the meeting link `/m/<room>`.
     pub room: String,
-    /// The name shown to others. It is relayed to the room, never logged.
+    /// The name shown to others. It is relayed to the room, never logged. A join token's
+    /// `name` claim takes precedence.
     pub name: String,
+    /// The join token from the link (`/m/<room>?t=<token>`); needed unless the server keeps
+    /// open rooms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The room's passcode, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passcode: Option<String>,
 }
 
 /// The client's SDP offer, and what its m-lines are for.
@@ -198,6 +326,36 @@ pub enum ServerMsg {
     SendLayers { source: Source, active: Vec<bool> },
     /// The answer to [`ClientMsg::Ping`].
     Pong,
+    /// The client is waiting in the lobby; a `welcome` follows when it is admitted, a fatal
+    /// `denied` error when it is not.
+    Waiting {
+        participant: ParticipantRef,
+        room: String,
+    },
+    /// Who waits in the lobby, oldest first; sent to those who may admit, whenever it
+    /// changes and after their `welcome`.
+    Lobby { waiting: Vec<Waiter> },
+    /// The meeting's settings changed (for example it was locked).
+    RoomUpdated { room: RoomState },
+    /// Someone's role changed. The participant concerned also gets `permissions`.
+    RoleChanged {
+        participant: ParticipantRef,
+        role: Role,
+    },
+    /// What this client may do now; after `welcome` when its rights change.
+    Permissions {
+        role: Role,
+        permissions: Permissions,
+    },
+    /// A moderator turned off one of this client's sources; the server no longer forwards
+    /// it. The client should show it as off.
+    Moderated { source: Source, by: ParticipantRef },
+    /// The raised hands, in the order they were raised.
+    Hands { queue: Vec<ParticipantRef> },
+    /// A chat message.
+    Chat(ChatMsg),
+    /// An invite link, answering [`ClientMsg::Invite`].
+    Invite(InviteLink),
     /// Something the client sent could not be done. The connection stays open unless the
     /// error says otherwise.
     Error(ErrorMsg),
@@ -213,6 +371,54 @@ pub struct Welcome {
     /// Everyone else already in the room.
     pub participants: Vec<ParticipantInfo>,
     pub limits: Limits,
+    /// The client's role and rights.
+    #[serde(default = "participant_role")]
+    pub role: Role,
+    #[serde(default)]
+    pub permissions: Permissions,
+    #[serde(default)]
+    pub room_state: RoomState,
+    /// Raised hands in order.
+    #[serde(default)]
+    pub hands: Vec<ParticipantRef>,
+}
+
+fn participant_role() -> Role {
+    Role::Participant
+}
+
+/// Someone waiting in the lobby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub id: ParticipantRef,
+    pub name: String,
+    pub role: Role,
+}
+
+/// A chat message as the server relays it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMsg {
+    pub from: ParticipantRef,
+    /// The sender's display name when it was sent.
+    pub name: String,
+    pub text: String,
+    /// When the server relayed it, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Set for a private message: whom it was sent to (the recipient or, in the sender's
+    /// own copy, the person it went to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<ParticipantRef>,
+}
+
+/// A join link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteLink {
+    /// The path and query of the link (`/m/<room>?t=<token>`); the client prefixes its origin.
+    pub link: String,
+    pub token: String,
+    pub role: Role,
+    /// When it stops working, in seconds since the Unix epoch.
+    pub expires_at: u64,
 }
 
 /// What the server allows this client; the client sizes its offer by it.
@@ -231,6 +437,9 @@ pub struct Limits {
     /// The most people a room of this server holds (0 from servers that do not say).
     #[serde(default)]
     pub max_participants: u32,
+    /// The longest chat message, in characters.
+    #[serde(default)]
+    pub max_chat_chars: u32,
 }
 
 /// A participant as others see it.
@@ -239,6 +448,8 @@ pub struct ParticipantInfo {
     pub id: ParticipantRef,
     pub name: String,
     pub media: MediaState,
+    #[serde(default = "participant_role")]
+    pub role: Role,
 }
 
 /// Why a participant left.
@@ -256,6 +467,10 @@ pub enum LeaveReason {
     /// Their connection did not take the meeting's messages as fast as they came (it
     /// stopped reading); the server closed it rather than buffer without end.
     TooSlow,
+    /// A moderator removed them.
+    Removed,
+    /// A moderator (or the API) ended the meeting for everyone.
+    MeetingEnded,
 }
 
 /// One receive slot of the client, and whose track it carries.
@@ -323,6 +538,38 @@ pub enum ErrorCode {
     TooSlow,
     /// The client did not send `join` in time after connecting (fatal).
     JoinTimeout,
+    /// This server admits only people with a join token, and the join had none.
+    TokenRequired,
+    /// The join token is not a token (not three base64url parts of JSON).
+    TokenMalformed,
+    /// The join token's signature is wrong or made with a key this server does not trust.
+    TokenInvalid,
+    /// The join token has expired (or is not valid yet).
+    TokenExpired,
+    /// The join token is for another room.
+    TokenWrongRoom,
+    /// The room has a passcode and the join gave none.
+    PasscodeRequired,
+    /// The passcode is wrong.
+    WrongPasscode,
+    /// The meeting is locked: nobody new is admitted.
+    Locked,
+    /// A moderator did not let this client in from the lobby (fatal).
+    Denied,
+    /// A moderator removed this client, or its token was for someone removed (fatal).
+    Removed,
+    /// The meeting was ended for everyone (fatal).
+    MeetingEnded,
+    /// The meeting has not started yet or is over (its scheduled times).
+    OutsideSchedule,
+    /// The client's role does not allow this.
+    Forbidden,
+    /// The message names a participant who is not in this meeting.
+    UnknownParticipant,
+    /// The chat message is longer than `max_chat_chars`.
+    ChatTooLong,
+    /// The room requires end-to-end encryption and the client does not use it.
+    E2eeRequired,
 }
 
 /// Why a client message was refused before it was understood.
@@ -406,7 +653,9 @@ mod tests {
             ClientMsg::Join(Join {
                 protocol: 1,
                 room: "demo".into(),
-                name: "Aino".into()
+                name: "Aino".into(),
+                token: None,
+                passcode: None,
             })
         );
         let back: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();

@@ -1,10 +1,13 @@
 //! The conductor: one task that owns the rooms (`ting_control::Rooms`), places
 //! participants on media workers, and tells everyone what changed.
 //!
-//! WebSocket sessions send it [`ConductorCmd`]s; workers send it [`WorkerEvent`]s. It is the
-//! only writer of room membership and of the track lists the workers' routers hold, so the
-//! workers see every room change in one order: a new worker of a room gets a snapshot of the
-//! room's tracks with its first connection, then every later change.
+//! WebSocket sessions and the control API send it [`ConductorCmd`]s; workers send it
+//! [`WorkerEvent`]s. It decides nothing about who may do what: `ting_control` does, and the
+//! conductor carries its events to the sessions (as `ting-proto` messages), to the media
+//! workers (tracks to forward or not), to the store (rooms, the chat archive) and to the
+//! audit log. It is the only writer of room membership and of the track lists the workers'
+//! routers hold, so the workers see every room change in one order: a new worker of a room
+//! gets a snapshot of the room's tracks with its first connection, then every later change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -13,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Instant;
 
 use ting_control::{
-    ControlEvent, JoinError, LeaveReason, MediaState, ParticipantId, RoomName, Rooms, RoomsConfig,
+    Admission, Command, CommandError, CommandOk, ControlEvent, JoinError, JoinRequest, LeaveReason,
+    Now, ParticipantId, RoomName, Rooms, RoomsConfig, TokenError, TokenKeys,
 };
 use ting_media::{EndpointId, LayoutSpec, Source, TileSpec, TrackId};
 use ting_proto::{
@@ -21,12 +25,14 @@ use ting_proto::{
     ServerMsg, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, info_span};
+use tracing::{debug, info};
 
+use crate::api::{ApiFailure, ApiReply, ApiRequest};
 use crate::config::Config;
 use crate::metrics::{Limit, Metrics};
 use crate::ratelimit::TokenBucket;
 use crate::setup::{SetupDone, SetupJob};
+use crate::store::{ChatRow, Store};
 use crate::worker::{
     ConnectReq, OutMsg, Outbox, PublishedTrack, RoomKey, TrackDesc, WorkerCmd, WorkerEvent,
     WorkerHandle, WorkerId,
@@ -35,13 +41,13 @@ use crate::worker::{
 /// What sessions ask of the conductor.
 #[derive(Debug)]
 pub enum ConductorCmd {
+    /// Answered with `welcome` or `waiting` (and the participant's id), or the refusal.
     Join {
-        room: String,
-        name: String,
+        join: ting_proto::Join,
         /// The client's IP address, for per-address limits; never logged.
         address: IpAddr,
         outbox: Outbox,
-        reply: oneshot::Sender<Result<(ParticipantId, Welcome), ErrorMsg>>,
+        reply: oneshot::Sender<Result<(ParticipantId, ServerMsg), ErrorMsg>>,
     },
     /// Answered with the SDP answer, or with the error (the offer's, or the room's).
     Offer {
@@ -49,9 +55,12 @@ pub enum ConductorCmd {
         offer: Offer,
         reply: oneshot::Sender<Result<String, ErrorMsg>>,
     },
-    Media {
+    /// Anything the control plane decides (media state, hands, chat, moderation), answered
+    /// with what to tell the client (if anything) or the refusal.
+    Control {
         pid: ParticipantId,
-        media: ting_proto::MediaState,
+        cmd: Command,
+        reply: oneshot::Sender<Result<Option<ServerMsg>, ErrorMsg>>,
     },
     /// What the client shows; answered with an error when it is not acceptable.
     Layout {
@@ -66,15 +75,20 @@ pub enum ConductorCmd {
         pid: ParticipantId,
         reason: LeaveReason,
     },
+    /// A control API call.
+    Api {
+        req: ApiRequest,
+        reply: oneshot::Sender<Result<ApiReply, ApiFailure>>,
+    },
 }
 
 impl ConductorCmd {
     /// The participant a command comes from, once joined.
     fn participant(&self) -> Option<ParticipantId> {
         match self {
-            ConductorCmd::Join { .. } => None,
+            ConductorCmd::Join { .. } | ConductorCmd::Api { .. } => None,
             ConductorCmd::Offer { pid, .. }
-            | ConductorCmd::Media { pid, .. }
+            | ConductorCmd::Control { pid, .. }
             | ConductorCmd::Layout { pid, .. }
             | ConductorCmd::Seen { pid }
             | ConductorCmd::Leave { pid, .. } => Some(*pid),
@@ -102,7 +116,8 @@ struct Member {
     layout: Option<LayoutSpec>,
     /// The tracks the workers' routers were told of.
     announced: Vec<Source>,
-    media: MediaState,
+    /// In the meeting, not waiting in the lobby.
+    admitted: bool,
 }
 
 pub struct Conductor {
@@ -126,6 +141,12 @@ pub struct Conductor {
     join_buckets: HashMap<IpAddr, TokenBucket>,
     /// Where offers go to be built into connections.
     setup: std::sync::mpsc::Sender<SetupJob>,
+    /// Joins giving a passcode, per address
+    /// (`limits.passcode_attempts_per_minute_per_address`).
+    passcode_buckets: HashMap<IpAddr, TokenBucket>,
+    store: Store,
+    /// Where join links point: `http.public_url`, or this server's own address.
+    base_url: String,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -136,7 +157,7 @@ impl std::fmt::Debug for Conductor {
     }
 }
 
-fn to_proto_media(m: MediaState) -> ting_proto::MediaState {
+fn to_proto_media(m: ting_control::MediaState) -> ting_proto::MediaState {
     ting_proto::MediaState {
         audio: m.audio,
         video: m.video,
@@ -144,17 +165,130 @@ fn to_proto_media(m: MediaState) -> ting_proto::MediaState {
     }
 }
 
-fn pref(id: ParticipantId) -> ParticipantRef {
+pub fn pref(id: ParticipantId) -> ParticipantRef {
     ParticipantRef(id.to_string())
 }
 
 /// A participant id as clients write it: 16 hex digits. Anything else names nobody.
 fn parse_pid(r: &ParticipantRef) -> Option<EndpointId> {
-    let s = r.0.as_str();
-    if s.len() != 16 {
-        return None;
+    ParticipantId::parse(&r.0).map(|p| EndpointId(p.0))
+}
+
+pub fn proto_role(r: ting_control::Role) -> ting_proto::Role {
+    match r {
+        ting_control::Role::Host => ting_proto::Role::Host,
+        ting_control::Role::Moderator => ting_proto::Role::Moderator,
+        ting_control::Role::Participant => ting_proto::Role::Participant,
+        ting_control::Role::Guest => ting_proto::Role::Guest,
     }
-    u64::from_str_radix(s, 16).ok().map(EndpointId)
+}
+
+pub fn control_role(r: ting_proto::Role) -> ting_control::Role {
+    match r {
+        ting_proto::Role::Host => ting_control::Role::Host,
+        ting_proto::Role::Moderator => ting_control::Role::Moderator,
+        ting_proto::Role::Participant => ting_control::Role::Participant,
+        ting_proto::Role::Guest => ting_control::Role::Guest,
+    }
+}
+
+fn proto_permissions(p: ting_control::Permissions) -> ting_proto::Permissions {
+    ting_proto::Permissions {
+        publish_audio: p.publish_audio,
+        publish_video: p.publish_video,
+        publish_screen: p.publish_screen,
+        chat: p.chat,
+        admit: p.admit,
+        moderate: p.moderate,
+        unmute: p.unmute,
+    }
+}
+
+fn media_source(s: ting_control::Source) -> Source {
+    match s {
+        ting_control::Source::Microphone => Source::Microphone,
+        ting_control::Source::Camera => Source::Camera,
+        ting_control::Source::Screen => Source::Screen,
+    }
+}
+
+fn proto_source(s: ting_control::Source) -> ting_proto::Source {
+    match s {
+        ting_control::Source::Microphone => ting_proto::Source::Microphone,
+        ting_control::Source::Camera => ting_proto::Source::Camera,
+        ting_control::Source::Screen => ting_proto::Source::Screen,
+    }
+}
+
+fn control_source(s: Source) -> ting_control::Source {
+    match s {
+        Source::Microphone => ting_control::Source::Microphone,
+        Source::Camera => ting_control::Source::Camera,
+        Source::Screen => ting_control::Source::Screen,
+    }
+}
+
+/// The unix time in milliseconds.
+fn unix_ms() -> u64 {
+    crate::store::now_ms()
+}
+
+fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        unix_ms: unix_ms(),
+    }
+}
+
+/// A join refusal as the client is told it, and its label in `ting_refused_total`.
+fn join_error(e: &JoinError) -> (ErrorCode, &'static str) {
+    match e {
+        JoinError::BadRoomName(_) => (ErrorCode::BadRoom, "bad_room"),
+        JoinError::BadDisplayName(_) => (ErrorCode::BadName, "bad_name"),
+        JoinError::RoomFull { .. } => (ErrorCode::RoomFull, "room_full"),
+        JoinError::TooManyRooms { .. } => (ErrorCode::TooManyRooms, "too_many_rooms"),
+        JoinError::TokenRequired => (ErrorCode::TokenRequired, "token_required"),
+        JoinError::Token(TokenError::Malformed(_)) => {
+            (ErrorCode::TokenMalformed, "token_malformed")
+        }
+        JoinError::Token(TokenError::Invalid(_)) => (ErrorCode::TokenInvalid, "token_invalid"),
+        JoinError::Token(TokenError::Expired | TokenError::NotYetValid) => {
+            (ErrorCode::TokenExpired, "token_expired")
+        }
+        JoinError::Token(TokenError::WrongRoom) => (ErrorCode::TokenWrongRoom, "token_wrong_room"),
+        JoinError::Removed => (ErrorCode::Removed, "removed"),
+        JoinError::Locked => (ErrorCode::Locked, "locked"),
+        JoinError::PasscodeRequired => (ErrorCode::PasscodeRequired, "passcode_required"),
+        JoinError::WrongPasscode => (ErrorCode::WrongPasscode, "wrong_passcode"),
+        JoinError::PasscodeAttempts => (ErrorCode::RateLimited, "passcode_attempts"),
+        JoinError::OutsideSchedule(_) => (ErrorCode::OutsideSchedule, "outside_schedule"),
+        JoinError::MeetingEnded => (ErrorCode::MeetingEnded, "meeting_ended"),
+    }
+}
+
+fn command_error(e: &CommandError) -> (ErrorCode, &'static str) {
+    match e {
+        CommandError::NotAdmitted => (ErrorCode::NotJoined, "not_admitted"),
+        CommandError::Forbidden(_) => (ErrorCode::Forbidden, "forbidden"),
+        CommandError::UnknownParticipant => (ErrorCode::UnknownParticipant, "unknown_participant"),
+        CommandError::ChatTooLong { .. } => (ErrorCode::ChatTooLong, "chat_too_long"),
+        CommandError::BadChat(_) => (ErrorCode::BadMessage, "bad_chat"),
+        CommandError::RoomFull { .. } => (ErrorCode::RoomFull, "room_full"),
+        CommandError::CannotSign => (ErrorCode::Internal, "cannot_sign"),
+    }
+}
+
+/// A sentence from an error's text: capitalised, with a full stop.
+fn sentence(text: String) -> String {
+    let mut c = text.chars();
+    let mut out: String = match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => return text,
+    };
+    if !out.ends_with(['.', '?', '!']) {
+        out.push('.');
+    }
+    out
 }
 
 /// The tallest tile a layout may ask for (8K); larger heights mean the same.
@@ -195,20 +329,32 @@ pub fn layout_spec(layout: &ting_proto::Layout) -> Result<LayoutSpec, String> {
 }
 
 impl Conductor {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,
         workers: Arc<[WorkerHandle]>,
         metrics: Arc<Metrics>,
         ready: Arc<AtomicBool>,
         setup: std::sync::mpsc::Sender<SetupJob>,
+        keys: TokenKeys,
+        store: Store,
+        base_url: String,
         seed: u64,
     ) -> Conductor {
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
         let rooms = Rooms::new(
             RoomsConfig {
                 max_rooms: config.limits.max_rooms,
                 max_participants_per_room: config.limits.max_participants_per_room,
                 participant_timeout: config.participant_timeout(),
+                open_rooms: config.rooms.open,
+                max_chat_chars: config.chat.max_chars,
+                passcode_attempts_per_minute: config.limits.passcode_attempts_per_minute,
+                max_invite: std::time::Duration::from_secs(config.tokens.max_ttl_secs),
+                early_join: minutes(config.rooms.early_join_minutes),
+                ended_hold: minutes(config.rooms.ended_hold_minutes),
             },
+            keys,
             seed,
         );
         Conductor {
@@ -226,7 +372,15 @@ impl Conductor {
             rooms_by_address: HashMap::new(),
             join_buckets: HashMap::new(),
             setup,
+            passcode_buckets: HashMap::new(),
+            store,
+            base_url,
         }
+    }
+
+    /// Loads rooms from the store before the first join.
+    pub fn rooms_mut(&mut self) -> &mut Rooms {
+        &mut self.rooms
     }
 
     /// Runs until `shutdown` resolves, then tells everyone and stops the workers.
@@ -282,13 +436,12 @@ impl Conductor {
         let now = Instant::now();
         match cmd {
             ConductorCmd::Join {
-                room,
-                name,
+                join,
                 address,
                 outbox,
                 reply,
             } => {
-                let _ = reply.send(self.join(&room, &name, address, outbox, now));
+                let _ = reply.send(self.join(&join, address, outbox, now));
             }
             ConductorCmd::Offer { pid, offer, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -301,18 +454,14 @@ impl Conductor {
                     }
                 }
             }
-            ConductorCmd::Media { pid, media } => {
+            ConductorCmd::Control { pid, cmd, reply } => {
                 self.rooms.handle_seen(pid, now);
                 #[cfg(feature = "test-hooks")]
                 self.test_hook(pid);
-                self.rooms.handle_media(
-                    pid,
-                    MediaState {
-                        audio: media.audio,
-                        video: media.video,
-                        screen: media.screen,
-                    },
-                );
+                let _ = reply.send(self.control(pid, cmd));
+            }
+            ConductorCmd::Api { req, reply } => {
+                let _ = reply.send(self.api(req));
             }
             ConductorCmd::Layout { pid, layout, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -348,10 +497,10 @@ impl Conductor {
             message,
             fatal: false,
         })?;
-        let Some(m) = self.members.get_mut(&pid) else {
+        let Some(m) = self.members.get_mut(&pid).filter(|m| m.admitted) else {
             return Err(ErrorMsg {
                 code: ErrorCode::NotJoined,
-                message: "send join before layout".into(),
+                message: "send join (and be let in) before layout".into(),
                 fatal: false,
             });
         };
@@ -380,12 +529,11 @@ impl Conductor {
 
     fn join(
         &mut self,
-        room: &str,
-        name: &str,
+        join: &ting_proto::Join,
         address: IpAddr,
         outbox: Outbox,
         now: Instant,
-    ) -> Result<(ParticipantId, Welcome), ErrorMsg> {
+    ) -> Result<(ParticipantId, ServerMsg), ErrorMsg> {
         if !self.ready.load(Relaxed) {
             return Err(ErrorMsg {
                 code: ErrorCode::Unavailable,
@@ -394,7 +542,7 @@ impl Conductor {
             });
         }
         if !self.join_allowed(address, now) {
-            self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+            self.refused("joins_per_address");
             self.metrics.control.limited(Limit::JoinsPerAddress);
             return Err(ErrorMsg {
                 code: ErrorCode::RateLimited,
@@ -406,14 +554,27 @@ impl Conductor {
                 fatal: false,
             });
         }
+        if join.passcode.is_some() && !self.passcode_allowed(address, now) {
+            self.refused("passcode_attempts");
+            self.metrics.control.limited(Limit::PasscodesPerAddress);
+            return Err(ErrorMsg {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "more than {} passcode attempts a minute from this address \
+                     (limits.passcode_attempts_per_minute_per_address); try again in a minute",
+                    self.config.limits.passcode_attempts_per_minute_per_address
+                ),
+                fatal: false,
+            });
+        }
         // A join that would open a room counts against its address's rooms.
-        let opens = RoomName::parse(room)
+        let opens = RoomName::parse(&join.room)
             .ok()
             .filter(|r| !self.keys.contains_key(r));
         if opens.is_some() {
             let limit = self.config.limits.max_rooms_per_address;
             if self.rooms_by_address.get(&address).copied().unwrap_or(0) >= limit {
-                self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+                self.refused("rooms_per_address");
                 self.metrics.control.limited(Limit::RoomsPerAddress);
                 return Err(ErrorMsg {
                     code: ErrorCode::TooManyRooms,
@@ -425,61 +586,115 @@ impl Conductor {
                 });
             }
         }
-        let joined = self.rooms.handle_join(room, name, now).map_err(|e| {
-            self.metrics.control.joins_refused.fetch_add(1, Relaxed);
-            let code = match e {
-                JoinError::BadRoomName(_) => ErrorCode::BadRoom,
-                JoinError::BadDisplayName(_) => ErrorCode::BadName,
-                JoinError::RoomFull { .. } => ErrorCode::RoomFull,
-                JoinError::TooManyRooms { .. } => ErrorCode::TooManyRooms,
-            };
-            ErrorMsg {
-                code,
-                message: e.to_string(),
-                fatal: false,
-            }
-        })?;
-        self.metrics.control.joins.fetch_add(1, Relaxed);
-        let key = match self.keys.get(&joined.room) {
+        let request = JoinRequest {
+            room: &join.room,
+            name: &join.name,
+            token: join.token.as_deref(),
+            passcode: join.passcode.as_deref(),
+        };
+        let admission = self
+            .rooms
+            .handle_join(
+                request,
+                Now {
+                    at: now,
+                    unix_ms: unix_ms(),
+                },
+            )
+            .map_err(|e| {
+                let (code, label) = join_error(&e);
+                self.refused(label);
+                let room = RoomName::parse(&join.room).ok();
+                audit("refused", None, room.as_ref().map(RoomName::as_str), label);
+                ErrorMsg {
+                    code,
+                    message: sentence(e.to_string()),
+                    fatal: false,
+                }
+            })?;
+        let pid = admission.participant();
+        let room = match &admission {
+            Admission::Joined(j) => j.room.clone(),
+            Admission::Waiting { room, .. } => room.clone(),
+        };
+        let key = match self.keys.get(&room) {
             Some(k) => *k,
             None => {
                 let k = RoomKey(self.next_key);
                 self.next_key += 1;
-                self.keys.insert(joined.room.clone(), k);
-                self.room_openers.insert(joined.room.clone(), address);
+                self.keys.insert(room.clone(), k);
+                self.room_openers.insert(room.clone(), address);
                 *self.rooms_by_address.entry(address).or_insert(0) += 1;
                 k
             }
         };
-        info_span!("room", room = key.0).in_scope(|| {
-            info!(participant = %joined.participant, "joined");
-        });
+        let admitted = matches!(admission, Admission::Joined(_));
         self.members.insert(
-            joined.participant,
+            pid,
             Member {
                 outbox,
-                room: joined.room.clone(),
+                room: room.clone(),
                 key,
                 worker: None,
                 connecting: false,
                 published: Vec::new(),
                 layout: None,
                 announced: Vec::new(),
-                media: MediaState::default(),
+                admitted,
             },
         );
+        if admitted {
+            self.metrics.control.joins.fetch_add(1, Relaxed);
+            Ok((pid, ServerMsg::Welcome(self.welcome(pid))))
+        } else {
+            audit("waiting", Some(pid), Some(room.as_str()), "lobby");
+            Ok((
+                pid,
+                ServerMsg::Waiting {
+                    participant: pref(pid),
+                    room: room.to_string(),
+                },
+            ))
+        }
+    }
+
+    /// Takes a passcode attempt from `address`'s budget.
+    fn passcode_allowed(&mut self, address: IpAddr, now: Instant) -> bool {
+        let per_minute = f64::from(self.config.limits.passcode_attempts_per_minute_per_address);
+        if self.passcode_buckets.len() >= 4096 {
+            self.passcode_buckets.retain(|_, b| !b.is_full(now));
+        }
+        self.passcode_buckets
+            .entry(address)
+            .or_insert_with(|| TokenBucket::new(per_minute / 60.0, per_minute, now))
+            .allow(now)
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.metrics.control.joins_refused.fetch_add(1, Relaxed);
+        self.metrics.control.count("refused", reason);
+    }
+
+    /// The welcome of a participant now in the meeting.
+    fn welcome(&self, pid: ParticipantId) -> Welcome {
+        let p = self
+            .rooms
+            .participant(pid)
+            .expect("welcomed participants exist");
         let s = &self.config.slots;
-        let welcome = Welcome {
+        Welcome {
             protocol: PROTOCOL_VERSION,
-            participant: pref(joined.participant),
-            room: joined.room.to_string(),
-            participants: joined
-                .others
-                .iter()
-                .map(|p| ParticipantInfo {
-                    id: pref(p.id),
-                    name: p.name.expose().to_owned(),
-                    media: to_proto_media(p.media),
+            participant: pref(pid),
+            room: p.room.to_string(),
+            participants: self
+                .rooms
+                .members(&p.room)
+                .filter(|o| o.id != pid)
+                .map(|o| ParticipantInfo {
+                    id: pref(o.id),
+                    name: o.name.expose().to_owned(),
+                    media: to_proto_media(o.media),
+                    role: proto_role(o.role),
                 })
                 .collect(),
             limits: Limits {
@@ -489,17 +704,63 @@ impl Conductor {
                 max_message_bytes: self.config.limits.max_message_bytes as u32,
                 ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,
                 max_participants: self.config.limits.max_participants_per_room as u32,
+                max_chat_chars: self.config.chat.max_chars as u32,
             },
-        };
-        Ok((joined.participant, welcome))
+            role: proto_role(p.role),
+            permissions: proto_permissions(self.rooms.permissions(pid).unwrap_or_default()),
+            room_state: self.room_state(&p.room),
+            hands: self.rooms.hands(&p.room).iter().map(|h| pref(*h)).collect(),
+        }
+    }
+
+    fn room_state(&self, room: &RoomName) -> ting_proto::RoomState {
+        let settings = self.rooms.settings(room);
+        ting_proto::RoomState {
+            locked: self.rooms.live(room).is_some_and(|l| l.locked),
+            lobby: settings.lobby,
+            passcode: settings.passcode.is_some(),
+        }
+    }
+
+    /// Carries a participant's command to the control plane.
+    fn control(&mut self, pid: ParticipantId, cmd: Command) -> Result<Option<ServerMsg>, ErrorMsg> {
+        let label = command_label(&cmd);
+        match self.rooms.handle_command(pid, cmd, now()) {
+            Ok(CommandOk::Done) => {
+                if let Some(action) = label {
+                    self.metrics.control.count("moderation", action);
+                    audit(action, Some(pid), None, "by participant");
+                }
+                Ok(None)
+            }
+            Ok(CommandOk::Invite(t)) => {
+                self.metrics.control.count("moderation", "invite");
+                audit("invite", Some(pid), Some(t.room.as_str()), t.role.as_str());
+                Ok(Some(ServerMsg::Invite(ting_proto::InviteLink {
+                    link: format!("/m/{}?t={}", t.room, t.token),
+                    token: t.token,
+                    role: proto_role(t.role),
+                    expires_at: t.expires_at,
+                })))
+            }
+            Err(e) => {
+                let (code, label) = command_error(&e);
+                self.metrics.control.count("refused", label);
+                Err(ErrorMsg {
+                    code,
+                    message: sentence(e.to_string()),
+                    fatal: false,
+                })
+            }
+        }
     }
 
     /// Sends the offer to be built into a connection on the worker it will live on.
     fn offer(&mut self, pid: ParticipantId, offer: Offer) -> Result<(), ErrorMsg> {
-        let Some(member) = self.members.get(&pid) else {
+        let Some(member) = self.members.get(&pid).filter(|m| m.admitted) else {
             return Err(ErrorMsg {
                 code: ErrorCode::NotJoined,
-                message: "send join before offer".into(),
+                message: "send join (and be let in) before offer".into(),
                 fatal: false,
             });
         };
@@ -711,11 +972,9 @@ impl Conductor {
                     let _ = reply.send(Ok(answer));
                 }
                 m.published = published.clone();
-                let screen = m.media.screen;
                 for p in published {
-                    if p.source != Source::Screen || screen {
-                        self.set_track(pid, p.source, true);
-                    }
+                    let on = self.rooms.forwards(pid, control_source(p.source));
+                    self.set_track(pid, p.source, on);
                 }
             }
             WorkerEvent::MediaFailed { pid } => {
@@ -755,11 +1014,18 @@ impl Conductor {
         }
     }
 
-    /// Tells rooms what `Rooms` decided.
+    /// Tells rooms, workers, the store and the audit log what `Rooms` decided.
     fn dispatch_events(&mut self) {
         while let Some(ev) = self.rooms.poll_event() {
             match ev {
-                ControlEvent::RoomOpened { .. } => {}
+                ControlEvent::RoomOpened { room, meeting } => {
+                    audit(
+                        "meeting_started",
+                        None,
+                        Some(room.as_str()),
+                        &meeting.to_string(),
+                    );
+                }
                 ControlEvent::Joined { room, participant } => {
                     let Some(p) = self.rooms.participant(participant) else {
                         continue;
@@ -769,30 +1035,169 @@ impl Conductor {
                             id: pref(participant),
                             name: p.name.expose().to_owned(),
                             media: to_proto_media(p.media),
+                            role: proto_role(p.role),
                         },
                     };
+                    let role = p.role;
+                    audit(
+                        "joined",
+                        Some(participant),
+                        Some(room.as_str()),
+                        role.as_str(),
+                    );
+                    // Someone let in from the lobby gets their welcome now.
+                    if let Some(m) = self.members.get_mut(&participant)
+                        && !m.admitted
+                    {
+                        m.admitted = true;
+                        self.metrics.control.joins.fetch_add(1, Relaxed);
+                        let welcome = ServerMsg::Welcome(self.welcome(participant));
+                        self.tell(participant, &welcome);
+                    }
+                    if role.permissions().admit {
+                        self.tell_lobby_to(participant, &room);
+                    }
                     self.tell_room(&room, Some(participant), &msg);
+                }
+                ControlEvent::LobbyChanged { room } => {
+                    let msg = self.lobby_msg(&room);
+                    for id in self.admitters(&room) {
+                        self.tell(id, &msg);
+                    }
                 }
                 ControlEvent::MediaChanged {
                     room,
                     participant,
                     media,
                 } => {
-                    if let Some(m) = self.members.get_mut(&participant) {
-                        m.media = media;
-                    }
-                    self.set_track(participant, Source::Screen, media.screen);
                     let msg = ServerMsg::ParticipantUpdated {
                         participant: pref(participant),
                         media: to_proto_media(media),
                     };
                     self.tell_room(&room, Some(participant), &msg);
                 }
+                ControlEvent::Forward {
+                    participant,
+                    source,
+                    on,
+                } => self.set_track(participant, media_source(source), on),
+                ControlEvent::RoleChanged {
+                    room,
+                    participant,
+                    role,
+                } => {
+                    audit(
+                        "role_changed",
+                        Some(participant),
+                        Some(room.as_str()),
+                        role.as_str(),
+                    );
+                    let msg = ServerMsg::RoleChanged {
+                        participant: pref(participant),
+                        role: proto_role(role),
+                    };
+                    self.tell_room(&room, None, &msg);
+                }
+                ControlEvent::PermissionsChanged { participant } => {
+                    let (Some(p), Some(perms)) = (
+                        self.rooms.participant(participant),
+                        self.rooms.permissions(participant),
+                    ) else {
+                        continue;
+                    };
+                    let room = p.room.clone();
+                    let msg = ServerMsg::Permissions {
+                        role: proto_role(p.role),
+                        permissions: proto_permissions(perms),
+                    };
+                    self.tell(participant, &msg);
+                    if perms.admit {
+                        self.tell_lobby_to(participant, &room);
+                    }
+                }
+                ControlEvent::Moderated {
+                    participant,
+                    source,
+                    by,
+                } => {
+                    let msg = ServerMsg::Moderated {
+                        source: proto_source(source),
+                        by: pref(by),
+                    };
+                    self.tell(participant, &msg);
+                }
+                ControlEvent::HandsChanged { room } => {
+                    let msg = ServerMsg::Hands {
+                        queue: self.rooms.hands(&room).iter().map(|h| pref(*h)).collect(),
+                    };
+                    self.tell_room(&room, None, &msg);
+                }
+                ControlEvent::RoomUpdated { room } => {
+                    audit("room_updated", None, Some(room.as_str()), "settings");
+                    let msg = ServerMsg::RoomUpdated {
+                        room: self.room_state(&room),
+                    };
+                    self.tell_room(&room, None, &msg);
+                }
+                ControlEvent::Chat(chat) => {
+                    let msg = ServerMsg::Chat(ting_proto::ChatMsg {
+                        from: pref(chat.from),
+                        name: chat.name.expose().to_owned(),
+                        text: chat.text.clone(),
+                        at_ms: chat.at_ms,
+                        to: chat.to.map(pref),
+                    });
+                    match chat.to {
+                        Some(to) => {
+                            self.metrics.control.count("chat", "private");
+                            self.tell(to, &msg);
+                            self.tell(chat.from, &msg);
+                        }
+                        None => {
+                            self.metrics.control.count("chat", "room");
+                            self.tell_room(&chat.room, None, &msg);
+                        }
+                    }
+                    if self.config.chat.archive {
+                        self.store.archive(ChatRow {
+                            room: chat.room.to_string(),
+                            meeting: chat.meeting.to_string(),
+                            at_ms: chat.at_ms,
+                            from: chat.from.to_string(),
+                            name: chat.name.expose().to_owned(),
+                            to: chat.to.map(|t| t.to_string()),
+                            text: chat.text,
+                        });
+                    }
+                }
                 ControlEvent::Left {
                     room,
                     participant,
                     reason,
+                    admitted,
                 } => {
+                    let farewell = match reason {
+                        LeaveReason::Removed => {
+                            Some((ErrorCode::Removed, "You were removed from this meeting."))
+                        }
+                        LeaveReason::MeetingEnded => {
+                            Some((ErrorCode::MeetingEnded, "The meeting has ended."))
+                        }
+                        LeaveReason::Denied => {
+                            Some((ErrorCode::Denied, "The host did not let you in."))
+                        }
+                        _ => None,
+                    };
+                    if let Some((code, message)) = farewell {
+                        self.tell(
+                            participant,
+                            &ServerMsg::Error(ErrorMsg {
+                                code,
+                                message: message.into(),
+                                fatal: true,
+                            }),
+                        );
+                    }
                     self.remove_member(participant);
                     let reason = match reason {
                         LeaveReason::Left => ting_proto::LeaveReason::Left,
@@ -800,15 +1205,36 @@ impl Conductor {
                         LeaveReason::MediaFailed => ting_proto::LeaveReason::MediaFailed,
                         LeaveReason::ServerShutdown => ting_proto::LeaveReason::ServerShutdown,
                         LeaveReason::TooSlow => ting_proto::LeaveReason::TooSlow,
+                        LeaveReason::Removed => ting_proto::LeaveReason::Removed,
+                        LeaveReason::MeetingEnded => ting_proto::LeaveReason::MeetingEnded,
+                        LeaveReason::Denied => ting_proto::LeaveReason::Left,
                     };
-                    debug!(participant = %participant, ?reason, "left");
-                    let msg = ServerMsg::ParticipantLeft {
-                        participant: pref(participant),
-                        reason,
+                    let event = match reason {
+                        ting_proto::LeaveReason::Removed => "removed",
+                        _ if !admitted => "left_lobby",
+                        _ => "left",
                     };
-                    self.tell_room(&room, None, &msg);
+                    audit(
+                        event,
+                        Some(participant),
+                        Some(room.as_str()),
+                        &format!("{reason:?}"),
+                    );
+                    if admitted {
+                        let msg = ServerMsg::ParticipantLeft {
+                            participant: pref(participant),
+                            reason,
+                        };
+                        self.tell_room(&room, None, &msg);
+                    }
                 }
-                ControlEvent::RoomClosed { room } => {
+                ControlEvent::RoomClosed { room, meeting } => {
+                    audit(
+                        "meeting_over",
+                        None,
+                        Some(room.as_str()),
+                        &meeting.to_string(),
+                    );
                     if let Some(key) = self.keys.remove(&room) {
                         self.room_workers.remove(&key);
                     }
@@ -831,6 +1257,43 @@ impl Conductor {
             .control
             .participants
             .store(self.rooms.participant_count() as u64, Relaxed);
+    }
+
+    /// Sends `msg` to one participant, if it is still here.
+    fn tell(&self, pid: ParticipantId, msg: &ServerMsg) {
+        if let Some(m) = self.members.get(&pid) {
+            let _ = m.outbox.send(OutMsg::new(msg));
+        }
+    }
+
+    /// Who in `room` may admit people from its lobby.
+    fn admitters(&self, room: &RoomName) -> Vec<ParticipantId> {
+        self.rooms
+            .members(room)
+            .filter(|p| self.rooms.permissions(p.id).is_some_and(|x| x.admit))
+            .map(|p| p.id)
+            .collect()
+    }
+
+    fn lobby_msg(&self, room: &RoomName) -> ServerMsg {
+        ServerMsg::Lobby {
+            waiting: self
+                .rooms
+                .lobby(room)
+                .map(|p| ting_proto::Waiter {
+                    id: pref(p.id),
+                    name: p.name.expose().to_owned(),
+                    role: proto_role(p.role),
+                })
+                .collect(),
+        }
+    }
+
+    /// Tells an admitter who waits, when anyone does.
+    fn tell_lobby_to(&self, pid: ParticipantId, room: &RoomName) {
+        if self.rooms.lobby(room).next().is_some() {
+            self.tell(pid, &self.lobby_msg(room));
+        }
     }
 
     /// Removes a member's media: its tracks from every router of the room, its connection
@@ -897,5 +1360,287 @@ impl Conductor {
             w.command(WorkerCmd::Shutdown);
         }
         info!("conductor stopped");
+    }
+}
+
+impl Conductor {
+    /// Answers a control API call.
+    fn api(&mut self, req: ApiRequest) -> Result<ApiReply, ApiFailure> {
+        use axum::http::StatusCode;
+        let now = now();
+        let api_error = |e: ting_control::ApiError| match e {
+            ting_control::ApiError::UnknownRoom => ApiFailure::not_found("room of that name"),
+            ting_control::ApiError::UnknownParticipant => {
+                ApiFailure::not_found("participant with that id in this room")
+            }
+            ting_control::ApiError::RoomExists => ApiFailure::new(
+                StatusCode::CONFLICT,
+                "exists",
+                "a room of that name exists; change it with PATCH",
+            ),
+            ting_control::ApiError::CannotSign => ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot_sign",
+                e.to_string(),
+            ),
+            ting_control::ApiError::Invalid { field, problem } => {
+                ApiFailure::invalid(field, format!("{field} {problem}"))
+            }
+        };
+        match req {
+            ApiRequest::List => {
+                let mut names: Vec<RoomName> =
+                    self.rooms.defined().map(|(n, _)| n.clone()).collect();
+                names.extend(
+                    self.keys
+                        .keys()
+                        .filter(|k| !self.rooms.is_defined(k))
+                        .cloned(),
+                );
+                names.sort();
+                Ok(ApiReply::Rooms(ting_proto::api::RoomList {
+                    rooms: names.iter().map(|n| self.room_info(n)).collect(),
+                }))
+            }
+            ApiRequest::Get(room) => {
+                self.known(&room)?;
+                Ok(ApiReply::Room {
+                    info: self.room_info(&room),
+                    created: false,
+                    saved: None,
+                })
+            }
+            ApiRequest::Create(body) => {
+                let room = RoomName::parse(&body.name)
+                    .map_err(|e| ApiFailure::invalid("name", format!("the room name {e}")))?;
+                let settings = ting_control::RoomSettings {
+                    starts_at: body.starts_at,
+                    ends_at: body.ends_at,
+                    passcode: self.passcode(body.passcode.as_deref())?,
+                    lobby: body.lobby,
+                    capacity: body.capacity.map(|c| c as usize),
+                    e2ee_required: body.e2ee_required,
+                    allow_unmute: body.allow_unmute.unwrap_or(true),
+                };
+                self.rooms
+                    .define_room(room.clone(), settings)
+                    .map_err(api_error)?;
+                audit("room_created", None, Some(room.as_str()), "api");
+                Ok(ApiReply::Room {
+                    info: self.room_info(&room),
+                    created: true,
+                    saved: Some(self.save_room(&room, now.unix_secs())),
+                })
+            }
+            ApiRequest::Update(room, patch) => {
+                if !self.rooms.is_defined(&room) {
+                    return Err(ApiFailure::not_found(
+                        "room of that name made through the API (open rooms have no settings)",
+                    ));
+                }
+                let mut s = self.rooms.settings(&room).clone();
+                if let Some(v) = patch.starts_at {
+                    s.starts_at = v;
+                }
+                if let Some(v) = patch.ends_at {
+                    s.ends_at = v;
+                }
+                if let Some(v) = patch.passcode {
+                    s.passcode = self.passcode(v.as_deref())?;
+                }
+                if let Some(v) = patch.lobby {
+                    s.lobby = v;
+                }
+                if let Some(v) = patch.capacity {
+                    s.capacity = v.map(|c| c as usize);
+                }
+                if let Some(v) = patch.e2ee_required {
+                    s.e2ee_required = v;
+                }
+                if let Some(v) = patch.allow_unmute {
+                    s.allow_unmute = v;
+                }
+                self.rooms.update_room(&room, s).map_err(api_error)?;
+                audit("room_updated", None, Some(room.as_str()), "api");
+                Ok(ApiReply::Room {
+                    info: self.room_info(&room),
+                    created: false,
+                    saved: Some(self.save_room(&room, now.unix_secs())),
+                })
+            }
+            ApiRequest::Delete(room) => {
+                self.rooms.delete_room(&room, now.at).map_err(api_error)?;
+                audit("room_deleted", None, Some(room.as_str()), "api");
+                Ok(ApiReply::Done {
+                    saved: Some(self.store.delete_room(room.to_string())),
+                })
+            }
+            ApiRequest::Token(room, t) => {
+                let ttl = t
+                    .expires_in_secs
+                    .unwrap_or(self.config.tokens.default_ttl_secs);
+                if ttl == 0 || ttl > self.config.tokens.max_ttl_secs {
+                    return Err(ApiFailure::invalid(
+                        "expires_in_secs",
+                        format!(
+                            "expires_in_secs must be between 1 and {} (tokens.max_ttl_secs)",
+                            self.config.tokens.max_ttl_secs
+                        ),
+                    ));
+                }
+                let role = control_role(t.role);
+                let issued = self
+                    .rooms
+                    .api_issue_token(
+                        &room,
+                        role,
+                        t.name,
+                        t.subject,
+                        t.lobby,
+                        std::time::Duration::from_secs(ttl),
+                        now,
+                    )
+                    .map_err(api_error)?;
+                audit("token_issued", None, Some(room.as_str()), role.as_str());
+                Ok(ApiReply::Token(ting_proto::api::TokenResponse {
+                    link: format!("{}/m/{}?t={}", self.base_url, room, issued.token),
+                    token: issued.token,
+                    room: room.to_string(),
+                    role: t.role,
+                    expires_at: issued.expires_at,
+                }))
+            }
+            ApiRequest::Participants(room) => {
+                self.known(&room)?;
+                let hands = self.rooms.hands(&room);
+                let entry = |p: &ting_control::Participant| ting_proto::api::ParticipantEntry {
+                    id: p.id.to_string(),
+                    name: p.name.expose().to_owned(),
+                    role: proto_role(p.role),
+                    media: to_proto_media(p.media),
+                    waiting: !p.admitted,
+                    hand_raised: hands.contains(&p.id),
+                };
+                Ok(ApiReply::Participants(ting_proto::api::ParticipantList {
+                    participants: self
+                        .rooms
+                        .members(&room)
+                        .chain(self.rooms.lobby(&room))
+                        .map(entry)
+                        .collect(),
+                }))
+            }
+            ApiRequest::Remove(room, pid) => {
+                self.rooms.api_remove(&room, pid).map_err(api_error)?;
+                self.metrics.control.count("moderation", "remove");
+                audit("remove", Some(pid), Some(room.as_str()), "api");
+                Ok(ApiReply::Done { saved: None })
+            }
+            ApiRequest::Lock(room, locked) => {
+                self.rooms.api_lock(&room, locked).map_err(api_error)?;
+                let action = if locked { "lock" } else { "unlock" };
+                self.metrics.control.count("moderation", action);
+                audit(action, None, Some(room.as_str()), "api");
+                Ok(ApiReply::Done { saved: None })
+            }
+            ApiRequest::End(room) => {
+                self.rooms.api_end(&room, now.at).map_err(api_error)?;
+                self.metrics.control.count("moderation", "end_meeting");
+                audit("end_meeting", None, Some(room.as_str()), "api");
+                Ok(ApiReply::Done { saved: None })
+            }
+        }
+    }
+
+    fn known(&self, room: &RoomName) -> Result<(), ApiFailure> {
+        if self.rooms.is_defined(room) || self.keys.contains_key(room) {
+            Ok(())
+        } else {
+            Err(ApiFailure::not_found("room of that name"))
+        }
+    }
+
+    fn passcode(&mut self, p: Option<&str>) -> Result<Option<ting_control::Passcode>, ApiFailure> {
+        let Some(p) = p else { return Ok(None) };
+        let salt = self.rooms.random_bytes();
+        ting_control::Passcode::new(p, salt)
+            .map(Some)
+            .map_err(|e| ApiFailure::invalid("passcode", format!("the passcode {e}")))
+    }
+
+    fn room_info(&self, room: &RoomName) -> ting_proto::api::RoomInfo {
+        let s = self.rooms.settings(room);
+        ting_proto::api::RoomInfo {
+            name: room.to_string(),
+            defined: self.rooms.is_defined(room),
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            passcode: s.passcode.is_some(),
+            lobby: s.lobby,
+            capacity: s.capacity.map(|c| c as u32),
+            e2ee_required: s.e2ee_required,
+            allow_unmute: s.allow_unmute,
+            live: self.rooms.live(room).map(|l| ting_proto::api::LiveInfo {
+                meeting: l.meeting.to_string(),
+                participants: l.participants as u32,
+                waiting: l.waiting as u32,
+                locked: l.locked,
+            }),
+        }
+    }
+
+    fn save_room(&self, room: &RoomName, now_unix: u64) -> oneshot::Receiver<Result<(), String>> {
+        let s = self.rooms.settings(room);
+        self.store.save_room(crate::store::RoomRow {
+            name: room.to_string(),
+            starts_at: s.starts_at,
+            ends_at: s.ends_at,
+            passcode: s.passcode.as_ref().map(|p| p.to_stored()),
+            lobby: s.lobby,
+            capacity: s.capacity,
+            e2ee_required: s.e2ee_required,
+            allow_unmute: s.allow_unmute,
+            created_at: now_unix,
+        })
+    }
+}
+
+/// The moderation action a command is, for metrics and the audit log (`None`: not one).
+fn command_label(cmd: &Command) -> Option<&'static str> {
+    Some(match cmd {
+        Command::Media(_) | Command::Hand(_) | Command::Chat { .. } => return None,
+        Command::Admit(_) => "admit",
+        Command::Deny(_) => "deny",
+        Command::Lock(true) => "lock",
+        Command::Lock(false) => "unlock",
+        Command::Mute { .. } => "mute",
+        Command::Remove(_) => "remove",
+        Command::SetRole { .. } => "set_role",
+        Command::AllowScreen { .. } => "allow_screen",
+        Command::LowerHand(_) => "lower_hand",
+        Command::EndMeeting => "end_meeting",
+        Command::Invite { .. } => "invite",
+    })
+}
+
+/// A security event, as a structured `tracing` event under the `ting::audit` target:
+/// pseudonymous participant ids and room names only, never display names or addresses.
+fn audit(event: &str, participant: Option<ParticipantId>, room: Option<&str>, detail: &str) {
+    match participant {
+        Some(p) => info!(
+            target: "ting::audit",
+            event,
+            participant = %p,
+            room = room.unwrap_or(""),
+            detail,
+            "audit"
+        ),
+        None => info!(
+            target: "ting::audit",
+            event,
+            room = room.unwrap_or(""),
+            detail,
+            "audit"
+        ),
     }
 }

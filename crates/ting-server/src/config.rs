@@ -23,6 +23,69 @@ pub struct Config {
     pub slots: SlotsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub rooms: RoomsSection,
+    pub tokens: TokensConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub chat: ChatConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsSection {
+    pub open: bool,
+    pub early_join_minutes: u64,
+    pub ended_hold_minutes: u64,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    pub secret: String,
+    pub secret_file: String,
+    pub public_key_files: Vec<String>,
+    pub default_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for TokensConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokensConfig")
+            .field("secret", &if self.secret.is_empty() { "" } else { "<set>" })
+            .field("secret_file", &self.secret_file)
+            .field("public_key_files", &self.public_key_files)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub key: String,
+    pub key_file: String,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("key", &if self.key.is_empty() { "" } else { "<set>" })
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    pub max_chars: usize,
+    pub archive: bool,
+    pub retention_days: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +126,9 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     pub media_messages_per_second: u32,
     pub layout_messages_per_second: u32,
+    pub chat_messages_per_second: u32,
+    pub passcode_attempts_per_minute: u32,
+    pub passcode_attempts_per_minute_per_address: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,6 +359,18 @@ impl Config {
                 "limits.layout_messages_per_second",
                 l.layout_messages_per_second,
             ),
+            (
+                "limits.chat_messages_per_second",
+                l.chat_messages_per_second,
+            ),
+            (
+                "limits.passcode_attempts_per_minute",
+                l.passcode_attempts_per_minute,
+            ),
+            (
+                "limits.passcode_attempts_per_minute_per_address",
+                l.passcode_attempts_per_minute_per_address,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(key, v.to_string(), "must be at least 1"));
@@ -315,6 +393,70 @@ impl Config {
                 "shutdown.drain_secs",
                 self.shutdown.drain_secs.to_string(),
                 "at most 3600 seconds",
+            ));
+        }
+        if self.chat.max_chars == 0 || self.chat.max_chars > 10_000 {
+            return Err(bad(
+                "chat.max_chars",
+                self.chat.max_chars.to_string(),
+                "must be between 1 and 10000 (a chat message travels in one signalling message)",
+            ));
+        }
+        if self.chat.archive && (self.chat.retention_days == 0 || self.chat.retention_days > 3650) {
+            return Err(bad(
+                "chat.retention_days",
+                self.chat.retention_days.to_string(),
+                "must be between 1 and 3650 days when the archive is on",
+            ));
+        }
+        let t = &self.tokens;
+        if t.max_ttl_secs == 0 || t.max_ttl_secs > 366 * 86_400 {
+            return Err(bad(
+                "tokens.max_ttl_secs",
+                t.max_ttl_secs.to_string(),
+                "must be between 1 second and a year",
+            ));
+        }
+        if t.default_ttl_secs == 0 || t.default_ttl_secs > t.max_ttl_secs {
+            return Err(bad(
+                "tokens.default_ttl_secs",
+                t.default_ttl_secs.to_string(),
+                "must be between 1 and tokens.max_ttl_secs",
+            ));
+        }
+        if !t.secret.is_empty() && !t.secret_file.is_empty() {
+            return Err(bad(
+                "tokens.secret",
+                "<set>".into(),
+                "set tokens.secret or tokens.secret_file, not both",
+            ));
+        }
+        if !t.secret.is_empty() && t.secret.len() < ting_control::MIN_SECRET_BYTES {
+            return Err(bad(
+                "tokens.secret",
+                format!("<{} bytes>", t.secret.len()),
+                "must be at least 32 bytes (e.g. `openssl rand -base64 32`)",
+            ));
+        }
+        if !self.api.key.is_empty() && !self.api.key_file.is_empty() {
+            return Err(bad(
+                "api.key",
+                "<set>".into(),
+                "set api.key or api.key_file, not both",
+            ));
+        }
+        if !self.api.key.is_empty() && self.api.key.len() < 32 {
+            return Err(bad(
+                "api.key",
+                format!("<{} characters>", self.api.key.len()),
+                "must be at least 32 characters (e.g. `openssl rand -base64 32`)",
+            ));
+        }
+        if self.rooms.early_join_minutes > 24 * 60 || self.rooms.ended_hold_minutes > 24 * 60 {
+            return Err(bad(
+                "rooms.early_join_minutes",
+                self.rooms.early_join_minutes.to_string(),
+                "rooms.early_join_minutes and rooms.ended_hold_minutes are at most a day",
             ));
         }
         if self.log.level.trim().is_empty() {
@@ -355,9 +497,60 @@ impl Config {
 
     /// The effective configuration as TOML, for `ting --print-config`.
     pub fn to_toml(&self) -> String {
+        // Secrets are not printed: the output goes to terminals and files.
+        let mut shown = self.clone();
+        for s in [&mut shown.tokens.secret, &mut shown.api.key] {
+            if !s.is_empty() {
+                *s = "<hidden>".into();
+            }
+        }
         // Plain structs of strings, numbers and addresses always serialize.
-        toml::to_string_pretty(self).expect("config serializes")
+        toml::to_string_pretty(&shown).expect("config serializes")
     }
+
+    /// The HS256 token secret, from `tokens.secret` or `tokens.secret_file`.
+    pub fn token_secret(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            &self.tokens.secret,
+            &self.tokens.secret_file,
+            "tokens.secret_file",
+            ting_control::MIN_SECRET_BYTES,
+        )
+    }
+
+    /// The control API's bearer key, from `api.key` or `api.key_file`.
+    pub fn api_key(&self) -> Result<Option<String>, ConfigError> {
+        secret(&self.api.key, &self.api.key_file, "api.key_file", 32)
+    }
+}
+
+/// A secret given inline or as a file (its first line, trimmed).
+fn secret(
+    inline: &str,
+    file: &str,
+    key: &'static str,
+    min: usize,
+) -> Result<Option<String>, ConfigError> {
+    if !inline.is_empty() {
+        return Ok(Some(inline.to_owned()));
+    }
+    if file.is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Value {
+        key,
+        value: file.to_owned(),
+        reason: format!("cannot be read: {e}"),
+    })?;
+    let line = text.lines().next().unwrap_or("").trim().to_owned();
+    if line.len() < min {
+        return Err(ConfigError::Value {
+            key,
+            value: file.to_owned(),
+            reason: format!("its first line must hold at least {min} bytes of secret"),
+        });
+    }
+    Ok(Some(line))
 }
 
 /// Overlays `user` on `base`, refusing keys the base does not have (typos would otherwise

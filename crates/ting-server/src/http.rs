@@ -25,7 +25,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/{file}", get(static_file))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::api::router(state))
 }
 
 /// Pages may load only what this server serves: no third-party scripts, fonts or trackers.

@@ -10,6 +10,8 @@
 //! ```
 //!
 //! - [`http`]: the browser client's files, `/ws`, `/healthz`, `/readyz`, `/metrics`.
+//! - [`api`]: the control API under `/v1`.
+//! - [`store`]: the SQLite database (rooms, the chat archive) on its own thread.
 //! - [`session`]: one task per WebSocket, speaking `ting-proto`.
 //! - [`conductor`]: one task owning the rooms; places participants on workers.
 //! - [`worker`]: one thread per core with its own UDP socket; the hot path.
@@ -17,6 +19,7 @@
 //! [`Server::bind`] binds every socket and starts the workers; [`Server::run`] serves until
 //! the shutdown future resolves. Tests bind to port 0 and run it in-process.
 
+pub mod api;
 pub mod conductor;
 pub mod config;
 pub mod http;
@@ -27,6 +30,7 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod session;
 pub mod setup;
+pub mod store;
 pub mod udp;
 mod web;
 pub mod worker;
@@ -65,6 +69,12 @@ pub enum ServerError {
     Workers(std::io::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{key}: {reason}")]
+    Tokens { key: String, reason: String },
 }
 
 /// What HTTP handlers and sessions share.
@@ -78,6 +88,9 @@ pub struct AppState {
     pub max_connections: usize,
     /// Turns true when the server stops for good: every session closes at once.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The control API's bearer key; `None`: the API is off.
+    pub api_key: Option<String>,
+    pub store: store::Store,
 }
 
 /// Raises the soft file-descriptor limit to the hard limit (systemd's soft default of 1024
@@ -117,6 +130,10 @@ pub struct Server {
     worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     metrics: Arc<Metrics>,
     factory: setup::PeerFactory,
+    keys: Option<ting_control::TokenKeys>,
+    api_key: Option<String>,
+    store: store::Store,
+    stored_rooms: Vec<store::RoomRow>,
 }
 
 impl std::fmt::Debug for Server {
@@ -132,6 +149,13 @@ impl Server {
     /// Binds the HTTP listener and one UDP socket per media worker, and starts the workers.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
+        let keys = token_keys(&config)?;
+        let api_key = config.api_key()?;
+        let retention = config
+            .chat
+            .archive
+            .then(|| std::time::Duration::from_secs(config.chat.retention_days * 86_400));
+        let (store, stored_rooms) = store::Store::open(&config.store.path, retention)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| ServerError::BindHttp {
@@ -191,6 +215,10 @@ impl Server {
             worker_events,
             metrics,
             factory,
+            keys: Some(keys),
+            api_key,
+            store,
+            stored_rooms,
         })
     }
 
@@ -218,7 +246,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then tells every participant, stops the workers
     /// and returns.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let ready = Arc::new(AtomicBool::new(true));
@@ -227,14 +255,31 @@ impl Server {
         let (built_tx, built_rx) = mpsc::unbounded_channel();
         let (setup_tx, setup_thread) =
             setup::spawn(self.factory.clone(), built_tx).map_err(ServerError::Workers)?;
-        let conductor = Conductor::new(
+        let base_url = self.config.public_url(self.local_addr());
+        let mut conductor = Conductor::new(
             self.config.clone(),
             self.workers.clone(),
             self.metrics.clone(),
             ready.clone(),
             setup_tx,
+            self.keys
+                .take()
+                .unwrap_or_else(ting_control::TokenKeys::none),
+            self.store.clone(),
+            base_url,
             seed,
         );
+        for row in std::mem::take(&mut self.stored_rooms) {
+            let name = row.name.clone();
+            match stored_settings(row) {
+                Ok((room, settings)) => {
+                    if let Err(e) = conductor.rooms_mut().define_room(room, settings) {
+                        tracing::warn!(room = %name, error = %e, "a stored room was not loaded");
+                    }
+                }
+                Err(e) => tracing::warn!(room = %name, error = %e, "a stored room was not loaded"),
+            }
+        }
         let http_addr = self.local_addr();
         let worker_events = self.worker_events;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -264,6 +309,8 @@ impl Server {
             ready: ready.clone(),
             max_connections,
             closing: closing_rx,
+            api_key: self.api_key.clone(),
+            store: self.store.clone(),
         });
         let app = http::router(state);
         info!(http = %http_addr, workers = self.workers.len(), "ting serving");
@@ -325,4 +372,65 @@ impl Server {
         info!("ting stopped");
         Ok(())
     }
+}
+
+/// The keys join tokens are checked with: the configured secret (or a random one for this
+/// run), and the configured public keys.
+fn token_keys(config: &Config) -> Result<ting_control::TokenKeys, ServerError> {
+    let secret = match config.token_secret()? {
+        Some(s) => s.into_bytes(),
+        None => {
+            tracing::warn!(
+                "no tokens.secret: join tokens and invite links use a random secret and stop \
+                 working when ting restarts"
+            );
+            let mut b = vec![0u8; 32];
+            rand::Rng::fill(&mut rand::rng(), &mut b[..]);
+            b
+        }
+    };
+    let mut keys = ting_control::TokenKeys::none()
+        .with_secret(&secret)
+        .map_err(|e| ServerError::Tokens {
+            key: "tokens.secret".into(),
+            reason: e.to_string(),
+        })?;
+    for path in &config.tokens.public_key_files {
+        let pem = std::fs::read(path).map_err(|e| ServerError::Tokens {
+            key: format!("tokens.public_key_files ({path})"),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        keys = keys
+            .with_public_key_pem(&pem)
+            .map_err(|e| ServerError::Tokens {
+                key: format!("tokens.public_key_files ({path})"),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(keys)
+}
+
+/// A stored room as the control plane takes it.
+fn stored_settings(
+    row: store::RoomRow,
+) -> Result<(ting_control::RoomName, ting_control::RoomSettings), String> {
+    let room = ting_control::RoomName::parse(&row.name).map_err(|e| e.to_string())?;
+    let passcode = row
+        .passcode
+        .as_deref()
+        .map(ting_control::Passcode::from_stored)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok((
+        room,
+        ting_control::RoomSettings {
+            starts_at: row.starts_at,
+            ends_at: row.ends_at,
+            passcode,
+            lobby: row.lobby,
+            capacity: row.capacity,
+            e2ee_required: row.e2ee_required,
+            allow_unmute: row.allow_unmute,
+        },
+    ))
 }

@@ -113,11 +113,62 @@ struct Cli {
     /// log.level: tracing filter (RUST_LOG wins when set).
     #[arg(long, env = "TING_LOG_LEVEL")]
     log_level: Option<String>,
+    /// limits.chat_messages_per_second: chat messages per connection per second.
+    #[arg(long, env = "TING_LIMITS_CHAT_MESSAGES_PER_SECOND")]
+    limits_chat_messages_per_second: Option<String>,
+    /// limits.passcode_attempts_per_minute: wrong passcodes a room takes per minute.
+    #[arg(long, env = "TING_LIMITS_PASSCODE_ATTEMPTS_PER_MINUTE")]
+    limits_passcode_attempts_per_minute: Option<String>,
+    /// limits.passcode_attempts_per_minute_per_address: joins with a passcode per address per minute.
+    #[arg(long, env = "TING_LIMITS_PASSCODE_ATTEMPTS_PER_MINUTE_PER_ADDRESS")]
+    limits_passcode_attempts_per_minute_per_address: Option<String>,
+    /// rooms.open: anyone may open and enter rooms without a token.
+    #[arg(long, env = "TING_ROOMS_OPEN")]
+    rooms_open: Option<String>,
+    /// rooms.early_join_minutes: how early before a scheduled start people may enter.
+    #[arg(long, env = "TING_ROOMS_EARLY_JOIN_MINUTES")]
+    rooms_early_join_minutes: Option<String>,
+    /// rooms.ended_hold_minutes: how long an ended meeting turns people away.
+    #[arg(long, env = "TING_ROOMS_ENDED_HOLD_MINUTES")]
+    rooms_ended_hold_minutes: Option<String>,
+    /// tokens.secret: the HS256 join-token secret (prefer --tokens-secret-file).
+    #[arg(long, env = "TING_TOKENS_SECRET", hide_env_values = true)]
+    tokens_secret: Option<String>,
+    /// tokens.secret_file: a file holding the HS256 join-token secret.
+    #[arg(long, env = "TING_TOKENS_SECRET_FILE")]
+    tokens_secret_file: Option<String>,
+    /// tokens.public_key_files: PEM public keys of token signers, as a TOML list.
+    #[arg(long, env = "TING_TOKENS_PUBLIC_KEY_FILES")]
+    tokens_public_key_files: Option<String>,
+    /// tokens.default_ttl_secs: lifetime of API tokens when the request gives none.
+    #[arg(long, env = "TING_TOKENS_DEFAULT_TTL_SECS")]
+    tokens_default_ttl_secs: Option<String>,
+    /// tokens.max_ttl_secs: the longest lifetime of an issued token.
+    #[arg(long, env = "TING_TOKENS_MAX_TTL_SECS")]
+    tokens_max_ttl_secs: Option<String>,
+    /// api.key: the control API's bearer key (prefer --api-key-file).
+    #[arg(long, env = "TING_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// api.key_file: a file holding the control API's bearer key.
+    #[arg(long, env = "TING_API_KEY_FILE")]
+    api_key_file: Option<String>,
+    /// store.path: the SQLite database file (empty: in memory).
+    #[arg(long, env = "TING_STORE_PATH")]
+    store_path: Option<String>,
+    /// chat.max_chars: the longest chat message.
+    #[arg(long, env = "TING_CHAT_MAX_CHARS")]
+    chat_max_chars: Option<String>,
+    /// chat.archive: keep chat in the database for record-keeping.
+    #[arg(long, env = "TING_CHAT_ARCHIVE")]
+    chat_archive: Option<String>,
+    /// chat.retention_days: archived chat older than this is deleted.
+    #[arg(long, env = "TING_CHAT_RETENTION_DAYS")]
+    chat_retention_days: Option<String>,
 }
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 30] = [
+        let table: [(&'static str, &Option<String>); 47] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("media.bind_ip", &self.media_bind_ip),
@@ -178,6 +229,32 @@ impl Cli {
             ("slots.video", &self.slots_video),
             ("slots.screen", &self.slots_screen),
             ("log.level", &self.log_level),
+            (
+                "limits.chat_messages_per_second",
+                &self.limits_chat_messages_per_second,
+            ),
+            (
+                "limits.passcode_attempts_per_minute",
+                &self.limits_passcode_attempts_per_minute,
+            ),
+            (
+                "limits.passcode_attempts_per_minute_per_address",
+                &self.limits_passcode_attempts_per_minute_per_address,
+            ),
+            ("rooms.open", &self.rooms_open),
+            ("rooms.early_join_minutes", &self.rooms_early_join_minutes),
+            ("rooms.ended_hold_minutes", &self.rooms_ended_hold_minutes),
+            ("tokens.secret", &self.tokens_secret),
+            ("tokens.secret_file", &self.tokens_secret_file),
+            ("tokens.public_key_files", &self.tokens_public_key_files),
+            ("tokens.default_ttl_secs", &self.tokens_default_ttl_secs),
+            ("tokens.max_ttl_secs", &self.tokens_max_ttl_secs),
+            ("api.key", &self.api_key),
+            ("api.key_file", &self.api_key_file),
+            ("store.path", &self.store_path),
+            ("chat.max_chars", &self.chat_max_chars),
+            ("chat.archive", &self.chat_archive),
+            ("chat.retention_days", &self.chat_retention_days),
         ];
         table
             .into_iter()

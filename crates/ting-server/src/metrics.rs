@@ -214,13 +214,60 @@ pub struct ControlCounters {
     pub fd_hard_limit: AtomicU64,
     /// Times a limit was enforced, by [`Limit`].
     pub limited: [AtomicU64; Limit::ALL.len()],
+    /// Control-plane events by family and label: `refused` (joins and commands refused, by
+    /// reason), `moderation` (by action), `chat` (room or private), `api` (by outcome).
+    /// Rare next to media, so a lock is fine.
+    labeled: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl ControlCounters {
     pub fn limited(&self, limit: Limit) {
         self.limited[limit as usize].fetch_add(1, Relaxed);
     }
+
+    /// Counts one event of `family` (one of [`LABELED`]) with `label`.
+    pub fn count(&self, family: &'static str, label: &'static str) {
+        let mut m = self.labeled.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((family, label)).or_insert(0) += 1;
+    }
+
+    fn labeled(&self, family: &str) -> Vec<(&'static str, u64)> {
+        let m = self.labeled.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|((f, _), _)| *f == family)
+            .map(|((_, l), v)| (*l, *v))
+            .collect()
+    }
 }
+
+/// The labeled control-plane families: name in [`ControlCounters::count`], metric, label,
+/// help.
+const LABELED: [(&str, &str, &str, &str); 4] = [
+    (
+        "refused",
+        "ting_control_refused",
+        "reason",
+        "Joins and participants' commands refused by the control plane, by reason.",
+    ),
+    (
+        "moderation",
+        "ting_moderation",
+        "action",
+        "Moderation actions done (by moderators or the API), by action.",
+    ),
+    (
+        "chat",
+        "ting_chat_messages",
+        "kind",
+        "Chat messages relayed.",
+    ),
+    (
+        "api",
+        "ting_api_requests",
+        "outcome",
+        "Control API requests, by outcome.",
+    ),
+];
 
 /// A limit that refused or ended something, as counted in `ting_limited_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,10 +292,14 @@ pub enum Limit {
     OfferLines = 8,
     /// A join beyond `limits.joins_per_second_per_address`.
     JoinsPerAddress = 9,
+    /// A join with a passcode beyond `limits.passcode_attempts_per_minute_per_address`.
+    PasscodesPerAddress = 10,
+    /// A chat message beyond `limits.chat_messages_per_second`.
+    Chat = 11,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 12] = [
         Limit::MaxConnections,
         Limit::ConnectionsPerAddress,
         Limit::WebSocketReserve,
@@ -259,6 +310,8 @@ impl Limit {
         Limit::RoomsPerAddress,
         Limit::OfferLines,
         Limit::JoinsPerAddress,
+        Limit::PasscodesPerAddress,
+        Limit::Chat,
     ];
 
     pub fn label(self) -> &'static str {
@@ -273,6 +326,8 @@ impl Limit {
             Limit::RoomsPerAddress => "rooms_per_address",
             Limit::OfferLines => "offer_lines",
             Limit::JoinsPerAddress => "joins_per_address",
+            Limit::PasscodesPerAddress => "passcodes_per_address",
+            Limit::Chat => "chat",
         }
     }
 }
@@ -408,6 +463,12 @@ impl Collector for Scrape {
             "limit",
             &limited,
         )?;
+        for (family, name, label, help) in LABELED {
+            let values = c.labeled(family);
+            if !values.is_empty() {
+                by_label(&mut e, name, help, label, &values)?;
+            }
+        }
         counter(
             &mut e,
             "ting_datagrams_received",

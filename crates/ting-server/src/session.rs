@@ -21,13 +21,15 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use ting_control::{LeaveReason, ParticipantId};
-use ting_proto::{ClientMsg, ErrorCode, ErrorMsg, PROTOCOL_VERSION, ParseError, ServerMsg};
+use ting_control::{Command, LeaveReason, ParticipantId};
+use ting_proto::{
+    ClientMsg, ErrorCode, ErrorMsg, PROTOCOL_VERSION, ParseError, ParticipantRef, ServerMsg, Source,
+};
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::AppState;
-use crate::conductor::ConductorCmd;
+use crate::conductor::{ConductorCmd, control_role};
 use crate::metrics::Limit;
 use crate::ratelimit::TokenBucket;
 
@@ -71,6 +73,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     let mut all_messages = rate(limits.messages_per_second);
     let mut media_messages = rate(limits.media_messages_per_second);
     let mut layout_messages = rate(limits.layout_messages_per_second);
+    let mut chat_messages = rate(limits.chat_messages_per_second);
     // At most one `rate_limited` error a second: a flood gets no flood of answers.
     let mut last_limited_error: Option<Instant> = None;
     let mut flood = Flood::new(limits.messages_per_second, now);
@@ -204,6 +207,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                 "limits.layout_messages_per_second",
                 limits.layout_messages_per_second,
             )),
+            Ok(ClientMsg::Chat(_)) if !chat_messages.allow(now) => {
+                state.metrics.control.limited(Limit::Chat);
+                Some(rate_limited(
+                    "chat messages",
+                    "limits.chat_messages_per_second",
+                    limits.chat_messages_per_second,
+                ))
+            }
             _ => None,
         };
         if let Some(e) = limited {
@@ -236,17 +247,18 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                 } else {
                     let (tx, rx) = oneshot::channel();
                     let cmd = ConductorCmd::Join {
-                        room: join.room,
-                        name: join.name,
+                        join,
                         address: addr.ip(),
                         outbox: outbox_tx.clone().expect("not joined, so still held"),
                         reply: tx,
                     };
                     match ask(&state, cmd, rx).await {
-                        Ok(Ok((id, welcome))) => {
+                        // A welcome, or `waiting` in the lobby: either way the conductor now
+                        // holds the outbox and sends what follows through it.
+                        Ok(Ok((id, first))) => {
                             pid = Some(id);
                             outbox_tx = None;
-                            Some(ServerMsg::Welcome(welcome))
+                            Some(first)
                         }
                         Ok(Err(e)) => Some(ServerMsg::Error(e)),
                         Err(e) => Some(ServerMsg::Error(e)),
@@ -285,16 +297,14 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     )
                 }
             },
-            Ok(ClientMsg::Media(media)) => match pid {
-                None => Some(not_joined()),
-                Some(pid) => {
-                    let _ = state
-                        .conductor
-                        .send(ConductorCmd::Media { pid, media })
-                        .await;
-                    None
+            Ok(ClientMsg::Ping) => Some(ServerMsg::Pong),
+            Ok(ClientMsg::Leave) => {
+                if let Some(pid) = pid {
+                    leave(&state, pid, LeaveReason::Left).await;
+                    left = true;
                 }
-            },
+                break;
+            }
             Ok(ClientMsg::Layout(layout)) => match pid {
                 None => Some(not_joined()),
                 Some(pid) => {
@@ -310,14 +320,22 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     }
                 }
             },
-            Ok(ClientMsg::Ping) => Some(ServerMsg::Pong),
-            Ok(ClientMsg::Leave) => {
-                if let Some(pid) = pid {
-                    leave(&state, pid, LeaveReason::Left).await;
-                    left = true;
+            Ok(other) => match (pid, command(other)) {
+                (None, _) => Some(not_joined()),
+                (Some(_), Err((code, message))) => Some(error(code, message)),
+                (Some(pid), Ok(cmd)) => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = ConductorCmd::Control {
+                        pid,
+                        cmd,
+                        reply: tx,
+                    };
+                    match ask(&state, cmd, rx).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(e)) | Err(e) => Some(ServerMsg::Error(e)),
+                    }
                 }
-                break;
-            }
+            },
         };
         if let Some(out) = out {
             match write(&mut sink, &state, reply_text(&state, out), write_timeout).await {
@@ -382,6 +400,74 @@ impl Flood {
             true,
         )
     }
+}
+
+/// A client message for the control plane as its command. Participant ids that are not in
+/// the 16-hex-digit form name nobody.
+fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
+    let who = |r: &ParticipantRef| {
+        ParticipantId::parse(&r.0).ok_or((
+            ErrorCode::UnknownParticipant,
+            "nobody has that participant id (16 hexadecimal digits)",
+        ))
+    };
+    let source = |s: Source| match s {
+        Source::Microphone => ting_control::Source::Microphone,
+        Source::Camera => ting_control::Source::Camera,
+        Source::Screen => ting_control::Source::Screen,
+    };
+    Ok(match msg {
+        ClientMsg::Media(m) => Command::Media(ting_control::MediaState {
+            audio: m.audio,
+            video: m.video,
+            screen: m.screen,
+        }),
+        ClientMsg::Hand { raised } => Command::Hand(raised),
+        ClientMsg::Chat(c) => Command::Chat {
+            text: c.text,
+            to: c.to.as_ref().map(who).transpose()?,
+        },
+        ClientMsg::Admit { participant } => {
+            Command::Admit(participant.as_ref().map(who).transpose()?)
+        }
+        ClientMsg::Deny { participant } => {
+            Command::Deny(participant.as_ref().map(who).transpose()?)
+        }
+        ClientMsg::Lock { locked } => Command::Lock(locked),
+        ClientMsg::Mute {
+            participant,
+            source: s,
+        } => Command::Mute {
+            target: who(&participant)?,
+            source: source(s),
+        },
+        ClientMsg::Remove { participant } => Command::Remove(who(&participant)?),
+        ClientMsg::SetRole { participant, role } => Command::SetRole {
+            target: who(&participant)?,
+            role: control_role(role),
+        },
+        ClientMsg::AllowScreen {
+            participant,
+            allowed,
+        } => Command::AllowScreen {
+            target: who(&participant)?,
+            allowed,
+        },
+        ClientMsg::LowerHand { participant } => Command::LowerHand(who(&participant)?),
+        ClientMsg::EndMeeting => Command::EndMeeting,
+        ClientMsg::Invite(i) => Command::Invite {
+            role: control_role(i.role),
+            lobby: i.lobby,
+            expires_in: i.expires_in_secs.map(Duration::from_secs),
+        },
+        ClientMsg::Join(_)
+        | ClientMsg::Offer(_)
+        | ClientMsg::Layout(_)
+        | ClientMsg::Ping
+        | ClientMsg::Leave => {
+            return Err((ErrorCode::BadMessage, "not a control-plane message"));
+        }
+    })
 }
 
 /// The m-lines of an SDP, counted without parsing it.

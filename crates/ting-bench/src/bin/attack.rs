@@ -197,6 +197,8 @@ fn join_msg(room: &str, name: &str) -> String {
         protocol: PROTOCOL_VERSION,
         room: room.into(),
         name: name.into(),
+        token: None,
+        passcode: None,
     })
     .to_json()
 }
