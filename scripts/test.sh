@@ -6,7 +6,9 @@
 #   3. str0m's own unit tests, run against the patched copy in crates/patched/str0m;
 #   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
-#      pause what nobody watches (layers), one page copes with a room of 250 (crowd);
+#      pause what nobody watches (layers), one page copes with a room of 250 (crowd),
+#      join links, the lobby, removing, locking and chat in a room closed to all but
+#      token holders, with nothing of the chat in the store (control);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
@@ -65,7 +67,7 @@ scripts/test-str0m.sh
 
 step "browser tests"
 cargo build --locked -p ting-server
-for t in meeting layers crowd; do
+for t in meeting layers crowd control; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
 

@@ -11,6 +11,7 @@
 // TING_* variables reach the server (it reads them as settings).
 
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -159,6 +160,33 @@ export async function stopTing(proc) {
   clearTimeout(t);
 }
 
+/** A random secret for the server's settings (API key, token key): 43 URL-safe characters. */
+export function randomSecret() {
+  return randomBytes(32).toString('base64url');
+}
+
+/**
+ * Calls ting's REST API on the same port as the pages, with the API key as bearer token.
+ * Resolves with {status, body}: the body parsed as JSON, or null if it is not.
+ */
+export async function api(port, key, method, path, body = undefined) {
+  const headers = { authorization: `Bearer ${key}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = null;
+  }
+  return { status: res.status, body: parsed, text };
+}
+
 /** The server's CPU seconds so far, from its /metrics; null if unreadable. */
 export async function serverCpuSeconds(port) {
   try {
@@ -270,20 +298,45 @@ export async function closeParticipant(p) {
   await rm(p.profile, { recursive: true, force: true }).catch(() => {});
 }
 
-/** The texts of the errors a page shows. */
+/** The texts of the errors a page shows: its error messages, and the message of the end
+ *  view if it shows one (removed, not let in, the meeting ended). */
 export function shownErrors(p) {
-  return p.page.evaluate(() => [...document.querySelectorAll('#errors .error')]
-    .map((e) => ({ code: e.dataset.code, text: e.querySelector('p').textContent })));
+  return p.page.evaluate(() => {
+    const errors = [...document.querySelectorAll('#errors .error')]
+      .map((e) => ({ code: e.dataset.code, text: e.querySelector('p').textContent }));
+    const ended = document.getElementById('ended');
+    if (ended && !ended.hidden) {
+      errors.push({ code: ended.dataset.code, text: document.getElementById('ended-message').textContent });
+    }
+    return errors;
+  });
 }
 
-/** Opens the room's link, types the name and presses Join. Resolves once in the meeting;
- *  throws what the page shows if it could not join. */
-export async function joinMeeting(p, port, room) {
-  const url = `http://127.0.0.1:${port}/m/${room}`;
+/** The page of a meeting: `where` is a room name, or a path such as the `/m/<room>?t=...`
+ *  link of a join token. */
+export function meetingUrl(port, where) {
+  return where.startsWith('/') ? `http://127.0.0.1:${port}${where}` : `http://127.0.0.1:${port}/m/${where}`;
+}
+
+/** Opens a meeting's page, types the name and presses Join, without waiting for what
+ *  follows (the meeting, the lobby, a refusal). */
+export async function openMeeting(p, port, where) {
   // `load` can hang on pages with <video> elements holding empty streams.
-  await p.page.goto(url, { waitUntil: 'domcontentloaded' });
+  await p.page.goto(meetingUrl(port, where), { waitUntil: 'domcontentloaded' });
   await p.page.fill('#name', p.name);
   await p.page.click('#join');
+}
+
+/** Opens the meeting (a room name or a link, see meetingUrl), types the name and presses
+ *  Join. Resolves once in the meeting; throws what the page shows if it could not join. */
+export async function joinMeeting(p, port, where) {
+  await openMeeting(p, port, where);
+  await enteredMeeting(p);
+}
+
+/** Waits until the page shows the meeting (after Join, or after being let in from the
+ *  lobby) and notes its participant id in `p.id`; throws what the page shows instead. */
+export async function enteredMeeting(p, timeoutMs = 20000) {
   // Either the meeting view, or the error the server sent instead (shown on the page).
   await waitFor(`${p.label} to enter the meeting`, async () => {
     const inMeeting = await p.page.evaluate(() => !document.getElementById('meeting').hidden);
@@ -292,8 +345,8 @@ export async function joinMeeting(p, port, room) {
       const shown = errors.map((e) => `[${e.code}] ${e.text}`).join(' | ');
       throw Object.assign(new Error(`${p.label} could not join; the page shows: ${shown}`), { fatal: true, errors });
     }
-    return { ok: inMeeting, why: 'still on the pre-join view' };
-  }, 20000);
+    return { ok: inMeeting, why: 'the meeting view is not shown yet' };
+  }, timeoutMs);
   p.id = await p.page.evaluate(() => window.ting.participantId);
   joined.push({ label: p.label, id: p.id });
   log(`${p.label} (${p.name}) joined as ${p.id}`);

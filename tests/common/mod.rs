@@ -136,6 +136,39 @@ impl TestServer {
         (status, body)
     }
 
+    /// A control API request with the bearer `key` (none: no Authorization header) and a
+    /// JSON body; returns (status, body).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(self.http)
+            .await
+            .expect("connect");
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: test\r\n");
+        if let Some(k) = key {
+            req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let _ = s.write_all(req.as_bytes()).await;
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf).await;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
+    }
+
     /// The value of a metric line (`name{labels} value`) from /metrics.
     /// 0 when the scrape failed or has no such line.
     pub async fn metric(&self, line_start: &str) -> f64 {

@@ -331,6 +331,9 @@ pub enum ServerMsg {
     Waiting {
         participant: ParticipantRef,
         room: String,
+        /// Ping at least this often while waiting, or be removed (as in [`Limits`]).
+        #[serde(default)]
+        ping_interval_ms: u32,
     },
     /// Who waits in the lobby, oldest first; sent to those who may admit, whenever it
     /// changes and after their `welcome`.
@@ -367,6 +370,9 @@ pub struct Welcome {
     pub protocol: u32,
     /// The client's own id in this room.
     pub participant: ParticipantRef,
+    /// The name others see for this client (a join token's name wins over the typed one).
+    #[serde(default)]
+    pub name: String,
     pub room: String,
     /// Everyone else already in the room.
     pub participants: Vec<ParticipantInfo>,

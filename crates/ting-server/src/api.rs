@@ -220,9 +220,20 @@ async fn authenticate(
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiFailure> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().to_string();
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        ApiFailure::invalid(&field, format!("{}", e.inner()))
+        // serde names an unknown field only in its message: "unknown field `lobbby`, ...".
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        // The path ends in the unknown field already; "." is the body itself.
+        let field = match (path.as_str(), unknown) {
+            (".", Some(name)) => name,
+            (".", None) => "body".to_owned(),
+            _ => path,
+        };
+        ApiFailure::invalid(&field, message)
     })
 }
 

@@ -653,6 +653,7 @@ impl Conductor {
                 ServerMsg::Waiting {
                     participant: pref(pid),
                     room: room.to_string(),
+                    ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,
                 },
             ))
         }
@@ -685,6 +686,7 @@ impl Conductor {
         Welcome {
             protocol: PROTOCOL_VERSION,
             participant: pref(pid),
+            name: p.name.expose().to_owned(),
             room: p.room.to_string(),
             participants: self
                 .rooms

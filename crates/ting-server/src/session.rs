@@ -408,7 +408,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
     let who = |r: &ParticipantRef| {
         ParticipantId::parse(&r.0).ok_or((
             ErrorCode::UnknownParticipant,
-            "nobody has that participant id (16 hexadecimal digits)",
+            "Nobody has that participant id (16 hexadecimal digits).",
         ))
     };
     let source = |s: Source| match s {
@@ -465,7 +465,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
         | ClientMsg::Layout(_)
         | ClientMsg::Ping
         | ClientMsg::Leave => {
-            return Err((ErrorCode::BadMessage, "not a control-plane message"));
+            return Err((ErrorCode::BadMessage, "Not a control-plane message."));
         }
     })
 }

@@ -11,9 +11,42 @@
 // show changed, so nothing flickers). After each frame that changed what is shown, the
 // page tells the server its layout, which decides whose camera arrives at which size.
 //
-// No innerHTML anywhere: names come from other people and are only ever set as text.
+// No innerHTML anywhere: names and chat come from other people and are only ever set as
+// text.
+//
+// What tests (and anyone scripting the page) can rely on:
+//   views        #landing, #prejoin, #lobby-screen (waiting to be let in), #meeting, #ended
+//                (removed, turned away, meeting over; #ended-message says which and
+//                #ended[data-code] holds the code)
+//   refusals     #errors .error[data-code] p: one sentence per server error code;
+//                window.ting.explain(code) gives the sentence. #notices .notice: things
+//                done to us (a moderator muted us, our role changed).
+//   passcode     #passcode-form, #passcode, #passcode-submit, #passcode-cancel
+//   lobby        #lobby-leave on the lobby screen; for those who may admit: #lobby-toggle
+//                with #lobby-count, #lobby-panel, rows li[data-waiter="<id>"] with buttons
+//                [data-admit="<id>"] and [data-deny="<id>"], #admit-all, #deny-all
+//   people       #people-toggle ([data-testid="participants-toggle"]), #people
+//                ([data-testid="participants-panel"]), rows .person[data-person="<id>"]
+//                [data-participant="<id>"] with data-role and data-hand (place in the
+//                queue, or empty), .person-name, .person-role, .state, .person-hand; for
+//                people we may moderate a menu: button.person-menu opens .action-list
+//                with buttons [data-action=mute-microphone|mute-camera|mute-screen|
+//                lower-hand|allow-screen|revoke-screen|make-moderator|make-participant|
+//                remove]; #hands-queue li[data-hand="<id>"] in order
+//   hands        #hand-toggle (aria-pressed); tiles show .hand-badge and data-hand
+//   chat         #chat-toggle with #chat-unread, #chat-panel, #chat-log .chat-message
+//                (.chat-from, .chat-to, .chat-time, .chat-text; data-from, data-private),
+//                #chat-to (value "" is everyone, else a participant id), #chat-input,
+//                #chat-send
+//   moderation   #lock-toggle (aria-pressed), #locked-indicator, #end-meeting,
+//                #confirm-dialog with #confirm-yes and #confirm-no (removing, ending)
+//   invite       #invite-button, #invite-dialog: #invite-role, #invite-lobby,
+//                #invite-expiry, #invite-create, #invite-link, #invite-copy, #invite-close
+//   window.ting  a read-only debug handle (exposeDebugHandle, at the end)
 
-import { CAMERA_CONSTRAINTS, Meeting, MeetingError, ROOM_NAME } from '/meeting.js';
+import {
+  CAMERA_CONSTRAINTS, CHAT_KEEP, FINAL_ERRORS, Meeting, MeetingError, ROOM_NAME,
+} from '/meeting.js';
 
 const $ = (id) => document.getElementById(id);
 const NAME_KEY = 'ting.name';
@@ -26,8 +59,40 @@ const TILE_RATIO = 16 / 9;
 /** What a tile says while the server holds its video back (`paused` in `slots`). */
 const VIDEO_PAUSED = 'Video paused (low bandwidth)';
 
+/** How long a notice stays up, in milliseconds. */
+const NOTICE_MS = 15000;
+/** What a role is called on the page. */
+const ROLE_LABEL = { host: 'Host', moderator: 'Moderator', participant: 'Participant', guest: 'Guest' };
+/** Why a source cannot be turned on, for the button's title. */
+const BLOCKED_TITLE = {
+  microphone: {
+    not_allowed: 'Your role in this meeting does not let you speak. A moderator can change that.',
+    moderated: 'A moderator muted your microphone. Raise your hand to ask to speak.',
+  },
+  camera: {
+    not_allowed: 'Your role in this meeting does not let you show your camera. A moderator can change that.',
+    moderated: 'A moderator turned off your camera. Raise your hand to ask to turn it on.',
+  },
+  screen: {
+    not_allowed: 'You are not allowed to share your screen in this meeting. A moderator can allow it.',
+    moderated: 'A moderator stopped your screen share. Raise your hand to ask to share again.',
+  },
+};
+/** What the person is told when a moderator turned one of their sources off. */
+const MODERATED_NOTICE = {
+  microphone: 'A moderator muted your microphone.',
+  camera: 'A moderator turned off your camera.',
+  screen: 'A moderator stopped your screen share.',
+};
+
 /** The room of this page, from /m/<room>; null on the landing page. */
 let room = null;
+/** The join token from the link (`?t=`), or null. */
+let token = null;
+/** The passcode that let us in last, offered again on the next join from this page. */
+let knownPasscode = null;
+/** Resolves the passcode question the pending join is waiting on. */
+let answerPasscode = null;
 /** Camera and microphone for the pre-join preview; handed to the Meeting on Join. */
 let preview = null;
 let previewPending = null;
@@ -73,6 +138,40 @@ function detail(said) {
  */
 function explain(code, said) {
   switch (code) {
+    case 'token_required':
+      return 'This meeting is open only to people with an invitation link. Ask the host for yours.';
+    case 'token_malformed':
+      return 'This meeting link is damaged. Copy the whole link again, or ask for a new one.';
+    case 'token_invalid':
+      return 'This meeting link is not valid here. Ask for a new one.';
+    case 'token_expired':
+      return 'This meeting link has expired. Ask for a new one.';
+    case 'token_wrong_room':
+      return 'This meeting link is for another meeting. Open the link exactly as you were given it.';
+    case 'passcode_required':
+      return 'This meeting needs a passcode. Enter the one you were given.';
+    case 'wrong_passcode':
+      return 'That passcode is not right. Check it and enter it again.';
+    case 'locked':
+      return 'This meeting is locked. Ask the host to unlock it, then join again.';
+    case 'denied':
+      return 'The host did not let you in.';
+    case 'removed':
+      return 'You were removed from this meeting.';
+    case 'meeting_ended':
+      return 'The meeting has ended.';
+    case 'outside_schedule':
+      return 'This meeting is not open at this time. Check when it starts, and join again then.';
+    case 'forbidden':
+      return 'Your role in this meeting does not allow that.';
+    case 'unknown_participant':
+      return 'That person is no longer in the meeting.';
+    case 'chat_too_long': {
+      const max = Number(meeting?.limits?.max_chat_chars) || 0;
+      return `That message is too long${max ? ` (at most ${max} characters)` : ''}. Shorten it and send it again.`;
+    }
+    case 'e2ee_required':
+      return 'This meeting requires end-to-end encryption, which this page cannot do yet. Ask the host.';
     case 'room_full': {
       // "the room is full: all 250 places are taken"; the number is the room's size.
       const places = String(said ?? '').match(/\d+/)?.[0];
@@ -121,13 +220,43 @@ function showMeetingError(err) {
   else showError('client', String(err?.message ?? err));
 }
 
+/** Tells the person what was done to them: not an error, and gone after a while. */
+function showNotice(message) {
+  const box = $('notices');
+  const item = document.createElement('div');
+  item.className = 'notice';
+  const text = document.createElement('p');
+  text.textContent = message;
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'dismiss';
+  close.textContent = 'Dismiss';
+  close.setAttribute('aria-label', 'Dismiss this message');
+  close.addEventListener('click', () => item.remove());
+  item.append(text, close);
+  box.append(item);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), NOTICE_MS);
+}
+
 function setStatus(text) {
   if ($('status').textContent !== text) $('status').textContent = text;
 }
 
 function showView(id) {
-  for (const v of ['landing', 'prejoin', 'meeting']) $(v).hidden = v !== id;
+  for (const v of ['landing', 'prejoin', 'lobby-screen', 'meeting', 'ended']) $(v).hidden = v !== id;
   document.body.classList.toggle('in-meeting', id === 'meeting');
+}
+
+/** The end of the road: removed, turned away at the lobby, or the meeting is over. Not
+ *  the pre-join view, as joining again would be refused the same way. */
+function showEnded(err) {
+  showView('ended');
+  setStatus('');
+  document.title = `${room} · ting`;
+  const ended = $('ended');
+  ended.dataset.code = err.code;
+  $('ended-message').textContent = explain(err.code, err.message);
 }
 
 // ---- landing --------------------------------------------------------------------------
@@ -211,21 +340,86 @@ function startPreview() {
 function showPrejoin() {
   showView('prejoin');
   setStatus('');
+  hidePasscodeForm();
   $('join').disabled = false;
   $('join').textContent = 'Join';
   startPreview();
   $('name').focus();
 }
 
+/**
+ * The claims of a join token, read only to show the name it gives (which the server uses
+ * instead of the one typed). Not checked here: the server does that. Null if unreadable.
+ */
+function tokenClaims(jwt) {
+  const part = jwt?.split('.')[1];
+  if (!part) return null;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=');
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The name a join token gives, if it gives one. */
+function tokenName() {
+  const name = tokenClaims(token)?.name;
+  return typeof name === 'string' && name.trim() ? name.trim().slice(0, 64) : null;
+}
+
+// ---- passcode -------------------------------------------------------------------------
+
+/** Asks for the room's passcode on the pre-join view; resolves with it, or null if the
+ *  person cancels. The join waits meanwhile, its socket open. */
+function askPasscode(code) {
+  showView('prejoin');
+  setStatus('');
+  $('passcode-prompt').textContent = explain(code);
+  $('join-form').hidden = true;
+  $('passcode-form').hidden = false;
+  const input = $('passcode');
+  input.value = '';
+  input.focus();
+  return new Promise((resolve) => {
+    answerPasscode = resolve;
+  });
+}
+
+function hidePasscodeForm() {
+  $('passcode-form').hidden = true;
+  $('join-form').hidden = false;
+  const answer = answerPasscode;
+  answerPasscode = null;
+  answer?.(null);
+}
+
+function onPasscode(e) {
+  e.preventDefault();
+  const value = $('passcode').value;
+  if (!value || !answerPasscode) return;
+  const answer = answerPasscode;
+  answerPasscode = null;
+  $('passcode-form').hidden = true;
+  $('join-form').hidden = false;
+  answer(value);
+}
+
+// ---- joining --------------------------------------------------------------------------
+
 async function onJoin(e) {
   e.preventDefault();
-  const name = $('name').value.trim();
-  if (!name) return;
+  const typed = $('name').value.trim();
+  if (!typed) return;
   try {
-    localStorage.setItem(NAME_KEY, name);
+    localStorage.setItem(NAME_KEY, typed);
   } catch {
     // Storage can be off (private windows); remembering the name is only a convenience.
   }
+  // Others see the name the invitation gives, whatever was typed: show ourselves the same.
+  const name = tokenName() ?? typed;
   const button = $('join');
   button.disabled = true;
   button.textContent = 'Joining…';
@@ -234,27 +428,61 @@ async function onJoin(e) {
   preview = null;
   $('preview').srcObject = null;
 
-  const m = new Meeting({ room, name, stream });
+  const m = new Meeting({ room, name, stream, token, passcode: knownPasscode, askPasscode });
   meeting = m;
   resetView();
   m.addEventListener('change', (ev) => onMeetingChange(m, ev.detail));
   m.addEventListener('error', (ev) => showMeetingError(ev.detail));
+  m.addEventListener('moderated', (ev) => onModerated(m, ev.detail));
+  m.addEventListener('role', (ev) => {
+    if (m === meeting) showNotice(`You are now ${article(ev.detail.role)} ${roleLabel(ev.detail.role).toLowerCase()}.`);
+  });
   try {
     await m.join();
   } catch (err) {
     if (meeting === m) meeting = null;
     clearMeetingView();
-    showPrejoin();
-    showMeetingError(err);
+    if (err instanceof MeetingError && FINAL_ERRORS.has(err.code)) {
+      showEnded(err);
+    } else {
+      showPrejoin();
+      // Leaving the lobby or not giving a passcode is the person's own choice.
+      if (!(err instanceof MeetingError && (err.code === 'left' || err.code === 'cancelled'))) showMeetingError(err);
+    }
     return;
   }
-  m.addEventListener('ended', (ev) => {
-    const reason = ev.detail.reason;
-    exitMeeting(m);
-    if (reason instanceof MeetingError) showMeetingError(reason);
-  });
+  if (meeting !== m) return;
+  knownPasscode = m.passcode;
+  $('lobby-preview').srcObject = null;
+  m.addEventListener('ended', (ev) => exitMeeting(m, ev.detail.reason));
   showView('meeting');
   invalidateAll();
+}
+
+/** In the lobby: the person waits until someone admits them, then the meeting opens. */
+function showLobbyScreen(m) {
+  showView('lobby-screen');
+  setStatus('In the lobby');
+  $('lobby-room').textContent = room;
+  $('lobby-preview').srcObject = m.cameraStream;
+  $('lobby-leave').focus();
+}
+
+function roleLabel(role) {
+  return ROLE_LABEL[role] ?? ROLE_LABEL.participant;
+}
+
+function article(role) {
+  return /^[aeiou]/i.test(roleLabel(role)) ? 'an' : 'a';
+}
+
+/** A moderator turned one of our sources off: the Meeting has switched it off already. */
+function onModerated(m, { source }) {
+  if (m !== meeting) return;
+  const base = MODERATED_NOTICE[source];
+  if (!base) return;
+  const again = m.blocked(source) ? ' Only a moderator can let you turn it back on.' : '';
+  showNotice(base + again);
 }
 
 // ---- meeting: state of the view ------------------------------------------------------
@@ -270,7 +498,21 @@ function resetView() {
     page: 0,
     /** Whom the person pinned to the large tile, or null to follow the active speaker. */
     pinned: null,
+    /** Which side panels are open. The participant list is kept current only while open. */
     peopleOpen: false,
+    chatOpen: false,
+    lobbyOpen: false,
+    /** Chat messages already in #chat-log (by `seq`), and how many arrived unseen. */
+    chatSeq: 0,
+    unread: 0,
+    /** Participant ids in the chat's recipient list. */
+    recipients: new Set(),
+    /** Waiting people already seen, to notice newcomers; whether the lobby list was opened
+     *  for them (and so closes once nobody waits) rather than by the person. */
+    waitersSeen: new Set(),
+    lobbyAuto: false,
+    /** Waiting id -> its row of the lobby list. */
+    waiters: new Map(),
     /** What is on screen now: the large tile's participant, the strip, the grid page. */
     shown: { large: null, strip: [], grid: [], pages: 1 },
     /** Participant id -> its camera tile, for the others on screen. */
@@ -318,6 +560,13 @@ function freshDirty() {
     controls: false,
     status: false,
     audio: false,
+    /** The queue of raised hands in the participant list. */
+    hands: false,
+    /** The lobby list, the chat log, the chat's recipients and form, the lock indicator. */
+    lobby: false,
+    chat: false,
+    recipients: false,
+    room: false,
   };
 }
 
@@ -342,8 +591,10 @@ function onMeetingChange(m, detail) {
           d.tiles.add(id);
           d.rows.add(id);
         }
+        // The recipients change when someone comes or goes, not when they mute.
+        if (ids.some((id) => m.participants.has(id) !== ui.recipients.has(id))) d.recipients = true;
       } else {
-        d.allTiles = d.allRows = true;
+        d.allTiles = d.allRows = d.recipients = true;
       }
       // A share starting or ending changes the screens.
       d.screens = true;
@@ -372,6 +623,43 @@ function onMeetingChange(m, detail) {
     case 'receivers':
       d.audio = true;
       break;
+    case 'waiting':
+      showLobbyScreen(m);
+      return;
+    case 'permissions':
+      // What we may do changes buttons everywhere, and whom we may moderate.
+      d.controls = d.allRows = d.lobby = d.chat = d.room = d.self = true;
+      break;
+    case 'roles':
+      for (const id of ids ?? []) d.rows.add(id);
+      break;
+    case 'room':
+      d.room = d.controls = true;
+      break;
+    case 'lobby': {
+      d.lobby = d.controls = true;
+      // Someone new waits: open the list for whoever may let them in.
+      const fresh = m.lobby.some((w) => !ui.waitersSeen.has(w.id));
+      ui.waitersSeen = new Set(m.lobby.map((w) => w.id));
+      if (fresh && m.permissions.admit && !ui.lobbyOpen) {
+        setPanel('lobby', true);
+        ui.lobbyAuto = true;
+      } else if (!m.lobby.length && ui.lobbyAuto && ui.lobbyOpen) {
+        // Opened for the people who waited; they are all in (or away) now.
+        setPanel('lobby', false);
+      }
+      break;
+    }
+    case 'hands':
+      for (const id of ids ?? []) {
+        d.tiles.add(id);
+        d.rows.add(id);
+      }
+      d.self = d.controls = d.hands = true;
+      break;
+    case 'chat':
+      d.chat = d.controls = true;
+      break;
     default:
       invalidateAll();
       return;
@@ -393,18 +681,33 @@ function clearMeetingView() {
     for (const media of $(id).querySelectorAll('video, audio')) media.srcObject = null;
     $(id).replaceChildren();
   }
-  $('people-list').replaceChildren();
-  $('people').hidden = true;
-  $('count').hidden = true;
+  $('lobby-preview').srcObject = null;
+  for (const id of ['people-list', 'hands-queue', 'lobby-list', 'chat-log']) $(id).replaceChildren();
+  const everyone = document.createElement('option');
+  everyone.value = '';
+  everyone.textContent = 'Everyone';
+  $('chat-to').replaceChildren(everyone);
+  $('chat-input').value = '';
+  for (const id of ['people', 'chat-panel', 'lobby-panel', 'side', 'hands', 'chat-unread', 'lobby-count',
+    'locked-indicator', 'count']) {
+    $(id).hidden = true;
+  }
+  for (const id of ['confirm-dialog', 'invite-dialog']) if ($(id).open) $(id).close();
   $('enable-audio').hidden = true;
   $('meeting').classList.remove('has-screen');
 }
 
-function exitMeeting(m) {
+/** The session is over: back to the pre-join view, or to the end if it cannot go on. */
+function exitMeeting(m, reason) {
   if (meeting !== m) return;
   meeting = null;
   clearMeetingView();
+  if (reason instanceof MeetingError && FINAL_ERRORS.has(reason.code)) {
+    showEnded(reason);
+    return;
+  }
   showPrejoin();
+  if (reason instanceof MeetingError) showMeetingError(reason);
 }
 
 // ---- meeting: tiles --------------------------------------------------------------------
@@ -451,7 +754,10 @@ function createTile(participant, source) {
   muted.className = 'badge muted-badge';
   muted.textContent = 'Muted';
   muted.hidden = true;
-  caption.append(name, pinned, muted);
+  const hand = document.createElement('span');
+  hand.className = 'badge hand-badge';
+  hand.hidden = true;
+  caption.append(name, pinned, muted, hand);
   fig.append(video, placeholder, caption);
   return fig;
 }
@@ -478,7 +784,8 @@ function createPersonTile(id) {
  * @param {HTMLElement} fig
  * @param {{name: string, stream: MediaStream|null, note: string, muted: boolean,
  *          speaking: boolean, active: boolean, pinned?: boolean, mirror?: boolean,
- *          label: string}} s
+ *          hand?: number, label: string}} s  `hand`: place in the queue of raised hands
+ *          (from 1), 0 or absent if the hand is down.
  */
 function updateTile(fig, s) {
   const video = fig.querySelector('video');
@@ -491,6 +798,13 @@ function updateTile(fig, s) {
   setText(fig.querySelector('.placeholder-note'), s.note);
   setText(fig.querySelector('.name'), s.label);
   fig.querySelector('.muted-badge').hidden = !s.muted;
+  const hand = fig.querySelector('.hand-badge');
+  const place = s.hand || 0;
+  hand.hidden = !place;
+  setText(hand, place ? `Hand ${place}` : '');
+  const handLabel = place ? `Hand raised, number ${place} in the queue` : '';
+  if (hand.title !== handLabel) hand.title = handLabel;
+  fig.dataset.hand = place ? String(place) : '';
   const pinned = fig.querySelector('.pinned-badge');
   if (pinned) pinned.hidden = !s.pinned;
   fig.dataset.muted = String(s.muted);
@@ -499,14 +813,14 @@ function updateTile(fig, s) {
   if (fig.getAttribute('role') === 'button') {
     fig.setAttribute('aria-pressed', String(Boolean(s.pinned)));
   }
-  setHighlights(fig, s.label, s.muted, s.speaking, s.active);
+  setHighlights(fig, s.label, s.muted, s.speaking, s.active, place);
 }
 
 /** The speaking border, the active speaker's ring, and the label naming both. */
-function setHighlights(fig, label, muted, speaking, active) {
+function setHighlights(fig, label, muted, speaking, active, hand = Number(fig.dataset.hand) || 0) {
   fig.classList.toggle('speaking', speaking);
   fig.classList.toggle('active-speaker', active);
-  const state = [muted && 'muted', speaking && 'speaking', active && 'active speaker']
+  const state = [muted && 'muted', speaking && 'speaking', active && 'active speaker', hand && 'hand raised']
     .filter(Boolean).join(', ');
   const text = state ? `${label} (${state})` : label;
   if (fig.getAttribute('aria-label') !== text) fig.setAttribute('aria-label', text);
@@ -535,6 +849,7 @@ function personTileState(m, id) {
     speaking: m.speaking.has(id),
     active: m.activeSpeaker === id,
     pinned: ui.pinned === id,
+    hand: m.hands.indexOf(id) + 1,
   };
 }
 
@@ -560,6 +875,7 @@ function fillSelfTile(m) {
     speaking: m.speaking.has(id),
     active: m.activeSpeaker === id,
     mirror: true,
+    hand: id ? m.hands.indexOf(id) + 1 : 0,
   });
   if (id && ui.selfTile.dataset.participant !== id) ui.selfTile.dataset.participant = id;
 }
@@ -795,11 +1111,23 @@ function createRow(id, self) {
   const li = document.createElement('li');
   li.className = 'person';
   li.dataset.person = id;
+  li.dataset.participant = id;
+  const hand = document.createElement('span');
+  hand.className = 'person-hand';
+  hand.hidden = true;
+  const main = document.createElement('div');
+  main.className = 'person-main';
   const name = document.createElement('span');
   name.className = 'person-name';
+  const detail = document.createElement('span');
+  detail.className = 'person-detail';
+  const role = document.createElement('span');
+  role.className = 'person-role';
   const state = document.createElement('span');
   state.className = 'state';
-  li.append(name, state);
+  detail.append(role, state);
+  main.append(name, detail);
+  li.append(hand, main);
   if (!self) {
     const pin = document.createElement('button');
     pin.type = 'button';
@@ -809,10 +1137,77 @@ function createRow(id, self) {
   return li;
 }
 
+/**
+ * The menu of what we may do to someone, for people we outrank while we may moderate: a
+ * button in the row, and the actions on a line of their own below it when open. Its
+ * buttons are made when it opens, so that a list of 250 stays light.
+ */
+function createActionsMenu(li) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'person-menu';
+  button.textContent = '⋯';
+  button.setAttribute('aria-expanded', 'false');
+  const list = document.createElement('div');
+  list.className = 'action-list';
+  list.id = `actions-${li.dataset.person}`;
+  list.hidden = true;
+  button.setAttribute('aria-controls', list.id);
+  li.append(button, list);
+}
+
+/** Opens or closes someone's menu of actions. */
+function setActionsOpen(m, li, open) {
+  const button = li.querySelector('.person-menu');
+  const list = li.querySelector('.action-list');
+  if (!button) return;
+  button.setAttribute('aria-expanded', String(open));
+  list.hidden = !open;
+  if (open) fillActions(m, list, li.dataset.person);
+}
+
+/** What a moderator may do to `id` now: [action, label] pairs. */
+function actionsFor(m, id) {
+  const p = m.participants.get(id);
+  const actions = [];
+  if (p.media.audio) actions.push(['mute-microphone', 'Mute microphone']);
+  if (p.media.video) actions.push(['mute-camera', 'Turn off camera']);
+  if (p.media.screen) actions.push(['mute-screen', 'Stop screen share']);
+  if (m.hands.includes(id)) actions.push(['lower-hand', 'Lower hand']);
+  actions.push(m.mayShareScreen(id)
+    ? ['revoke-screen', 'Revoke screen sharing']
+    : ['allow-screen', 'Allow screen sharing']);
+  // A role below one's own: only a host makes moderators (or makes them participants again).
+  if (p.role !== 'moderator' && m.role === 'host') actions.push(['make-moderator', 'Make moderator']);
+  if (p.role !== 'participant') actions.push(['make-participant', 'Make participant']);
+  actions.push(['remove', 'Remove from meeting']);
+  return actions;
+}
+
+function fillActions(m, list, id) {
+  if (!m.participants.has(id)) return;
+  const actions = actionsFor(m, id);
+  const key = actions.map((a) => a[0]).join(' ');
+  if (list.dataset.actions === key) return;
+  list.dataset.actions = key;
+  const name = m.participants.get(id).name;
+  const buttons = actions.map(([action, label]) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.action = action;
+    b.textContent = label;
+    b.setAttribute('aria-label', `${label}: ${name}`);
+    if (action === 'remove') b.className = 'danger';
+    return b;
+  });
+  list.replaceChildren(...buttons);
+}
+
 function fillRow(m, li, id) {
   const self = id === m.participantId;
-  const p = self ? { name: m.name, media: m.media } : m.participants.get(id);
+  const p = self ? { name: m.name, media: m.media, role: m.role } : m.participants.get(id);
   setText(li.querySelector('.person-name'), self ? `${p.name} (you)` : p.name);
+  setText(li.querySelector('.person-role'), roleLabel(p.role));
   const state = [];
   if (!p.media.audio) state.push('Muted');
   if (!p.media.video) state.push('Camera off');
@@ -820,6 +1215,14 @@ function fillRow(m, li, id) {
   setText(li.querySelector('.state'), state.join(' · '));
   li.dataset.muted = String(!p.media.audio);
   li.dataset.cameraOff = String(!p.media.video);
+  if (li.dataset.role !== p.role) li.dataset.role = p.role;
+  const place = m.hands.indexOf(id) + 1;
+  const hand = li.querySelector('.person-hand');
+  hand.hidden = !place;
+  setText(hand, place ? `Hand ${place}` : '');
+  const handLabel = place ? `Hand raised, number ${place} in the queue` : '';
+  if (hand.title !== handLabel) hand.title = handLabel;
+  if (li.dataset.hand !== (place ? String(place) : '')) li.dataset.hand = place ? String(place) : '';
   li.classList.toggle('speaking', m.speaking.has(id));
   const pin = li.querySelector('.pin');
   if (pin) {
@@ -829,12 +1232,44 @@ function fillRow(m, li, id) {
     const label = pinned ? `Unpin ${p.name}` : `Pin ${p.name} to the large tile`;
     if (pin.getAttribute('aria-label') !== label) pin.setAttribute('aria-label', label);
   }
+  if (self) return;
+  let menu = li.querySelector('.person-menu');
+  if (m.canModerate(id)) {
+    if (!menu) {
+      createActionsMenu(li);
+      menu = li.querySelector('.person-menu');
+    }
+    const label = `Manage ${p.name}`;
+    if (menu.getAttribute('aria-label') !== label) {
+      menu.setAttribute('aria-label', label);
+      menu.title = label;
+    }
+    const list = li.querySelector('.action-list');
+    if (!list.hidden) fillActions(m, list, id);
+  } else if (menu) {
+    menu.remove();
+    li.querySelector('.action-list').remove();
+  }
+}
+
+/** The raised hands in order, above the participant list. */
+function renderHands(m) {
+  const queue = m.hands.filter((id) => id === m.participantId || m.participants.has(id));
+  $('hands').hidden = queue.length === 0;
+  const items = queue.map((id) => {
+    const li = document.createElement('li');
+    li.dataset.hand = id;
+    li.textContent = id === m.participantId ? `${m.name} (you)` : m.participants.get(id).name;
+    return li;
+  });
+  $('hands-queue').replaceChildren(...items);
 }
 
 /** Updates the rows marked dirty, keyed by id: a join, a leave or a mute touches one row
  *  of 250. The list is only kept current while open. */
 function renderPeople(m, d) {
   if (!ui.peopleOpen) return;
+  if (d.hands || d.allRows) renderHands(m);
   const list = $('people-list');
   const me = m.participantId;
   if (d.allRows) {
@@ -876,6 +1311,206 @@ function renderPeople(m, d) {
     }
     fillRow(m, li, id);
   }
+}
+
+// ---- meeting: the lobby, chat and room state --------------------------------------------
+
+/** The people waiting in the lobby, each with Admit and Deny; for those who may admit. */
+function renderLobby(m) {
+  const list = $('lobby-list');
+  if (!m.permissions.admit) {
+    list.replaceChildren();
+    ui.waiters.clear();
+    if (ui.lobbyOpen) setPanel('lobby', false);
+    return;
+  }
+  const keep = new Set(m.lobby.map((w) => w.id));
+  for (const [id, li] of ui.waiters) {
+    if (!keep.has(id)) {
+      li.remove();
+      ui.waiters.delete(id);
+    }
+  }
+  let prev = null;
+  for (const w of m.lobby) {
+    let li = ui.waiters.get(w.id);
+    if (!li) {
+      li = createWaiterRow(w);
+      ui.waiters.set(w.id, li);
+    }
+    const want = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (want !== li) list.insertBefore(li, want);
+    prev = li;
+  }
+  const n = m.lobby.length;
+  $('lobby-empty').hidden = n > 0;
+  $('admit-all').disabled = n === 0;
+  $('deny-all').disabled = n === 0;
+}
+
+function createWaiterRow(w) {
+  const li = document.createElement('li');
+  li.className = 'waiter';
+  li.dataset.waiter = w.id;
+  const who = document.createElement('div');
+  who.className = 'person-main';
+  const name = document.createElement('span');
+  name.className = 'waiter-name';
+  name.textContent = w.name;
+  const role = document.createElement('span');
+  role.className = 'person-detail';
+  role.textContent = roleLabel(w.role);
+  who.append(name, role);
+  const admit = document.createElement('button');
+  admit.type = 'button';
+  admit.className = 'primary';
+  admit.dataset.admit = w.id;
+  admit.textContent = 'Admit';
+  admit.setAttribute('aria-label', `Admit ${w.name}`);
+  const deny = document.createElement('button');
+  deny.type = 'button';
+  deny.dataset.deny = w.id;
+  deny.textContent = 'Deny';
+  deny.setAttribute('aria-label', `Deny ${w.name}`);
+  li.append(who, admit, deny);
+  return li;
+}
+
+/** The lock indicator in the top bar, for everyone in the meeting. */
+function renderRoomState(m) {
+  $('locked-indicator').hidden = !m.roomState.locked;
+}
+
+/** A participant's name for the chat, or a stand-in once they have left. */
+function nameOf(m, id) {
+  if (id === m.participantId) return m.name;
+  return m.participants.get(id)?.name ?? 'someone who left';
+}
+
+function chatItem(m, msg) {
+  const mine = msg.from === m.participantId;
+  const li = document.createElement('li');
+  li.className = 'chat-message';
+  li.dataset.from = msg.from;
+  li.dataset.private = String(Boolean(msg.to));
+  li.classList.toggle('private', Boolean(msg.to));
+  li.classList.toggle('mine', mine);
+  const meta = document.createElement('div');
+  meta.className = 'chat-meta';
+  const from = document.createElement('span');
+  from.className = 'chat-from';
+  from.textContent = mine ? `${msg.name || m.name} (you)` : msg.name;
+  meta.append(from);
+  if (msg.to) {
+    const to = document.createElement('span');
+    to.className = 'chat-to';
+    to.textContent = mine ? `to ${nameOf(m, msg.to)}, privately` : 'to you, privately';
+    meta.append(to);
+  }
+  const when = new Date(msg.at);
+  const time = document.createElement('time');
+  time.className = 'chat-time';
+  time.dateTime = when.toISOString();
+  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  meta.append(time);
+  const text = document.createElement('p');
+  text.className = 'chat-text';
+  text.textContent = msg.text;
+  li.append(meta, text);
+  return li;
+}
+
+/** Appends the messages not yet shown; counts those that came while the chat was closed. */
+function renderChat(m) {
+  const log = $('chat-log');
+  const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  let mineAdded = false;
+  for (const msg of m.chat) {
+    if (msg.seq <= ui.chatSeq) continue;
+    ui.chatSeq = msg.seq;
+    log.append(chatItem(m, msg));
+    if (msg.from === m.participantId) mineAdded = true;
+    else if (!ui.chatOpen) ui.unread++;
+  }
+  while (log.childElementCount > CHAT_KEEP) log.firstElementChild.remove();
+  // Follow the conversation, unless the person scrolled back to read.
+  if (atEnd || mineAdded) log.scrollTop = log.scrollHeight;
+}
+
+/** Whom a message can go to: everyone, or one of the others. Kept only while the chat is
+ *  open (it is rebuilt on opening). */
+function renderRecipients(m) {
+  if (!ui.chatOpen) return;
+  const select = $('chat-to');
+  const chosen = select.value;
+  const everyone = document.createElement('option');
+  everyone.value = '';
+  everyone.textContent = 'Everyone';
+  const options = [everyone];
+  for (const p of m.participants.values()) {
+    const o = document.createElement('option');
+    o.value = p.id;
+    o.textContent = `${p.name} (privately)`;
+    options.push(o);
+  }
+  select.replaceChildren(...options);
+  ui.recipients = new Set(m.participants.keys());
+  // Someone who left can no longer be written to: back to everyone.
+  select.value = m.participants.has(chosen) ? chosen : '';
+}
+
+function chatLimit(m) {
+  return Number(m.limits?.max_chat_chars) || 0;
+}
+
+/** The chat form: whether we may write, and the length limit. */
+function renderChatForm(m) {
+  const input = $('chat-input');
+  const allowed = m.permissions.chat;
+  input.disabled = !allowed;
+  $('chat-to').disabled = !allowed;
+  const placeholder = allowed ? 'Message' : 'Your role in this meeting does not let you write in the chat.';
+  if (input.placeholder !== placeholder) input.placeholder = placeholder;
+  const max = chatLimit(m);
+  if (max && input.maxLength !== max) input.maxLength = max;
+  updateChatRemaining();
+}
+
+/** Characters as the server counts them (code points, not UTF-16 units). */
+function charCount(text) {
+  return Array.from(text).length;
+}
+
+/** Says how many characters are left once the message nears the limit. */
+function updateChatRemaining() {
+  const m = meeting;
+  const note = $('chat-remaining');
+  const input = $('chat-input');
+  const max = m ? chatLimit(m) : 0;
+  const used = charCount(input.value);
+  const left = max - used;
+  const show = Boolean(max) && left < Math.min(100, max / 5);
+  note.hidden = !show;
+  const chars = (n) => `${n} character${n === 1 ? '' : 's'}`;
+  if (show) setText(note, left >= 0 ? `${chars(left)} left.` : `${chars(-left)} too many.`);
+  $('chat-send').disabled = !m?.permissions.chat || !input.value.trim() || (max > 0 && left < 0);
+}
+
+function onChatSubmit(e) {
+  e.preventDefault();
+  const m = meeting;
+  const input = $('chat-input');
+  const text = input.value.trim();
+  if (!m || !text || !m.permissions.chat) return;
+  const max = chatLimit(m);
+  if (max && charCount(text) > max) {
+    showError('chat_too_long', explain('chat_too_long'));
+    return;
+  }
+  m.sendChat(text, $('chat-to').value || null);
+  input.value = '';
+  updateChatRemaining();
+  input.focus();
 }
 
 // ---- meeting: the rest of the page ---------------------------------------------------
@@ -961,17 +1596,72 @@ function playAudio(audio) {
   });
 }
 
+function setTitle(el, title) {
+  if (el.title !== title) el.title = title;
+}
+
+function setAttr(el, name, value) {
+  if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+}
+
+/** Shows a count on a button's badge, hidden at zero. */
+function setBadge(badge, n) {
+  badge.hidden = n === 0;
+  setText(badge, n ? String(n) : '');
+}
+
 function renderControls(m) {
+  // Turning a source off is always possible; turning it on may not be (role, moderator).
   const mute = $('mute');
-  mute.disabled = !m.micTrack;
+  const micBlocked = !m.micEnabled ? m.blocked('microphone') : null;
+  mute.disabled = !m.micTrack || Boolean(micBlocked);
   setText(mute, m.micTrack ? (m.micEnabled ? 'Mute' : 'Unmute') : 'No microphone');
-  setText($('camera'), m.cameraTrack ? 'Camera off' : 'Camera on');
+  setTitle(mute, m.micTrack && micBlocked ? BLOCKED_TITLE.microphone[micBlocked] : '');
+  const camera = $('camera');
+  const cameraBlocked = !m.cameraTrack ? m.blocked('camera') : null;
+  camera.disabled = Boolean(cameraBlocked);
+  setText(camera, m.cameraTrack ? 'Camera off' : 'Camera on');
+  setTitle(camera, cameraBlocked ? BLOCKED_TITLE.camera[cameraBlocked] : '');
   const share = $('share');
-  share.disabled = !navigator.mediaDevices?.getDisplayMedia;
+  const canShare = Boolean(navigator.mediaDevices?.getDisplayMedia);
+  const shareBlocked = !m.screenTrack ? m.blocked('screen') : null;
+  share.disabled = !canShare || Boolean(shareBlocked);
   setText(share, m.screenTrack ? 'Stop sharing' : 'Share screen');
+  setTitle(share, !canShare ? 'This browser cannot share its screen.'
+    : shareBlocked ? BLOCKED_TITLE.screen[shareBlocked] : '');
+  const hand = $('hand-toggle');
+  setText(hand, m.handRaised ? 'Lower hand' : 'Raise hand');
+  setAttr(hand, 'aria-pressed', String(m.handRaised));
   setText($('view'), ui.view === 'speaker' ? 'Grid view' : 'Speaker view');
   $('people-toggle').setAttribute('aria-expanded', String(ui.peopleOpen));
   setText($('people-toggle'), ui.peopleOpen ? 'Hide people' : 'People');
+
+  const chat = $('chat-toggle');
+  setAttr(chat, 'aria-expanded', String(ui.chatOpen));
+  setText(chat.querySelector('.label'), ui.chatOpen ? 'Hide chat' : 'Chat');
+  if (ui.chatOpen) ui.unread = 0;
+  setBadge($('chat-unread'), ui.unread);
+  setAttr(chat, 'aria-label', ui.unread ? `Chat, ${ui.unread} unread` : chat.querySelector('.label').textContent);
+  renderChatForm(m);
+
+  // Letting people in, inviting: for those who may admit.
+  const admit = m.permissions.admit;
+  const lobby = $('lobby-toggle');
+  lobby.hidden = !admit;
+  setAttr(lobby, 'aria-expanded', String(ui.lobbyOpen));
+  const waiting = admit ? m.lobby.length : 0;
+  setBadge($('lobby-count'), waiting);
+  setAttr(lobby, 'aria-label', waiting ? `Lobby, ${waiting} waiting` : 'Lobby');
+  lobby.classList.toggle('attention', waiting > 0);
+  $('invite-button').hidden = !admit;
+
+  // Locking and ending: for moderators.
+  const moderate = m.permissions.moderate;
+  const lock = $('lock-toggle');
+  lock.hidden = !moderate;
+  setText(lock, m.roomState.locked ? 'Unlock meeting' : 'Lock meeting');
+  setAttr(lock, 'aria-pressed', String(Boolean(m.roomState.locked)));
+  $('end-meeting').hidden = !moderate;
 }
 
 function renderStatus(m) {
@@ -1016,8 +1706,13 @@ function renderDirty(m, d) {
   const stage = resize ? measureStage() : null;
 
   if (d.audio) ensureAudioSinks(m);
+  // The chat before the controls: new messages change the unread count on its button.
+  if (d.chat) renderChat(m);
+  if (d.recipients) renderRecipients(m);
   if (d.controls) renderControls(m);
   if (d.status) renderStatus(m);
+  if (d.room) renderRoomState(m);
+  if (d.lobby) renderLobby(m);
 
   let layoutStale = resize;
   let remeasure = resize;
@@ -1128,6 +1823,233 @@ async function withButton(id, action) {
   }
 }
 
+// ---- meeting: panels, moderation, chat, invites ------------------------------------------
+
+const PANELS = { people: 'people', chat: 'chat-panel', lobby: 'lobby-panel' };
+
+/** Opens or closes a side panel (`people`, `chat`, `lobby`). */
+function setPanel(name, open) {
+  if (!ui) return;
+  ui[`${name}Open`] = open;
+  if (name === 'lobby') ui.lobbyAuto = false;
+  $(PANELS[name]).hidden = !open;
+  $('side').hidden = !(ui.peopleOpen || ui.chatOpen || ui.lobbyOpen);
+  const d = ui.dirty;
+  if (name === 'people') {
+    if (open) {
+      // Rows are not kept while closed: build them all now.
+      d.allRows = true;
+    } else {
+      // Rows left behind would go stale (and still name people who left).
+      $('people-list').replaceChildren();
+      $('hands-queue').replaceChildren();
+      ui.rows.clear();
+    }
+  } else if (name === 'chat' && open) {
+    ui.unread = 0;
+    d.recipients = true;
+  } else if (name === 'lobby' && open) {
+    d.lobby = true;
+  }
+  d.controls = d.sizes = true;
+  scheduleRender();
+}
+
+/**
+ * Asks before something that cannot be undone; resolves with the answer. The page's own
+ * dialog, not `confirm()`: it can be styled, read by screen readers and driven by tests.
+ */
+function confirmAction(text, yesLabel) {
+  const dialog = $('confirm-dialog');
+  if (dialog.open) return Promise.resolve(false);
+  $('confirm-text').textContent = text;
+  $('confirm-yes').textContent = yesLabel;
+  dialog.returnValue = '';
+  dialog.showModal();
+  // The safe answer has the focus: Enter does not remove anyone.
+  $('confirm-no').focus();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true });
+  });
+}
+
+/** One of the actions in a participant's menu. */
+async function onPersonAction(id, action, button) {
+  const m = meeting;
+  if (!m || !m.participants.has(id)) return;
+  const row = button.closest('.person');
+  switch (action) {
+    case 'mute-microphone':
+      m.muteParticipant(id, 'microphone');
+      break;
+    case 'mute-camera':
+      m.muteParticipant(id, 'camera');
+      break;
+    case 'mute-screen':
+      m.muteParticipant(id, 'screen');
+      break;
+    case 'lower-hand':
+      m.lowerHand(id);
+      break;
+    case 'allow-screen':
+    case 'revoke-screen':
+      m.allowScreen(id, action === 'allow-screen');
+      break;
+    case 'make-moderator':
+      m.setRole(id, 'moderator');
+      break;
+    case 'make-participant':
+      m.setRole(id, 'participant');
+      break;
+    case 'remove': {
+      const name = m.participants.get(id).name;
+      const sure = await confirmAction(
+        `Remove ${name} from the meeting? Their link will not let them in again.`, 'Remove');
+      if (sure && meeting === m && m.participants.has(id)) m.removeParticipant(id);
+      break;
+    }
+    default:
+      return;
+  }
+  if (row && meeting === m) setActionsOpen(m, row, false);
+}
+
+function onLobbyClick(e) {
+  const button = e.target.closest('button[data-admit], button[data-deny]');
+  const m = meeting;
+  if (!button || !m) return;
+  // Once is enough; the row goes when the server's list no longer has them.
+  const buttons = button.closest('.waiter').querySelectorAll('button');
+  for (const b of buttons) b.disabled = true;
+  setTimeout(() => {
+    for (const b of buttons) b.disabled = false;
+  }, 5000);
+  if (button.dataset.admit) m.admit(button.dataset.admit);
+  else m.deny(button.dataset.deny);
+}
+
+async function onDenyAll() {
+  const m = meeting;
+  const n = m?.lobby.length ?? 0;
+  if (!n) return;
+  const who = n === 1 ? 'the person waiting' : `all ${n} people waiting`;
+  if (await confirmAction(`Turn away ${who} in the lobby?`, 'Deny all')) {
+    if (meeting === m) m.deny();
+  }
+}
+
+async function onEndMeeting() {
+  const m = meeting;
+  if (!m) return;
+  if (await confirmAction('End the meeting for everyone? Everyone in it is disconnected.', 'End meeting')) {
+    if (meeting === m) m.endMeeting();
+  }
+}
+
+function openInvite() {
+  $('invite-error').hidden = true;
+  $('invite-result').hidden = true;
+  $('invite-create').disabled = false;
+  $('invite-dialog').showModal();
+}
+
+/** The full link of an invite: its path on this server. A link that is not a path on
+ *  this server is not used as given. */
+function inviteUrl(invite) {
+  const path = String(invite.link ?? '');
+  if (path.startsWith('/') && !path.startsWith('//')) return new URL(path, location.origin).href;
+  const url = new URL(`/m/${encodeURIComponent(room)}`, location.origin);
+  url.searchParams.set('t', invite.token);
+  return url.href;
+}
+
+async function onInviteSubmit(e) {
+  e.preventDefault();
+  const m = meeting;
+  if (!m) return;
+  const create = $('invite-create');
+  const error = $('invite-error');
+  const lobby = $('invite-lobby').checked;
+  create.disabled = true;
+  error.hidden = true;
+  try {
+    const invite = await m.invite({
+      role: $('invite-role').value,
+      lobby,
+      expiresInSecs: Number($('invite-expiry').value),
+    });
+    $('invite-link').value = inviteUrl(invite);
+    const until = new Date(Number(invite.expires_at) * 1000)
+      .toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+    const wait = lobby ? ' They wait in the lobby until someone lets them in.' : '';
+    $('invite-note').textContent = `Whoever has this link can join as ${article(invite.role)} ${roleLabel(invite.role).toLowerCase()} until ${until}.${wait}`;
+    $('invite-result').hidden = false;
+    $('invite-link').select();
+  } catch (err) {
+    if (err instanceof MeetingError && (err.code === 'closed' || err.code === 'cancelled')) return;
+    error.textContent = err instanceof MeetingError ? explain(err.code, err.message) : String(err?.message ?? err);
+    error.hidden = false;
+  } finally {
+    create.disabled = false;
+  }
+}
+
+async function copyInvite() {
+  const input = $('invite-link');
+  const button = $('invite-copy');
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(input.value);
+    copied = true;
+  } catch {
+    // No clipboard access (an insecure origin, a denied permission): the old way.
+    input.select();
+    try {
+      copied = document.execCommand('copy');
+    } catch {
+      copied = false;
+    }
+  }
+  input.select();
+  setText(button, copied ? 'Copied' : 'Press Ctrl+C to copy');
+  setTimeout(() => setText(button, 'Copy'), 2500);
+}
+
+function wireMeetingExtras() {
+  $('hand-toggle').addEventListener('click', () => meeting?.setHandRaised(!meeting.handRaised));
+  $('chat-toggle').addEventListener('click', () => {
+    if (!ui) return;
+    setPanel('chat', !ui.chatOpen);
+    if (ui.chatOpen) {
+      const log = $('chat-log');
+      log.scrollTop = log.scrollHeight;
+      $('chat-input').focus();
+    }
+  });
+  $('lobby-toggle').addEventListener('click', () => setPanel('lobby', !ui?.lobbyOpen));
+  $('chat-form').addEventListener('submit', onChatSubmit);
+  $('chat-input').addEventListener('input', updateChatRemaining);
+  $('chat-input').addEventListener('keydown', (e) => {
+    // Enter sends, Shift+Enter starts a new line; not while an input method composes.
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $('chat-form').requestSubmit();
+    }
+  });
+  $('lobby-list').addEventListener('click', onLobbyClick);
+  $('admit-all').addEventListener('click', () => meeting?.admit());
+  $('deny-all').addEventListener('click', onDenyAll);
+  $('lock-toggle').addEventListener('click', () => meeting?.setLocked(!meeting.roomState.locked));
+  $('end-meeting').addEventListener('click', onEndMeeting);
+  $('invite-button').addEventListener('click', openInvite);
+  $('invite-form').addEventListener('submit', onInviteSubmit);
+  $('invite-copy').addEventListener('click', copyInvite);
+  $('invite-close').addEventListener('click', () => $('invite-dialog').close());
+  $('lobby-leave').addEventListener('click', () => meeting?.leave());
+  $('passcode-form').addEventListener('submit', onPasscode);
+  $('passcode-cancel').addEventListener('click', hidePasscodeForm);
+}
+
 function wireControls() {
   $('mute').addEventListener('click', () => meeting?.setMicEnabled(!meeting.micEnabled));
   $('camera').addEventListener('click', () => {
@@ -1144,20 +2066,16 @@ function wireControls() {
   $('view').addEventListener('click', () => setView(ui?.view === 'speaker' ? 'grid' : 'speaker'));
   $('page-prev').addEventListener('click', () => setPage((ui?.page ?? 0) - 1));
   $('page-next').addEventListener('click', () => setPage((ui?.page ?? 0) + 1));
-  $('people-toggle').addEventListener('click', () => {
-    if (!ui) return;
-    ui.peopleOpen = !ui.peopleOpen;
-    $('people').hidden = !ui.peopleOpen;
-    // Rows were not kept current while closed.
-    ui.dirty.allRows = ui.peopleOpen;
-    ui.dirty.controls = ui.dirty.sizes = true;
-    scheduleRender();
-  });
-  // One listener for every pin button of the list, however long it gets.
+  $('people-toggle').addEventListener('click', () => setPanel('people', !ui?.peopleOpen));
+  // One listener for every button of the list, however long it gets.
   $('people-list').addEventListener('click', (e) => {
-    const button = e.target.closest('button.pin');
+    const button = e.target.closest('button');
     const row = button?.closest('.person');
-    if (row) togglePin(row.dataset.person);
+    if (!row || !meeting) return;
+    if (button.dataset.action) onPersonAction(row.dataset.person, button.dataset.action, button);
+    else if (button.classList.contains('person-menu')) {
+      setActionsOpen(meeting, row, button.getAttribute('aria-expanded') !== 'true');
+    } else if (button.classList.contains('pin')) togglePin(row.dataset.person);
   });
   $('leave').addEventListener('click', () => meeting?.leave());
   // A resized window (or panel) changes tile sizes, and so the layers worth receiving.
@@ -1228,6 +2146,20 @@ function exposeDebugHandle() {
     get renders() { return ui?.renders ?? 0; },
     /** Milliseconds spent rendering: {total, max} (one frame at most). */
     get renderTime() { return { total: ui?.renderMs ?? 0, max: ui?.renderMaxMs ?? 0 }; },
+    /** Our role, what it permits now, and the room's settings ({locked, lobby, passcode}). */
+    get role() { return meeting?.role ?? null; },
+    get permissions() { return meeting ? { ...meeting.permissions } : null; },
+    get roomState() { return meeting ? { ...meeting.roomState } : null; },
+    /** Our id while waiting in the lobby (null once admitted or never there). */
+    get waitingId() { return meeting?.state === 'waiting' ? meeting.waitingId : null; },
+    /** Who waits in the lobby ([{id, name, role}]; only known to those who may admit). */
+    get lobby() { return meeting ? meeting.lobby.map((w) => ({ ...w })) : []; },
+    /** Raised hands, in order. */
+    get hands() { return meeting ? [...meeting.hands] : []; },
+    /** Everyone else's role: {id: role}. */
+    get roles() {
+      return meeting ? Object.fromEntries([...meeting.participants.values()].map((p) => [p.id, p.role])) : {};
+    },
     /** The sentence shown for a server error code (with the server's own message). */
     explain,
   };
@@ -1258,13 +2190,19 @@ function main() {
   document.title = `${room} · ting`;
   $('room-label').textContent = room;
   $('prejoin-room').textContent = room;
+  // The invitation in the link (/m/<room>?t=<token>), sent with every join from this page.
+  token = new URLSearchParams(location.search).get('t')?.trim() || null;
   try {
     $('name').value = localStorage.getItem(NAME_KEY) ?? '';
   } catch {
     // see onJoin
   }
+  // An invitation that names its holder wins over a remembered name: the server uses it.
+  const invited = tokenName();
+  if (invited) $('name').value = invited;
   $('join-form').addEventListener('submit', onJoin);
   wireControls();
+  wireMeetingExtras();
   showPrejoin();
 }
 

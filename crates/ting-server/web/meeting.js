@@ -9,6 +9,12 @@
 // whose track each receive slot carries now; a slot's track object never changes, only what
 // flows in it. Which cameras those are follows the `layout` we report (what the page shows);
 // which of our own camera's simulcast layers we send follows the server's `send_layers`.
+//
+// Around the media sits the meeting's control plane: admission (a join token from the link,
+// a passcode, the lobby), roles and what they permit, moderation, raised hands and chat. The
+// server decides all of it; this module keeps the latest word of the server and sends the
+// person's requests, and only enforces locally what concerns our own media (a moderator's
+// mute, a role that may not publish).
 
 export const PROTOCOL_VERSION = 1;
 
@@ -35,6 +41,44 @@ export const CAMERA_LAYERS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/** Roles, lowest rank first (docs/protocol.md, Roles). A moderator acts only on people of
+ *  a strictly lower rank. */
+export const ROLES = ['guest', 'participant', 'moderator', 'host'];
+
+/** A role's rank: higher outranks lower. A role this page does not know counts as
+ *  `participant`, which is what the server assumes when it names none. */
+export function rank(role) {
+  const i = ROLES.indexOf(role);
+  return i < 0 ? 1 : i;
+}
+
+/** Join refusals and endings that asking again does not change: the session is over. */
+export const FINAL_ERRORS = new Set(['removed', 'denied', 'meeting_ended']);
+
+/** What a session may do when the server does not say (servers from before roles). */
+const OPEN_PERMISSIONS = Object.freeze({
+  publish_audio: true,
+  publish_video: true,
+  publish_screen: true,
+  chat: true,
+  admit: false,
+  moderate: false,
+  unmute: true,
+});
+
+/** Join refusals answered by asking the person for the room's passcode. */
+const PASSCODE_ERRORS = new Set(['passcode_required', 'wrong_passcode']);
+
+/** Errors that answer a control request (chat, moderation), never a join or an offer: they
+ *  must not be taken for the reply to a join or an offer that happens to be pending. */
+const CONTROL_ERRORS = new Set(['forbidden', 'unknown_participant', 'chat_too_long']);
+
+/** The permission that covers each of our sources. */
+const SOURCE_PERMISSION = { microphone: 'publish_audio', camera: 'publish_video', screen: 'publish_screen' };
+
+/** Chat messages kept; older ones are dropped (the server keeps none). */
+export const CHAT_KEEP = 500;
+
 /** Remembered speakers, most recent first; enough for any thumbnail strip. */
 const RECENT_SPEAKERS = 64;
 
@@ -42,6 +86,10 @@ const RECENT_SPEAKERS = 64;
  *  a busy meeting reshuffles a speaker strip several times a second, and the server needs
  *  to hear about it a few times a second at most (docs/protocol.md, `layout`). */
 const LAYOUT_MIN_INTERVAL_MS = 250;
+
+/** How often to ping while waiting in the lobby when `waiting` does not say
+ *  (`ping_interval_ms`): a silent waiter is timed out like a silent participant. */
+const LOBBY_PING_MS = 5000;
 
 /** How long to wait for the server's `welcome` and `answer`. The server gives its media
  *  worker 10 s to answer an offer, so wait a little longer than that. */
@@ -67,6 +115,11 @@ function preferServerCodecs(transceiver, kind) {
   }
 }
 
+/** A participant as this module keeps it, from the server's ParticipantInfo. */
+function person(p) {
+  return { id: p.id, name: String(p.name ?? ''), media: { ...p.media }, role: p.role ?? 'participant' };
+}
+
 /** An error the server reported, or one of ours phrased the same way. */
 export class MeetingError extends Error {
   constructor(code, message, fatal = false) {
@@ -87,6 +140,14 @@ export class MeetingError extends Error {
  * - `error`: `detail` is a MeetingError the user should see; the session goes on unless an
  *   `ended` follows.
  * - `ended`: the session is over; `detail.reason` is `left` or a MeetingError.
+ * - `moderated`: a moderator turned one of our sources off (`detail.source`, `detail.by`);
+ *   it is off here too already.
+ * - `role`: our own role changed (`detail.before`, `detail.role`).
+ *
+ * `change` names for the control plane: `waiting` (we are in the lobby), `welcome`
+ * (admitted: everything may have changed), `permissions`, `roles` (others' roles, `ids`),
+ * `room` (locked, lobby, passcode), `lobby` (who waits), `hands` (`ids`: whose place in the
+ * queue changed), `chat` (new messages in `chat`).
  */
 export class Meeting extends EventTarget {
   /**
@@ -95,15 +156,42 @@ export class Meeting extends EventTarget {
    * @param {string} opts.name the display name
    * @param {MediaStream} [opts.stream] microphone and/or camera to publish; the meeting takes
    *   ownership of its tracks and stops them when it ends.
+   * @param {string} [opts.token] the join token from the meeting link
+   * @param {string} [opts.passcode] the room's passcode, if already known
+   * @param {(code: string) => Promise<string|null>} [opts.askPasscode] asks the person for
+   *   the passcode after `passcode_required` or `wrong_passcode`; null gives up joining.
    */
-  constructor({ room, name, stream }) {
+  constructor({ room, name, stream, token = null, passcode = null, askPasscode = null }) {
     super();
     this.room = room;
     this.name = name;
+    this.token = token || null;
+    /** The passcode last sent (kept, so the page can offer it for the next join). */
+    this.passcode = passcode || null;
+    this._askPasscode = askPasscode;
     /** Our participant id, known after `welcome`. */
     this.participantId = null;
-    /** Everyone else, in the order they joined: id -> {id, name, media}. */
+    /** Our id while we wait in the lobby (from `waiting`). */
+    this.waitingId = null;
+    /** Everyone else, in the order they joined: id -> {id, name, media, role}. */
     this.participants = new Map();
+    /** Our role and what it lets us do now (`welcome`, then `permissions`). */
+    this.role = 'participant';
+    this.permissions = { ...OPEN_PERMISSIONS };
+    /** The meeting's settings: {locked, lobby, passcode}. */
+    this.roomState = { locked: false, lobby: false, passcode: false };
+    /** Raised hands, in the order they were raised (participant ids, possibly ours). */
+    this.hands = [];
+    /** Who waits in the lobby, oldest first: [{id, name, role}]; only sent to those who
+     *  may admit. */
+    this.lobby = [];
+    /** Chat messages, oldest first, at most CHAT_KEEP: {seq, from, name, text, at, to}. */
+    this.chat = [];
+    /** Our sources a moderator turned off; with `unmute` denied they stay off. */
+    this.moderatedOff = new Set();
+    /** Whom we allowed or forbade screen sharing (the server does not tell others' rights):
+     *  participant id -> allowed. */
+    this.screenAllowed = new Map();
     /** Receive slots: mid -> {mid, kind: 'audio'|'video'|'screen', track, stream}. */
     this.receivers = new Map();
     /** The latest `slots` message: mid -> {participant, source, paused}. */
@@ -146,6 +234,13 @@ export class Meeting extends EventTarget {
     this._layoutSentAt = -Infinity;
     this._layoutTimer = null;
     this._layerJobs = { camera: null, screen: null };
+    /** True from `join()` until the welcome: a socket lost meanwhile (say, while the person
+     *  types a passcode) is opened again rather than ending the session. */
+    this._joining = false;
+    /** Set once we asked the server to end the meeting: the socket closing is then that. */
+    this._ending = false;
+    this._invite = null;
+    this._chatSeq = 0;
   }
 
   /** What we send in `media` messages: which of our sources are switched on. */
@@ -214,15 +309,14 @@ export class Meeting extends EventTarget {
 
   /**
    * Joins the room and sets up media. Resolves once the server's answer is applied (media
-   * then connects on its own); rejects with a MeetingError if the server refuses.
+   * then connects on its own); rejects with a MeetingError if the server refuses, with code
+   * `left` if the person left the lobby, `cancelled` if they gave no passcode.
    */
   async join() {
+    this._joining = true;
     try {
-      await this._open();
-      const welcome = await this._request(
-        { type: 'join', protocol: PROTOCOL_VERSION, room: this.room, name: this.name },
-        'welcome',
-      );
+      const welcome = await this._admission();
+      this._joining = false;
       this._welcome(welcome);
       const offer = await this._buildOffer();
       // Say what we publish before media connects, so others see the right state at once.
@@ -239,19 +333,67 @@ export class Meeting extends EventTarget {
       // The caller learns of this failure from the rejection; no `ended` event as well.
       this._close(err, false);
       throw err;
+    } finally {
+      this._joining = false;
     }
   }
 
-  /** Leaves the room: tells the server, then closes everything. */
+  /**
+   * Sends `join` until the server lets us in, and resolves with its `welcome`. A refused
+   * join leaves the socket open, so a passcode is sent on the same one (or on a new one if
+   * the server closed it meanwhile). In the lobby there is no deadline: the host may take
+   * a while, and leaving ends the wait.
+   */
+  async _admission() {
+    for (;;) {
+      if (this._ws?.readyState !== WebSocket.OPEN) await this._open();
+      const join = { type: 'join', protocol: PROTOCOL_VERSION, room: this.room, name: this.name };
+      if (this.token) join.token = this.token;
+      if (this.passcode !== null) join.passcode = this.passcode;
+      let reply;
+      try {
+        reply = await this._request(join, ['welcome', 'waiting']);
+      } catch (e) {
+        if (!(e instanceof MeetingError) || !PASSCODE_ERRORS.has(e.code) || !this._askPasscode) throw e;
+        const passcode = await this._askPasscode(e.code);
+        if (this._closed) throw new MeetingError('left', 'You left before joining.', true);
+        if (passcode === null) throw new MeetingError('cancelled', 'Joining was cancelled.', true);
+        this.passcode = passcode;
+        continue;
+      }
+      if (reply.type === 'welcome') return reply;
+      this.waitingId = reply.participant ?? null;
+      this.state = 'waiting';
+      const every = Math.max(1000, Number(reply.ping_interval_ms) || LOBBY_PING_MS);
+      this._pingTimer = setInterval(() => this._send({ type: 'ping' }), every);
+      this._changed('waiting');
+      return this._expect(['welcome'], null);
+    }
+  }
+
+  /** Leaves the room (or the lobby): tells the server, then closes everything. */
   leave() {
     this._send({ type: 'leave' });
     this._close('left');
+  }
+
+  /**
+   * Whether we may turn `source` (`microphone`, `camera`, `screen`) on now: null if so,
+   * `not_allowed` if our role does not publish it, `moderated` if a moderator turned it off
+   * and we may not turn it back on.
+   */
+  blocked(source) {
+    if (!this.permissions[SOURCE_PERMISSION[source]]) return 'not_allowed';
+    if (this.moderatedOff.has(source) && !this.permissions.unmute) return 'moderated';
+    return null;
   }
 
   /** Mutes or unmutes the microphone. A muted track stays on the sender and sends silence,
    *  so unmuting is instant. */
   setMicEnabled(on) {
     if (!this.micTrack) return;
+    if (on && this.blocked('microphone')) return;
+    if (on) this.moderatedOff.delete('microphone');
     this.micEnabled = on;
     this.micTrack.enabled = on;
     this.sendMedia();
@@ -262,6 +404,7 @@ export class Meeting extends EventTarget {
   async setCameraEnabled(on) {
     const sender = this._senders.camera;
     if (on === Boolean(this.cameraTrack)) return;
+    if (on && this.blocked('camera')) return;
     if (!on) {
       const track = this.cameraTrack;
       this.cameraTrack = null;
@@ -273,10 +416,12 @@ export class Meeting extends EventTarget {
     }
     const stream = await navigator.mediaDevices.getUserMedia({ video: CAMERA_CONSTRAINTS });
     const track = stream.getVideoTracks()[0];
-    if (this._closed) {
+    // Closed, or turned off by a moderator, while the camera was starting.
+    if (this._closed || this.blocked('camera')) {
       track.stop();
       return;
     }
+    this.moderatedOff.delete('camera');
     await sender?.replaceTrack(track);
     this.cameraTrack = track;
     // The server may have paused layers while the camera was off; send only what it wants.
@@ -287,13 +432,14 @@ export class Meeting extends EventTarget {
 
   /** Starts sharing the screen. Call from a click handler: browsers ask for a user gesture. */
   async startScreenShare() {
-    if (this.screenTrack) return;
+    if (this.screenTrack || this.blocked('screen')) return;
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     const track = stream.getVideoTracks()[0];
-    if (this._closed) {
+    if (this._closed || this.blocked('screen')) {
       track.stop();
       return;
     }
+    this.moderatedOff.delete('screen');
     // Text on a screen must stay sharp; let the encoder drop frames rather than resolution.
     if ('contentHint' in track) track.contentHint = 'detail';
     // The browser's own "Stop sharing" ends the track without going through our button.
@@ -322,14 +468,114 @@ export class Meeting extends EventTarget {
     if (this.participantId) this._send({ type: 'media', ...this.media });
   }
 
+  // ---- the control plane --------------------------------------------------------------
+
+  /** Whether our hand is raised (as the server last said). */
+  get handRaised() {
+    return Boolean(this.participantId && this.hands.includes(this.participantId));
+  }
+
+  /** Whether we may moderate `id`: the right to, and a strictly higher rank. */
+  canModerate(id) {
+    const p = this.participants.get(id);
+    return Boolean(p && this.permissions.moderate && rank(this.role) > rank(p.role));
+  }
+
+  /** Whether `id` may share their screen, as far as we know: what we last set, else what
+   *  their role usually allows (guests do not share). */
+  mayShareScreen(id) {
+    const p = this.participants.get(id);
+    if (p?.media.screen) return true;
+    return this.screenAllowed.get(id) ?? (p ? p.role !== 'guest' : false);
+  }
+
+  /** Sends a chat message to the room, or privately to one participant. The server sends
+   *  it back to us too: it appears in `chat` then, not before. */
+  sendChat(text, to = null) {
+    const msg = { type: 'chat', text };
+    if (to) msg.to = to;
+    this._send(msg);
+  }
+
+  setHandRaised(raised) {
+    this._send({ type: 'hand', raised });
+  }
+
+  /** Lets one waiting person in, or everyone waiting (no id). */
+  admit(id = null) {
+    this._send(id ? { type: 'admit', participant: id } : { type: 'admit' });
+  }
+
+  /** Turns one waiting person away, or everyone waiting (no id). */
+  deny(id = null) {
+    this._send(id ? { type: 'deny', participant: id } : { type: 'deny' });
+  }
+
+  setLocked(locked) {
+    this._send({ type: 'lock', locked });
+  }
+
+  /** Turns someone's `microphone`, `camera` or `screen` off. */
+  muteParticipant(id, source) {
+    this._send({ type: 'mute', participant: id, source });
+  }
+
+  removeParticipant(id) {
+    this._send({ type: 'remove', participant: id });
+  }
+
+  setRole(id, role) {
+    this._send({ type: 'set_role', participant: id, role });
+  }
+
+  allowScreen(id, allowed) {
+    this.screenAllowed.set(id, allowed);
+    this._send({ type: 'allow_screen', participant: id, allowed });
+    this._changed('roles', [id]);
+  }
+
+  lowerHand(id) {
+    this._send({ type: 'lower_hand', participant: id });
+  }
+
+  /** Ends the meeting for everyone, us included. */
+  endMeeting() {
+    this._ending = true;
+    this._send({ type: 'end_meeting' });
+  }
+
+  /**
+   * Asks for a join link: `{role, lobby, expiresInSecs}`. Resolves with the server's
+   * `invite` ({link, token, role, expires_at}); rejects with a MeetingError.
+   */
+  invite({ role = 'guest', lobby = true, expiresInSecs = 3600 } = {}) {
+    this._invite?.reject(new MeetingError('cancelled', 'A newer invite was asked for.'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._invite = null;
+        reject(new MeetingError('timeout', 'The server did not answer (invite) in time.'));
+      }, REPLY_TIMEOUT_MS);
+      this._invite = {
+        resolve: (m) => { clearTimeout(timer); this._invite = null; resolve(m); },
+        reject: (e) => { clearTimeout(timer); this._invite = null; reject(e); },
+      };
+      this._send({ type: 'invite', role, lobby, expires_in_secs: expiresInSecs });
+    });
+  }
+
   // ---- signalling ---------------------------------------------------------------------
 
   _open() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws`);
     this._ws = ws;
-    ws.addEventListener('message', (e) => this._onMessage(e.data));
-    ws.addEventListener('close', (e) => this._onSocketClosed(e));
+    // A socket given up while joining may still say something: only the current one counts.
+    ws.addEventListener('message', (e) => {
+      if (this._ws === ws) this._onMessage(e.data);
+    });
+    ws.addEventListener('close', () => {
+      if (this._ws === ws) this._onSocketClosed();
+    });
     return new Promise((resolve, reject) => {
       ws.addEventListener('open', () => resolve(), { once: true });
       ws.addEventListener('error', () => reject(
@@ -364,20 +610,28 @@ export class Meeting extends EventTarget {
     this.layoutsSent++;
   }
 
-  /** Sends `msg` and waits for a reply of type `replyType`. An `error` from the server in
-   *  the meantime is the answer to this request and rejects it. */
-  _request(msg, replyType) {
+  /** Sends `msg` and waits for a reply of one of `replyTypes`. An `error` from the server
+   *  in the meantime is the answer to this request and rejects it. */
+  _request(msg, replyTypes, timeoutMs = REPLY_TIMEOUT_MS) {
+    const reply = this._expect(replyTypes, timeoutMs);
+    this._send(msg);
+    return reply;
+  }
+
+  /** Waits for a message of one of `types` (or an `error`), for at most `timeoutMs`; null
+   *  waits as long as it takes. */
+  _expect(types, timeoutMs = REPLY_TIMEOUT_MS) {
+    const list = [].concat(types);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = timeoutMs === null ? null : setTimeout(() => {
         this._waiting = null;
-        reject(new MeetingError('timeout', `The server did not answer (${replyType}) in time.`, true));
-      }, REPLY_TIMEOUT_MS);
+        reject(new MeetingError('timeout', `The server did not answer (${list.join(' or ')}) in time.`, true));
+      }, timeoutMs);
       this._waiting = {
-        type: replyType,
+        types: list,
         resolve: (m) => { clearTimeout(timer); resolve(m); },
         reject: (e) => { clearTimeout(timer); reject(e); },
       };
-      this._send(msg);
     });
   }
 
@@ -389,7 +643,8 @@ export class Meeting extends EventTarget {
       return; // not ours to fix; the server only sends JSON
     }
     const waiting = this._waiting;
-    if (waiting && (msg.type === waiting.type || msg.type === 'error')) {
+    const answers = msg.type === 'error' ? !CONTROL_ERRORS.has(msg.code) : waiting?.types.includes(msg.type);
+    if (waiting && answers) {
       this._waiting = null;
       if (msg.type === 'error') {
         waiting.reject(new MeetingError(msg.code, msg.message, true));
@@ -401,7 +656,7 @@ export class Meeting extends EventTarget {
     switch (msg.type) {
       case 'participant_joined': {
         const p = msg.participant;
-        this.participants.set(p.id, { id: p.id, name: p.name, media: { ...p.media } });
+        this.participants.set(p.id, person(p));
         this._changed('participants', [p.id]);
         break;
       }
@@ -415,7 +670,13 @@ export class Meeting extends EventTarget {
       }
       case 'participant_left': {
         const id = msg.participant;
+        if (id === this.participantId) {
+          // Servers say so with a fatal error; this covers one that says it this way.
+          if (FINAL_ERRORS.has(msg.reason)) this._close(new MeetingError(msg.reason, '', true));
+          break;
+        }
         this.participants.delete(id);
+        this.screenAllowed.delete(id);
         this.speaking.delete(id);
         const i = this.recentSpeakers.indexOf(id);
         if (i >= 0) this.recentSpeakers.splice(i, 1);
@@ -458,10 +719,68 @@ export class Meeting extends EventTarget {
         break;
       case 'pong':
         break;
+      case 'lobby':
+        this.lobby = (Array.isArray(msg.waiting) ? msg.waiting : []).map((w) => ({
+          id: w.id, name: String(w.name ?? ''), role: w.role ?? 'participant',
+        }));
+        this._changed('lobby');
+        break;
+      case 'room_updated':
+        this.roomState = { ...this.roomState, ...msg.room };
+        this._changed('room');
+        break;
+      case 'role_changed':
+        if (msg.participant === this.participantId) {
+          this._setOwnRole(msg.role);
+        } else {
+          const p = this.participants.get(msg.participant);
+          if (p) {
+            p.role = msg.role;
+            this._changed('roles', [p.id]);
+          }
+        }
+        break;
+      case 'permissions':
+        this.permissions = { ...OPEN_PERMISSIONS, ...msg.permissions };
+        this._enforcePermissions();
+        this._setOwnRole(msg.role);
+        this._changed('permissions');
+        break;
+      case 'moderated':
+        this._moderated(msg.source, msg.by);
+        break;
+      case 'hands': {
+        const before = this.hands;
+        this.hands = Array.isArray(msg.queue) ? [...msg.queue] : [];
+        this._changed('hands', [...new Set([...before, ...this.hands])]);
+        break;
+      }
+      case 'chat':
+        this.chat.push({
+          seq: ++this._chatSeq,
+          from: msg.from,
+          name: String(msg.name ?? ''),
+          text: String(msg.text ?? ''),
+          at: Number(msg.at_ms) || Date.now(),
+          to: msg.to ?? null,
+        });
+        if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
+        this._changed('chat');
+        break;
+      case 'invite':
+        this._invite?.resolve(msg);
+        break;
       case 'error': {
         const err = new MeetingError(msg.code, msg.message, Boolean(msg.fatal));
-        if (err.fatal) {
+        if (this._joining) {
+          // Between joins (the person is typing a passcode): a fatal error such as
+          // join_timeout closes this socket; the next join opens another.
+          if (err.fatal) this._dropSocket();
+        } else if (err.fatal) {
           this._close(err);
+        } else if (this._invite && (err.code === 'forbidden' || err.code === 'rate_limited')) {
+          // The answer to the pending invite: its dialog says so.
+          this._invite.reject(err);
         } else {
           this._emit('error', err);
         }
@@ -474,7 +793,14 @@ export class Meeting extends EventTarget {
 
   _onSocketClosed() {
     if (this._closed) return;
-    const err = new MeetingError('connection', 'The connection to the server was lost.', true);
+    const err = this._ending
+      ? new MeetingError('meeting_ended', 'You ended the meeting.', true)
+      : new MeetingError('connection', 'The connection to the server was lost.', true);
+    if (this._joining && !this._waiting) {
+      // Lost between two joins: the next one reconnects.
+      this._ws = null;
+      return;
+    }
     if (this._waiting) {
       const w = this._waiting;
       this._waiting = null;
@@ -494,16 +820,70 @@ export class Meeting extends EventTarget {
     if (list.length > RECENT_SPEAKERS) list.length = RECENT_SPEAKERS;
   }
 
+  /** Forgets the current socket (closing it), for the next join to open another. */
+  _dropSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    ws?.close();
+  }
+
   _welcome(w) {
     this.participantId = w.participant;
+    // The name others see (a token's name wins over the typed one).
+    if (typeof w.name === 'string' && w.name) this.name = w.name;
     this.limits = w.limits;
-    for (const p of w.participants) {
-      this.participants.set(p.id, { id: p.id, name: p.name, media: { ...p.media } });
-    }
+    this.state = 'connecting';
+    this.role = w.role ?? 'participant';
+    this.permissions = { ...OPEN_PERMISSIONS, ...w.permissions };
+    this.roomState = { ...this.roomState, ...w.room_state };
+    this.hands = Array.isArray(w.hands) ? [...w.hands] : [];
+    for (const p of w.participants) this.participants.set(p.id, person(p));
+    // Before the offer, so that what we say we send is what we may send.
+    this._enforcePermissions();
     // The server removes us after `participant_timeout_secs` of silence.
-    const every = Math.max(1000, Number(w.limits.ping_interval_ms) || 5000);
+    const every = Math.max(1000, Number(w.limits.ping_interval_ms) || LOBBY_PING_MS);
+    clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping' }), every);
-    this._changed('participants');
+    this._changed('welcome');
+  }
+
+  _setOwnRole(role) {
+    if (!role || role === this.role) return;
+    const before = this.role;
+    this.role = role;
+    this._emit('role', { before, role });
+    this._changed('permissions');
+  }
+
+  /** Switches off what our permissions no longer allow us to send. */
+  _enforcePermissions() {
+    const p = this.permissions;
+    if (p.unmute) this.moderatedOff.clear();
+    if (!p.publish_audio && this.micEnabled) this._muteMic();
+    if (!p.publish_video && this.cameraTrack) this.setCameraEnabled(false).catch(() => {});
+    if (!p.publish_screen && this.screenTrack) this.stopScreenShare();
+  }
+
+  _muteMic() {
+    if (!this.micTrack) return;
+    this.micEnabled = false;
+    this.micTrack.enabled = false;
+    this.sendMedia();
+    this._changed('local');
+  }
+
+  /** A moderator turned `source` off: the server no longer forwards it, so stop sending it
+   *  and show it off, as if the person had done it. */
+  _moderated(source, by) {
+    if (!(source in SOURCE_PERMISSION)) return;
+    this.moderatedOff.add(source);
+    if (source === 'microphone') this._muteMic();
+    else if (source === 'camera') this.setCameraEnabled(false).catch(() => {});
+    else this.stopScreenShare();
+    // `unmute` may allow turning it back on; the page offers it again then.
+    if (this.permissions.unmute) this.moderatedOff.delete(source);
+    this._emit('moderated', { source, by });
+    this._changed('local');
   }
 
   // ---- media --------------------------------------------------------------------------
@@ -644,6 +1024,11 @@ export class Meeting extends EventTarget {
     if (this._closed) return;
     this._closed = true;
     this.state = 'closed';
+    // A join in progress (waiting in the lobby, say) ends with the session.
+    const waiting = this._waiting;
+    this._waiting = null;
+    waiting?.reject(reason instanceof MeetingError ? reason : new MeetingError('left', 'You left.', true));
+    this._invite?.reject(new MeetingError('closed', 'The meeting ended.'));
     clearInterval(this._pingTimer);
     this._pingTimer = null;
     clearTimeout(this._layoutTimer);
