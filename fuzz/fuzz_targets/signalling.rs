@@ -1,6 +1,7 @@
 //! A client's signalling frame as the server reads it: `ClientMsg::parse` under the size
 //! limit, then what the server checks of a parsed message without I/O: the room and
-//! display names of a `join` and the layout of a `layout`.
+//! display names of a `join`, the layout of a `layout`, and the participant ids that
+//! moderation and chat messages name.
 //!
 //! Properties: nothing panics; a parsed message serializes and reads back as itself; a
 //! name that is accepted keeps the documented form; a layout the router takes has at most
@@ -50,9 +51,39 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(_) => assert!(layout.tiles.len() > ting_media::LayoutSpec::MAX_TILES),
         },
-        ClientMsg::Offer(_) | ClientMsg::Media(_) | ClientMsg::Ping | ClientMsg::Leave => {}
+        ClientMsg::Chat(chat) => {
+            if let Some(to) = &chat.to {
+                check_participant(&to.0);
+            }
+        }
+        ClientMsg::Admit { participant } | ClientMsg::Deny { participant } => {
+            if let Some(p) = participant {
+                check_participant(&p.0);
+            }
+        }
+        ClientMsg::Mute { participant, .. }
+        | ClientMsg::Remove { participant }
+        | ClientMsg::SetRole { participant, .. }
+        | ClientMsg::AllowScreen { participant, .. }
+        | ClientMsg::LowerHand { participant } => check_participant(&participant.0),
+        ClientMsg::Offer(_)
+        | ClientMsg::Media(_)
+        | ClientMsg::Ping
+        | ClientMsg::Leave
+        | ClientMsg::Hand { .. }
+        | ClientMsg::Lock { .. }
+        | ClientMsg::EndMeeting
+        | ClientMsg::Invite(_) => {}
     }
 });
+
+/// A participant id a client names is either the 16-hex-digit form, read back as itself,
+/// or nobody.
+fn check_participant(s: &str) {
+    if let Some(id) = ting_control::ParticipantId::parse(s) {
+        assert_eq!(id.to_string(), s.to_ascii_lowercase());
+    }
+}
 
 fn check_room(s: &str) {
     if let Ok(room) = RoomName::parse(s) {

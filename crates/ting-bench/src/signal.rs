@@ -184,6 +184,8 @@ pub enum PeerControl {
     Leave,
     /// Go silent: no pings, no media, socket kept open (a client that vanished).
     Vanish,
+    /// Say that its sources are switched on or off (`media`).
+    Media(MediaState),
 }
 
 /// A simulated participant in a room: its media runs on a driver, its signalling in a task.
@@ -388,6 +390,11 @@ async fn run_signal(
                     // Hold the socket open and say nothing until the server drops it.
                     while signal.recv().await.is_ok() {}
                     break;
+                }
+                Some(PeerControl::Media(m)) => {
+                    if signal.send(&ClientMsg::Media(m)).await.is_err() {
+                        break;
+                    }
                 }
             },
         }

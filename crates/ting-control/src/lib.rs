@@ -32,4 +32,6 @@ pub use rooms::{
     JoinError, JoinRequest, Joined, LeaveReason, LiveRoom, MediaState, MeetingId, Now, Participant,
     ParticipantId, RoomSettings, Rooms, RoomsConfig, Source, utc,
 };
-pub use tokens::{Claims, KeyError, MAX_TOKEN_BYTES, MIN_SECRET_BYTES, TokenError, TokenKeys};
+pub use tokens::{
+    Claims, KeyError, LEEWAY_SECS, MAX_TOKEN_BYTES, MIN_SECRET_BYTES, TokenError, TokenKeys,
+};
