@@ -1,5 +1,7 @@
 //! A meeting logged at `trace`, with recognisable names: the log holds no display name, no
 //! e-mail-like name, no client address and no ICE credential, and neither does `/metrics`.
+//! The control plane too: room names, token subjects, tokens, passcodes, chat and the API key
+//! stay out of the log (the audit events name rooms by a tag).
 
 mod common;
 
@@ -33,11 +35,152 @@ fn sdp_attr(sdp: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one logger of this test binary, at `trace`, capturing everything.
+fn capture() -> Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let sink = log.clone();
+        ting_server::logging::init("trace", move || sink.clone(), false).expect("logger");
+        log
+    })
+    .clone()
+}
+
+fn assert_absent(text: &str, metrics: &str, needle: &str) {
+    assert!(
+        !text.contains(needle),
+        "the log holds {needle:?}:\n{}",
+        text.lines()
+            .filter(|l| l.contains(needle))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!metrics.contains(needle), "/metrics holds {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_at_trace_level_logs_no_names_rooms_tokens_or_chat() {
+    let log = capture();
+    const KEY: &str = "privacy-api-key-0123456789abcdef0123";
+    const SECRET: &str = "privacy-token-secret-0123456789abcde";
+    let server = start_server(&[
+        ("rooms.open", "false"),
+        ("api.key", KEY),
+        ("tokens.secret", SECRET),
+    ])
+    .await;
+    let room = "lindqvist-custody-hearing";
+    let body = format!(r#"{{"name":"{room}","passcode":"pass-9341","lobby":true}}"#);
+    let (status, _) = server
+        .api("POST", "/v1/rooms", Some(KEY), Some(&body))
+        .await;
+    assert_eq!(status, 201);
+    let mut tokens = Vec::new();
+    for (role, name, subject) in [
+        ("host", "Astrid Lindqvist", "emp-astrid-77"),
+        ("guest", "Pekka Järvinen", "pekka.jarvinen@kommun.example"),
+    ] {
+        let body = format!(r#"{{"role":"{role}","name":"{name}","subject":"{subject}"}}"#);
+        let (status, t) = server
+            .api(
+                "POST",
+                &format!("/v1/rooms/{room}/tokens"),
+                Some(KEY),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, 201, "{t}");
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        tokens.push(v["token"].as_str().unwrap().to_owned());
+    }
+    let mut host = Signal::connect(&server.ws_url).await.unwrap();
+    host.join_with(room, "x", Some(&tokens[0])).await.unwrap();
+    let mut guest = Signal::connect(&server.ws_url).await.unwrap();
+    // A wrong passcode, then the right one; the guest waits, is admitted, chats.
+    for pass in ["wrong-pass-5512", "pass-9341"] {
+        guest
+            .send(&ting_proto::ClientMsg::Join(ting_proto::Join {
+                protocol: ting_proto::PROTOCOL_VERSION,
+                room: room.into(),
+                name: "x".into(),
+                token: Some(tokens[1].clone()),
+                passcode: Some(pass.into()),
+            }))
+            .await
+            .unwrap();
+    }
+    let waiting = guest
+        .recv_until(Duration::from_secs(5), |m| match m {
+            ting_proto::ServerMsg::Waiting { participant, .. } => Some(participant.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    host.send(&ting_proto::ClientMsg::Admit {
+        participant: Some(waiting),
+    })
+    .await
+    .unwrap();
+    guest
+        .recv_until(Duration::from_secs(5), |m| {
+            matches!(m, ting_proto::ServerMsg::Welcome(_)).then_some(())
+        })
+        .await
+        .unwrap();
+    guest
+        .send(&ting_proto::ClientMsg::Chat(ting_proto::ChatSend {
+            text: "the case number is 4471-XK".into(),
+            to: None,
+        }))
+        .await
+        .unwrap();
+    host.recv_until(Duration::from_secs(5), |m| {
+        matches!(m, ting_proto::ServerMsg::Chat(_)).then_some(())
+    })
+    .await
+    .unwrap();
+    // A refused join with a junk token and a bogus room name.
+    let mut junk = Signal::connect(&server.ws_url).await.unwrap();
+    let _ = junk
+        .join_with("Mr-Smith-secret", "Eve", Some("eyJ.junk-token-7781.x"))
+        .await;
+    let metrics = server.get("/metrics").await.1;
+    drop((host, guest, junk));
+    server.stop().await;
+
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("ting::audit"),
+        "the audit events are in the log"
+    );
+    for needle in [
+        room,
+        "lindqvist",
+        "Lindqvist",
+        "Järvinen",
+        "emp-astrid-77",
+        "kommun.example",
+        "pass-9341",
+        "wrong-pass-5512",
+        "4471-XK",
+        "Mr-Smith-secret",
+        "junk-token-7781",
+        KEY,
+        SECRET,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(tokens.iter().flat_map(|t| t.split('.').map(str::to_owned)))
+    {
+        assert_absent(&text, &metrics, &needle);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meeting_at_trace_level_logs_no_names_addresses_or_credentials() {
-    let log = Captured::default();
-    let sink = log.clone();
-    ting_server::logging::init("trace", move || sink.clone(), false).expect("logger");
+    let log = capture();
 
     let server = start_server(&[]).await;
     let names = [

@@ -147,6 +147,7 @@ pub struct Conductor {
     store: Store,
     /// Where join links point: `http.public_url`, or this server's own address.
     base_url: String,
+    audit_key: AuditKey,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -339,6 +340,7 @@ impl Conductor {
         keys: TokenKeys,
         store: Store,
         base_url: String,
+        audit_key: AuditKey,
         seed: u64,
     ) -> Conductor {
         let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
@@ -375,6 +377,7 @@ impl Conductor {
             passcode_buckets: HashMap::new(),
             store,
             base_url,
+            audit_key,
         }
     }
 
@@ -605,7 +608,7 @@ impl Conductor {
                 let (code, label) = join_error(&e);
                 self.refused(label);
                 let room = RoomName::parse(&join.room).ok();
-                audit("refused", None, room.as_ref().map(RoomName::as_str), label);
+                audit(&self.audit_key, "refused", None, room.as_ref(), label);
                 ErrorMsg {
                     code,
                     message: sentence(e.to_string()),
@@ -647,7 +650,7 @@ impl Conductor {
             self.metrics.control.joins.fetch_add(1, Relaxed);
             Ok((pid, ServerMsg::Welcome(self.welcome(pid))))
         } else {
-            audit("waiting", Some(pid), Some(room.as_str()), "lobby");
+            audit(&self.audit_key, "waiting", Some(pid), Some(&room), "lobby");
             Ok((
                 pid,
                 ServerMsg::Waiting {
@@ -731,13 +734,19 @@ impl Conductor {
             Ok(CommandOk::Done) => {
                 if let Some(action) = label {
                     self.metrics.control.count("moderation", action);
-                    audit(action, Some(pid), None, "by participant");
+                    audit(&self.audit_key, action, Some(pid), None, "by participant");
                 }
                 Ok(None)
             }
             Ok(CommandOk::Invite(t)) => {
                 self.metrics.control.count("moderation", "invite");
-                audit("invite", Some(pid), Some(t.room.as_str()), t.role.as_str());
+                audit(
+                    &self.audit_key,
+                    "invite",
+                    Some(pid),
+                    Some(&t.room),
+                    t.role.as_str(),
+                );
                 Ok(Some(ServerMsg::Invite(ting_proto::InviteLink {
                     link: format!("/m/{}?t={}", t.room, t.token),
                     token: t.token,
@@ -1022,9 +1031,10 @@ impl Conductor {
             match ev {
                 ControlEvent::RoomOpened { room, meeting } => {
                     audit(
+                        &self.audit_key,
                         "meeting_started",
                         None,
-                        Some(room.as_str()),
+                        Some(&room),
                         &meeting.to_string(),
                     );
                 }
@@ -1042,9 +1052,10 @@ impl Conductor {
                     };
                     let role = p.role;
                     audit(
+                        &self.audit_key,
                         "joined",
                         Some(participant),
-                        Some(room.as_str()),
+                        Some(&room),
                         role.as_str(),
                     );
                     // Someone let in from the lobby gets their welcome now.
@@ -1089,9 +1100,10 @@ impl Conductor {
                     role,
                 } => {
                     audit(
+                        &self.audit_key,
                         "role_changed",
                         Some(participant),
-                        Some(room.as_str()),
+                        Some(&room),
                         role.as_str(),
                     );
                     let msg = ServerMsg::RoleChanged {
@@ -1135,7 +1147,13 @@ impl Conductor {
                     self.tell_room(&room, None, &msg);
                 }
                 ControlEvent::RoomUpdated { room } => {
-                    audit("room_updated", None, Some(room.as_str()), "settings");
+                    audit(
+                        &self.audit_key,
+                        "room_updated",
+                        None,
+                        Some(&room),
+                        "settings",
+                    );
                     let msg = ServerMsg::RoomUpdated {
                         room: self.room_state(&room),
                     };
@@ -1217,9 +1235,10 @@ impl Conductor {
                         _ => "left",
                     };
                     audit(
+                        &self.audit_key,
                         event,
                         Some(participant),
-                        Some(room.as_str()),
+                        Some(&room),
                         &format!("{reason:?}"),
                     );
                     if admitted {
@@ -1232,9 +1251,10 @@ impl Conductor {
                 }
                 ControlEvent::RoomClosed { room, meeting } => {
                     audit(
+                        &self.audit_key,
                         "meeting_over",
                         None,
-                        Some(room.as_str()),
+                        Some(&room),
                         &meeting.to_string(),
                     );
                     if let Some(key) = self.keys.remove(&room) {
@@ -1427,7 +1447,7 @@ impl Conductor {
                 self.rooms
                     .define_room(room.clone(), settings)
                     .map_err(api_error)?;
-                audit("room_created", None, Some(room.as_str()), "api");
+                audit(&self.audit_key, "room_created", None, Some(&room), "api");
                 Ok(ApiReply::Room {
                     info: self.room_info(&room),
                     created: true,
@@ -1463,7 +1483,7 @@ impl Conductor {
                     s.allow_unmute = v;
                 }
                 self.rooms.update_room(&room, s).map_err(api_error)?;
-                audit("room_updated", None, Some(room.as_str()), "api");
+                audit(&self.audit_key, "room_updated", None, Some(&room), "api");
                 Ok(ApiReply::Room {
                     info: self.room_info(&room),
                     created: false,
@@ -1472,7 +1492,7 @@ impl Conductor {
             }
             ApiRequest::Delete(room) => {
                 self.rooms.delete_room(&room, now.at).map_err(api_error)?;
-                audit("room_deleted", None, Some(room.as_str()), "api");
+                audit(&self.audit_key, "room_deleted", None, Some(&room), "api");
                 Ok(ApiReply::Done {
                     saved: Some(self.store.delete_room(room.to_string())),
                 })
@@ -1503,7 +1523,13 @@ impl Conductor {
                         now,
                     )
                     .map_err(api_error)?;
-                audit("token_issued", None, Some(room.as_str()), role.as_str());
+                audit(
+                    &self.audit_key,
+                    "token_issued",
+                    None,
+                    Some(&room),
+                    role.as_str(),
+                );
                 Ok(ApiReply::Token(ting_proto::api::TokenResponse {
                     link: format!("{}/m/{}?t={}", self.base_url, room, issued.token),
                     token: issued.token,
@@ -1535,20 +1561,20 @@ impl Conductor {
             ApiRequest::Remove(room, pid) => {
                 self.rooms.api_remove(&room, pid).map_err(api_error)?;
                 self.metrics.control.count("moderation", "remove");
-                audit("remove", Some(pid), Some(room.as_str()), "api");
+                audit(&self.audit_key, "remove", Some(pid), Some(&room), "api");
                 Ok(ApiReply::Done { saved: None })
             }
             ApiRequest::Lock(room, locked) => {
                 self.rooms.api_lock(&room, locked).map_err(api_error)?;
                 let action = if locked { "lock" } else { "unlock" };
                 self.metrics.control.count("moderation", action);
-                audit(action, None, Some(room.as_str()), "api");
+                audit(&self.audit_key, action, None, Some(&room), "api");
                 Ok(ApiReply::Done { saved: None })
             }
             ApiRequest::End(room) => {
                 self.rooms.api_end(&room, now.at).map_err(api_error)?;
                 self.metrics.control.count("moderation", "end_meeting");
-                audit("end_meeting", None, Some(room.as_str()), "api");
+                audit(&self.audit_key, "end_meeting", None, Some(&room), "api");
                 Ok(ApiReply::Done { saved: None })
             }
         }
@@ -1625,24 +1651,55 @@ fn command_label(cmd: &Command) -> Option<&'static str> {
     })
 }
 
+/// The key that turns room names into stable pseudonyms for the audit log: a room's name
+/// may itself say who meets ("lindqvist-custody"), so the log carries a tag instead. The
+/// same name gives the same tag as long as `tokens.secret` stays the same, so an auditor
+/// who knows a room's name can find its events (`ting --audit-tag <room>`) and nobody
+/// reading the log alone can learn the name.
+#[derive(Debug)]
+pub struct AuditKey(aws_lc_rs::hmac::Key);
+
+impl AuditKey {
+    /// Derived from the token secret (or any secret bytes).
+    pub fn new(secret: &[u8]) -> AuditKey {
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"ting audit room tags");
+        let derived = aws_lc_rs::hmac::sign(&k, secret);
+        AuditKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        ))
+    }
+
+    /// The room's tag: 12 hex digits of HMAC-SHA256(key, name).
+    pub fn room_tag(&self, room: &RoomName) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.0, room.as_str().as_bytes());
+        tag.as_ref()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// A security event, as a structured `tracing` event under the `ting::audit` target:
-/// pseudonymous participant ids and room names only, never display names or addresses.
-fn audit(event: &str, participant: Option<ParticipantId>, room: Option<&str>, detail: &str) {
+/// pseudonymous participant ids and room tags only, never display names, room names or
+/// addresses.
+fn audit(
+    key: &AuditKey,
+    event: &str,
+    participant: Option<ParticipantId>,
+    room: Option<&RoomName>,
+    detail: &str,
+) {
+    let room = room.map(|r| key.room_tag(r)).unwrap_or_default();
     match participant {
         Some(p) => info!(
             target: "ting::audit",
             event,
             participant = %p,
-            room = room.unwrap_or(""),
+            room,
             detail,
             "audit"
         ),
-        None => info!(
-            target: "ting::audit",
-            event,
-            room = room.unwrap_or(""),
-            detail,
-            "audit"
-        ),
+        None => info!(target: "ting::audit", event, room, detail, "audit"),
     }
 }

@@ -130,7 +130,7 @@ pub struct Server {
     worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
     metrics: Arc<Metrics>,
     factory: setup::PeerFactory,
-    keys: Option<ting_control::TokenKeys>,
+    keys: Option<(ting_control::TokenKeys, conductor::AuditKey)>,
     api_key: Option<String>,
     store: store::Store,
     stored_rooms: Vec<store::RoomRow>,
@@ -256,17 +256,22 @@ impl Server {
         let (setup_tx, setup_thread) =
             setup::spawn(self.factory.clone(), built_tx).map_err(ServerError::Workers)?;
         let base_url = self.config.public_url(self.local_addr());
+        let (keys, audit_key) = self.keys.take().unwrap_or_else(|| {
+            (
+                ting_control::TokenKeys::none(),
+                conductor::AuditKey::new(&rand::random::<[u8; 32]>()),
+            )
+        });
         let mut conductor = Conductor::new(
             self.config.clone(),
             self.workers.clone(),
             self.metrics.clone(),
             ready.clone(),
             setup_tx,
-            self.keys
-                .take()
-                .unwrap_or_else(ting_control::TokenKeys::none),
+            keys,
             self.store.clone(),
             base_url,
+            audit_key,
             seed,
         );
         for row in std::mem::take(&mut self.stored_rooms) {
@@ -375,8 +380,10 @@ impl Server {
 }
 
 /// The keys join tokens are checked with: the configured secret (or a random one for this
-/// run), and the configured public keys.
-fn token_keys(config: &Config) -> Result<ting_control::TokenKeys, ServerError> {
+/// run), and the configured public keys; and the audit log's room-tag key, from the secret.
+fn token_keys(
+    config: &Config,
+) -> Result<(ting_control::TokenKeys, conductor::AuditKey), ServerError> {
     let secret = match config.token_secret()? {
         Some(s) => s.into_bytes(),
         None => {
@@ -389,6 +396,7 @@ fn token_keys(config: &Config) -> Result<ting_control::TokenKeys, ServerError> {
             b
         }
     };
+    let audit = conductor::AuditKey::new(&secret);
     let mut keys = ting_control::TokenKeys::none()
         .with_secret(&secret)
         .map_err(|e| ServerError::Tokens {
@@ -407,7 +415,7 @@ fn token_keys(config: &Config) -> Result<ting_control::TokenKeys, ServerError> {
                 reason: e.to_string(),
             })?;
     }
-    Ok(keys)
+    Ok((keys, audit))
 }
 
 /// A stored room as the control plane takes it.

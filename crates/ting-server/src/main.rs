@@ -22,6 +22,9 @@ struct Cli {
     /// The room whose link is printed at start.
     #[arg(long, default_value = "demo")]
     room: String,
+    /// Print the tag the audit log uses for ROOM (derived from tokens.secret) and exit.
+    #[arg(long, value_name = "ROOM")]
+    audit_tag: Option<String>,
 
     /// http.listen: address and port of the web server.
     #[arg(long, env = "TING_HTTP_LISTEN")]
@@ -292,6 +295,22 @@ fn run() -> anyhow::Result<()> {
         #[allow(clippy::print_stdout)]
         {
             print!("{}", config.to_toml());
+        }
+        return Ok(());
+    }
+    if let Some(room) = &cli.audit_tag {
+        let room = ting_control::RoomName::parse(room)
+            .map_err(|e| anyhow::anyhow!("--audit-tag {room:?}: the room name {e}"))?;
+        let secret = config.token_secret()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "audit tags come from tokens.secret (or tokens.secret_file), which is not set: \
+                 without it each run of ting tags rooms differently"
+            )
+        })?;
+        let tag = ting_server::conductor::AuditKey::new(secret.as_bytes()).room_tag(&room);
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{tag}");
         }
         return Ok(());
     }
