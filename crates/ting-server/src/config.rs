@@ -618,6 +618,39 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_production_config_loads_and_closes_rooms() {
+        let c = Config::from_toml_str(include_str!("../../../config/production.toml")).unwrap();
+        assert!(!c.rooms.open);
+        assert!(!c.tokens.secret_file.is_empty() && !c.api.key_file.is_empty());
+        assert!(!c.store.path.is_empty());
+        // The demo defaults keep open rooms.
+        assert!(Config::default().rooms.open);
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_printed() {
+        let e = Config::from_toml_str("[tokens]\nsecret = \"short\"").unwrap_err();
+        assert!(e.to_string().contains("tokens.secret"), "{e}");
+        assert!(!e.to_string().contains("short"), "{e}");
+        let c = Config::from_toml_str(
+            "[tokens]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [api]\nkey = \"fedcba9876543210fedcba9876543210\"",
+        )
+        .unwrap();
+        let shown = c.to_toml();
+        assert!(!shown.contains("0123456789abcdef") && !shown.contains("fedcba9876543210"));
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let missing = Config::from_toml_str("[tokens]\nsecret_file = \"/nonexistent/ting\"")
+            .unwrap()
+            .token_secret()
+            .unwrap_err();
+        assert!(
+            missing.to_string().contains("tokens.secret_file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn embedded_defaults_load() {
         let c = Config::default();
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
