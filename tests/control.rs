@@ -497,6 +497,11 @@ async fn the_api_manages_rooms_and_tokens_and_refuses_clearly() {
         "not_found",
         None,
     );
+    // Its old tokens do not open a room of that name, even after a restart.
+    let mut old = connect(&s).await;
+    send_join(&mut old, "board", "x", Some(&host), None).await;
+    let e = expect_error(&mut old, ErrorCode::TokenInvalid).await;
+    assert!(e.message.contains("no longer works"), "{e:?}");
     s.stop().await;
 }
 

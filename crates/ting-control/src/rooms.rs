@@ -224,6 +224,8 @@ pub enum JoinError {
     OutsideSchedule(String),
     #[error("this meeting has ended")]
     MeetingEnded,
+    #[error("this meeting was cancelled; the link no longer works")]
+    RoomDeleted,
 }
 
 /// A participant: admitted to a room, or waiting in its lobby.
@@ -361,6 +363,8 @@ pub enum ApiError {
     RoomExists,
     #[error("nobody with that id is in this room")]
     UnknownParticipant,
+    #[error("no meeting is in progress in this room")]
+    NoMeeting,
     #[error("this server has no token secret (tokens.secret), so it cannot issue tokens")]
     CannotSign,
     #[error("the room's {field} {problem}")]
@@ -446,9 +450,6 @@ struct Room {
     lobby: Vec<ParticipantId>,
     locked: bool,
     hands: Vec<ParticipantId>,
-    /// Wrong passcodes in the current minute.
-    passcode_window: Instant,
-    passcode_wrong: u32,
 }
 
 /// Someone removed from a room: a token subject or token id, until the token expires.
@@ -468,6 +469,11 @@ pub struct Rooms {
     participants: HashMap<ParticipantId, Participant>,
     bans: HashMap<RoomName, Vec<Ban>>,
     ended: HashMap<RoomName, Instant>,
+    /// Wrong passcodes per room in the current minute.
+    passcode_attempts: HashMap<RoomName, (Instant, u32)>,
+    /// Rooms deleted through the API, and when (Unix seconds): tokens issued before then
+    /// no longer open them.
+    deleted: HashMap<RoomName, u64>,
     events: VecDeque<ControlEvent>,
     rng: StdRng,
     /// When the next participant may time out; recomputed at each timeout.
@@ -496,6 +502,8 @@ impl Rooms {
             participants: HashMap::new(),
             bans: HashMap::new(),
             ended: HashMap::new(),
+            passcode_attempts: HashMap::new(),
+            deleted: HashMap::new(),
             events: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             next_check: None,
@@ -536,6 +544,11 @@ impl Rooms {
             None if self.config.open_rooms && !self.defined.contains_key(&room) => None,
             None => return Err(JoinError::TokenRequired),
         };
+        if let (Some(c), Some(&at)) = (&claims, self.deleted.get(&room))
+            && c.iat.is_none_or(|iat| iat <= at)
+        {
+            return Err(JoinError::RoomDeleted);
+        }
         let typed = claims
             .as_ref()
             .and_then(|c| c.name.as_deref())
@@ -581,8 +594,14 @@ impl Rooms {
                 self.config.early_join.as_secs() / 60
             )));
         }
-        if let Some(at) = self.ended.get(&room).copied() {
-            if privileged || now.at.saturating_duration_since(at) >= self.config.ended_hold {
+        let hold = self.config.ended_hold;
+        self.ended
+            .retain(|_, at| now.at.saturating_duration_since(*at) < hold);
+        // Only a token makes someone a moderator for this: the tokenless host of an open
+        // room would otherwise reopen what a moderator just ended.
+        let moderator_by_token = claims.as_ref().is_some_and(|c| c.role.is_moderator());
+        if self.ended.contains_key(&room) {
+            if moderator_by_token {
                 self.ended.remove(&room);
             } else {
                 return Err(JoinError::MeetingEnded);
@@ -624,8 +643,6 @@ impl Rooms {
                     lobby: Vec::new(),
                     locked: false,
                     hands: Vec::new(),
-                    passcode_window: now.at,
-                    passcode_wrong: 0,
                 },
             );
             self.events.push_back(ControlEvent::RoomOpened {
@@ -689,23 +706,23 @@ impl Rooms {
         now: Instant,
     ) -> Result<(), JoinError> {
         let limit = self.config.passcode_attempts_per_minute;
-        if let Some(r) = self.rooms.get_mut(room) {
-            if now.saturating_duration_since(r.passcode_window) >= Duration::from_secs(60) {
-                r.passcode_window = now;
-                r.passcode_wrong = 0;
-            }
-            if r.passcode_wrong >= limit {
-                return Err(JoinError::PasscodeAttempts);
-            }
+        // Counted per room whether or not a meeting is in progress. Only rooms defined
+        // through the API have passcodes, so the table is as small as their number.
+        let (window, wrong) = self
+            .passcode_attempts
+            .entry(room.clone())
+            .or_insert((now, 0));
+        if now.saturating_duration_since(*window) >= Duration::from_secs(60) {
+            *window = now;
+            *wrong = 0;
+        }
+        if *wrong >= limit {
+            return Err(JoinError::PasscodeAttempts);
         }
         if passcode.matches(attempt) {
             return Ok(());
         }
-        // Wrong guesses at a room nobody is in yet are counted once it opens; until then
-        // the per-address limit of the server holds them.
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.passcode_wrong += 1;
-        }
+        *wrong += 1;
         Err(JoinError::WrongPasscode)
     }
 
@@ -1177,7 +1194,7 @@ impl Rooms {
         let Some(t) = self.participants.get(&target) else {
             return;
         };
-        let until = t.token_exp + LEEWAY_SECS;
+        let until = t.token_exp.saturating_add(LEEWAY_SECS);
         let bans = self.bans.entry(t.room.clone()).or_default();
         for key in &t.ban_keys {
             bans.push(Ban {
@@ -1386,13 +1403,27 @@ impl Rooms {
         Ok(())
     }
 
-    /// Forgets a room's definition, ending its meeting if one is in progress.
-    pub fn delete_room(&mut self, room: &RoomName, now: Instant) -> Result<(), ApiError> {
+    /// Forgets a room's definition, ending its meeting if one is in progress. Tokens issued
+    /// for it before now no longer open it (see [`Rooms::load_deleted`]).
+    pub fn delete_room(&mut self, room: &RoomName, now: Now) -> Result<(), ApiError> {
         self.defined.remove(room).ok_or(ApiError::UnknownRoom)?;
-        self.end_live(room, now);
+        self.end_live(room, now.at);
         self.ended.remove(room);
-        self.bans.remove(room);
+        self.passcode_attempts.remove(room);
+        self.deleted.insert(room.clone(), now.unix_secs());
         Ok(())
+    }
+
+    /// A room deleted at `deleted_at` (Unix seconds), as kept in storage: tokens issued for
+    /// it up to then, or without an issue time, are refused.
+    pub fn load_deleted(&mut self, room: RoomName, deleted_at: u64) {
+        let at = self.deleted.entry(room).or_insert(deleted_at);
+        *at = (*at).max(deleted_at);
+    }
+
+    /// Whether a room of this name was deleted (its old tokens are refused).
+    pub fn deleted_at(&self, room: &RoomName) -> Option<u64> {
+        self.deleted.get(room).copied()
     }
 
     fn known(&self, room: &RoomName) -> Result<(), ApiError> {
@@ -1403,8 +1434,12 @@ impl Rooms {
         }
     }
 
+    /// Locks or unlocks the meeting in progress (a lock lasts as long as its meeting).
     pub fn api_lock(&mut self, room: &RoomName, locked: bool) -> Result<(), ApiError> {
         self.known(room)?;
+        if !self.rooms.contains_key(room) {
+            return Err(ApiError::NoMeeting);
+        }
         self.set_locked_live(room, locked);
         Ok(())
     }
@@ -1421,6 +1456,9 @@ impl Rooms {
 
     pub fn api_end(&mut self, room: &RoomName, now: Instant) -> Result<(), ApiError> {
         self.known(room)?;
+        if !self.rooms.contains_key(room) {
+            return Err(ApiError::NoMeeting);
+        }
         self.end_live(room, now);
         Ok(())
     }
@@ -1486,10 +1524,14 @@ fn check_settings(s: &RoomSettings, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What keeps a removed person's token out: its subject, its id, and its signature (which
-/// tells one token from every other even without an id).
+/// What keeps a removed person's token out: its subject, its id, and a hash of what it signs
+/// (header and claims), which tells one token from every other even without an id. Not the
+/// signature: an ECDSA signature has a second valid form the holder could switch to.
 fn ban_keys(c: &Claims, token: &str) -> Vec<String> {
-    let mut keys = vec![format!("sig:{}", token.rsplit('.').next().unwrap_or(token))];
+    let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signed.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let mut keys = vec![format!("token:{hex}")];
     if let Some(s) = &c.sub {
         keys.push(format!("sub:{s}"));
     }

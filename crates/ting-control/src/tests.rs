@@ -724,6 +724,57 @@ fn capacity_counts_the_meeting_and_the_lobby() {
 }
 
 #[test]
+fn an_open_room_host_cannot_reopen_an_ended_meeting_nor_a_far_future_token_overflow() {
+    let mut w = World::open();
+    let host = w.join("demo", "H", None).unwrap().participant();
+    w.cmd(host, Command::EndMeeting).unwrap();
+    // The next tokenless person would be host of the empty room; the hold still applies.
+    assert_eq!(
+        w.join("demo", "H2", None).unwrap_err(),
+        JoinError::MeetingEnded
+    );
+    w.advance(Duration::from_secs(10 * 60));
+    assert!(w.join("demo", "H2", None).is_ok());
+    // A token that never expires, removed: no overflow, and it stays out.
+    let mut w = World::closed();
+    let host = w.member("r", Role::Host, "h");
+    let forever = w.token_with("r", Role::Participant, "f", |c| c.exp = u64::MAX);
+    let f = w.join("r", "F", Some(&forever)).unwrap().participant();
+    w.cmd(host, Command::Remove(f)).unwrap();
+    assert_eq!(
+        w.join("r", "F", Some(&forever)).unwrap_err(),
+        JoinError::Removed
+    );
+}
+
+#[test]
+fn wrong_passcodes_count_before_anyone_is_in() {
+    let mut w = World::new(RoomsConfig {
+        passcode_attempts_per_minute: 2,
+        ..RoomsConfig::default()
+    });
+    w.define(
+        "r",
+        RoomSettings {
+            passcode: Some(Passcode::new("4711", [1; 16]).unwrap()),
+            ..RoomSettings::default()
+        },
+    );
+    let t = w.token("r", Role::Guest, "g");
+    for _ in 0..2 {
+        assert_eq!(
+            w.join_with("r", "G", Some(&t), Some("0000")).unwrap_err(),
+            JoinError::WrongPasscode
+        );
+    }
+    assert_eq!(w.rooms.room_count(), 0, "nobody is in");
+    assert_eq!(
+        w.join_with("r", "G", Some(&t), Some("4711")).unwrap_err(),
+        JoinError::PasscodeAttempts
+    );
+}
+
+#[test]
 fn hands_queue_in_order() {
     let mut w = World::closed();
     let host = w.member("r", Role::Host, "h");
@@ -952,10 +1003,35 @@ fn the_api_manages_rooms_and_tokens() {
             .contains(&ControlEvent::RoomUpdated { room: r.clone() })
     );
     // Deleting a room ends its meeting.
-    w.rooms.delete_room(&r, now.at).unwrap();
+    w.rooms.delete_room(&r, now).unwrap();
     assert!(w.rooms.participant(host).is_none());
     assert!(!w.rooms.is_defined(&r));
-    assert_eq!(w.rooms.delete_room(&r, now.at), Err(ApiError::UnknownRoom));
+    assert_eq!(w.rooms.delete_room(&r, now), Err(ApiError::UnknownRoom));
+    // Its old tokens no longer open it, not even as an undefined room; new ones do.
+    assert_eq!(
+        w.join("board", "", Some(&issued.token)).unwrap_err(),
+        JoinError::RoomDeleted
+    );
+    let no_iat = w.token("board", Role::Participant, "p");
+    assert_eq!(
+        w.join("board", "P", Some(&no_iat)).unwrap_err(),
+        JoinError::RoomDeleted
+    );
+    w.advance(Duration::from_secs(5));
+    let fresh = w.token_with("board", Role::Participant, "p", |c| {
+        c.iat = Some(T0_UNIX + 5)
+    });
+    assert!(w.join("board", "P", Some(&fresh)).is_ok());
+    // Locking or ending needs a meeting in progress.
+    w.define("quiet", RoomSettings::default());
+    assert_eq!(
+        w.rooms.api_lock(&room("quiet"), true),
+        Err(ApiError::NoMeeting)
+    );
+    assert_eq!(
+        w.rooms.api_end(&room("quiet"), w.now().at),
+        Err(ApiError::NoMeeting)
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::{MediaState, Role};
 
 /// `POST /v1/rooms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoom {
     /// 1 to 64 of `a-z A-Z 0-9 - _`: the `<room>` of `/m/<room>`.
@@ -32,7 +32,7 @@ pub struct CreateRoom {
 }
 
 /// `PATCH /v1/rooms/{room}`: only the fields given change; `null` clears an optional one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoom {
     #[serde(default, deserialize_with = "some")]
@@ -49,6 +49,29 @@ pub struct UpdateRoom {
     pub e2ee_required: Option<bool>,
     #[serde(default)]
     pub allow_unmute: Option<bool>,
+}
+
+impl std::fmt::Debug for CreateRoom {
+    /// Without the passcode.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateRoom")
+            .field("name", &self.name)
+            .field("has_passcode", &self.passcode.is_some())
+            .field("lobby", &self.lobby)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UpdateRoom {
+    /// Without the passcode.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateRoom")
+            .field("passcode_changed", &self.passcode.is_some())
+            .field("lobby", &self.lobby)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A present field (even `null`) is `Some`; an absent one stays `None` by `default`.

@@ -181,7 +181,7 @@ pub struct RoomState {
 }
 
 /// Enter a room.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Join {
     /// The protocol version the client speaks.
     pub protocol: u32,
@@ -197,6 +197,18 @@ pub struct Join {
     /// The room's passcode, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passcode: Option<String>,
+}
+
+impl fmt::Debug for Join {
+    /// Without the name, token or passcode: a stray `{:?}` must not put them in a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Join")
+            .field("protocol", &self.protocol)
+            .field("room_len", &self.room.len())
+            .field("has_token", &self.token.is_some())
+            .field("has_passcode", &self.passcode.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The client's SDP offer, and what its m-lines are for.

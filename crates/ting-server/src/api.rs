@@ -142,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/rooms/{room}/meetings", get(meetings))
         .route("/v1/rooms/{room}/meetings/{meeting}/chat", get(export_chat))
         .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
@@ -157,6 +158,14 @@ async fn openapi() -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+async fn wrong_method() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; see /v1/openapi.json",
+    )
 }
 
 async fn unknown_route() -> ApiFailure {
@@ -187,9 +196,17 @@ async fn authenticate(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), key.as_bytes()).is_err()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, k)| k.trim());
+    // Digests of equal length, compared in constant time: neither the key nor its length
+    // shows in how long a wrong guess takes.
+    let digest = |b: &str| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b.as_bytes());
+    if aws_lc_rs::constant_time::verify_slices_are_equal(
+        digest(given).as_ref(),
+        digest(key).as_ref(),
+    )
+    .is_err()
     {
         metrics.count("api", "unauthorized");
         let mut r = ApiFailure::new(
@@ -214,6 +231,24 @@ async fn authenticate(
         },
     );
     r
+}
+
+/// A request body, or a JSON error when it is larger than [`MAX_BODY`] or unreadable.
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+fn read(body: Body) -> Result<Bytes, ApiFailure> {
+    body.map_err(|e| {
+        let status = e.status();
+        ApiFailure::new(
+            status,
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "invalid"
+            },
+            format!("the request body could not be read: {e} (at most {MAX_BODY} bytes)"),
+        )
+    })
 }
 
 /// Parses a JSON body, naming the field at fault.
@@ -241,6 +276,9 @@ fn room_name(s: &str) -> Result<RoomName, ApiFailure> {
     RoomName::parse(s).map_err(|e| ApiFailure::invalid("room", format!("the room name {e}")))
 }
 
+/// How long an API call waits for the conductor, and for the database.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn ask(state: &AppState, req: ApiRequest) -> Result<ApiReply, ApiFailure> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || {
@@ -250,28 +288,53 @@ async fn ask(state: &AppState, req: ApiRequest) -> Result<ApiReply, ApiFailure> 
             "the server is shutting down",
         )
     };
-    state
-        .conductor
-        .send(ConductorCmd::Api { req, reply: tx })
-        .await
-        .map_err(|_| unavailable())?;
-    rx.await.map_err(|_| unavailable())?
+    let send = state.conductor.send(ConductorCmd::Api { req, reply: tx });
+    match tokio::time::timeout(ANSWER_TIMEOUT, send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(unavailable()),
+        Err(_) => return Err(busy()),
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        // Taken, then dropped unanswered: handling it failed inside the server.
+        Ok(Err(_)) if state.ready.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(ApiFailure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server failed while handling this call (see its log); nothing may have changed",
+            ))
+        }
+        Ok(Err(_)) => Err(unavailable()),
+        Err(_) => Err(busy()),
+    }
+}
+
+fn busy() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the server did not answer within 10 s; try again",
+    )
 }
 
 /// Waits for a change to reach the database.
 async fn saved(saved: Saved) -> Result<(), ApiFailure> {
     let Some(rx) = saved else { return Ok(()) };
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiFailure::new(
+    let failed = |why: String| {
+        ApiFailure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage",
-            format!("the change is in effect but could not be saved to the database: {e}"),
+            format!("the change is in effect but {why}"),
+        )
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(failed(format!("could not be saved to the database: {e}"))),
+        Ok(Err(_)) => Err(failed(
+            "the database thread stopped before saving it".into(),
         )),
-        Err(_) => Err(ApiFailure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage",
-            "the change is in effect but the database thread stopped before saving it",
+        Err(_) => Err(failed(
+            "the database did not confirm saving it within 10 s (it may yet)".into(),
         )),
     }
 }
@@ -308,8 +371,8 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Response {
     reply(ask(&state, ApiRequest::List).await).await
 }
 
-async fn create_room(State(state): State<Arc<AppState>>, bytes: Bytes) -> Response {
-    let req = match body::<CreateRoom>(&bytes) {
+async fn create_room(State(state): State<Arc<AppState>>, bytes: Body) -> Response {
+    let req = match read(bytes).and_then(|b| body::<CreateRoom>(&b)) {
         Ok(b) => b,
         Err(f) => return f.into_response(),
     };
@@ -326,9 +389,9 @@ async fn get_room(State(state): State<Arc<AppState>>, Path(room): Path<String>) 
 async fn update_room(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
-    let r = room_name(&room).and_then(|r| Ok((r, body::<UpdateRoom>(&bytes)?)));
+    let r = room_name(&room).and_then(|r| Ok((r, body::<UpdateRoom>(&read(bytes)?)?)));
     match r {
         Ok((r, u)) => reply(ask(&state, ApiRequest::Update(r, u)).await).await,
         Err(f) => f.into_response(),
@@ -345,8 +408,12 @@ async fn delete_room(State(state): State<Arc<AppState>>, Path(room): Path<String
 async fn issue_token(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
+    let bytes = match read(bytes) {
+        Ok(b) => b,
+        Err(f) => return f.into_response(),
+    };
     // An empty body asks for the defaults.
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")

@@ -264,6 +264,7 @@ fn join_error(e: &JoinError) -> (ErrorCode, &'static str) {
         JoinError::PasscodeAttempts => (ErrorCode::RateLimited, "passcode_attempts"),
         JoinError::OutsideSchedule(_) => (ErrorCode::OutsideSchedule, "outside_schedule"),
         JoinError::MeetingEnded => (ErrorCode::MeetingEnded, "meeting_ended"),
+        JoinError::RoomDeleted => (ErrorCode::TokenInvalid, "room_deleted"),
     }
 }
 
@@ -1178,8 +1179,8 @@ impl Conductor {
                             self.tell_room(&chat.room, None, &msg);
                         }
                     }
-                    if self.config.chat.archive {
-                        self.store.archive(ChatRow {
+                    if self.config.chat.archive
+                        && !self.store.archive(ChatRow {
                             room: chat.room.to_string(),
                             meeting: chat.meeting.to_string(),
                             at_ms: chat.at_ms,
@@ -1187,7 +1188,9 @@ impl Conductor {
                             name: chat.name.expose().to_owned(),
                             to: chat.to.map(|t| t.to_string()),
                             text: chat.text,
-                        });
+                        })
+                    {
+                        self.metrics.control.count("chat", "not_archived");
                     }
                 }
                 ControlEvent::Left {
@@ -1354,7 +1357,7 @@ impl Conductor {
     /// connection ends.
     fn shut_down(&mut self) {
         self.ready.store(false, Relaxed);
-        for (pid, m) in &self.members {
+        for (pid, m) in self.members.iter().filter(|(_, m)| m.admitted) {
             let left = OutMsg::new(&ServerMsg::ParticipantLeft {
                 participant: pref(*pid),
                 reason: ting_proto::LeaveReason::ServerShutdown,
@@ -1395,6 +1398,12 @@ impl Conductor {
             ting_control::ApiError::UnknownParticipant => {
                 ApiFailure::not_found("participant with that id in this room")
             }
+            ting_control::ApiError::NoMeeting => ApiFailure::new(
+                StatusCode::CONFLICT,
+                "no_meeting",
+                "no meeting is in progress in this room; a lock lasts as long as its meeting \
+                 (use the room's lobby or passcode to control who may enter before it starts)",
+            ),
             ting_control::ApiError::RoomExists => ApiFailure::new(
                 StatusCode::CONFLICT,
                 "exists",
@@ -1491,10 +1500,10 @@ impl Conductor {
                 })
             }
             ApiRequest::Delete(room) => {
-                self.rooms.delete_room(&room, now.at).map_err(api_error)?;
+                self.rooms.delete_room(&room, now).map_err(api_error)?;
                 audit(&self.audit_key, "room_deleted", None, Some(&room), "api");
                 Ok(ApiReply::Done {
-                    saved: Some(self.store.delete_room(room.to_string())),
+                    saved: Some(self.store.delete_room(room.to_string(), now.unix_secs())),
                 })
             }
             ApiRequest::Token(room, t) => {

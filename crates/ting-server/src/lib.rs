@@ -75,6 +75,8 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("{key}: {reason}")]
     Tokens { key: String, reason: String },
+    #[error("the database {path} (store.path) holds a room ting cannot use: {reason}")]
+    StoredRoom { path: String, reason: String },
 }
 
 /// What HTTP handlers and sessions share.
@@ -133,7 +135,8 @@ pub struct Server {
     keys: Option<(ting_control::TokenKeys, conductor::AuditKey)>,
     api_key: Option<String>,
     store: store::Store,
-    stored_rooms: Vec<store::RoomRow>,
+    stored_rooms: Vec<(ting_control::RoomName, ting_control::RoomSettings)>,
+    deleted_rooms: Vec<(ting_control::RoomName, u64)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -155,7 +158,29 @@ impl Server {
             .chat
             .archive
             .then(|| std::time::Duration::from_secs(config.chat.retention_days * 86_400));
-        let (store, stored_rooms) = store::Store::open(&config.store.path, retention)?;
+        let (store, loaded) = store::Store::open(&config.store.path, retention)?;
+        let max = config.limits.max_participants_per_room;
+        let stored_rooms = loaded
+            .rooms
+            .into_iter()
+            .map(|row| stored_settings(row, max))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| ServerError::StoredRoom {
+                path: config.store.path.clone(),
+                reason,
+            })?;
+        let deleted_rooms = loaded
+            .deleted
+            .into_iter()
+            .filter_map(|(name, at)| Some((ting_control::RoomName::parse(&name).ok()?, at)))
+            .collect();
+        if config.rooms.open && !config.http.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.http.listen,
+                "rooms.open is on and ting listens beyond loopback: anyone who reaches it can \
+                 open a room and join without a token (see config/production.toml)"
+            );
+        }
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| ServerError::BindHttp {
@@ -219,6 +244,7 @@ impl Server {
             api_key,
             store,
             stored_rooms,
+            deleted_rooms,
         })
     }
 
@@ -274,16 +300,14 @@ impl Server {
             audit_key,
             seed,
         );
-        for row in std::mem::take(&mut self.stored_rooms) {
-            let name = row.name.clone();
-            match stored_settings(row) {
-                Ok((room, settings)) => {
-                    if let Err(e) = conductor.rooms_mut().define_room(room, settings) {
-                        tracing::warn!(room = %name, error = %e, "a stored room was not loaded");
-                    }
-                }
-                Err(e) => tracing::warn!(room = %name, error = %e, "a stored room was not loaded"),
+        for (room, settings) in std::mem::take(&mut self.stored_rooms) {
+            // Checked when loaded in `bind`, and names are unique in the table.
+            if let Err(e) = conductor.rooms_mut().define_room(room, settings) {
+                tracing::error!(error = %e, "a stored room could not be defined");
             }
+        }
+        for (room, at) in std::mem::take(&mut self.deleted_rooms) {
+            conductor.rooms_mut().load_deleted(room, at);
         }
         let http_addr = self.local_addr();
         let worker_events = self.worker_events;
@@ -418,17 +442,21 @@ fn token_keys(
     Ok((keys, audit))
 }
 
-/// A stored room as the control plane takes it.
+/// A stored room as the control plane takes it. A capacity above the server's present
+/// `limits.max_participants_per_room` is lowered to it; anything else unusable is an error
+/// (a room must never come back with fewer protections than it was given).
 fn stored_settings(
     row: store::RoomRow,
+    max: usize,
 ) -> Result<(ting_control::RoomName, ting_control::RoomSettings), String> {
-    let room = ting_control::RoomName::parse(&row.name).map_err(|e| e.to_string())?;
+    let room = ting_control::RoomName::parse(&row.name)
+        .map_err(|e| format!("a room name {e} (the table was changed by hand?)"))?;
     let passcode = row
         .passcode
         .as_deref()
         .map(ting_control::Passcode::from_stored)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("a room's passcode {e}"))?;
     Ok((
         room,
         ting_control::RoomSettings {
@@ -436,7 +464,7 @@ fn stored_settings(
             ends_at: row.ends_at,
             passcode,
             lobby: row.lobby,
-            capacity: row.capacity,
+            capacity: row.capacity.map(|c| c.clamp(1, max)),
             e2ee_required: row.e2ee_required,
             allow_unmute: row.allow_unmute,
         },

@@ -40,7 +40,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX chat_by_meeting ON chat (room, meeting, at_ms);
     CREATE INDEX chat_by_age ON chat (at_ms);",
+    // 2: deleted rooms, whose old tokens stay refused.
+    "CREATE TABLE deleted_rooms (
+        name TEXT PRIMARY KEY NOT NULL,
+        deleted_at INTEGER NOT NULL
+    );",
 ];
+
+/// Jobs waiting for the database at most; beyond, changes are refused with an error and
+/// archive rows are dropped (and counted), rather than memory growing behind a slow disk.
+pub const QUEUE: usize = 4096;
+
+/// How long a deleted room's name is remembered: longer than any token the API issues.
+const TOMBSTONE_SECS: u64 = 366 * 86_400;
 
 /// A room as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +98,7 @@ type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum Job {
     SaveRoom(RoomRow, Reply<()>),
-    DeleteRoom(String, Reply<()>),
+    DeleteRoom(String, u64, Reply<()>),
     Archive(ChatRow),
     Meetings(String, Reply<Vec<MeetingRow>>),
     Export(String, String, Reply<Vec<ChatRow>>),
@@ -97,7 +109,15 @@ enum Job {
 /// The handle to the store's thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
+}
+
+/// What the database held at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub rooms: Vec<RoomRow>,
+    /// Deleted rooms and when (Unix seconds).
+    pub deleted: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for Job {
@@ -117,10 +137,7 @@ pub struct StoreError {
 impl Store {
     /// Opens (or creates) the database, migrates it, and returns the rooms it holds. With
     /// `retention` the chat archive is pruned at start and every hour.
-    pub fn open(
-        path: &str,
-        retention: Option<Duration>,
-    ) -> Result<(Store, Vec<RoomRow>), StoreError> {
+    pub fn open(path: &str, retention: Option<Duration>) -> Result<(Store, Loaded), StoreError> {
         let shown = if path.is_empty() { "(in memory)" } else { path };
         let fail = |reason: String| StoreError {
             path: shown.to_owned(),
@@ -138,6 +155,7 @@ impl Store {
             ))
         })?;
         let rooms = load_rooms(&conn).map_err(|e| fail(format!("cannot be read: {e}")))?;
+        let deleted = load_deleted(&conn).map_err(|e| fail(format!("cannot be read: {e}")))?;
         if let Some(r) = retention {
             match prune(&conn, now_ms().saturating_sub(r.as_millis() as u64)) {
                 Ok(n) if n > 0 => info!(deleted = n, "chat older than its retention deleted"),
@@ -145,39 +163,62 @@ impl Store {
                 Err(e) => return Err(fail(format!("cannot be pruned: {e}"))),
             }
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("ting-store".into())
             .spawn(move || run(conn, rx, retention))
             .map_err(|e| fail(format!("has no thread: {e}")))?;
-        Ok((Store { tx }, rooms))
+        Ok((Store { tx }, Loaded { rooms, deleted }))
+    }
+
+    /// Queues a job without waiting: a full queue is an error, never a wait.
+    fn queue(&self, job: Job) -> Result<(), String> {
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                format!("the database is {QUEUE} writes behind (is the disk slow or full?)")
+            }
+            mpsc::TrySendError::Disconnected(_) => "the database thread stopped".to_owned(),
+        })
     }
 
     async fn ask<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(job(tx))
-            .map_err(|_| "the database thread stopped".to_owned())?;
+        self.queue(job(tx))?;
         rx.await
             .map_err(|_| "the database thread stopped".to_owned())?
     }
 
+    /// A change to be written; the receiver says whether it reached the file.
+    fn change(&self, job: impl FnOnce(Reply<()>) -> Job) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let (err_tx, err_rx) = oneshot::channel();
+        match self.queue(job(tx)) {
+            Ok(()) => rx,
+            Err(e) => {
+                let _ = err_tx.send(Err(e));
+                err_rx
+            }
+        }
+    }
+
     /// Saves a room; the receiver says whether it reached the file.
     pub fn save_room(&self, row: RoomRow) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send(Job::SaveRoom(row, tx));
-        rx
+        self.change(|r| Job::SaveRoom(row, r))
     }
 
-    pub fn delete_room(&self, name: String) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send(Job::DeleteRoom(name, tx));
-        rx
+    /// Deletes a room and remembers its name and `deleted_at` (Unix seconds).
+    pub fn delete_room(
+        &self,
+        name: String,
+        deleted_at: u64,
+    ) -> oneshot::Receiver<Result<(), String>> {
+        self.change(|r| Job::DeleteRoom(name, deleted_at, r))
     }
 
-    /// Archives a chat message (fire and forget; failures are logged and counted).
-    pub fn archive(&self, row: ChatRow) {
-        let _ = self.tx.send(Job::Archive(row));
+    /// Archives a chat message without waiting; false when the queue is full (the message
+    /// is not archived). Write failures are logged.
+    pub fn archive(&self, row: ChatRow) -> bool {
+        self.queue(Job::Archive(row)).is_ok()
     }
 
     pub async fn meetings(&self, room: String) -> Result<Vec<MeetingRow>, String> {
@@ -231,6 +272,17 @@ fn load_rooms(conn: &Connection) -> rusqlite::Result<Vec<RoomRow>> {
             created_at: r.get::<_, i64>(8)? as u64,
         })
     })?;
+    rows.collect()
+}
+
+fn load_deleted(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let cutoff = now_ms() / 1000;
+    conn.execute(
+        "DELETE FROM deleted_rooms WHERE deleted_at < ?1",
+        params![cutoff.saturating_sub(TOMBSTONE_SECS) as i64],
+    )?;
+    let mut stmt = conn.prepare("SELECT name, deleted_at FROM deleted_rooms")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
     rows.collect()
 }
 
@@ -300,11 +352,18 @@ fn handle(conn: &Connection, job: Job) {
                 .map_err(text);
             let _ = reply.send(r);
         }
-        Job::DeleteRoom(name, reply) => {
-            let r = conn
-                .execute("DELETE FROM rooms WHERE name = ?1", params![name])
-                .map(drop)
-                .map_err(text);
+        Job::DeleteRoom(name, at, reply) => {
+            let r = (|| {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute("DELETE FROM rooms WHERE name = ?1", params![name])?;
+                tx.execute(
+                    "INSERT INTO deleted_rooms (name, deleted_at) VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET deleted_at = ?2",
+                    params![name, at as i64],
+                )?;
+                tx.commit()
+            })()
+            .map_err(text);
             let _ = reply.send(r);
         }
         Job::Archive(row) => {
@@ -420,17 +479,22 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let p = path.to_str().unwrap().to_owned();
         {
-            let (store, rooms) = Store::open(&p, None).unwrap();
-            assert!(rooms.is_empty());
+            let (store, loaded) = Store::open(&p, None).unwrap();
+            assert!(loaded.rooms.is_empty());
             store.save_room(row("a")).await.unwrap().unwrap();
             store.save_room(row("b")).await.unwrap().unwrap();
             let mut changed = row("a");
             changed.lobby = false;
             store.save_room(changed).await.unwrap().unwrap();
-            store.delete_room("b".into()).await.unwrap().unwrap();
-            store.archive(chat("m1", 1_000, "old"));
-            store.archive(chat("m1", 5_000, "new"));
-            store.archive(chat("m2", 6_000, "other meeting"));
+            let deleted_at = now_ms() / 1000;
+            store
+                .delete_room("b".into(), deleted_at)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(store.archive(chat("m1", 1_000, "old")));
+            assert!(store.archive(chat("m1", 5_000, "new")));
+            assert!(store.archive(chat("m2", 6_000, "other meeting")));
             let meetings = store.meetings("r".into()).await.unwrap();
             assert_eq!(meetings.len(), 2);
             assert_eq!(meetings[0].messages, 2);
@@ -445,11 +509,14 @@ mod tests {
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].text, "new");
         }
-        let (_store, rooms) = Store::open(&p, None).unwrap();
+        let (_store, loaded) = Store::open(&p, None).unwrap();
+        let rooms = loaded.rooms;
         assert_eq!(rooms.len(), 1);
         assert_eq!(rooms[0].name, "a");
         assert!(!rooms[0].lobby);
         assert_eq!(rooms[0].capacity, Some(12));
+        assert_eq!(loaded.deleted.len(), 1);
+        assert_eq!(loaded.deleted[0].0, "b");
         let conn = Connection::open(&path).unwrap();
         assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
         let _ = std::fs::remove_dir_all(&dir);
