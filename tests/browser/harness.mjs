@@ -18,6 +18,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { request as httpsRequest } from 'node:https';
 import { chromium } from 'playwright-core';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
@@ -108,7 +109,15 @@ async function summariseEstimates(logPath) {
   if (parts.length) log(`the server's downlink estimates, kbit/s min/median/max: ${parts.join(', ')}`);
 }
 
-/** Starts ting on ports the system picks; resolves once it printed its meeting link. */
+/** Where the running ting serves its pages (http://… or https://…), its development
+ *  certificate's public-key hash for Chromium, and the certificate's SHA-256 fingerprint
+ *  for the harness's own requests; set by startTing. */
+let served = { origin: null, spki: null, certSha256: null };
+
+/** Starts ting on ports the system picks; resolves once it printed its meeting link.
+ *  With `TING_HTTP_TLS_SELF_SIGNED=true` in `env` it serves HTTPS with its development
+ *  certificate: browsers launched afterwards are told to trust exactly that certificate,
+ *  and the harness's own requests pin it. */
 export async function startTing(logPath, { room, env = {} } = {}) {
   log(`starting ${TING_BIN}`);
   const args = ['--http-listen', '127.0.0.1:0', '--media-port', '0'];
@@ -124,6 +133,10 @@ export async function startTing(logPath, { room, env = {} } = {}) {
   });
   const logFile = createWriteStream(logPath);
   proc.stderr.pipe(logFile);
+  let stderr = '';
+  proc.stderr.on('data', (chunk) => {
+    if (stderr.length < 1 << 16) stderr += chunk;
+  });
   let stdout = '';
   const port = await new Promise((resolvePort, reject) => {
     const timer = setTimeout(() => reject(new Error('ting printed no meeting link within 20 s')), 20000);
@@ -137,18 +150,27 @@ export async function startTing(logPath, { room, env = {} } = {}) {
     });
     proc.stdout.on('data', (chunk) => {
       stdout += chunk;
-      const m = stdout.match(/ting is running\. Meeting link: (http:\/\/[^\s]+)/);
+      const m = stdout.match(/ting is running\. Meeting link: (https?:\/\/[^\s]+)/);
       if (m) {
         clearTimeout(timer);
-        resolvePort(Number(new URL(m[1]).port));
+        const url = new URL(m[1]);
+        served = {
+          origin: url.origin,
+          spki: stderr.match(/spki_sha256=([A-Za-z0-9+/=]+)/)?.[1] ?? null,
+          certSha256: stderr.match(/cert_sha256=([0-9A-F:]+)/)?.[1] ?? null,
+        };
+        if (url.protocol === 'https:' && !served.spki) {
+          reject(new Error('ting serves HTTPS but logged no spki_sha256 for its certificate'));
+        }
+        resolvePort(Number(url.port));
       }
     });
   }).catch(async (e) => {
     await stopTing(proc);
     throw e;
   });
-  log(`ting listens on 127.0.0.1:${port} (pid ${proc.pid}); log: ${logPath}`);
-  return { proc, port };
+  log(`ting listens on ${served.origin} (pid ${proc.pid}); log: ${logPath}`);
+  return { proc, port, origin: served.origin };
 }
 
 export async function stopTing(proc) {
@@ -172,12 +194,12 @@ export function randomSecret() {
 export async function api(port, key, method, path, body = undefined) {
   const headers = { authorization: `Bearer ${key}` };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+  const res = await request(`${origin(port)}${path}`, {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const text = await res.text();
+  const text = res.text;
   let parsed = null;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -187,10 +209,45 @@ export async function api(port, key, method, path, body = undefined) {
   return { status: res.status, body: parsed, text };
 }
 
+/** The origin of the ting on `port`. */
+function origin(port) {
+  return served.origin ?? `http://127.0.0.1:${port}`;
+}
+
+/**
+ * One HTTP(S) request to ting: {status, text, headers}. Over HTTPS the server's certificate
+ * must be the one it announced (its SHA-256 fingerprint, pinned), since a development
+ * certificate is in no trust store.
+ */
+export async function request(url, { method = 'GET', headers = {}, body = undefined } = {}) {
+  if (!url.startsWith('https:')) {
+    const res = await fetch(url, { method, headers, body });
+    return { status: res.status, text: await res.text(), headers: res.headers };
+  }
+  return new Promise((resolveReq, reject) => {
+    const req = httpsRequest(url, { method, headers, rejectUnauthorized: false, timeout: 10000 }, (res) => {
+      const got = res.socket.getPeerCertificate()?.fingerprint256;
+      if (!served.certSha256 || got !== served.certSha256) {
+        res.destroy();
+        reject(new Error(`ting's certificate is not the one it announced (${got} vs ${served.certSha256})`));
+        return;
+      }
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { text += c; });
+      res.on('end', () => resolveReq({ status: res.statusCode, text, headers: new Headers(res.headers) }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within 10 s`)));
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
 /** The server's CPU seconds so far, from its /metrics; null if unreadable. */
 export async function serverCpuSeconds(port) {
   try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const { text } = await request(`${origin(port)}/metrics`);
     const line = text.split('\n').find((l) => l.startsWith('process_cpu_seconds_total '));
     return line ? Number(line.split(' ')[1]) : null;
   } catch {
@@ -262,7 +319,9 @@ export async function launchParticipant(label, name, {
   permissions = undefined,
 } = {}) {
   const profile = await mkdtemp(join(tmpdir(), `ting-e2e-${label}-`));
-  const flags = audioFile ? [...args, `--use-file-for-fake-audio-capture=${audioFile}`] : args;
+  let flags = audioFile ? [...args, `--use-file-for-fake-audio-capture=${audioFile}`] : args;
+  // Trust exactly the running ting's development certificate, nothing more.
+  if (served.spki) flags = [...flags, `--ignore-certificate-errors-spki-list=${served.spki}`];
   let context;
   try {
     context = await chromium.launchPersistentContext(profile, {
@@ -315,7 +374,7 @@ export function shownErrors(p) {
 /** The page of a meeting: `where` is a room name, or a path such as the `/m/<room>?t=...`
  *  link of a join token. */
 export function meetingUrl(port, where) {
-  return where.startsWith('/') ? `http://127.0.0.1:${port}${where}` : `http://127.0.0.1:${port}/m/${where}`;
+  return where.startsWith('/') ? `${origin(port)}${where}` : `${origin(port)}/m/${where}`;
 }
 
 /** Opens a meeting's page, types the name and presses Join, without waiting for what

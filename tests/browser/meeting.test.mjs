@@ -22,7 +22,7 @@
 
 import { join } from 'node:path';
 import {
-  chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot,
+  chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, meetingUrl, request, runTest, screenshot,
   serverCpuSeconds, shownErrors, sleep, TING_BIN, waitFor, writeVoiceWav,
 } from './harness.mjs';
 
@@ -160,7 +160,15 @@ async function scenario(port, shots) {
   try {
     // A refusal is shown as a sentence to act on. A name with a control character is one
     // the server refuses (bad_name).
-    await c.page.goto(`http://127.0.0.1:${port}/m/${ROOM}`, { waitUntil: 'domcontentloaded' });
+    await c.page.goto(meetingUrl(port, ROOM), { waitUntil: 'domcontentloaded' });
+    // Served over HTTPS with the development certificate: the page says so, in words, and
+    // the server sends HSTS.
+    if (!meetingUrl(port, ROOM).startsWith('https:')) throw new Error('the meeting is not served over HTTPS');
+    const warned = await c.page.evaluate(() => !document.getElementById('dev-certificate').hidden);
+    if (!warned) throw new Error('the page does not say that its certificate is a development one');
+    const head = await request(meetingUrl(port, ROOM));
+    if (!head.headers.get('strict-transport-security')) throw new Error('no HSTS header over HTTPS');
+    log('  served over HTTPS with the development certificate: the page warns, HSTS is sent');
     await c.page.fill('#name', 'Chidi\u0007');
     await c.page.click('#join');
     const refused = await waitFor(`${c.label} to show why its name was refused`, async () => {
@@ -381,4 +389,9 @@ async function scenario(port, shots) {
   }
 }
 
-runTest({ room: ROOM }, ({ port, shots }) => scenario(port, shots));
+// Over HTTPS with ting's self-signed development certificate, which Chromium is told to
+// trust (and nothing else): what a person trying ting on their network gets.
+runTest(
+  { room: ROOM, env: { TING_HTTP_TLS_SELF_SIGNED: 'true' } },
+  ({ port, shots }) => scenario(port, shots),
+);

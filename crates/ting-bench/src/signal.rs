@@ -53,7 +53,8 @@ pub struct Signal {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Signal {
-    /// Connects to a ting server's signalling URL (`ws://host:port/ws`).
+    /// Connects to a ting server's signalling URL (`ws://host:port/ws`, or `wss://` checked
+    /// against the system's trust store).
     pub async fn connect(url: &str) -> Result<Signal, SignalError> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
@@ -61,6 +62,32 @@ impl Signal {
                 url: url.to_owned(),
                 source,
             })?;
+        Ok(Signal { ws })
+    }
+
+    /// Connects over `wss://` to the server at `addr` (whatever the URL's host resolves to),
+    /// with `tls` deciding which certificates to trust (a server's own, or its development
+    /// certificate). The URL's host is the name the certificate must carry.
+    pub async fn connect_tls_to(
+        url: &str,
+        addr: std::net::SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Signal, SignalError> {
+        let connect_err = |source| SignalError::Connect {
+            url: url.to_owned(),
+            source,
+        };
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| connect_err(tokio_tungstenite::tungstenite::Error::Io(e)))?;
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+            url,
+            tcp,
+            None,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        )
+        .await
+        .map_err(connect_err)?;
         Ok(Signal { ws })
     }
 

@@ -93,6 +93,24 @@ pub struct ChatConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub public_url: String,
+    pub allow_plain_http: bool,
+    pub tls: TlsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: String,
+    pub key_file: String,
+    pub self_signed: bool,
+    pub self_signed_names: Vec<String>,
+}
+
+impl TlsConfig {
+    /// Whether ting serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty() || self.self_signed
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,6 +271,31 @@ impl Config {
             value,
             reason: reason.to_owned(),
         };
+        let tls = &self.http.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return Err(bad(
+                "http.tls.cert_file",
+                tls.cert_file.clone(),
+                "set both http.tls.cert_file and http.tls.key_file, or neither",
+            ));
+        }
+        if tls.self_signed && !tls.cert_file.is_empty() {
+            return Err(bad(
+                "http.tls.self_signed",
+                "true".into(),
+                "a self-signed certificate and certificate files exclude each other",
+            ));
+        }
+        if !tls.enabled() && !self.http.listen.ip().is_loopback() && !self.http.allow_plain_http {
+            return Err(bad(
+                "http.listen",
+                self.http.listen.to_string(),
+                "plain HTTP beyond loopback exposes sign-in links and chat to the network: \
+                 set http.tls.cert_file and http.tls.key_file (or http.tls.self_signed to try \
+                 it out), or http.allow_plain_http = true when a TLS proxy on another host \
+                 forwards to ting",
+            ));
+        }
         if self.media.advertise_ip.is_unspecified() {
             return Err(bad(
                 "media.advertise_ip",
@@ -489,9 +532,14 @@ impl Config {
         } else {
             bound.ip()
         };
+        let scheme = if self.http.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
         match host {
-            IpAddr::V6(v6) => format!("http://[{v6}]:{}", bound.port()),
-            IpAddr::V4(v4) => format!("http://{v4}:{}", bound.port()),
+            IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", bound.port()),
+            IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", bound.port()),
         }
     }
 
@@ -618,6 +666,28 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_stays_on_loopback_unless_allowed() {
+        let e = Config::from_toml_str("[http]\nlisten = \"0.0.0.0:8080\"").unwrap_err();
+        assert!(e.to_string().contains("http.tls.cert_file"), "{e}");
+        assert!(
+            Config::from_toml_str("[http]\nlisten = \"0.0.0.0:8080\"\nallow_plain_http = true")
+                .is_ok()
+        );
+        let c = Config::from_toml_str(
+            "[http]\nlisten = \"0.0.0.0:8443\"\n[http.tls]\nself_signed = true",
+        )
+        .unwrap();
+        assert!(
+            c.public_url("10.0.0.2:8443".parse().unwrap())
+                .starts_with("https://")
+        );
+        assert!(
+            Config::from_toml_str("[http.tls]\ncert_file = \"/etc/ting/cert.pem\"").is_err(),
+            "a certificate without its key"
+        );
+    }
+
+    #[test]
     fn the_documented_production_config_loads_and_closes_rooms() {
         let c = Config::from_toml_str(include_str!("../../../config/production.toml")).unwrap();
         assert!(!c.rooms.open);
@@ -667,6 +737,7 @@ mod tests {
             &[
                 o("media.port", "0"),
                 o("http.listen", "0.0.0.0:9000"),
+                o("http.allow_plain_http", "true"),
                 o("media.workers", "3"),
                 o("log.level", "debug"),
             ],

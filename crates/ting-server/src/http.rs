@@ -17,6 +17,7 @@ use crate::metrics::Limit;
 use crate::web;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let https = state.https;
     Router::new()
         .route("/", get(index))
         .route("/m/{room}", get(index))
@@ -27,14 +28,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{file}", get(static_file))
         .with_state(state.clone())
         .merge(crate::api::router(state))
+        .layer(axum::middleware::map_response(
+            move |mut r: Response| async move {
+                let h = r.headers_mut();
+                if https {
+                    // A year, for this host only: ting does not speak for sibling hosts.
+                    h.insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static("max-age=31536000"),
+                    );
+                }
+                r
+            },
+        ))
 }
 
 /// Pages may load only what this server serves: no third-party scripts, fonts or trackers.
-const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: blob:; \
+/// `connect-src 'self'` covers the page's own WebSocket (ws: or wss: to the same host).
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; \
                    media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; \
-                   object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+                   object-src 'none'; base-uri 'none'; frame-ancestors 'none'; \
+                   form-action 'self'";
 
-fn page(content_type: &'static str, body: &'static str) -> Response {
+/// The page may use the camera, microphone and screen capture of its own origin only, and
+/// nothing else a browser offers.
+const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), display-capture=(self), \
+                                  geolocation=(), payment=(), usb=(), serial=(), bluetooth=(), \
+                                  hid=(), midi=(), interest-cohort=()";
+
+fn page(content_type: &'static str, body: impl IntoResponse) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -51,12 +73,21 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static(PERMISSIONS_POLICY),
+    );
     r
 }
 
-async fn index() -> Response {
+async fn index(State(state): State<Arc<AppState>>) -> Response {
     let (ct, body) = web::file("index.html").expect("index.html is embedded");
-    page(ct, body)
+    if state.dev_certificate {
+        // The page tells people, in words, that this server's certificate proves nothing.
+        page(ct, body.replacen("<body", "<body data-dev-certificate", 1))
+    } else {
+        page(ct, body)
+    }
 }
 
 async fn static_file(axum::extract::Path(file): axum::extract::Path<String>) -> Response {

@@ -31,6 +31,7 @@ pub mod ratelimit;
 pub mod session;
 pub mod setup;
 pub mod store;
+pub mod tls;
 pub mod udp;
 mod web;
 pub mod worker;
@@ -75,6 +76,8 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("{key}: {reason}")]
     Tokens { key: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("the database {path} (store.path) holds a room ting cannot use: {reason}")]
     StoredRoom { path: String, reason: String },
 }
@@ -92,6 +95,10 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// The control API's bearer key; `None`: the API is off.
     pub api_key: Option<String>,
+    /// Pages are served over TLS (HSTS is sent).
+    pub https: bool,
+    /// The certificate is the self-signed development one (the page says so).
+    pub dev_certificate: bool,
     pub store: store::Store,
 }
 
@@ -135,6 +142,7 @@ pub struct Server {
     keys: Option<(ting_control::TokenKeys, conductor::AuditKey)>,
     api_key: Option<String>,
     store: store::Store,
+    tls: Option<Arc<tls::Tls>>,
     stored_rooms: Vec<(ting_control::RoomName, ting_control::RoomSettings)>,
     deleted_rooms: Vec<(ting_control::RoomName, u64)>,
 }
@@ -158,6 +166,7 @@ impl Server {
             .chat
             .archive
             .then(|| std::time::Duration::from_secs(config.chat.retention_days * 86_400));
+        let tls = tls::Tls::from_config(&config.http.tls, config.http.listen.ip())?.map(Arc::new);
         let (store, loaded) = store::Store::open(&config.store.path, retention)?;
         let max = config.limits.max_participants_per_room;
         let stored_rooms = loaded
@@ -243,9 +252,15 @@ impl Server {
             keys: Some(keys),
             api_key,
             store,
+            tls,
             stored_rooms,
             deleted_rooms,
         })
+    }
+
+    /// The SHA-256 of the served certificate's public key (base64), when serving HTTPS.
+    pub fn tls_spki_sha256(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.spki_sha256())
     }
 
     /// Where the HTTP server listens.
@@ -340,6 +355,8 @@ impl Server {
             closing: closing_rx,
             api_key: self.api_key.clone(),
             store: self.store.clone(),
+            https: self.tls.is_some(),
+            dev_certificate: self.tls.as_ref().is_some_and(|t| t.is_self_signed()),
         });
         let app = http::router(state);
         info!(http = %http_addr, workers = self.workers.len(), "ting serving");
@@ -351,9 +368,13 @@ impl Server {
             ),
         };
         let (listen_stop_tx, listen_stop_rx) = tokio::sync::watch::channel(false);
+        // Registered before anything is served, so a SIGHUP never meets the default action.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let reloader = tokio::spawn(reload_on_hangup(hangups, self.tls.clone()));
         let http = tokio::spawn(listen::serve(
             self.listener,
             app,
+            self.tls.clone(),
             limits,
             self.metrics.clone(),
             listen_stop_rx,
@@ -387,6 +408,7 @@ impl Server {
         let _ = closing_tx.send(true);
         let _ = listen_stop_tx.send(true);
         let _ = http.await;
+        reloader.abort();
         for w in self.workers.iter() {
             w.command(worker::WorkerCmd::Shutdown);
         }
@@ -469,4 +491,26 @@ fn stored_settings(
             allow_unmute: row.allow_unmute,
         },
     ))
+}
+
+/// Reloads the certificate on every SIGHUP (`systemctl reload`). Without TLS there is
+/// nothing to reload, but the signal is still caught: its default would end the process.
+async fn reload_on_hangup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    tls: Option<Arc<tls::Tls>>,
+) {
+    let Ok(mut hangups) = hangups else {
+        tracing::warn!("cannot listen for SIGHUP: certificates cannot be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match &tls {
+            Some(tls) => {
+                if let Err(e) = tls.reload() {
+                    tracing::error!(error = %e, "certificate not reloaded; the one in use stays");
+                }
+            }
+            None => info!("SIGHUP: plain HTTP, no certificate to reload"),
+        }
+    }
 }

@@ -79,9 +79,11 @@ impl ConnTable {
 
 /// Serves `app` on `listener` until `stop` turns true; then asks every connection to finish
 /// its request and close, waits for them at most `grace`, and drops the rest.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    tls: Option<Arc<crate::tls::Tls>>,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -103,14 +105,34 @@ pub async fn serve(
                     }
                     let _ = stream.set_nodelay(true);
                     bound_send_buffer(&stream);
-                    conns.spawn(serve_one(
-                        stream,
-                        addr,
-                        app.clone(),
-                        limits.header_timeout,
-                        drain_rx.clone(),
-                        ConnGuard { table: table.clone(), metrics: metrics.clone(), ip: addr.ip() },
-                    ));
+                    let guard = ConnGuard {
+                        table: table.clone(),
+                        metrics: metrics.clone(),
+                        ip: addr.ip(),
+                    };
+                    let app = app.clone();
+                    let drain = drain_rx.clone();
+                    let timeout = limits.header_timeout;
+                    match &tls {
+                        None => {
+                            conns.spawn(serve_one(stream, addr, app, timeout, drain, guard));
+                        }
+                        Some(tls) => {
+                            let acceptor = tls.acceptor.clone();
+                            conns.spawn(async move {
+                                // The handshake counts against the same deadline as a
+                                // request head: a client that stalls in it is closed.
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls_stream)) => {
+                                        serve_one(tls_stream, addr, app, timeout, drain, guard)
+                                            .await;
+                                    }
+                                    Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => debug!("TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors (or another transient error): the pending
@@ -193,14 +215,16 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn serve_one(
-    stream: tokio::net::TcpStream,
+async fn serve_one<IO>(
+    stream: IO,
     addr: SocketAddr,
     app: Router,
     header_timeout: Duration,
     mut drain: watch::Receiver<bool>,
     guard: ConnGuard,
-) {
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let slot = ConnSlot(Arc::new(guard));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(addr));

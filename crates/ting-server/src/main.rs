@@ -32,6 +32,21 @@ struct Cli {
     /// http.public_url: the URL people use to reach this server.
     #[arg(long, env = "TING_HTTP_PUBLIC_URL")]
     http_public_url: Option<String>,
+    /// http.allow_plain_http: serve plain HTTP beyond loopback (behind a TLS proxy elsewhere).
+    #[arg(long, env = "TING_HTTP_ALLOW_PLAIN_HTTP")]
+    http_allow_plain_http: Option<String>,
+    /// http.tls.cert_file: the certificate chain (PEM) to serve HTTPS with.
+    #[arg(long, env = "TING_HTTP_TLS_CERT_FILE")]
+    http_tls_cert_file: Option<String>,
+    /// http.tls.key_file: its private key (PEM).
+    #[arg(long, env = "TING_HTTP_TLS_KEY_FILE")]
+    http_tls_key_file: Option<String>,
+    /// http.tls.self_signed: serve HTTPS with a self-signed development certificate.
+    #[arg(long, env = "TING_HTTP_TLS_SELF_SIGNED")]
+    http_tls_self_signed: Option<String>,
+    /// http.tls.self_signed_names: names of the development certificate, as a TOML list.
+    #[arg(long, env = "TING_HTTP_TLS_SELF_SIGNED_NAMES")]
+    http_tls_self_signed_names: Option<String>,
     /// media.bind_ip: local address of the UDP media sockets.
     #[arg(long, env = "TING_MEDIA_BIND_IP")]
     media_bind_ip: Option<String>,
@@ -171,9 +186,17 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 47] = [
+        let table: [(&'static str, &Option<String>); 52] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
+            ("http.allow_plain_http", &self.http_allow_plain_http),
+            ("http.tls.cert_file", &self.http_tls_cert_file),
+            ("http.tls.key_file", &self.http_tls_key_file),
+            ("http.tls.self_signed", &self.http_tls_self_signed),
+            (
+                "http.tls.self_signed_names",
+                &self.http_tls_self_signed_names,
+            ),
             ("media.bind_ip", &self.media_bind_ip),
             ("media.port", &self.media_port),
             ("media.advertise_ip", &self.media_advertise_ip),

@@ -2168,6 +2168,8 @@ function exposeDebugHandle() {
 
 function main() {
   exposeDebugHandle();
+  // The server marks its page when its certificate is the self-signed development one.
+  if ('devCertificate' in document.body.dataset) $('dev-certificate').hidden = false;
   const match = location.pathname.match(/^\/m\/([^/]+)\/?$/);
   let name = null;
   if (match) {
