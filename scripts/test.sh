@@ -8,7 +8,8 @@
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd),
 #      join links, the lobby, removing, locking and chat in a room closed to all but
-#      token holders, with nothing of the chat in the store (control);
+#      token holders, with nothing of the chat in the store (control), a page that
+#      reloads or loses its socket comes back as the same participant (reconnect);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
@@ -67,7 +68,7 @@ scripts/test-str0m.sh
 
 step "browser tests"
 cargo build --locked -p ting-server
-for t in meeting layers crowd control; do
+for t in meeting layers crowd control reconnect; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
 

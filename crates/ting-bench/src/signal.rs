@@ -205,7 +205,7 @@ impl Signal {
 }
 
 /// What a joined participant's task can be told to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum PeerControl {
     /// Send `leave` and close.
     Leave,
@@ -213,6 +213,13 @@ pub enum PeerControl {
     Vanish,
     /// Say that its sources are switched on or off (`media`).
     Media(MediaState),
+    /// Drop the WebSocket without a goodbye (as a network blip would), wait `gap`, and
+    /// resume on a new one; the media connection is kept. The outcome, and the time from
+    /// the drop to the resumed welcome, go to `done`.
+    CutSignal {
+        gap: Duration,
+        done: tokio::sync::oneshot::Sender<Result<Duration, String>>,
+    },
 }
 
 /// A simulated participant in a room: its media runs on a driver, its signalling in a task.
@@ -280,8 +287,12 @@ pub async fn join_peer(
     let join_time = started.elapsed();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ping = Duration::from_millis(u64::from(welcome.limits.ping_interval_ms.max(100)));
+    let resume = ResumeWith {
+        url: ws_url.to_owned(),
+        token: welcome.resume.clone(),
+    };
     let task = tokio::spawn(run_signal(
-        signal, id, driver, control_rx, ping, plan, directory,
+        signal, id, driver, control_rx, ping, plan, directory, resume,
     ));
     Ok(JoinedPeer {
         id,
@@ -373,6 +384,34 @@ impl LayoutPlan {
 /// How often a changed room updates a grid layout, at most (a browser coalesces too).
 const LAYOUT_EVERY: Duration = Duration::from_millis(500);
 
+/// Where and how a simulated participant resumes its signalling.
+struct ResumeWith {
+    url: String,
+    token: Option<String>,
+}
+
+impl Signal {
+    /// Resumes a participant on this (new) connection with its `welcome.resume` token.
+    pub async fn resume(&mut self, token: &str) -> Result<Welcome, SignalError> {
+        self.send(&ClientMsg::Resume(ting_proto::Resume {
+            protocol: PROTOCOL_VERSION,
+            token: token.to_owned(),
+        }))
+        .await?;
+        match self.recv_timeout(REPLY_TIMEOUT).await? {
+            ServerMsg::Welcome(w) if w.resumed => Ok(w),
+            ServerMsg::Error(e) => Err(SignalError::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(SignalError::Garbled(format!(
+                "expected a resumed welcome, got {other:?}"
+            ))),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_signal(
     mut signal: Signal,
     id: u32,
@@ -381,6 +420,7 @@ async fn run_signal(
     ping: Duration,
     plan: LayoutPlan,
     mut directory: Directory,
+    resume: ResumeWith,
 ) {
     let mut interval = tokio::time::interval(ping);
     let mut layout_tick = tokio::time::interval(LAYOUT_EVERY);
@@ -421,6 +461,43 @@ async fn run_signal(
                 Some(PeerControl::Media(m)) => {
                     if signal.send(&ClientMsg::Media(m)).await.is_err() {
                         break;
+                    }
+                }
+                Some(PeerControl::CutSignal { gap, done }) => {
+                    let cut = Instant::now();
+                    drop(signal);
+                    tokio::time::sleep(gap).await;
+                    let resumed = async {
+                        let token = resume.token.as_deref().ok_or("no resume token")?;
+                        // The server may not have noticed the old socket close yet.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        loop {
+                            let mut s = Signal::connect(&resume.url)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            match s.resume(token).await {
+                                Ok(w) => return Ok::<_, String>((s, w)),
+                                Err(e) if Instant::now() < deadline => {
+                                    tracing::debug!(error = %e, "resume refused; again");
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                    }
+                    .await;
+                    match resumed {
+                        Ok((s, w)) => {
+                            signal = s;
+                            directory = Directory::from_welcome(&w);
+                            let _ = done.send(Ok(cut.elapsed()));
+                            driver.send(DriverCmd::Signal(id, Box::new(ServerMsg::Welcome(w))));
+                        }
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                            driver.send(DriverCmd::Remove(id));
+                            break;
+                        }
                     }
                 }
             },

@@ -49,6 +49,10 @@ pub enum Source {
 pub enum ClientMsg {
     /// Enter a room. Must be the first message; answered by [`ServerMsg::Welcome`].
     Join(Join),
+    /// Instead of `join`, after the connection dropped (or the page reloaded): become the
+    /// same participant again with the `resume` token of its `welcome`. Answered by a
+    /// `welcome` with `resumed: true`, or `resume_failed`.
+    Resume(Resume),
     /// The client's SDP offer with what each m-line is for; answered by [`ServerMsg::Answer`].
     Offer(Offer),
     /// The client muted/unmuted or turned its camera or screen share on/off.
@@ -207,6 +211,22 @@ impl fmt::Debug for Join {
             .field("room_len", &self.room.len())
             .field("has_token", &self.token.is_some())
             .field("has_passcode", &self.passcode.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resume a participant whose connection dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub protocol: u32,
+    /// The `resume` token of the participant's `welcome`.
+    pub token: String,
+}
+
+impl fmt::Debug for Resume {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resume")
+            .field("protocol", &self.protocol)
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +391,12 @@ pub enum ServerMsg {
     Chat(ChatMsg),
     /// An invite link, answering [`ClientMsg::Invite`].
     Invite(InviteLink),
+    /// Someone's connection to the server dropped and the server waits for them to come
+    /// back (`reconnecting`), or they are back (`connected`).
+    ParticipantConnection {
+        participant: ParticipantRef,
+        state: ConnectionState,
+    },
     /// Something the client sent could not be done. The connection stays open unless the
     /// error says otherwise.
     Error(ErrorMsg),
@@ -399,6 +425,15 @@ pub struct Welcome {
     /// Raised hands in order.
     #[serde(default)]
     pub hands: Vec<ParticipantRef>,
+    /// The secret that lets this client become the same participant again after its
+    /// connection drops (`resume`), until the participant times out. Keep it for the tab
+    /// only (e.g. `sessionStorage`); never show or log it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// True when this welcome answers a `resume`: the same participant, its media connection
+    /// kept if it still works (then no new offer is needed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub resumed: bool,
 }
 
 fn participant_role() -> Role {
@@ -458,6 +493,10 @@ pub struct Limits {
     /// The longest chat message, in characters.
     #[serde(default)]
     pub max_chat_chars: u32,
+    /// A participant not heard from for this long is removed (milliseconds); also how long
+    /// after a dropped connection `resume` works.
+    #[serde(default)]
+    pub participant_timeout_ms: u32,
 }
 
 /// A participant as others see it.
@@ -468,6 +507,17 @@ pub struct ParticipantInfo {
     pub media: MediaState,
     #[serde(default = "participant_role")]
     pub role: Role,
+    /// Their connection dropped and the server waits for them to come back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reconnecting: bool,
+}
+
+/// The state of someone's connection to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Reconnecting,
+    Connected,
 }
 
 /// Why a participant left.
@@ -588,6 +638,12 @@ pub enum ErrorCode {
     ChatTooLong,
     /// The room requires end-to-end encryption and the client does not use it.
     E2eeRequired,
+    /// `resume` failed: the participant is gone (timed out, left, removed) or the token is
+    /// wrong. Join again.
+    ResumeFailed,
+    /// `resume` came while the participant's old connection is still open at the server
+    /// (it has not noticed the drop yet): try again in a moment.
+    ResumePending,
 }
 
 /// Why a client message was refused before it was understood.

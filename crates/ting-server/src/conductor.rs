@@ -75,6 +75,21 @@ pub enum ConductorCmd {
         pid: ParticipantId,
         reason: LeaveReason,
     },
+    /// The participant's WebSocket dropped without a goodbye: keep it (and its queue,
+    /// `rx`) until it resumes or times out.
+    Detach {
+        pid: ParticipantId,
+        rx: crate::outbox::OutboxRx,
+    },
+    /// A new WebSocket asks to become a detached participant again; answered with its id,
+    /// a `welcome` and its queue.
+    Resume {
+        token: String,
+        /// For the per-address join limit; never logged.
+        address: IpAddr,
+        reply:
+            oneshot::Sender<Result<(ParticipantId, ServerMsg, crate::outbox::OutboxRx), ErrorMsg>>,
+    },
     /// A control API call.
     Api {
         req: ApiRequest,
@@ -86,7 +101,10 @@ impl ConductorCmd {
     /// The participant a command comes from, once joined.
     fn participant(&self) -> Option<ParticipantId> {
         match self {
-            ConductorCmd::Join { .. } | ConductorCmd::Api { .. } => None,
+            ConductorCmd::Join { .. } | ConductorCmd::Api { .. } | ConductorCmd::Resume { .. } => {
+                None
+            }
+            ConductorCmd::Detach { pid, .. } => Some(*pid),
             ConductorCmd::Offer { pid, .. }
             | ConductorCmd::Control { pid, .. }
             | ConductorCmd::Layout { pid, .. }
@@ -118,6 +136,13 @@ struct Member {
     announced: Vec<Source>,
     /// In the meeting, not waiting in the lobby.
     admitted: bool,
+    /// The secret that resumes this participant on a new WebSocket.
+    resume: String,
+    /// Its WebSocket dropped: its queue waits here for a `resume`.
+    parked: Option<crate::outbox::OutboxRx>,
+    /// Resumed, so the next offer may replace its media connection (a reloaded page has
+    /// a new PeerConnection).
+    may_replace_media: bool,
 }
 
 pub struct Conductor {
@@ -148,6 +173,8 @@ pub struct Conductor {
     /// Where join links point: `http.public_url`, or this server's own address.
     base_url: String,
     audit_key: AuditKey,
+    /// Resume tokens of the members.
+    resume_tokens: HashMap<String, ParticipantId>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -379,6 +406,7 @@ impl Conductor {
             store,
             base_url,
             audit_key,
+            resume_tokens: HashMap::new(),
         }
     }
 
@@ -466,6 +494,14 @@ impl Conductor {
             }
             ConductorCmd::Api { req, reply } => {
                 let _ = reply.send(self.api(req));
+            }
+            ConductorCmd::Detach { pid, rx } => self.detach(pid, rx),
+            ConductorCmd::Resume {
+                token,
+                address,
+                reply,
+            } => {
+                let _ = reply.send(self.resume(&token, address, now));
             }
             ConductorCmd::Layout { pid, layout, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -645,8 +681,16 @@ impl Conductor {
                 layout: None,
                 announced: Vec::new(),
                 admitted,
+                resume: String::new(),
+                parked: None,
+                may_replace_media: false,
             },
         );
+        let token = self.new_resume_token();
+        if let Some(m) = self.members.get_mut(&pid) {
+            m.resume = token.clone();
+        }
+        self.resume_tokens.insert(token, pid);
         if admitted {
             self.metrics.control.joins.fetch_add(1, Relaxed);
             Ok((pid, ServerMsg::Welcome(self.welcome(pid))))
@@ -701,6 +745,7 @@ impl Conductor {
                     name: o.name.expose().to_owned(),
                     media: to_proto_media(o.media),
                     role: proto_role(o.role),
+                    reconnecting: self.members.get(&o.id).is_some_and(|m| m.parked.is_some()),
                 })
                 .collect(),
             limits: Limits {
@@ -711,12 +756,127 @@ impl Conductor {
                 ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,
                 max_participants: self.config.limits.max_participants_per_room as u32,
                 max_chat_chars: self.config.chat.max_chars as u32,
+                participant_timeout_ms: (self.config.limits.participant_timeout_secs * 1000)
+                    .min(u64::from(u32::MAX)) as u32,
             },
             role: proto_role(p.role),
             permissions: proto_permissions(self.rooms.permissions(pid).unwrap_or_default()),
             room_state: self.room_state(&p.room),
             hands: self.rooms.hands(&p.room).iter().map(|h| pref(*h)).collect(),
+            resume: self.members.get(&pid).map(|m| m.resume.clone()),
+            resumed: false,
         }
+    }
+
+    /// A fresh, unguessable resume token.
+    fn new_resume_token(&self) -> String {
+        loop {
+            let t: [u8; 16] = rand::random();
+            let t: String = t.iter().map(|b| format!("{b:02x}")).collect();
+            if !self.resume_tokens.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    /// Keeps a participant whose WebSocket dropped: its media goes on, the others see it
+    /// as reconnecting, its queue is parked, and it times out like any silent participant
+    /// unless it resumes first. Someone waiting in the lobby just leaves it.
+    fn detach(&mut self, pid: ParticipantId, rx: crate::outbox::OutboxRx) {
+        let Some(m) = self.members.get_mut(&pid) else {
+            return;
+        };
+        if !m.admitted {
+            self.rooms.handle_leave(pid, LeaveReason::Left);
+            return;
+        }
+        m.parked = Some(rx);
+        let room = m.room.clone();
+        audit(
+            &self.audit_key,
+            "detached",
+            Some(pid),
+            Some(&room),
+            "connection dropped",
+        );
+        let msg = ServerMsg::ParticipantConnection {
+            participant: pref(pid),
+            state: ting_proto::ConnectionState::Reconnecting,
+        };
+        self.tell_room(&room, Some(pid), &msg);
+    }
+
+    /// Gives a detached participant back to a new WebSocket.
+    fn resume(
+        &mut self,
+        token: &str,
+        address: IpAddr,
+        now: Instant,
+    ) -> Result<(ParticipantId, ServerMsg, crate::outbox::OutboxRx), ErrorMsg> {
+        let failed = |message: &str| ErrorMsg {
+            code: ErrorCode::ResumeFailed,
+            message: message.into(),
+            fatal: false,
+        };
+        if !self.ready.load(Relaxed) {
+            return Err(ErrorMsg {
+                code: ErrorCode::Unavailable,
+                message: "the server is shutting down; try again in a moment".into(),
+                fatal: true,
+            });
+        }
+        if !self.join_allowed(address, now) {
+            self.metrics.control.limited(Limit::JoinsPerAddress);
+            return Err(ErrorMsg {
+                code: ErrorCode::RateLimited,
+                message: "too many joins from this address; try again in a moment".into(),
+                fatal: false,
+            });
+        }
+        let Some(&pid) = self.resume_tokens.get(token) else {
+            self.metrics.control.count("refused", "resume_unknown");
+            return Err(failed(
+                "There is nobody to resume: the connection was lost for too long, or the \
+                 participant left or was removed. Join again.",
+            ));
+        };
+        let Some(m) = self.members.get_mut(&pid) else {
+            return Err(failed("There is nobody to resume. Join again."));
+        };
+        let Some(mut rx) = m.parked.take() else {
+            return Err(ErrorMsg {
+                code: ErrorCode::ResumePending,
+                message: "This participant's previous connection is still open at the server; \
+                          try again in a moment."
+                    .into(),
+                fatal: false,
+            });
+        };
+        // The client gets the whole state afresh: what queued while it was away is stale.
+        rx.discard_backlog();
+        m.may_replace_media = true;
+        let room = m.room.clone();
+        let worker = m.worker;
+        self.rooms.handle_seen(pid, now);
+        self.metrics.control.count("moderation", "resume");
+        audit(
+            &self.audit_key,
+            "resumed",
+            Some(pid),
+            Some(&room),
+            "same participant",
+        );
+        let mut welcome = self.welcome(pid);
+        welcome.resumed = true;
+        if let Some(w) = worker {
+            self.workers[w.0].command(WorkerCmd::Resync { pid: pid.0 });
+        }
+        let msg = ServerMsg::ParticipantConnection {
+            participant: pref(pid),
+            state: ting_proto::ConnectionState::Connected,
+        };
+        self.tell_room(&room, Some(pid), &msg);
+        Ok((pid, ServerMsg::Welcome(welcome), rx))
     }
 
     fn room_state(&self, room: &RoomName) -> ting_proto::RoomState {
@@ -773,6 +933,17 @@ impl Conductor {
             return Err(ErrorMsg {
                 code: ErrorCode::NotJoined,
                 message: "send join (and be let in) before offer".into(),
+                fatal: false,
+            });
+        };
+        if member.worker.is_some() && member.may_replace_media && !member.connecting {
+            // A resumed client with a new PeerConnection: the old media connection goes.
+            self.drop_media(pid);
+        }
+        let Some(member) = self.members.get(&pid) else {
+            return Err(ErrorMsg {
+                code: ErrorCode::NotJoined,
+                message: "send join first".into(),
                 fatal: false,
             });
         };
@@ -991,6 +1162,15 @@ impl Conductor {
             }
             WorkerEvent::MediaFailed { pid } => {
                 let pid = ParticipantId(pid);
+                // A participant whose signalling also dropped (a reloaded page closes both)
+                // keeps its place: it resumes with a new offer, or times out.
+                if self.members.get(&pid).is_some_and(|m| m.parked.is_some()) {
+                    self.drop_media(pid);
+                    if let Some(m) = self.members.get_mut(&pid) {
+                        m.may_replace_media = true;
+                    }
+                    return;
+                }
                 if let Some(m) = self.members.get(&pid) {
                     let _ = m.outbox.send(OutMsg::new(&ServerMsg::Error(ErrorMsg {
                         code: ErrorCode::Internal,
@@ -1049,6 +1229,7 @@ impl Conductor {
                             name: p.name.expose().to_owned(),
                             media: to_proto_media(p.media),
                             role: proto_role(p.role),
+                            reconnecting: false,
                         },
                     };
                     let role = p.role;
@@ -1321,6 +1502,26 @@ impl Conductor {
         }
     }
 
+    /// Takes down a member's media connection and its tracks, keeping the member.
+    fn drop_media(&mut self, pid: ParticipantId) {
+        let Some(m) = self.members.get(&pid) else {
+            return;
+        };
+        for source in m.announced.clone() {
+            self.set_track(pid, source, false);
+        }
+        let Some(m) = self.members.get_mut(&pid) else {
+            return;
+        };
+        m.may_replace_media = false;
+        m.published.clear();
+        let (key, worker) = (m.key, m.worker.take());
+        if let Some(w) = worker {
+            self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });
+            self.release_worker(key, w);
+        }
+    }
+
     /// Removes a member's media: its tracks from every router of the room, its connection
     /// from its worker. Dropping the member drops its outbox, which ends its session.
     fn remove_member(&mut self, pid: ParticipantId) {
@@ -1333,6 +1534,7 @@ impl Conductor {
         let Some(m) = self.members.remove(&pid) else {
             return;
         };
+        self.resume_tokens.remove(&m.resume);
         self.pending_offers.remove(&pid);
         if let Some(w) = m.worker {
             self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });

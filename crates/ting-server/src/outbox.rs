@@ -89,6 +89,18 @@ impl OutboxRx {
     pub fn overflow(&self) -> Arc<Notify> {
         self.overflow.clone()
     }
+
+    /// Throws away what is queued, and forgets an overflow: for a participant resuming, who
+    /// gets the whole state afresh instead. Returns how many messages were dropped.
+    pub fn discard_backlog(&mut self) -> usize {
+        let mut n = 0;
+        while self.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        // A stored permit would end the resumed session as too slow at once.
+        let _ = futures_util::FutureExt::now_or_never(self.overflow.notified());
+        n
+    }
 }
 
 #[cfg(test)]
@@ -109,5 +121,22 @@ mod tests {
         assert!(rx.recv().await.is_some());
         drop(tx);
         assert!(rx.recv().await.is_none(), "only two were kept");
+    }
+
+    #[tokio::test]
+    async fn a_discarded_backlog_forgets_its_overflow() {
+        let (tx, mut rx) = outbox(1);
+        let m = OutMsg::new(&ServerMsg::Pong);
+        assert!(tx.send(m.clone()));
+        assert!(!tx.send(m.clone()));
+        assert_eq!(rx.discard_backlog(), 1);
+        let overflowed = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            rx.overflow().notified(),
+        )
+        .await;
+        assert!(overflowed.is_err(), "the overflow was forgotten");
+        assert!(tx.send(m));
+        assert!(rx.recv().await.is_some());
     }
 }

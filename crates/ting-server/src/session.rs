@@ -42,12 +42,15 @@ const PUBLISH_LINES: usize = 4;
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-/// Why a session ended, when the server ended it.
+/// Why a session ended.
 enum End {
-    /// The client closed, left, or the conductor removed it.
+    /// The client left, or the server ended the session.
     Done,
     /// The client did not read; its participant leaves with that reason.
     TooSlow,
+    /// The connection dropped without a goodbye (network gone, tab reloaded or closed): the
+    /// participant waits for a `resume` until it times out.
+    Gone,
 }
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
@@ -55,7 +58,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     let (outbox_tx, mut outbox) = crate::outbox::outbox(state.config.limits.outbox_messages);
     // Handed to the conductor at join; until then this session holds it.
     let mut outbox_tx = Some(outbox_tx);
-    let overflow = outbox.overflow();
+    let mut overflow = outbox.overflow();
     let mut pid: Option<ParticipantId> = None;
     let limits = &state.config.limits;
     let limit = limits.max_message_bytes;
@@ -134,9 +137,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
             () = async { let _ = closing.wait_for(|c| *c).await; } => break,
         };
         let (frame, control) = match msg {
-            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(Message::Close(_))) | None => {
+                end = End::Gone;
+                break;
+            }
             Some(Err(e)) => {
                 debug!(error = %e, "websocket closed with an error");
+                end = End::Gone;
                 break;
             }
             // The WebSocket layer answers pings itself.
@@ -230,6 +237,41 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
         }
         let out = match parsed {
             Err(e) => Some(ServerMsg::Error(e.to_error_msg())),
+            Ok(ClientMsg::Resume(r)) => {
+                if pid.is_some() {
+                    Some(error(
+                        ErrorCode::AlreadyJoined,
+                        "this session already joined a room",
+                    ))
+                } else if r.protocol != PROTOCOL_VERSION {
+                    Some(error(
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "protocol {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
+                            r.protocol
+                        ),
+                    ))
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = ConductorCmd::Resume {
+                        token: r.token,
+                        address: addr.ip(),
+                        reply: tx,
+                    };
+                    match ask(&state, cmd, rx).await {
+                        // The participant's own queue, kept while it was away, is this
+                        // session's now; the fresh one is not needed.
+                        Ok(Ok((id, welcome, parked))) => {
+                            pid = Some(id);
+                            outbox_tx = None;
+                            outbox = parked;
+                            overflow = outbox.overflow();
+                            Some(welcome)
+                        }
+                        Ok(Err(e)) | Err(e) => Some(ServerMsg::Error(e)),
+                    }
+                }
+            }
             Ok(ClientMsg::Join(join)) => {
                 if pid.is_some() {
                     Some(error(
@@ -351,13 +393,18 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     if let Some(pid) = pid
         && !left
     {
-        // The socket closed without a goodbye: the tab was closed or the network went, or
-        // the client stopped reading.
-        let reason = match end {
-            End::Done => LeaveReason::Left,
-            End::TooSlow => LeaveReason::TooSlow,
-        };
-        leave(&state, pid, reason).await;
+        match end {
+            // The socket dropped without a goodbye: the participant stays until it comes
+            // back (`resume`) or times out; its queue waits with the conductor.
+            End::Gone => {
+                let _ = state
+                    .conductor
+                    .send(ConductorCmd::Detach { pid, rx: outbox })
+                    .await;
+            }
+            End::Done => leave(&state, pid, LeaveReason::Left).await,
+            End::TooSlow => leave(&state, pid, LeaveReason::TooSlow).await,
+        }
     }
     let _ = tokio::time::timeout(farewell, sink.close()).await;
 }
@@ -461,6 +508,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
             expires_in: i.expires_in_secs.map(Duration::from_secs),
         },
         ClientMsg::Join(_)
+        | ClientMsg::Resume(_)
         | ClientMsg::Offer(_)
         | ClientMsg::Layout(_)
         | ClientMsg::Ping

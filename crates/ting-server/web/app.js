@@ -42,10 +42,14 @@
 //                #confirm-dialog with #confirm-yes and #confirm-no (removing, ending)
 //   invite       #invite-button, #invite-dialog: #invite-role, #invite-lobby,
 //                #invite-expiry, #invite-create, #invite-link, #invite-copy, #invite-close
-//   window.ting  a read-only debug handle (exposeDebugHandle, at the end)
+//   reconnecting #reconnecting-banner while our connection is being resumed (#status says
+//                "Reconnecting…"); others' tiles and rows carry data-reconnecting="true"
+//                and show .reconnecting-badge / "Reconnecting…" while theirs is
+//   window.ting  a read-only debug handle (exposeDebugHandle, at the end), with one test
+//                hook: dropSignalling()
 
 import {
-  CAMERA_CONSTRAINTS, CHAT_KEEP, FINAL_ERRORS, Meeting, MeetingError, ROOM_NAME,
+  CAMERA_CONSTRAINTS, CHAT_KEEP, FINAL_ERRORS, Meeting, MeetingError, ROOM_NAME, storedSession,
 } from '/meeting.js';
 
 const $ = (id) => document.getElementById(id);
@@ -58,6 +62,8 @@ const STRIP = 8;
 const TILE_RATIO = 16 / 9;
 /** What a tile says while the server holds its video back (`paused` in `slots`). */
 const VIDEO_PAUSED = 'Video paused (low bandwidth)';
+/** What a tile, a row and the status say while a connection is being resumed. */
+const RECONNECTING = 'Reconnecting…';
 
 /** How long a notice stays up, in milliseconds. */
 const NOTICE_MS = 15000;
@@ -192,6 +198,11 @@ function explain(code, said) {
       return 'The server did not answer in time. Check your connection and join again.';
     case 'connection':
       return said || 'Cannot reach the server. Check your connection and try again.';
+    case 'connection_lost':
+    case 'resume_failed':
+      return 'Your connection was lost for too long; join again.';
+    case 'resume_pending':
+      return 'The server is still closing your previous connection. Trying again.';
     case 'media_failed':
       return 'The media connection failed (a firewall may block it). Join again to retry; if it keeps failing, try another network.';
     case 'bad_offer':
@@ -294,8 +305,9 @@ function hasLiveTracks(stream) {
 }
 
 /** Opens camera and microphone for the preview. Joining without either is allowed: the
- *  person can still see and hear the others. */
-function startPreview() {
+ *  person can still see and hear the others. `withCamera: false` opens the microphone only
+ *  (coming back after a reload with the camera off). */
+function startPreview(withCamera = true) {
   if (hasLiveTracks(preview)) return Promise.resolve();
   if (previewPending) return previewPending;
   const note = $('preview-note');
@@ -306,11 +318,11 @@ function startPreview() {
       note.hidden = false;
       return;
     }
-    const attempts = [
+    const attempts = withCamera ? [
       { audio: true, video: CAMERA_CONSTRAINTS },
       { audio: true },
       { video: CAMERA_CONSTRAINTS },
-    ];
+    ] : [{ audio: true }];
     let lastError = null;
     for (const constraints of attempts) {
       try {
@@ -429,6 +441,14 @@ async function onJoin(e) {
   $('preview').srcObject = null;
 
   const m = new Meeting({ room, name, stream, token, passcode: knownPasscode, askPasscode });
+  await runSession(m, () => m.join());
+}
+
+/**
+ * Makes `m` the page's meeting and runs `start` (joining, or resuming after a reload) to
+ * the end: then the meeting view shows, or what went wrong does.
+ */
+async function runSession(m, start) {
   meeting = m;
   resetView();
   m.addEventListener('change', (ev) => onMeetingChange(m, ev.detail));
@@ -438,7 +458,7 @@ async function onJoin(e) {
     if (m === meeting) showNotice(`You are now ${article(ev.detail.role)} ${roleLabel(ev.detail.role).toLowerCase()}.`);
   });
   try {
-    await m.join();
+    await start();
   } catch (err) {
     if (meeting === m) meeting = null;
     clearMeetingView();
@@ -457,6 +477,27 @@ async function onJoin(e) {
   m.addEventListener('ended', (ev) => exitMeeting(m, ev.detail.reason));
   showView('meeting');
   invalidateAll();
+}
+
+/**
+ * The page was reloaded in a meeting (this tab kept a session that may still be resumed):
+ * back into it without the name form, with the camera and microphone that were on, while
+ * the others still see our tile. If that fails, the pre-join view says why.
+ */
+async function resumeAfterReload(saved) {
+  showView('meeting');
+  setStatus(RECONNECTING);
+  $('reconnecting-banner').hidden = false;
+  // What was off stays off: the camera's light must not come on by itself, and a muted
+  // microphone stays muted.
+  await startPreview(saved.video);
+  const stream = preview;
+  preview = null;
+  $('preview').srcObject = null;
+  for (const t of stream?.getAudioTracks() ?? []) t.enabled = saved.audio;
+  const name = $('name').value.trim();
+  const m = new Meeting({ room, name, stream, token, resume: saved });
+  await runSession(m, () => m.resume());
 }
 
 /** In the lobby: the person waits until someone admits them, then the meeting opens. */
@@ -620,8 +661,20 @@ function onMeetingChange(m, detail) {
     case 'state':
       d.status = true;
       break;
+    case 'connection':
+      // Ours dropped or came back: the status, the banner, our tile, what we may send.
+      d.status = d.self = d.controls = true;
+      if (m.participantId) d.rows.add(m.participantId);
+      break;
+    case 'reconnecting':
+      for (const id of ids ?? []) {
+        d.tiles.add(id);
+        d.rows.add(id);
+      }
+      break;
     case 'receivers':
-      d.audio = true;
+      // A new media connection (after a resume) has new tracks in every slot.
+      d.audio = d.allTiles = d.screens = true;
       break;
     case 'waiting':
       showLobbyScreen(m);
@@ -694,6 +747,7 @@ function clearMeetingView() {
   }
   for (const id of ['confirm-dialog', 'invite-dialog']) if ($(id).open) $(id).close();
   $('enable-audio').hidden = true;
+  $('reconnecting-banner').hidden = true;
   $('meeting').classList.remove('has-screen');
 }
 
@@ -757,7 +811,11 @@ function createTile(participant, source) {
   const hand = document.createElement('span');
   hand.className = 'badge hand-badge';
   hand.hidden = true;
-  caption.append(name, pinned, muted, hand);
+  const reconnecting = document.createElement('span');
+  reconnecting.className = 'badge reconnecting-badge';
+  reconnecting.textContent = RECONNECTING;
+  reconnecting.hidden = true;
+  caption.append(name, pinned, muted, hand, reconnecting);
   fig.append(video, placeholder, caption);
   return fig;
 }
@@ -784,8 +842,9 @@ function createPersonTile(id) {
  * @param {HTMLElement} fig
  * @param {{name: string, stream: MediaStream|null, note: string, muted: boolean,
  *          speaking: boolean, active: boolean, pinned?: boolean, mirror?: boolean,
- *          hand?: number, label: string}} s  `hand`: place in the queue of raised hands
- *          (from 1), 0 or absent if the hand is down.
+ *          hand?: number, reconnecting?: boolean, label: string}} s  `hand`: place in the
+ *          queue of raised hands (from 1), 0 or absent if the hand is down; `reconnecting`:
+ *          their connection dropped and the server waits for them to come back.
  */
 function updateTile(fig, s) {
   const video = fig.querySelector('video');
@@ -808,6 +867,8 @@ function updateTile(fig, s) {
   const pinned = fig.querySelector('.pinned-badge');
   if (pinned) pinned.hidden = !s.pinned;
   fig.dataset.muted = String(s.muted);
+  fig.querySelector('.reconnecting-badge').hidden = !s.reconnecting;
+  fig.dataset.reconnecting = String(Boolean(s.reconnecting));
   fig.dataset.cameraOff = String(s.note === 'Camera off');
   fig.dataset.videoPaused = String(s.note === VIDEO_PAUSED);
   if (fig.getAttribute('role') === 'button') {
@@ -816,12 +877,15 @@ function updateTile(fig, s) {
   setHighlights(fig, s.label, s.muted, s.speaking, s.active, place);
 }
 
-/** The speaking border, the active speaker's ring, and the label naming both. */
+/** The speaking border, the active speaker's ring, and the label naming both (and the raised
+ *  hand and a dropped connection, which updateTile notes on the tile). */
 function setHighlights(fig, label, muted, speaking, active, hand = Number(fig.dataset.hand) || 0) {
   fig.classList.toggle('speaking', speaking);
   fig.classList.toggle('active-speaker', active);
-  const state = [muted && 'muted', speaking && 'speaking', active && 'active speaker', hand && 'hand raised']
-    .filter(Boolean).join(', ');
+  const reconnecting = fig.dataset.reconnecting === 'true';
+  fig.classList.toggle('reconnecting', reconnecting);
+  const state = [reconnecting && 'reconnecting', muted && 'muted', speaking && 'speaking',
+    active && 'active speaker', hand && 'hand raised'].filter(Boolean).join(', ');
   const text = state ? `${label} (${state})` : label;
   if (fig.getAttribute('aria-label') !== text) fig.setAttribute('aria-label', text);
 }
@@ -850,6 +914,7 @@ function personTileState(m, id) {
     active: m.activeSpeaker === id,
     pinned: ui.pinned === id,
     hand: m.hands.indexOf(id) + 1,
+    reconnecting: p.reconnecting,
   };
 }
 
@@ -876,6 +941,7 @@ function fillSelfTile(m) {
     active: m.activeSpeaker === id,
     mirror: true,
     hand: id ? m.hands.indexOf(id) + 1 : 0,
+    reconnecting: m.connection === 'reconnecting',
   });
   if (id && ui.selfTile.dataset.participant !== id) ui.selfTile.dataset.participant = id;
 }
@@ -1208,11 +1274,14 @@ function fillRow(m, li, id) {
   const p = self ? { name: m.name, media: m.media, role: m.role } : m.participants.get(id);
   setText(li.querySelector('.person-name'), self ? `${p.name} (you)` : p.name);
   setText(li.querySelector('.person-role'), roleLabel(p.role));
+  const reconnecting = self ? m.connection === 'reconnecting' : p.reconnecting;
   const state = [];
+  if (reconnecting) state.push(RECONNECTING);
   if (!p.media.audio) state.push('Muted');
   if (!p.media.video) state.push('Camera off');
   if (p.media.screen) state.push('Sharing');
   setText(li.querySelector('.state'), state.join(' · '));
+  li.dataset.reconnecting = String(Boolean(reconnecting));
   li.dataset.muted = String(!p.media.audio);
   li.dataset.cameraOff = String(!p.media.video);
   if (li.dataset.role !== p.role) li.dataset.role = p.role;
@@ -1493,7 +1562,9 @@ function updateChatRemaining() {
   note.hidden = !show;
   const chars = (n) => `${n} character${n === 1 ? '' : 's'}`;
   if (show) setText(note, left >= 0 ? `${chars(left)} left.` : `${chars(-left)} too many.`);
-  $('chat-send').disabled = !m?.permissions.chat || !input.value.trim() || (max > 0 && left < 0);
+  // While reconnecting a message would be lost: the text waits in the field.
+  const away = m?.connection === 'reconnecting';
+  $('chat-send').disabled = !m?.permissions.chat || away || !input.value.trim() || (max > 0 && left < 0);
 }
 
 function onChatSubmit(e) {
@@ -1501,7 +1572,7 @@ function onChatSubmit(e) {
   const m = meeting;
   const input = $('chat-input');
   const text = input.value.trim();
-  if (!m || !text || !m.permissions.chat) return;
+  if (!m || !text || !m.permissions.chat || m.connection === 'reconnecting') return;
   const max = chatLimit(m);
   if (max && charCount(text) > max) {
     showError('chat_too_long', explain('chat_too_long'));
@@ -1574,18 +1645,29 @@ function syncScreens(wanted) {
   return changed;
 }
 
-/** One <audio> per audio receive slot, bound once for the whole session. */
+/** One <audio> per audio receive slot, bound once per media connection (a new one, after
+ *  a resume, has new tracks). */
 function ensureAudioSinks(m) {
   const box = $('audio-sinks');
-  if (box.children.length) return;
+  const existing = new Map([...box.children].map((a) => [a.dataset.mid, a]));
   for (const r of m.receivers.values()) {
     if (r.kind !== 'audio') continue;
-    const audio = document.createElement('audio');
-    audio.autoplay = true;
-    audio.dataset.mid = r.mid;
-    audio.srcObject = r.stream;
-    box.append(audio);
-    playAudio(audio);
+    let audio = existing.get(r.mid);
+    existing.delete(r.mid);
+    if (!audio) {
+      audio = document.createElement('audio');
+      audio.autoplay = true;
+      audio.dataset.mid = r.mid;
+      box.append(audio);
+    }
+    if (audio.srcObject !== r.stream) {
+      audio.srcObject = r.stream;
+      playAudio(audio);
+    }
+  }
+  for (const audio of existing.values()) {
+    audio.srcObject = null;
+    audio.remove();
   }
 }
 
@@ -1666,7 +1748,9 @@ function renderControls(m) {
 
 function renderStatus(m) {
   document.title = `${room} · ting`;
-  setStatus(m.state === 'connected' ? 'Connected' : 'Connecting media…');
+  const reconnecting = m.connection === 'reconnecting';
+  setStatus(reconnecting ? RECONNECTING : m.state === 'connected' ? 'Connected' : 'Connecting media…');
+  $('reconnecting-banner').hidden = !reconnecting;
   const n = m.participants.size + (m.participantId ? 1 : 0);
   const max = Number(m.limits?.max_participants) || 0;
   const count = $('count');
@@ -2088,9 +2172,14 @@ function wireControls() {
     $('enable-audio').hidden = true;
     for (const a of $('audio-sinks').children) playAudio(a);
   });
-  // Closing the tab closes the socket, which the server takes as leaving; saying so is
-  // quicker and clearer.
-  window.addEventListener('pagehide', () => meeting?.leave());
+  // The page cannot tell a reload from the tab closing. In a meeting it keeps the session
+  // for a reload to resume (the socket closing without `leave` is a drop to the server); a
+  // closed tab's participant is then removed when the server times it out. Waiting in the
+  // lobby, or joining, there is nothing to resume: leave.
+  window.addEventListener('pagehide', () => {
+    if (meeting?.resumable) meeting.suspend();
+    else meeting?.leave();
+  });
 }
 
 // ---- start ----------------------------------------------------------------------------
@@ -2101,6 +2190,18 @@ function exposeDebugHandle() {
     get pc() { return meeting?.pc ?? null; },
     get participantId() { return meeting?.participantId ?? null; },
     get state() { return meeting?.state ?? 'idle'; },
+    /** Our connection to the meeting: `connecting` (joining), `connected`, or
+     *  `reconnecting` (resuming after a drop or a reload); null outside a meeting. */
+    get connectionState() { return meeting?.connection ?? null; },
+    /** How many times this page came back into its meeting with `resume`. */
+    get resumeCount() { return meeting?.resumeCount ?? 0; },
+    /** The others whose connection dropped and who the server waits for, by id. */
+    get reconnecting() {
+      return meeting ? [...meeting.participants.values()].filter((p) => p.reconnecting).map((p) => p.id) : [];
+    },
+    /** Test hook: closes the signalling socket without `leave`, as a network drop would;
+     *  the page resumes on a new one. */
+    dropSignalling() { meeting?.dropSignalling(); },
     /** mid -> {participant, source}, from the latest `slots` message. */
     get slots() {
       return meeting ? Object.fromEntries([...meeting.slots].map(([mid, s]) => [mid, { ...s }])) : {};
@@ -2205,7 +2306,9 @@ function main() {
   $('join-form').addEventListener('submit', onJoin);
   wireControls();
   wireMeetingExtras();
-  showPrejoin();
+  const saved = storedSession(room);
+  if (saved) resumeAfterReload(saved);
+  else showPrejoin();
 }
 
 main();

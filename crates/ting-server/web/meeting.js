@@ -15,6 +15,14 @@
 // server decides all of it; this module keeps the latest word of the server and sends the
 // person's requests, and only enforces locally what concerns our own media (a moderator's
 // mute, a role that may not publish).
+//
+// A participant outlives its WebSocket. The `welcome` holds a `resume` token, kept for this
+// tab in sessionStorage; when the socket drops without our `leave` (the network changed, the
+// page reloaded), a new socket sends `resume` instead of `join` and gets a fresh `welcome`
+// for the same participant, while the others keep its tile (marked reconnecting). The media
+// connection goes on if it still works; if it failed, or the page was reloaded, a new offer
+// of the same shape replaces it. A media connection that fails while the socket is fine goes
+// the same way: we drop the socket ourselves and resume, which lets us offer again.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -55,6 +63,31 @@ export function rank(role) {
 /** Join refusals and endings that asking again does not change: the session is over. */
 export const FINAL_ERRORS = new Set(['removed', 'denied', 'meeting_ended']);
 
+/** Waits before each attempt to resume, in milliseconds; the last one repeats until the
+ *  window closes. The first is short: most drops are a socket closed on purpose (ours, a
+ *  proxy's) and the server lets us back at once. */
+const RESUME_BACKOFF_MS = [250, 500, 1000, 2000];
+
+/** Answers to an attempt to resume that another attempt may change. `resume_pending`: the
+ *  server has not yet noticed that the old socket closed. `resume_failed` (the participant
+ *  is gone) is final. `already_connected` answers a new offer while the server still takes
+ *  the old media connection for working. */
+const RESUME_RETRY = new Set([
+  'resume_pending', 'connection', 'timeout', 'rate_limited', 'unavailable', 'internal', 'already_connected',
+]);
+
+/** How long one attempt may take to open its socket, and then to get its `welcome`. */
+const RESUME_OPEN_MS = 4000;
+const RESUME_REPLY_MS = 5000;
+
+/** The server removes a silent participant after `participant_timeout` (by default four
+ *  ping intervals); we stop trying a little before that, as our last ping was up to one
+ *  interval before the drop. */
+const PINGS_PER_TIMEOUT = 4;
+const RESUME_MARGIN_MS = 2000;
+/** The window when the server does not say its ping interval (18 s, as with its defaults). */
+const DEFAULT_RESUME_WINDOW_MS = 18000;
+
 /** What a session may do when the server does not say (servers from before roles). */
 const OPEN_PERMISSIONS = Object.freeze({
   publish_audio: true,
@@ -91,6 +124,9 @@ const LAYOUT_MIN_INTERVAL_MS = 250;
  *  (`ping_interval_ms`): a silent waiter is timed out like a silent participant. */
 const LOBBY_PING_MS = 5000;
 
+/** A media connection `disconnected` this long is taken for failed. */
+const DISCONNECTED_GIVE_UP_MS = 10000;
+
 /** How long to wait for the server's `welcome` and `answer`. The server gives its media
  *  worker 10 s to answer an offer, so wait a little longer than that. */
 const REPLY_TIMEOUT_MS = 15000;
@@ -117,7 +153,79 @@ function preferServerCodecs(transceiver, kind) {
 
 /** A participant as this module keeps it, from the server's ParticipantInfo. */
 function person(p) {
-  return { id: p.id, name: String(p.name ?? ''), media: { ...p.media }, role: p.role ?? 'participant' };
+  return {
+    id: p.id,
+    name: String(p.name ?? ''),
+    media: { ...p.media },
+    role: p.role ?? 'participant',
+    reconnecting: p.reconnecting === true,
+  };
+}
+
+/** How long after a drop the server still keeps us: its participant timeout when it says
+ *  it, otherwise going by its ping interval. */
+function resumeWindowMs(limits) {
+  const timeout = Number(limits?.participant_timeout_ms);
+  if (timeout) return Math.max(1000, timeout - RESUME_MARGIN_MS);
+  const ping = Number(limits?.ping_interval_ms);
+  if (!ping) return DEFAULT_RESUME_WINDOW_MS;
+  return Math.max(ping, ping * PINGS_PER_TIMEOUT - RESUME_MARGIN_MS);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- the resume token, kept for this tab ----------------------------------------------
+//
+// sessionStorage, not localStorage: the token makes whoever holds it this participant, so it
+// stays with the tab (a reload keeps it, another tab or window does not see it), and it goes
+// as soon as the session ends. It is never shown or logged.
+
+function resumeKey(room) {
+  return `ting.resume.${room}`;
+}
+
+/**
+ * What this tab kept of its session in `room`, if it may still be resumed: `{token,
+ * deadline, audio, video}`, `deadline` on the `performance.now()` clock, `audio` and
+ * `video` whether the microphone and camera were on. Null if there is none or its window
+ * has passed (then it is forgotten).
+ */
+export function storedSession(room) {
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(resumeKey(room)) ?? 'null');
+  } catch {
+    saved = null;
+  }
+  if (!saved || typeof saved.token !== 'string' || !saved.token) return null;
+  const left = Number(saved.seen) + Number(saved.window) - Date.now();
+  if (!(left > 0)) {
+    forgetSession(room);
+    return null;
+  }
+  return {
+    token: saved.token,
+    deadline: performance.now() + left,
+    audio: saved.audio !== false,
+    video: saved.video !== false,
+  };
+}
+
+/** Forgets this tab's session in `room`: it ended, and a reload must not resume it. */
+export function forgetSession(room) {
+  try {
+    sessionStorage.removeItem(resumeKey(room));
+  } catch {
+    // Storage off: there was nothing to forget.
+  }
+}
+
+function storeSession(room, record) {
+  try {
+    sessionStorage.setItem(resumeKey(room), JSON.stringify(record));
+  } catch {
+    // Storage off (some private windows): a drop can still be resumed, a reload cannot.
+  }
 }
 
 /** An error the server reported, or one of ours phrased the same way. */
@@ -145,9 +253,11 @@ export class MeetingError extends Error {
  * - `role`: our own role changed (`detail.before`, `detail.role`).
  *
  * `change` names for the control plane: `waiting` (we are in the lobby), `welcome`
- * (admitted: everything may have changed), `permissions`, `roles` (others' roles, `ids`),
- * `room` (locked, lobby, passcode), `lobby` (who waits), `hands` (`ids`: whose place in the
- * queue changed), `chat` (new messages in `chat`).
+ * (admitted or resumed: everything may have changed), `permissions`, `roles` (others'
+ * roles, `ids`), `room` (locked, lobby, passcode), `lobby` (who waits), `hands` (`ids`:
+ * whose place in the queue changed), `chat` (new messages in `chat`), `connection` (ours
+ * dropped or came back: `connection`), `reconnecting` (`ids`: whose connection dropped or
+ * came back).
  */
 export class Meeting extends EventTarget {
   /**
@@ -160,8 +270,10 @@ export class Meeting extends EventTarget {
    * @param {string} [opts.passcode] the room's passcode, if already known
    * @param {(code: string) => Promise<string|null>} [opts.askPasscode] asks the person for
    *   the passcode after `passcode_required` or `wrong_passcode`; null gives up joining.
+   * @param {{token: string, deadline: number}} [opts.resume] a session of this tab to take
+   *   up again with `resume()` instead of joining (storedSession(), after a reload).
    */
-  constructor({ room, name, stream, token = null, passcode = null, askPasscode = null }) {
+  constructor({ room, name, stream, token = null, passcode = null, askPasscode = null, resume = null }) {
     super();
     this.room = room;
     this.name = name;
@@ -214,6 +326,11 @@ export class Meeting extends EventTarget {
     this.limits = null;
     /** `connecting`, `connected` (media flows), `closed`. */
     this.state = 'connecting';
+    /** Our signalling connection: `connecting` until the first `welcome`, then `connected`,
+     *  or `reconnecting` while we try to resume after it dropped. */
+    this.connection = 'connecting';
+    /** How many times we came back with `resume` (after a drop, or a reload). */
+    this.resumeCount = 0;
     /** The RTCPeerConnection, once built. */
     this.pc = null;
 
@@ -241,6 +358,25 @@ export class Meeting extends EventTarget {
     this._ending = false;
     this._invite = null;
     this._chatSeq = 0;
+    /** The latest `resume` token from the server, and until when (performance.now())
+     *  trying it is worth it after the current drop. */
+    this._resumeToken = resume?.token ?? null;
+    this._resumeDeadline = resume?.deadline ?? 0;
+    /** When the server last heard from us as far as we know (Date.now()), kept with the
+     *  token so that a reloaded page knows whether its window has passed. */
+    this._seenAt = Date.now();
+    /** Whether the current PeerConnection ever connected: one that never did failed for a
+     *  reason a new one would not fix (a firewall), and ends the session. */
+    this._pcConnected = false;
+    /** Set after the first join (or resume) completed: from then on a dropped socket is
+     *  resumed rather than the end of the session. */
+    this._established = false;
+    /** True while an attempt's socket waits for its `welcome`: the first message on it
+     *  must be `resume`, so nothing else goes out meanwhile. */
+    this._resuming = false;
+    /** New media connections offered after resumes that failed in a row. */
+    this._offerFailures = 0;
+    this._disconnectedTimer = null;
   }
 
   /** What we send in `media` messages: which of our sources are switched on. */
@@ -317,17 +453,10 @@ export class Meeting extends EventTarget {
     try {
       const welcome = await this._admission();
       this._joining = false;
+      this.connection = 'connected';
       this._welcome(welcome);
-      const offer = await this._buildOffer();
-      // Say what we publish before media connects, so others see the right state at once.
-      this.sendMedia();
-      const answer = await this._request(offer, 'answer');
-      await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-      this._answered = true;
-      this._flushLayout();
-      // A `send_layers` that came before the answer was applied could not be set yet.
-      this._applySendLayers('camera');
-      this._applySendLayers('screen');
+      await this._negotiate();
+      this._established = true;
     } catch (e) {
       const err = e instanceof MeetingError ? e : new MeetingError('client', String(e.message ?? e), true);
       // The caller learns of this failure from the rejection; no `ended` event as well.
@@ -336,6 +465,68 @@ export class Meeting extends EventTarget {
     } finally {
       this._joining = false;
     }
+  }
+
+  /**
+   * Takes up this tab's session again after a reload (`opts.resume`): sends `resume` until
+   * the server lets us back or the window closes, then offers a new media connection.
+   * Resolves once the answer is applied; rejects like `join()`, with `connection_lost` if
+   * the window closed (or the participant is gone: the server does not say which).
+   */
+  async resume() {
+    this.connection = 'reconnecting';
+    this._changed('connection');
+    try {
+      await this._reconnect();
+    } catch (e) {
+      const err = e instanceof MeetingError ? e : new MeetingError('client', String(e.message ?? e), true);
+      this._close(err, false);
+      throw err;
+    }
+  }
+
+  /** Whether a reload of this tab, or a dropped socket, can take this session up again:
+   *  we hold a token (from a `welcome`, or kept from before a reload) and did not leave. */
+  get resumable() {
+    return Boolean(this._resumeToken && !this._closed && !this._ending);
+  }
+
+  /**
+   * The page goes away (a reload, or the tab closing: the page cannot tell which). Keeps the
+   * session for a reload of this tab instead of leaving; a closed tab's participant is
+   * shown as reconnecting to the others until the server times it out.
+   */
+  suspend() {
+    if (this.connection === 'connected') this._seenAt = Date.now();
+    this._saveSession();
+  }
+
+  /**
+   * Closes the signalling socket without `leave`, as a network drop would: the session
+   * resumes on a new one. For tests and for trying the reconnection by hand.
+   */
+  dropSignalling() {
+    this._ws?.close();
+  }
+
+  /**
+   * Builds the media connection, offers it and applies the answer. At the first join, and
+   * again after a resume when the old connection is gone (failed, or the page reloaded):
+   * the new one has the same shape and publishes the same tracks.
+   */
+  async _negotiate(timeoutMs = REPLY_TIMEOUT_MS) {
+    const offer = await this._buildOffer();
+    // Say what we publish before media connects, so others see the right state at once.
+    this.sendMedia();
+    const answer = await this._request(offer, 'answer', timeoutMs);
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    this._answered = true;
+    // A share that went on while the old connection was down goes out on the new one.
+    if (this.screenTrack) await this._senders.screen?.replaceTrack(this.screenTrack);
+    this._flushLayout();
+    // A `send_layers` that came before the answer was applied could not be set yet.
+    this._applySendLayers('camera');
+    this._applySendLayers('screen');
   }
 
   /**
@@ -373,7 +564,7 @@ export class Meeting extends EventTarget {
 
   /** Leaves the room (or the lobby): tells the server, then closes everything. */
   leave() {
-    this._send({ type: 'leave' });
+    this._send({ type: 'leave' }, true);
     this._close('left');
   }
 
@@ -466,6 +657,8 @@ export class Meeting extends EventTarget {
   /** Tells the server (and so everyone) which of our sources are on. */
   sendMedia() {
     if (this.participantId) this._send({ type: 'media', ...this.media });
+    // A reload turns on again only what was on.
+    this._saveSession();
   }
 
   // ---- the control plane --------------------------------------------------------------
@@ -565,7 +758,9 @@ export class Meeting extends EventTarget {
 
   // ---- signalling ---------------------------------------------------------------------
 
-  _open() {
+  /** Opens the signalling socket; with `timeoutMs`, gives up on one that takes longer (a
+   *  network that swallows packets rather than refusing). */
+  _open(timeoutMs = null) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/ws`);
     this._ws = ws;
@@ -577,20 +772,34 @@ export class Meeting extends EventTarget {
       if (this._ws === ws) this._onSocketClosed();
     });
     return new Promise((resolve, reject) => {
-      ws.addEventListener('open', () => resolve(), { once: true });
-      ws.addEventListener('error', () => reject(
-        new MeetingError('connection', 'Cannot reach the server. Check your connection and try again.', true),
-      ), { once: true });
+      const unreachable = () => new MeetingError(
+        'connection', 'Cannot reach the server. Check your connection and try again.', true);
+      const timer = timeoutMs === null ? null : setTimeout(() => {
+        if (this._ws === ws) this._ws = null;
+        ws.close();
+        reject(unreachable());
+      }, timeoutMs);
+      ws.addEventListener('open', () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+      ws.addEventListener('error', () => {
+        clearTimeout(timer);
+        reject(unreachable());
+      }, { once: true });
     });
   }
 
-  _send(msg) {
+  /** Sends `msg` if the socket is open. While an attempt to resume waits for its `welcome`
+   *  only the requests of joining go out (`always`): the server takes nothing before. */
+  _send(msg, always = false) {
+    if (this._resuming && !always) return;
     if (this._ws?.readyState === WebSocket.OPEN) this._ws.send(JSON.stringify(msg));
   }
 
   _flushLayout() {
     const layout = this._wantedLayout;
-    if (!this._answered || !layout || this._closed) return;
+    if (!this._answered || !layout || this._closed || this._resuming) return;
     const text = JSON.stringify({ type: 'layout', ...layout });
     if (text === this._layoutText) return;
     const wait = this._layoutSentAt + LAYOUT_MIN_INTERVAL_MS - performance.now();
@@ -614,7 +823,7 @@ export class Meeting extends EventTarget {
    *  in the meantime is the answer to this request and rejects it. */
   _request(msg, replyTypes, timeoutMs = REPLY_TIMEOUT_MS) {
     const reply = this._expect(replyTypes, timeoutMs);
-    this._send(msg);
+    this._send(msg, true);
     return reply;
   }
 
@@ -676,11 +885,17 @@ export class Meeting extends EventTarget {
           break;
         }
         this.participants.delete(id);
-        this.screenAllowed.delete(id);
-        this.speaking.delete(id);
-        const i = this.recentSpeakers.indexOf(id);
-        if (i >= 0) this.recentSpeakers.splice(i, 1);
+        this._forget(id);
         this._changed('participants', [id]);
+        break;
+      }
+      case 'participant_connection': {
+        const p = this.participants.get(msg.participant);
+        const reconnecting = msg.state === 'reconnecting';
+        if (p && p.reconnecting !== reconnecting) {
+          p.reconnecting = reconnecting;
+          this._changed('reconnecting', [p.id]);
+        }
         break;
       }
       case 'slots':
@@ -718,6 +933,9 @@ export class Meeting extends EventTarget {
         }
         break;
       case 'pong':
+        // The server heard us just now: a reload has a full window from here.
+        this._seenAt = Date.now();
+        this._saveSession();
         break;
       case 'lobby':
         this.lobby = (Array.isArray(msg.waiting) ? msg.waiting : []).map((w) => ({
@@ -793,9 +1011,24 @@ export class Meeting extends EventTarget {
 
   _onSocketClosed() {
     if (this._closed) return;
+    const lost = new MeetingError('connection', 'The connection to the server was lost.', true);
+    if (this.connection === 'reconnecting') {
+      // One attempt's socket: the attempt learns of it from its pending request and the
+      // next one opens another.
+      this._ws = null;
+      const w = this._waiting;
+      this._waiting = null;
+      w?.reject(lost);
+      return;
+    }
+    if (this._established && this.resumable) {
+      this._ws = null;
+      this._startReconnecting();
+      return;
+    }
     const err = this._ending
       ? new MeetingError('meeting_ended', 'You ended the meeting.', true)
-      : new MeetingError('connection', 'The connection to the server was lost.', true);
+      : lost;
     if (this._joining && !this._waiting) {
       // Lost between two joins: the next one reconnects.
       this._ws = null;
@@ -827,24 +1060,162 @@ export class Meeting extends EventTarget {
     ws?.close();
   }
 
+  /** Forgets what we kept about someone who is no longer in the meeting. */
+  _forget(id) {
+    this.screenAllowed.delete(id);
+    this.speaking.delete(id);
+    const i = this.recentSpeakers.indexOf(id);
+    if (i >= 0) this.recentSpeakers.splice(i, 1);
+  }
+
+  /** Applies a `welcome`: the first one, or one answering `resume`, which is a full
+   *  snapshot of the meeting as it is now (people came and went while we were away). */
   _welcome(w) {
+    // Known before: this welcome takes up a session this page has been in.
+    const known = this.participantId !== null;
     this.participantId = w.participant;
     // The name others see (a token's name wins over the typed one).
     if (typeof w.name === 'string' && w.name) this.name = w.name;
     this.limits = w.limits;
-    this.state = 'connecting';
-    this.role = w.role ?? 'participant';
+    if (w.resumed !== true) this.state = 'connecting';
+    const role = w.role ?? 'participant';
+    if (known) this._setOwnRole(role);
+    else this.role = role;
     this.permissions = { ...OPEN_PERMISSIONS, ...w.permissions };
     this.roomState = { ...this.roomState, ...w.room_state };
     this.hands = Array.isArray(w.hands) ? [...w.hands] : [];
-    for (const p of w.participants) this.participants.set(p.id, person(p));
+    const before = this.participants;
+    this.participants = new Map(w.participants.map((p) => [p.id, person(p)]));
+    for (const id of before.keys()) if (!this.participants.has(id)) this._forget(id);
     // Before the offer, so that what we say we send is what we may send.
     this._enforcePermissions();
     // The server removes us after `participant_timeout_secs` of silence.
     const every = Math.max(1000, Number(w.limits.ping_interval_ms) || LOBBY_PING_MS);
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping' }), every);
+    // Each welcome may bring a new token; only the latest is good.
+    if (typeof w.resume === 'string' && w.resume) this._resumeToken = w.resume;
+    this._seenAt = Date.now();
+    this._saveSession();
     this._changed('welcome');
+  }
+
+  /** Keeps what a reload of this tab needs to resume: the token, when the server last
+   *  heard from us, how long it waits, and which of our sources were on. */
+  _saveSession() {
+    if (!this._resumeToken || !this.participantId || this._closed) return;
+    const media = this.media;
+    storeSession(this.room, {
+      token: this._resumeToken,
+      seen: this._seenAt,
+      window: resumeWindowMs(this.limits),
+      audio: media.audio,
+      video: media.video,
+    });
+  }
+
+  // ---- resuming -----------------------------------------------------------------------
+
+  /** Our socket dropped (or we dropped it): keep everything shown and try to come back. */
+  _startReconnecting() {
+    if (this.connection === 'reconnecting' || this._closed) return;
+    this.connection = 'reconnecting';
+    this._resumeDeadline = performance.now() + resumeWindowMs(this.limits);
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    const lost = new MeetingError('connection', 'The connection to the server was lost.', true);
+    const w = this._waiting;
+    this._waiting = null;
+    w?.reject(lost);
+    this._invite?.reject(lost);
+    this._changed('connection');
+    this._reconnect().catch((err) => this._close(err));
+  }
+
+  /**
+   * Tries to resume, with growing pauses, until it works or the window closes. Resolves
+   * once back (media renegotiated if it had to be); rejects with the reason to end.
+   */
+  async _reconnect() {
+    for (let attempt = 0; ; attempt++) {
+      const wait = RESUME_BACKOFF_MS[Math.min(attempt, RESUME_BACKOFF_MS.length - 1)];
+      if (performance.now() + wait >= this._resumeDeadline) break;
+      await sleep(wait);
+      if (this._closed) throw new MeetingError('left', 'You left.', true);
+      const outcome = await this._tryResume();
+      if (outcome === 'resumed') return;
+      if (outcome instanceof MeetingError) throw outcome;
+    }
+    throw new MeetingError('connection_lost', 'Your connection was lost for too long; join again.', true);
+  }
+
+  /**
+   * One attempt: a new socket, `resume`, the `welcome`, and a new media connection if the
+   * old one no longer works. Returns `resumed`, `retry`, or the MeetingError that ends the
+   * session.
+   */
+  async _tryResume() {
+    const left = () => Math.max(1, this._resumeDeadline - performance.now());
+    let welcome;
+    this._resuming = true;
+    try {
+      await this._open(Math.min(RESUME_OPEN_MS, left()));
+      const resume = { type: 'resume', protocol: PROTOCOL_VERSION, token: this._resumeToken };
+      welcome = await this._request(resume, ['welcome'], Math.min(RESUME_REPLY_MS, left()));
+    } catch (e) {
+      this._dropSocket();
+      return this._resumeOutcome(e);
+    } finally {
+      this._resuming = false;
+    }
+    if (this._closed) return new MeetingError('left', 'You left.', true);
+    this._welcome(welcome);
+    // The server heard us: its clock for removing us starts again.
+    this._resumeDeadline = performance.now() + resumeWindowMs(this.limits);
+    // While we were away the server may have paused layers and said so to nobody; it
+    // pauses what nobody watches again when that next changes.
+    this.sendLayers = { camera: null, screen: null };
+    if (this._mediaBroken()) {
+      try {
+        await this._negotiate(Math.min(REPLY_TIMEOUT_MS, left()));
+      } catch (e) {
+        this._dropSocket();
+        // A media connection the server keeps refusing is not coming back.
+        if (++this._offerFailures >= 3) return new MeetingError('media_failed', String(e.message ?? e), true);
+        return this._resumeOutcome(e);
+      }
+    } else {
+      this._applySendLayers('camera');
+      this._applySendLayers('screen');
+      // What we switched while away (a mute, the camera) was never sent.
+      this.sendMedia();
+    }
+    this._offerFailures = 0;
+    this._established = true;
+    this.connection = 'connected';
+    this.resumeCount++;
+    // The server may have forgotten what we show; say it again.
+    this._layoutText = null;
+    this._flushLayout();
+    this._changed('connection');
+    // Failed while we were busy resuming: once more, with a new media connection.
+    if (this.pc?.connectionState === 'failed') this._onConnectionState();
+    return 'resumed';
+  }
+
+  /** What a failed attempt means: try again (the server is busy or not there yet, or it
+   *  has not noticed our old socket closing), or end the session with `e`. */
+  _resumeOutcome(e) {
+    if (!(e instanceof MeetingError)) return new MeetingError('client', String(e?.message ?? e), true);
+    if (RESUME_RETRY.has(e.code)) return 'retry';
+    return e;
+  }
+
+  /** Whether the media connection has to be built and offered anew: never answered (the
+   *  page reloaded, or an offer after a resume got no answer), failed or closed. */
+  _mediaBroken() {
+    const s = this.pc?.connectionState;
+    return !this.pc || !this._answered || s === 'failed' || s === 'closed';
   }
 
   _setOwnRole(role) {
@@ -891,11 +1262,21 @@ export class Meeting extends EventTarget {
   /** Builds the PeerConnection with its publish m-lines and receive slots, and returns the
    *  `offer` message. */
   async _buildOffer() {
+    // A connection being replaced (after a resume) goes first: its slots and senders are
+    // the new one's now.
+    const old = this.pc;
+    this._answered = false;
+    this._pcConnected = false;
+    clearTimeout(this._disconnectedTimer);
+    this._disconnectedTimer = null;
+    old?.close();
     // No ICE servers: the server is ICE-lite and names its one reachable address in its
     // answer. One bundled transport for all m-lines.
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     this.pc = pc;
-    pc.addEventListener('connectionstatechange', () => this._onConnectionState());
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.pc === pc) this._onConnectionState();
+    });
 
     const stream = new MediaStream([this.micTrack, this.cameraTrack].filter(Boolean));
     // Publish m-lines exist even without a track (no microphone, camera off, not sharing
@@ -930,7 +1311,11 @@ export class Meeting extends EventTarget {
     addSlots(this.limits.screen_slots, 'video', 'screen');
 
     await pc.setLocalDescription(await pc.createOffer());
-    // Mids are assigned by setLocalDescription; only now can we name them.
+    // Mids are assigned by setLocalDescription; only now can we name them. A new
+    // connection numbers its m-lines as the old one did, so the latest `slots` still
+    // names the right ones; the tracks in them are new.
+    this.receivers = new Map();
+    this._slotIndexFor = null;
     for (const { transceiver, kind } of slots) {
       const track = transceiver.receiver.track;
       this.receivers.set(transceiver.mid, {
@@ -942,6 +1327,7 @@ export class Meeting extends EventTarget {
     }
     const mids = (kind) => slots.filter((s) => s.kind === kind).map((s) => s.transceiver.mid);
     this._changed('receivers');
+    if (old) this.state = 'connecting';
     return {
       type: 'offer',
       sdp: pc.localDescription.sdp,
@@ -978,8 +1364,9 @@ export class Meeting extends EventTarget {
 
   async _setLayersActive(source) {
     const sender = this._senders[source];
-    const want = this.sendLayers[source];
-    if (!sender?.track || !want || !this._answered) return;
+    // Nothing said (yet, or since a resume): every layer sends.
+    const want = this.sendLayers[source] ?? [];
+    if (!sender?.track || !this._answered) return;
     const params = sender.getParameters();
     const encodings = params.encodings ?? [];
     let changed = false;
@@ -1005,17 +1392,47 @@ export class Meeting extends EventTarget {
 
   _onConnectionState() {
     const s = this.pc?.connectionState;
+    if (s !== 'disconnected') {
+      clearTimeout(this._disconnectedTimer);
+      this._disconnectedTimer = null;
+    }
     if (s === 'connected') {
+      this._pcConnected = true;
       this.state = 'connected';
       this._changed('state');
     } else if (s === 'failed') {
-      // The server notices too and removes us; say it plainly rather than wait for that.
-      this._close(new MeetingError('media_failed', 'The media connection failed. Join again to retry.', true));
+      this._mediaFailed();
     } else if (s === 'disconnected') {
       // Often recovers by itself (a brief network hiccup); show it, do not give up yet.
       this.state = 'connecting';
       this._changed('state');
+      // A browser may take half a minute to call a connection failed; one silent for this
+      // long is not coming back.
+      this._disconnectedTimer ??= setTimeout(() => {
+        this._disconnectedTimer = null;
+        if (this.pc?.connectionState === 'disconnected') this._mediaFailed();
+      }, DISCONNECTED_GIVE_UP_MS);
     }
+  }
+
+  /**
+   * The media connection is gone. One that once worked is replaced through a resume: we
+   * drop the socket ourselves (the network changed under it, most likely, and the server
+   * takes a new offer only after a resume). One that never connected would fail again
+   * (a firewall): the session ends.
+   */
+  _mediaFailed() {
+    if (this._closed) return;
+    if (!this._pcConnected || !this._established || !this.resumable) {
+      this._close(new MeetingError('media_failed', 'The media connection failed. Join again to retry.', true));
+      return;
+    }
+    // Closed, it is replaced by the next resume.
+    this.pc.close();
+    // Resuming already: that attempt sees it and offers a new one.
+    if (this.connection === 'reconnecting') return;
+    this._dropSocket();
+    this._startReconnecting();
   }
 
   // ---- ending -------------------------------------------------------------------------
@@ -1024,6 +1441,10 @@ export class Meeting extends EventTarget {
     if (this._closed) return;
     this._closed = true;
     this.state = 'closed';
+    // Nothing left to resume, and a reload must not try.
+    forgetSession(this.room);
+    this._resumeToken = null;
+    clearTimeout(this._disconnectedTimer);
     // A join in progress (waiting in the lobby, say) ends with the session.
     const waiting = this._waiting;
     this._waiting = null;

@@ -302,6 +302,25 @@ impl MediaCore {
                     }
                 }
             }
+            WorkerCmd::Resync { pid } => {
+                if let Some(&pi) = self.by_pid.get(&pid)
+                    && let Some(peer) = self.peers.get(pi).and_then(Option::as_ref)
+                    && peer.connected
+                {
+                    let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Slots {
+                        slots: peer.slot_message(),
+                    }));
+                    if let Some(rs) = self.rooms.get(&peer.room) {
+                        let speaking = rs.router.speaking();
+                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Speaking {
+                            participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
+                        }));
+                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::ActiveSpeaker {
+                            participant: rs.router.active_speaker().map(participant_ref),
+                        }));
+                    }
+                }
+            }
             WorkerCmd::Shutdown => self.shutdown = true,
             #[cfg(feature = "test-hooks")]
             WorkerCmd::Crash { pid } => {

@@ -102,6 +102,11 @@ pub enum WorkerCmd {
         pid: u64,
         layout: Option<LayoutSpec>,
     },
+    /// The participant's signalling resumed on a new connection: send it its slots and who
+    /// speaks again (what it had may be stale).
+    Resync {
+        pid: u64,
+    },
     Shutdown,
     /// Test hook: the participant's connection panics the next time it is handled.
     #[cfg(feature = "test-hooks")]
