@@ -1525,21 +1525,12 @@ impl Conductor {
     /// Removes a member's media: its tracks from every router of the room, its connection
     /// from its worker. Dropping the member drops its outbox, which ends its session.
     fn remove_member(&mut self, pid: ParticipantId) {
-        let Some(m) = self.members.get(&pid) else {
-            return;
-        };
-        for source in m.announced.clone() {
-            self.set_track(pid, source, false);
-        }
+        self.drop_media(pid);
         let Some(m) = self.members.remove(&pid) else {
             return;
         };
         self.resume_tokens.remove(&m.resume);
         self.pending_offers.remove(&pid);
-        if let Some(w) = m.worker {
-            self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });
-            self.release_worker(m.key, w);
-        }
     }
 
     /// Sends `msg` to every member of `room` but `except`, serialized once.
