@@ -79,6 +79,7 @@ impl Room {
             candidate: SERVER.parse().unwrap(),
             events: events_tx,
             counters: Arc::new(WorkerCounters::default()),
+            media_grace: Duration::from_secs(20),
         };
         let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
         let mut core = cores.remove(0);

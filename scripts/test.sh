@@ -9,7 +9,9 @@
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd),
 #      join links, the lobby, removing, locking and chat in a room closed to all but
 #      token holders, with nothing of the chat in the store (control), a page that
-#      reloads or loses its socket comes back as the same participant (reconnect);
+#      reloads or loses its socket comes back as the same participant (reconnect), a page
+#      in a network namespace whose network is cut for 10 s and whose address changes
+#      comes back on the same connection (network; needs root, as no-egress does);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
@@ -68,7 +70,7 @@ scripts/test-str0m.sh
 
 step "browser tests"
 cargo build --locked -p ting-server
-for t in meeting layers crowd control reconnect; do
+for t in meeting layers crowd control reconnect network; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
 

@@ -83,7 +83,7 @@ async fn a_dropped_websocket_resumes_as_the_same_participant_while_media_flows()
 }
 
 #[tokio::test]
-async fn resume_refuses_strangers_open_sessions_and_the_timed_out() {
+async fn resume_refuses_strangers_takes_over_open_sessions_and_refuses_the_timed_out() {
     let server = start_server(&[
         ("limits.ping_interval_secs", "1"),
         ("limits.participant_timeout_secs", "3"),
@@ -111,29 +111,50 @@ async fn resume_refuses_strangers_open_sessions_and_the_timed_out() {
     assert_eq!(e.code, ErrorCode::ResumeFailed);
     assert!(!e.fatal);
 
-    // A's token while A is still connected: refused for now, A unharmed.
-    let mut a = Signal::connect(&server.ws_url).await.unwrap();
-    let welcome = a.join("e2e-expire", "A").await.unwrap();
+    // A's token on a new socket while A's old one still looks open (a network that went
+    // away without closing it): the first attempt is told to wait, the server lets go of
+    // the old socket, and the next attempt is A again.
+    let mut old = Signal::connect(&server.ws_url).await.unwrap();
+    let welcome = old.join("e2e-expire", "A").await.unwrap();
     let token = welcome
         .resume
         .clone()
         .expect("a resume token in the welcome");
     assert_eq!(welcome.limits.participant_timeout_ms, 3000);
     let id_a = welcome.participant.0.clone();
-    let mut twin = Signal::connect(&server.ws_url).await.unwrap();
+    let mut a = Signal::connect(&server.ws_url).await.unwrap();
     assert!(matches!(
-        twin.resume(&token).await,
+        a.resume(&token).await,
         Err(ting_bench::SignalError::Refused {
             code: ErrorCode::ResumePending,
             ..
         })
     ));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while old.recv().await.is_ok() {}
+    })
+    .await
+    .expect("the server closes the socket that was taken over");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let resumed = loop {
+        match a.resume(&token).await {
+            Ok(w) => break w,
+            Err(ting_bench::SignalError::Refused {
+                code: ErrorCode::ResumePending,
+                ..
+            }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("A could not take its place back: {e}"),
+        }
+    };
+    assert_eq!(resumed.participant.0, id_a, "the same participant");
     a.send(&ClientMsg::Ping).await.unwrap();
     a.recv_until(Duration::from_secs(5), |m| {
         matches!(m, ServerMsg::Pong).then_some(())
     })
     .await
-    .expect("A still answered");
+    .expect("A answers on its new socket");
 
     // A drops and does not come back: after the timeout B sees it leave, and the token is
     // dead.

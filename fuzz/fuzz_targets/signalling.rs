@@ -72,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = r.token.len();
         }
         ClientMsg::Offer(_)
+        | ClientMsg::IceRestart { .. }
         | ClientMsg::Media(_)
         | ClientMsg::Ping
         | ClientMsg::Leave

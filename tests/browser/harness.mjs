@@ -24,7 +24,7 @@ import { chromium } from 'playwright-core';
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(HERE, '../..');
 export const TING_BIN = resolve(ROOT, process.env.TING_BIN ?? 'target/debug/ting');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 /**
  * Headless Chromium with a fake camera, microphone and screen, no permission prompts,
@@ -118,9 +118,9 @@ let served = { origin: null, spki: null, certSha256: null };
  *  With `TING_HTTP_TLS_SELF_SIGNED=true` in `env` it serves HTTPS with its development
  *  certificate: browsers launched afterwards are told to trust exactly that certificate,
  *  and the harness's own requests pin it. */
-export async function startTing(logPath, { room, env = {} } = {}) {
+export async function startTing(logPath, { room, env = {}, listen = '127.0.0.1:0', args: extra = [] } = {}) {
   log(`starting ${TING_BIN}`);
-  const args = ['--http-listen', '127.0.0.1:0', '--media-port', '0'];
+  const args = ['--http-listen', listen, '--media-port', '0', ...extra];
   if (room) args.push('--room', room);
   const proc = spawn(TING_BIN, args, {
     cwd: ROOT,
@@ -312,11 +312,12 @@ export async function writeVoiceWav(path, seconds = 12) {
 /**
  * Launches one participant's browser. `args` are Chromium's flags; `audioFile` replaces
  * the fake microphone's beep with a WAV file; `mute` keeps Playwright's --mute-audio
- * (tests that do not listen save the CPU of playing sound).
+ * (tests that do not listen save the CPU of playing sound); `executable` runs another
+ * program in Chromium's place (a wrapper that starts it in a network namespace).
  */
 export async function launchParticipant(label, name, {
   args = chromiumArgs(), audioFile = null, mute = false, viewport = { width: 1280, height: 800 },
-  permissions = undefined,
+  permissions = undefined, executable = CHROMIUM,
 } = {}) {
   const profile = await mkdtemp(join(tmpdir(), `ting-e2e-${label}-`));
   let flags = audioFile ? [...args, `--use-file-for-fake-audio-capture=${audioFile}`] : args;
@@ -325,7 +326,7 @@ export async function launchParticipant(label, name, {
   let context;
   try {
     context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
+      executablePath: executable,
       headless: true,
       args: flags,
       // Playwright mutes audio by default; some tests want audio to play into <audio>.
@@ -423,7 +424,7 @@ export async function screenshot(p, dir, phase) {
  * and the server log go to tests/browser/screenshots/<timestamp>[-name]/, printed at the
  * end. Ctrl-C and SIGTERM stop the server too; the scenario closes its browsers itself.
  */
-export async function runTest({ name, room, env = {} }, scenario) {
+export async function runTest({ name, room, env = {}, listen, args }, scenario) {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const shots = join(HERE, 'screenshots', name ? `${stamp}-${name}` : stamp);
   await mkdir(shots, { recursive: true });
@@ -437,7 +438,7 @@ export async function runTest({ name, room, env = {} }, scenario) {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    ting = await startTing(logPath, { room, env });
+    ting = await startTing(logPath, { room, env, listen, args });
     await scenario({ port: ting.port, shots, ting });
   } catch (e) {
     failed = e;

@@ -21,8 +21,9 @@
 
 import {
   chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot, shownErrors,
-  sleep, waitFor,
+  waitFor,
 } from './harness.mjs';
+import { checkNeverGone, mediaBothWays, stopWatch, watchOther } from './observe.mjs';
 
 const ROOM = 'e2e-reconnect';
 // Two pages encoding a camera in three layers on a two-core machine: 10 fps is plenty.
@@ -36,69 +37,6 @@ const WINDOW_MS = 18000;
 const MEDIA_MS = 20000;
 /** Where the page keeps its session for a reload. */
 const SESSION_KEY = `ting.resume.${ROOM}`;
-
-// ---- what a page receives ----------------------------------------------------------------
-
-/** What one page receives: per receive slot, its inbound-rtp numbers, plus the slot map. */
-function sample(p) {
-  return p.page.evaluate(async () => {
-    const t = window.ting;
-    const pc = t.pc;
-    if (!pc) return null;
-    const kinds = new Map(t.receivers.map((r) => [r.mid, r.kind]));
-    const receivers = {};
-    for (const tr of pc.getTransceivers()) {
-      if (!kinds.has(tr.mid)) continue;
-      const stats = await tr.receiver.getStats();
-      let inbound = null;
-      stats.forEach((s) => {
-        if (s.type === 'inbound-rtp') inbound = s;
-      });
-      receivers[tr.mid] = {
-        kind: kinds.get(tr.mid),
-        bytesReceived: inbound?.bytesReceived ?? 0,
-        framesDecoded: inbound?.framesDecoded ?? 0,
-      };
-    }
-    return { slots: t.slots, receivers, connectionState: pc.connectionState };
-  });
-}
-
-/** The mid of the slot that carries `source` of `participant` on this page, or null. */
-function midOf(s, participant, source) {
-  for (const [mid, v] of Object.entries(s.slots)) {
-    if (v.participant === participant && v.source === source) return mid;
-  }
-  return null;
-}
-
-/**
- * Samples twice, `gapMs` apart, and checks that the slot mapped to `source` of `other`
- * grows: framesDecoded for the camera, bytesReceived for the microphone.
- */
-async function flowing(p, other, source, gapMs = 500) {
-  const a = await sample(p);
-  await sleep(gapMs);
-  const b = await sample(p);
-  if (!a || !b) return { ok: false, why: 'no PeerConnection yet' };
-  const mid = midOf(b, other.id, source);
-  if (!mid) return { ok: false, why: `no slot maps ${other.label}'s ${source} (pc ${b.connectionState})` };
-  const metric = source === 'camera' ? 'framesDecoded' : 'bytesReceived';
-  const before = a.receivers[mid]?.[metric] ?? 0;
-  const after = b.receivers[mid]?.[metric] ?? 0;
-  return {
-    ok: after > before,
-    why: `${other.label}'s ${source} on mid ${mid}: ${metric} ${before} -> ${after} (pc ${b.connectionState})`,
-  };
-}
-
-/** Waits until each of `a` and `b` decodes the other's camera and hears the other. */
-async function mediaBothWays(a, b, when) {
-  for (const [p, other] of [[b, a], [a, b]]) {
-    await waitFor(`${p.label} to decode ${other.label}'s camera ${when}`, () => flowing(p, other, 'camera'), MEDIA_MS, 100);
-    await waitFor(`${p.label} to hear ${other.label} ${when}`, () => flowing(p, other, 'microphone'), MEDIA_MS, 100);
-  }
-}
 
 // ---- what a page shows -----------------------------------------------------------------
 
@@ -125,56 +63,6 @@ async function backInMeeting(p, id, what, timeoutMs, extra = () => true) {
     }
     return { ok: s.id === id && s.connection === 'connected' && s.meeting && extra(s), why: JSON.stringify(s), state: s };
   }, timeoutMs, 50);
-}
-
-/**
- * Starts watching, in `p`'s page, what it shows of `other` every 50 ms: whether its tile
- * was ever missing (or named someone else), and whether the tile, the participant list or
- * the debug handle ever said it was reconnecting. Read with stopWatch().
- */
-function watchOther(p, other) {
-  return p.page.evaluate(({ id, name }) => {
-    clearInterval(window.__watch?.timer);
-    const w = { samples: 0, missing: 0, wrongName: 0, tileMarked: false, rowMarked: false, listed: false };
-    w.timer = setInterval(() => {
-      w.samples++;
-      const fig = document.querySelector(`#tiles [data-participant="${id}"]`);
-      if (!fig) {
-        w.missing++;
-      } else {
-        if (fig.querySelector('.name').textContent !== name) w.wrongName++;
-        const badge = fig.querySelector('.reconnecting-badge');
-        if (fig.dataset.reconnecting === 'true' && badge && !badge.hidden) w.tileMarked = true;
-      }
-      const row = document.querySelector(`#people-list [data-person="${id}"]`);
-      if (row?.dataset.reconnecting === 'true' && row.querySelector('.state').textContent.includes('Reconnecting')) {
-        w.rowMarked = true;
-      }
-      if (window.ting.reconnecting.includes(id)) w.listed = true;
-    }, 50);
-    window.__watch = w;
-  }, { id: other.id, name: other.name });
-}
-
-function stopWatch(p) {
-  return p.page.evaluate(() => {
-    const w = window.__watch;
-    clearInterval(w.timer);
-    window.__watch = null;
-    const { timer, ...seen } = w;
-    return seen;
-  });
-}
-
-/** Checks what `watch` saw of `other` on `p`'s page: the tile never went away. */
-function checkNeverGone(p, other, watch, when) {
-  if (watch.samples < 5) throw new Error(`${p.label} was hardly watched ${when}: ${JSON.stringify(watch)}`);
-  if (watch.missing || watch.wrongName) {
-    throw new Error(`${p.label} lost ${other.label}'s tile ${when}: ${JSON.stringify(watch)}`);
-  }
-  const marked = [watch.tileMarked && 'the tile', watch.rowMarked && 'the participant list'].filter(Boolean);
-  log(`  ${p.label} kept ${other.label}'s tile ${when} (${watch.samples} looks); ${
-    marked.length ? `"Reconnecting…" showed on ${marked.join(' and ')}` : 'no "Reconnecting…" was seen (too short to catch)'}`);
 }
 
 /** Waits until `p` no longer marks `other` as reconnecting anywhere. */
@@ -204,7 +92,7 @@ async function scenario({ port, shots }) {
   const everyone = [a, b];
   try {
     for (const p of everyone) await joinMeeting(p, port, ROOM);
-    await mediaBothWays(a, b, 'after joining');
+    await mediaBothWays(a, b, 'after joining', MEDIA_MS);
     log('A and B see and hear each other');
     const kept = await storedSession(a);
     if (typeof kept?.token !== 'string' || !kept.token) throw new Error(`A keeps no session: ${JSON.stringify(kept)}`);
@@ -222,7 +110,7 @@ async function scenario({ port, shots }) {
     const back = await backInMeeting(a, id, `A to be back in the meeting as ${id}`, WINDOW_MS,
       (s) => s.resumes === 1);
     const backMs = Date.now() - reloadAt;
-    await mediaBothWays(a, b, 'after the reload');
+    await mediaBothWays(a, b, 'after the reload', MEDIA_MS);
     const mediaMs = Date.now() - reloadAt;
     log(`  A is back as the same participant ${backMs} ms after the reload (status "${back.state.status}"); media flows both ways after ${mediaMs} ms`);
     checkNeverGone(b, a, await stopWatch(b), 'during the reload');
@@ -263,7 +151,7 @@ async function scenario({ port, shots }) {
     // The media connection kept working while only the socket dropped: no new offer.
     if (!own.samePc || own.pc !== 'connected') throw new Error(`A's media connection was replaced or is down: ${JSON.stringify(own)}`);
     log(`  A resumed ${resumeMs} ms after its socket closed, on the same media connection`);
-    await mediaBothWays(a, b, 'after the socket dropped');
+    await mediaBothWays(a, b, 'after the socket dropped', MEDIA_MS);
     log(`  media flows both ways ${Date.now() - dropAt} ms after the drop`);
     checkNeverGone(b, a, await stopWatch(b), 'while A\'s socket was down');
     await notMarked(b, a, 'after the socket came back');

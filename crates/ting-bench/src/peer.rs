@@ -193,6 +193,8 @@ pub struct SimPeer {
     rtc: Rtc,
     local: SocketAddr,
     pending: Option<SdpPendingOffer>,
+    /// The address an ICE restart moves the connection to, once its answer arrives.
+    moving_to: Option<SocketAddr>,
     tx: Vec<TxStream>,
     /// Receive slots: mid and what the offer said they are for.
     slot_mids: Vec<Mid>,
@@ -346,6 +348,7 @@ impl SimPeer {
             rtc,
             local,
             pending: Some(pending),
+            moving_to: None,
             latency: Histogram::default(),
             tx,
             sample_in: vec![0; slot_mids.len()],
@@ -405,6 +408,7 @@ impl SimPeer {
             rtc,
             local,
             pending: None,
+            moving_to: None,
             latency: Histogram::default(),
             tx: Vec::new(),
             sample_in: vec![0; slot_mids.len()],
@@ -449,6 +453,21 @@ impl SimPeer {
         self.local
     }
 
+    /// Restarts ICE as a browser does after its network changed (`restartIce()`): an offer
+    /// with new ICE credentials and the same m-lines, for `ice_restart`. Once its answer is
+    /// accepted ([`SimPeer::accept_answer`]) the connection sends from `local`, the
+    /// address it moved to.
+    pub fn restart_ice(&mut self, local: SocketAddr) -> Result<String, PeerError> {
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(false);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(PeerError::NoStream("an ICE restart offer"))?;
+        self.pending = Some(pending);
+        self.moving_to = Some(local);
+        Ok(offer.to_sdp_string())
+    }
+
     /// Applies the server's answer and finds the outgoing streams.
     pub fn accept_answer(&mut self, sdp: &str, now: Instant) -> Result<(), PeerError> {
         let answer =
@@ -458,6 +477,13 @@ impl SimPeer {
             .take()
             .ok_or(PeerError::Answer("no offer is pending".into()))?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
+        if let Some(local) = self.moving_to.take() {
+            // The restart dropped the old candidates; the new address is the only one.
+            let candidate =
+                Candidate::host(local, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
+            self.rtc.add_local_candidate(candidate);
+            self.local = local;
+        }
         let params: Vec<(Pt, Codec)> = self
             .rtc
             .codec_config()

@@ -762,6 +762,26 @@ impl Router {
         }
     }
 
+    /// The publisher's connection came back from a network change or an outage (an ICE
+    /// restart): the layers of its tracks that were given up on while nothing came get
+    /// another chance now, so its camera is asked for (and shown) again at once rather
+    /// than when the retry comes round.
+    pub fn publisher_back(&mut self, publisher: EndpointId, now: Instant) {
+        let mut any = false;
+        for (_, t) in self.tracks.iter_mut() {
+            if t.id.endpoint != publisher {
+                continue;
+            }
+            for l in &mut t.layers {
+                any |= l.failed_until.take().is_some();
+                l.stalled_since = None;
+            }
+        }
+        if any {
+            self.refresh_subscribers(now);
+        }
+    }
+
     /// The publisher's connection reports that it stopped (or resumed) sending `layer`.
     pub fn handle_layer_paused(&mut self, track: TrackId, layer: LayerId, paused: bool) {
         let Some(&ti) = self.track_index.get(&track) else {
@@ -1017,6 +1037,11 @@ impl Router {
                 let flowing = !l.paused
                     && l.last_packet
                         .is_some_and(|at| now.saturating_duration_since(at) < timeout);
+                if flowing {
+                    // A layer given up on that flows again (its publisher's network came
+                    // back) is usable at once, not when the retry comes round.
+                    l.failed_until = None;
+                }
                 if flowing || !targeted.contains(LayerId(li as u8)) {
                     l.stalled_since = None;
                 } else {

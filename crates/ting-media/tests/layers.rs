@@ -268,3 +268,31 @@ fn screen_shares_come_first_and_largest() {
     assert_eq!(screen, Some(LayerId(0)));
     assert!(camera.is_some_and(|l| l < LayerId(2)), "{camera:?}");
 }
+
+#[test]
+fn a_camera_whose_network_comes_back_is_shown_again_at_once() {
+    let mut sim = Sim::new(RouterConfig::default());
+    let publisher = sim.join(1, 1, &[]);
+    let viewer = sim.join(2, 3, &browser_slots(4));
+    sim.set_layout(viewer, Some(show(&[(Some(1), 360)], View::Grid)));
+    sim.run(2000);
+    assert!(sim.subs[&viewer].camera_slot(publisher).unwrap().packets > 20);
+
+    // Its network is gone long enough for the router to give up on the layer.
+    sim.pubs.get_mut(&publisher).unwrap().silent = true;
+    sim.run(11_000);
+    let before = sim.subs[&viewer]
+        .camera_slot(publisher)
+        .map_or(0, |s| s.packets);
+    sim.pubs.get_mut(&publisher).unwrap().silent = false;
+    let now = sim.now;
+    sim.router.publisher_back(publisher, now);
+    sim.drain();
+    // Back: a keyframe is asked for and the camera shows within a second, not when the
+    // router's retry of a failed layer comes round.
+    sim.run(1000);
+    let after = sim.subs[&viewer]
+        .camera_slot(publisher)
+        .map_or(0, |s| s.packets);
+    assert!(after > before + 5, "{before} -> {after}");
+}

@@ -55,6 +55,11 @@ pub enum ClientMsg {
     Resume(Resume),
     /// The client's SDP offer with what each m-line is for; answered by [`ServerMsg::Answer`].
     Offer(Offer),
+    /// A new offer for the media connection that exists, with new ICE credentials and the
+    /// same m-lines (what `RTCPeerConnection.restartIce()` produces): the client's network
+    /// changed or went quiet. Answered by [`ServerMsg::Answer`]; the participant, its
+    /// tracks and its receive slots stay as they are.
+    IceRestart { sdp: String },
     /// The client muted/unmuted or turned its camera or screen share on/off.
     Media(MediaState),
     /// What the client shows: which cameras, at which size. The server fills the client's
@@ -594,6 +599,8 @@ pub enum ErrorCode {
     BadOffer,
     /// A second offer was sent; this version does not renegotiate.
     AlreadyConnected,
+    /// `ice_restart` was sent without a media connection to restart.
+    NotConnected,
     /// The server is not accepting joins now (starting or shutting down).
     Unavailable,
     /// Something failed inside the server; the message says what.
@@ -745,6 +752,15 @@ mod tests {
         };
         assert_eq!(offer.publish, Publish::default());
         assert!(offer.receive.audio.is_empty());
+    }
+
+    #[test]
+    fn ice_restart_carries_an_sdp() {
+        let text = r#"{"type":"ice_restart","sdp":"v=0"}"#;
+        let msg = ClientMsg::parse(text, 1024).unwrap();
+        assert_eq!(msg, ClientMsg::IceRestart { sdp: "v=0".into() });
+        assert_eq!(msg.to_json(), text);
+        assert!(ClientMsg::parse(r#"{"type":"ice_restart"}"#, 1024).is_err());
     }
 
     #[test]

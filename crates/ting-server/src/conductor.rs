@@ -55,6 +55,13 @@ pub enum ConductorCmd {
         offer: Offer,
         reply: oneshot::Sender<Result<String, ErrorMsg>>,
     },
+    /// A new offer with new ICE credentials for the media connection that exists; answered
+    /// by its worker with the SDP answer, or the error.
+    IceRestart {
+        pid: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, ErrorMsg>>,
+    },
     /// Anything the control plane decides (media state, hands, chat, moderation), answered
     /// with what to tell the client (if anything) or the refusal.
     Control {
@@ -106,6 +113,7 @@ impl ConductorCmd {
             }
             ConductorCmd::Detach { pid, .. } => Some(*pid),
             ConductorCmd::Offer { pid, .. }
+            | ConductorCmd::IceRestart { pid, .. }
             | ConductorCmd::Control { pid, .. }
             | ConductorCmd::Layout { pid, .. }
             | ConductorCmd::Seen { pid }
@@ -486,6 +494,25 @@ impl Conductor {
                     }
                 }
             }
+            ConductorCmd::IceRestart { pid, sdp, reply } => {
+                self.rooms.handle_seen(pid, now);
+                match self.members.get(&pid).and_then(|m| m.worker) {
+                    Some(worker) => self.workers[worker.0].command(WorkerCmd::IceRestart {
+                        pid: pid.0,
+                        sdp,
+                        reply,
+                    }),
+                    None => {
+                        let _ = reply.send(Err(ErrorMsg {
+                            code: ErrorCode::NotConnected,
+                            message: "there is no media connection to restart: send offer \
+                                      to make one"
+                                .into(),
+                            fatal: false,
+                        }));
+                    }
+                }
+            }
             ConductorCmd::Control { pid, cmd, reply } => {
                 self.rooms.handle_seen(pid, now);
                 #[cfg(feature = "test-hooks")]
@@ -844,10 +871,14 @@ impl Conductor {
             return Err(failed("There is nobody to resume. Join again."));
         };
         let Some(mut rx) = m.parked.take() else {
+            // The old socket still looks open here, but whoever holds the token has moved
+            // on (a network change leaves the old connection silent rather than closed):
+            // it lets go, and the client's next attempt finds the participant waiting.
+            m.outbox.take_over();
             return Err(ErrorMsg {
                 code: ErrorCode::ResumePending,
                 message: "This participant's previous connection is still open at the server; \
-                          try again in a moment."
+                          it is being closed. Try again in a moment."
                     .into(),
                 fatal: false,
             });

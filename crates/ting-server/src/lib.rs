@@ -232,6 +232,9 @@ impl Server {
                     candidate: SocketAddr::new(config.media.advertise_ip, bound.port()),
                     events: events_tx.clone(),
                     counters: metrics.workers[i].clone(),
+                    // A participant whose media went quiet gets as long to come back as one
+                    // whose signalling did.
+                    media_grace: config.participant_timeout(),
                 },
             });
         }

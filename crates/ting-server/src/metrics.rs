@@ -122,6 +122,8 @@ pub struct WorkerStats {
     pub connections: u64,
     /// `send_layers` messages to publishers: layers paused or resumed.
     pub layer_changes: u64,
+    /// ICE restarts accepted (a client's network changed or went quiet).
+    pub ice_restarts: u64,
     /// Timeout passes over connections (each runs every timer and stream of one).
     pub ticks: u64,
     /// CPU time of the worker thread, nanoseconds.
@@ -168,6 +170,7 @@ atomics! {
     latency_count: AtomicU64,
     connections: AtomicU64,
     layer_changes: AtomicU64,
+    ice_restarts: AtomicU64,
     ticks: AtomicU64,
     cpu_ns: AtomicU64,
 }
@@ -194,6 +197,7 @@ impl WorkerCounters {
         self.latency_count.store(s.latency_count, Relaxed);
         self.connections.store(s.connections, Relaxed);
         self.layer_changes.store(s.layer_changes, Relaxed);
+        self.ice_restarts.store(s.ice_restarts, Relaxed);
         self.ticks.store(s.ticks, Relaxed);
         self.cpu_ns.store(s.cpu_ns, Relaxed);
     }
@@ -535,6 +539,12 @@ impl Collector for Scrape {
             "ting_layer_changes",
             "Times a publisher was told to pause or resume simulcast layers nobody (or somebody again) watches.",
             m.sum(|w| &w.layer_changes),
+        )?;
+        counter(
+            &mut e,
+            "ting_ice_restarts",
+            "ICE restarts accepted: a client whose network changed or went quiet reconnected its media without rejoining.",
+            m.sum(|w| &w.ice_restarts),
         )?;
         counter(
             &mut e,

@@ -42,6 +42,7 @@ impl From<ServerMsg> for OutMsg {
 pub struct Outbox {
     tx: mpsc::Sender<OutMsg>,
     overflow: Arc<Notify>,
+    takeover: Arc<Notify>,
 }
 
 /// The session's end of an [`Outbox`].
@@ -49,18 +50,25 @@ pub struct Outbox {
 pub struct OutboxRx {
     rx: mpsc::Receiver<OutMsg>,
     overflow: Arc<Notify>,
+    takeover: Arc<Notify>,
 }
 
 /// An outbox holding at most `capacity` messages.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxRx) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Notify::new());
+    let takeover = Arc::new(Notify::new());
     (
         Outbox {
             tx,
             overflow: overflow.clone(),
+            takeover: takeover.clone(),
         },
-        OutboxRx { rx, overflow },
+        OutboxRx {
+            rx,
+            overflow,
+            takeover,
+        },
     )
 }
 
@@ -77,6 +85,13 @@ impl Outbox {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
+
+    /// Tells the session holding the other end to let go of it, as if its socket had
+    /// dropped: the participant came back on a new socket (`resume`) while the server still
+    /// held the old one (a network that went away without closing it).
+    pub fn take_over(&self) {
+        self.takeover.notify_one();
+    }
 }
 
 impl OutboxRx {
@@ -90,15 +105,22 @@ impl OutboxRx {
         self.overflow.clone()
     }
 
-    /// Throws away what is queued, and forgets an overflow: for a participant resuming, who
+    /// Notified when a new socket takes this participant over ([`Outbox::take_over`]).
+    pub fn takeover(&self) -> Arc<Notify> {
+        self.takeover.clone()
+    }
+
+    /// Throws away what is queued, and forgets an overflow and a takeover: for a
+    /// participant resuming, who
     /// gets the whole state afresh instead. Returns how many messages were dropped.
     pub fn discard_backlog(&mut self) -> usize {
         let mut n = 0;
         while self.rx.try_recv().is_ok() {
             n += 1;
         }
-        // A stored permit would end the resumed session as too slow at once.
+        // A stored permit would end the resumed session (as too slow, or taken over) at once.
         let _ = futures_util::FutureExt::now_or_never(self.overflow.notified());
+        let _ = futures_util::FutureExt::now_or_never(self.takeover.notified());
         n
     }
 }

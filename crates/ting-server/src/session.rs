@@ -59,6 +59,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
     // Handed to the conductor at join; until then this session holds it.
     let mut outbox_tx = Some(outbox_tx);
     let mut overflow = outbox.overflow();
+    let mut takeover = outbox.takeover();
     let mut pid: Option<ParticipantId> = None;
     let limits = &state.config.limits;
     let limit = limits.max_message_bytes;
@@ -119,6 +120,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                 );
                 let _ = write(&mut sink, &state, reply_text(&state, e), farewell).await;
                 end = End::TooSlow;
+                break;
+            }
+            () = takeover.notified(), if outbox_tx.is_none() => {
+                // The participant resumed on a new socket while this one looked open: it
+                // is dead (a network that vanished), and the new one takes over.
+                end = End::Gone;
                 break;
             }
             () = tokio::time::sleep_until(join_deadline), if pid.is_none() => {
@@ -266,6 +273,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                             outbox_tx = None;
                             outbox = parked;
                             overflow = outbox.overflow();
+                            takeover = outbox.takeover();
                             Some(welcome)
                         }
                         Ok(Err(e)) | Err(e) => Some(ServerMsg::Error(e)),
@@ -334,6 +342,37 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                             Err(_) => error(
                                 ErrorCode::Internal,
                                 "the media worker did not answer the offer in time",
+                            ),
+                        },
+                    )
+                }
+            },
+            Ok(ClientMsg::IceRestart { sdp }) => match pid {
+                None => Some(not_joined()),
+                Some(_) if count_mlines(&sdp) > max_lines => {
+                    state.metrics.control.limited(Limit::OfferLines);
+                    Some(error(
+                        ErrorCode::BadOffer,
+                        format!(
+                            "the SDP offer has {} m-lines; this server reads at most {max_lines}",
+                            count_mlines(&sdp)
+                        ),
+                    ))
+                }
+                Some(pid) => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = ConductorCmd::IceRestart {
+                        pid,
+                        sdp,
+                        reply: tx,
+                    };
+                    Some(
+                        match tokio::time::timeout(OFFER_TIMEOUT, ask(&state, cmd, rx)).await {
+                            Ok(Ok(Ok(sdp))) => ServerMsg::Answer { sdp },
+                            Ok(Ok(Err(e)) | Err(e)) => ServerMsg::Error(e),
+                            Err(_) => error(
+                                ErrorCode::Internal,
+                                "the media worker did not answer the ICE restart in time",
                             ),
                         },
                     )
@@ -510,6 +549,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
         ClientMsg::Join(_)
         | ClientMsg::Resume(_)
         | ClientMsg::Offer(_)
+        | ClientMsg::IceRestart { .. }
         | ClientMsg::Layout(_)
         | ClientMsg::Ping
         | ClientMsg::Leave => {

@@ -1748,7 +1748,7 @@ function renderControls(m) {
 
 function renderStatus(m) {
   document.title = `${room} · ting`;
-  const reconnecting = m.connection === 'reconnecting';
+  const reconnecting = m.connection === 'reconnecting' || m.state === 'reconnecting';
   setStatus(reconnecting ? RECONNECTING : m.state === 'connected' ? 'Connected' : 'Connecting media…');
   $('reconnecting-banner').hidden = !reconnecting;
   const n = m.participants.size + (m.participantId ? 1 : 0);
@@ -2195,6 +2195,10 @@ function exposeDebugHandle() {
     get connectionState() { return meeting?.connection ?? null; },
     /** How many times this page came back into its meeting with `resume`. */
     get resumeCount() { return meeting?.resumeCount ?? 0; },
+    /** ICE restarts the server answered (the media connection came back after a network
+     *  change or drop), and how long the last loss of media lasted in ms (null: none). */
+    get iceRestarts() { return meeting?.iceRestarts ?? 0; },
+    get lastMediaOutageMs() { return meeting?.lastMediaOutageMs ?? null; },
     /** The others whose connection dropped and who the server waits for, by id. */
     get reconnecting() {
       return meeting ? [...meeting.participants.values()].filter((p) => p.reconnecting).map((p) => p.id) : [];

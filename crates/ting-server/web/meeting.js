@@ -124,8 +124,27 @@ const LAYOUT_MIN_INTERVAL_MS = 250;
  *  (`ping_interval_ms`): a silent waiter is timed out like a silent participant. */
 const LOBBY_PING_MS = 5000;
 
-/** A media connection `disconnected` this long is taken for failed. */
-const DISCONNECTED_GIVE_UP_MS = 10000;
+/** A media connection that worked and lost its path (the browser says `disconnected` or
+ *  `failed`, or a steady flow stopped dead) restarts ICE after this long, and again every
+ *  ICE_RESTART_RETRY_MS until media flows: the network changed or came back, and a restart
+ *  finds the new path without a new connection (same participant, same tiles for the
+ *  others). */
+const ICE_RESTART_AFTER_MS = 250;
+const ICE_RESTART_RETRY_MS = 4000;
+/** How long an ICE restart waits for its answer. The server answers at once: no answer
+ *  means the socket is dead too (an address change leaves it silent rather than closed),
+ *  so it is dropped and resumed on a new one, and ICE is restarted from there. */
+const ICE_RESTART_REPLY_MS = 1500;
+/** How often the page looks at what arrives on the media connection's path; how long a
+ *  flow of at least RECEIVE_STEADY_BPS bytes a second may stop dead before the path counts
+ *  as gone (the browser itself takes about 6 s to say `disconnected`). A publisher always
+ *  has such a flow: the server's feedback on its media. */
+const RECEIVE_CHECK_MS = 500;
+const RECEIVE_STALL_MS = 1500;
+const RECEIVE_STEADY_BPS = 1000;
+/** A media connection not back this long after it was lost is replaced by a new one
+ *  (through a resume), as if the page had reloaded. */
+const DISCONNECTED_GIVE_UP_MS = 30000;
 
 /** How long to wait for the server's `welcome` and `answer`. The server gives its media
  *  worker 10 s to answer an offer, so wait a little longer than that. */
@@ -324,13 +343,18 @@ export class Meeting extends EventTarget {
     this.layout = null;
     this.layoutsSent = 0;
     this.limits = null;
-    /** `connecting`, `connected` (media flows), `closed`. */
+    /** `connecting`, `connected` (media flows), `reconnecting` (media was lost and ICE is
+     *  being restarted), `closed`. */
     this.state = 'connecting';
     /** Our signalling connection: `connecting` until the first `welcome`, then `connected`,
      *  or `reconnecting` while we try to resume after it dropped. */
     this.connection = 'connecting';
     /** How many times we came back with `resume` (after a drop, or a reload). */
     this.resumeCount = 0;
+    /** ICE restarts the server answered, and how long (ms) the last loss of the media
+     *  connection lasted, from `disconnected` to `connected` again. */
+    this.iceRestarts = 0;
+    this.lastMediaOutageMs = null;
     /** The RTCPeerConnection, once built. */
     this.pc = null;
 
@@ -377,6 +401,11 @@ export class Meeting extends EventTarget {
     /** New media connections offered after resumes that failed in a row. */
     this._offerFailures = 0;
     this._disconnectedTimer = null;
+    /** When the media connection was lost (performance.now()), while it is. */
+    this._mediaLostAt = null;
+    this._iceRestarting = false;
+    /** The receive watch of the current media connection ({pc, timer, …}). */
+    this._receiveWatch = null;
   }
 
   /** What we send in `media` messages: which of our sources are switched on. */
@@ -1200,6 +1229,8 @@ export class Meeting extends EventTarget {
     this._changed('connection');
     // Failed while we were busy resuming: once more, with a new media connection.
     if (this.pc?.connectionState === 'failed') this._onConnectionState();
+    // Lost with the socket (an address change takes both): restart ICE now that we can.
+    if (this._mediaLostAt !== null) this._restartIce();
     return 'resumed';
   }
 
@@ -1269,6 +1300,7 @@ export class Meeting extends EventTarget {
     this._pcConnected = false;
     clearTimeout(this._disconnectedTimer);
     this._disconnectedTimer = null;
+    this._mediaLostAt = null;
     old?.close();
     // No ICE servers: the server is ICE-lite and names its one reachable address in its
     // answer. One bundled transport for all m-lines.
@@ -1392,26 +1424,173 @@ export class Meeting extends EventTarget {
 
   _onConnectionState() {
     const s = this.pc?.connectionState;
-    if (s !== 'disconnected') {
-      clearTimeout(this._disconnectedTimer);
-      this._disconnectedTimer = null;
-    }
     if (s === 'connected') {
       this._pcConnected = true;
-      this.state = 'connected';
-      this._changed('state');
+      this._watchReceive();
+      this._mediaBack();
+    } else if ((s === 'failed' || s === 'disconnected') && this._pcConnected && this._established) {
+      // It worked before: the network changed or dropped.
+      this._mediaLost();
     } else if (s === 'failed') {
       this._mediaFailed();
-    } else if (s === 'disconnected') {
-      // Often recovers by itself (a brief network hiccup); show it, do not give up yet.
-      this.state = 'connecting';
+    }
+  }
+
+  /** Media stopped arriving on a connection that worked: say so, and restart ICE (now,
+   *  then every ICE_RESTART_RETRY_MS) until it flows again. */
+  _mediaLost() {
+    if (this._mediaLostAt !== null || this._closed) return;
+    this._mediaLostAt = performance.now();
+    this.state = 'reconnecting';
+    this._changed('state');
+    this._scheduleIceRestart(ICE_RESTART_AFTER_MS);
+  }
+
+  /** The connection is up and media arrives again (or for the first time). */
+  _mediaBack() {
+    if (this.pc?.connectionState !== 'connected') return;
+    clearTimeout(this._disconnectedTimer);
+    this._disconnectedTimer = null;
+    if (this._mediaLostAt !== null) this.lastMediaOutageMs = Math.round(performance.now() - this._mediaLostAt);
+    this._mediaLostAt = null;
+    if (this.state !== 'connected') {
+      this.state = 'connected';
       this._changed('state');
-      // A browser may take half a minute to call a connection failed; one silent for this
-      // long is not coming back.
-      this._disconnectedTimer ??= setTimeout(() => {
-        this._disconnectedTimer = null;
-        if (this.pc?.connectionState === 'disconnected') this._mediaFailed();
-      }, DISCONNECTED_GIVE_UP_MS);
+    }
+  }
+
+  /**
+   * Watches what arrives on the media connection: a steady flow that stops dead means the
+   * path is gone (an address change, a cut) some seconds before the browser calls the
+   * connection disconnected, and restarting ICE at once saves those seconds. A connection
+   * that was quiet anyway (nobody else sends) is left to the browser's own verdict.
+   */
+  _watchReceive() {
+    const pc = this.pc;
+    if (this._receiveWatch?.pc === pc) return;
+    clearInterval(this._receiveWatch?.timer);
+    const w = {
+      pc, pairId: null, bytes: null, at: 0, stalledSince: null, steady: false, lostPair: null, busy: false,
+    };
+    w.timer = setInterval(async () => {
+      if (this.pc !== pc || this._closed || pc.connectionState === 'closed') {
+        clearInterval(w.timer);
+        return;
+      }
+      // A slow getStats does not overlap the next.
+      if (w.busy) return;
+      w.busy = true;
+      try {
+        await look();
+      } finally {
+        w.busy = false;
+      }
+    }, RECEIVE_CHECK_MS);
+    const look = async () => {
+      let pairId = null;
+      const pairs = new Map();
+      try {
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'transport') pairId = r.selectedCandidatePairId ?? pairId;
+          else if (r.type === 'candidate-pair') pairs.set(r.id, r);
+        });
+      } catch {
+        return;
+      }
+      const pair = pairs.get(pairId);
+      // What arrives on the path in use, checks not counted: media, and the server's
+      // reports and feedback on what we send. STUN answers to the browser's checks of a
+      // new path keep coming when all that stopped.
+      const bytes = pair?.bytesReceived ?? 0;
+      const now = performance.now();
+      if (pairId !== w.pairId) {
+        // Another path: watch it from here.
+        w.pairId = pairId;
+        w.bytes = null;
+        w.stalledSince = null;
+        w.steady = false;
+      }
+      if (w.bytes !== null) {
+        const rate = ((bytes - w.bytes) * 1000) / Math.max(1, now - w.at);
+        if (bytes > w.bytes) {
+          w.stalledSince = null;
+          // A flow that slows as it stops (the last packets of a tick) is still the flow
+          // that stopped; one that dwindles to a trickle is not watched.
+          w.steady = rate >= RECEIVE_STEADY_BPS || (w.steady && rate >= RECEIVE_STEADY_BPS / 4);
+          this._mediaBack();
+        } else if (w.steady) {
+          w.stalledSince ??= w.at;
+          if (now - w.stalledSince >= RECEIVE_STALL_MS) {
+            w.steady = false;
+            w.lostPair = pairId;
+            this._mediaLost();
+          }
+        }
+      }
+      // Back on a new path even if nothing is sent to us on it yet: the browser uses a pair
+      // it did not use when the flow stopped, and the server answered its checks on it.
+      if (this._mediaLostAt !== null && pairId && pairId !== w.lostPair
+        && pair?.state === 'succeeded' && (pair.responsesReceived ?? 0) > 0) {
+        this._mediaBack();
+      }
+      w.bytes = bytes;
+      w.at = now;
+    };
+    this._receiveWatch = w;
+  }
+
+  /** The next ICE restart attempt while the media connection is lost; past
+   *  DISCONNECTED_GIVE_UP_MS the connection is replaced instead. */
+  _scheduleIceRestart(ms) {
+    clearTimeout(this._disconnectedTimer);
+    this._disconnectedTimer = setTimeout(() => {
+      this._disconnectedTimer = null;
+      if (this._closed || this._mediaLostAt === null) return;
+      if (performance.now() - this._mediaLostAt >= DISCONNECTED_GIVE_UP_MS) {
+        this._mediaFailed();
+        return;
+      }
+      this._restartIce();
+      this._scheduleIceRestart(ICE_RESTART_RETRY_MS);
+    }, ms);
+  }
+
+  /**
+   * Sends `ice_restart`: an offer with new ICE credentials for the same connection. The
+   * browser then checks the server from wherever it is now. Skipped while the socket is
+   * down (the resume comes first), while another request waits for its reply, or while a
+   * restart is in flight; the next attempt comes ICE_RESTART_RETRY_MS later.
+   */
+  async _restartIce() {
+    const pc = this.pc;
+    if (this._iceRestarting || this._waiting || !this._answered || !pc) return;
+    if (this.connection !== 'connected' || this._ws?.readyState !== WebSocket.OPEN) return;
+    this._iceRestarting = true;
+    try {
+      // An earlier restart whose answer never came left its offer pending: that offer is
+      // sent again (Chromium cannot roll an ICE restart back and make another).
+      if (pc.signalingState === 'stable') await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+      const msg = { type: 'ice_restart', sdp: pc.localDescription.sdp };
+      const answer = await this._request(msg, 'answer', ICE_RESTART_REPLY_MS);
+      if (this.pc !== pc || pc.signalingState !== 'have-local-offer') return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+      this.iceRestarts++;
+      // Give the new checks their time before the next attempt.
+      if (this._mediaLostAt !== null) this._scheduleIceRestart(ICE_RESTART_RETRY_MS);
+    } catch (e) {
+      const code = e instanceof MeetingError ? e.code : null;
+      if (code === 'not_connected') {
+        // The server no longer has our media connection: a new one, through a resume.
+        this._mediaFailed();
+      } else if (code === 'timeout' && this.connection === 'connected' && this._mediaLostAt !== null) {
+        // The socket went silent with the network: resume on a new one (the server lets
+        // go of the old), which restarts ICE once back.
+        this._dropSocket();
+        this._startReconnecting();
+      }
+      // Anything else (the socket dropped meanwhile): the next attempt.
+    } finally {
+      this._iceRestarting = false;
     }
   }
 
@@ -1428,6 +1607,8 @@ export class Meeting extends EventTarget {
       return;
     }
     // Closed, it is replaced by the next resume.
+    clearTimeout(this._disconnectedTimer);
+    this._disconnectedTimer = null;
     this.pc.close();
     // Resuming already: that attempt sees it and offers a new one.
     if (this.connection === 'reconnecting') return;
@@ -1445,6 +1626,7 @@ export class Meeting extends EventTarget {
     forgetSession(this.room);
     this._resumeToken = null;
     clearTimeout(this._disconnectedTimer);
+    clearInterval(this._receiveWatch?.timer);
     // A join in progress (waiting in the lobby, say) ends with the session.
     const waiting = this._waiting;
     this._waiting = null;

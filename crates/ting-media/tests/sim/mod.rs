@@ -45,6 +45,8 @@ pub struct Publisher {
     pub id: EndpointId,
     pub speaking: bool,
     pub mic: bool,
+    /// Its network is gone: it sends nothing.
+    pub silent: bool,
     /// Camera layers, 0 for no camera.
     pub layers: u8,
     audio_seq: u64,
@@ -196,6 +198,7 @@ impl Sim {
                 id,
                 speaking: false,
                 mic: true,
+                silent: false,
                 layers,
                 audio_seq: n * 100,
                 layer: [layer(0), layer(1), layer(2)],
@@ -261,6 +264,9 @@ impl Sim {
         let ms = self.ms;
         let mut packets: Vec<(RtpIn, bool, u8)> = Vec::new();
         for p in self.pubs.values_mut() {
+            if p.silent {
+                continue;
+            }
             if p.mic && (ms + p.id.0).is_multiple_of(20) {
                 p.audio_seq += 1;
                 p.audio_sent += 1;

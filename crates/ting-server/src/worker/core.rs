@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use rustc_hash::FxHashMap;
@@ -20,15 +20,15 @@ use ting_media::{
     EndpointId, Forward, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId,
     Source, TrackId, TrackInfo, Vp8Out,
 };
-use ting_proto::{ParticipantRef, ServerMsg};
+use ting_proto::{ErrorCode, ErrorMsg, ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
 use tracing::{debug, trace, warn};
 
-use super::peer::{Peer, PeerEnd};
+use super::peer::{INITIAL_ESTIMATE_BPS, Peer, PeerEnd};
 use super::stun;
 use super::{
-    ConnectReq, ForwardExt, ICE_GRACE, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd,
-    WorkerEvent, WorkerHandle, WorkerId,
+    ConnectReq, ForwardExt, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd, WorkerEvent,
+    WorkerHandle, WorkerId,
 };
 use crate::metrics::{DropReason, PUBLISH_INTERVAL, WorkerCounters, WorkerStats, thread_cpu_ns};
 use crate::udp;
@@ -40,6 +40,9 @@ pub struct CoreSetup {
     pub candidate: SocketAddr,
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     pub counters: Arc<WorkerCounters>,
+    /// How long a connection whose ICE reports it lost may take to come back (an ICE
+    /// restart after a network change, a burst of loss) before it is ended.
+    pub media_grace: Duration,
 }
 
 impl std::fmt::Debug for CoreSetup {
@@ -107,6 +110,7 @@ pub struct MediaCore {
     /// Workers pushed to in this step, woken once at its end.
     wake: Vec<bool>,
     pub(super) shutdown: bool,
+    media_grace: Duration,
     next_publish: Instant,
     /// When the datagram being handled left the kernel.
     received: Instant,
@@ -183,6 +187,7 @@ impl MediaCore {
             dirty_at: 0,
             wake: vec![false; n],
             shutdown: false,
+            media_grace: setup.media_grace,
             next_publish: Instant::now(),
             received: Instant::now(),
             batch_pkts: Vec::new(),
@@ -205,6 +210,7 @@ impl MediaCore {
     }
 
     fn end_lost_connections(&mut self, now: Instant) {
+        let grace = self.media_grace;
         let lost: Vec<usize> = self
             .peers
             .iter()
@@ -212,7 +218,7 @@ impl MediaCore {
             .filter_map(|(i, p)| {
                 let p = p.as_ref()?;
                 let since = p.disconnected_since?;
-                (now.saturating_duration_since(since) >= ICE_GRACE).then_some(i)
+                (now.saturating_duration_since(since) >= grace).then_some(i)
             })
             .collect();
         for pi in lost {
@@ -321,6 +327,9 @@ impl MediaCore {
                     }
                 }
             }
+            WorkerCmd::IceRestart { pid, sdp, reply } => {
+                let _ = reply.send(self.restart_ice(pid, &sdp, now));
+            }
             WorkerCmd::Shutdown => self.shutdown = true,
             #[cfg(feature = "test-hooks")]
             WorkerCmd::Crash { pid } => {
@@ -403,6 +412,72 @@ impl MediaCore {
         self.drain_peer(pi, now);
     }
 
+    /// Accepts a client's ICE restart: the connection answers with new credentials of its
+    /// own, which the demultiplexer learns in place of the old ones; the addresses already
+    /// learnt stay until the connection is gone (the old path may still carry media while
+    /// the new one is checked).
+    fn restart_ice(&mut self, pid: u64, sdp: &str, now: Instant) -> Result<String, ErrorMsg> {
+        let not_here = || ErrorMsg {
+            code: ErrorCode::NotConnected,
+            message: "there is no media connection to restart: send offer to make one".into(),
+            fatal: false,
+        };
+        let pi = *self.by_pid.get(&pid).ok_or_else(not_here)?;
+        let peer = self
+            .peers
+            .get_mut(pi)
+            .and_then(Option::as_mut)
+            .ok_or_else(not_here)?;
+        let old = peer.ufrag.clone();
+        let answer = match catch_unwind(AssertUnwindSafe(|| peer.restart_ice(sdp))) {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                debug!(pid = %format_args!("{pid:016x}"), error = e.kind(), "ICE restart refused");
+                return Err(ErrorMsg {
+                    code: ErrorCode::BadOffer,
+                    message: e.to_string(),
+                    fatal: false,
+                });
+            }
+            Err(_) => {
+                warn!(pid = %format_args!("{pid:016x}"), "connection panicked on an ICE restart; closing it");
+                peer.ended = Some(PeerEnd::Crashed);
+                self.drain_peer(pi, now);
+                return Err(ErrorMsg {
+                    code: ErrorCode::Internal,
+                    message: "the media connection failed on the ICE restart".into(),
+                    fatal: false,
+                });
+            }
+        };
+        self.stats.ice_restarts += 1;
+        debug!(pid = %format_args!("{pid:016x}"), "ICE restarted");
+        if self.by_ufrag.get(&old) == Some(&pi) {
+            self.by_ufrag.remove(&old);
+        }
+        self.by_ufrag.insert(peer.ufrag.clone(), pi);
+        // A new path is a new network: its capacity is not the old one's.
+        peer.bwe_reset_at = Some(now);
+        let (room, publisher) = (peer.room, peer.endpoint);
+        self.publisher_back(room, publisher, now);
+        self.drain_peer(pi, now);
+        Ok(answer)
+    }
+
+    /// A publisher's network came back: every router of its room gives the layers it gave
+    /// up on meanwhile another chance.
+    fn publisher_back(&mut self, room: RoomKey, publisher: EndpointId, now: Instant) {
+        if let Some(rs) = self.rooms.get_mut(&room) {
+            rs.router.publisher_back(publisher, now);
+            for w in &rs.others {
+                if self.handles[w.0].push_media(MediaMsg::PublisherBack { room, publisher }) {
+                    self.wake[w.0] = true;
+                }
+            }
+            self.drain_router(room, now);
+        }
+    }
+
     fn remove_peer(&mut self, pi: usize) {
         let Some(peer) = self.peers.get_mut(pi).and_then(Option::take) else {
             return;
@@ -448,6 +523,12 @@ impl MediaCore {
                     ext,
                     received,
                 } => self.route(room, &pkt, &ext, received, now),
+                MediaMsg::PublisherBack { room, publisher } => {
+                    if let Some(rs) = self.rooms.get_mut(&room) {
+                        rs.router.publisher_back(publisher, now);
+                        self.drain_router(room, now);
+                    }
+                }
                 MediaMsg::KeyframeRequest { room, track, layer } => {
                     if let Some(rs) = self.rooms.get_mut(&room) {
                         rs.router.request_keyframe(track, layer, now);
@@ -509,6 +590,22 @@ impl MediaCore {
             self.stats.drop(DropReason::Malformed, 1);
             return;
         };
+        let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
+            return;
+        };
+        let gap = peer
+            .last_heard
+            .map(|at| now.saturating_duration_since(at))
+            .filter(|gap| *gap >= OUTAGE);
+        peer.last_heard = Some(now);
+        if let Some(gap) = gap {
+            // The client's network came back (the same path, or a new one after an ICE
+            // restart): what was estimated and given up on during the outage is stale.
+            debug!(pid = %format_args!("{:016x}", peer.pid), ?gap, "heard again after an outage");
+            peer.bwe_reset_at = Some(now + BWE_SETTLE);
+            let (room, publisher) = (peer.room, peer.endpoint);
+            self.publisher_back(room, publisher, now);
+        }
         let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
             return;
         };
@@ -585,6 +682,15 @@ impl MediaCore {
                             {
                                 // str0m only sends to addresses whose STUN it verified.
                                 e.insert(pi);
+                                if peer.addrs.len() >= MAX_ADDRS {
+                                    // A client that keeps moving (or forges checks from
+                                    // many ports with its own credentials) replaces its
+                                    // oldest address rather than growing the table.
+                                    let old = peer.addrs.remove(0);
+                                    if by_addr.get(&old) == Some(&pi) {
+                                        by_addr.remove(&old);
+                                    }
+                                }
                                 peer.addrs.push(t.destination);
                             }
                             transmits.push(t);
@@ -1060,7 +1166,14 @@ impl MediaCore {
         // What was written to it leaves with this tick's output.
         self.unflushed -= peer.written.len();
         self.forwarded_at.append(&mut peer.written);
+        let reset_bwe = peer.bwe_reset_at.is_some_and(|at| at <= now);
+        if reset_bwe {
+            peer.bwe_reset_at = None;
+        }
         match catch_unwind(AssertUnwindSafe(|| {
+            if reset_bwe {
+                peer.rtc.bwe().reset(Bitrate::bps(INITIAL_ESTIMATE_BPS));
+            }
             peer.rtc.handle_input(Input::Timeout(now))
         })) {
             Ok(Ok(())) => {}
@@ -1193,6 +1306,14 @@ impl MediaCore {
 /// wait: transport-wide feedback (due every 50 ms), the bandwidth estimator's update (every
 /// 25 ms), NACK, reports. One pass then serves all that fell due, instead of a pass over
 /// every stream of the connection for each.
+/// Silence from a client after which it is taken to have had an outage when heard again
+/// (media and consent checks come far more often than this).
+const OUTAGE: Duration = Duration::from_secs(2);
+/// How long after an outage the bandwidth estimate starts afresh.
+const BWE_SETTLE: Duration = Duration::from_millis(2500);
+/// Remote addresses remembered per connection: its current path, the one it moved from,
+/// and room for a few ICE restarts in between.
+const MAX_ADDRS: usize = 4;
 const SOFT_TICK_GAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// When to give a connection its next timeout pass, given the deadline it asks for.

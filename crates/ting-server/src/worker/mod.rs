@@ -40,7 +40,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::rtp::ExtensionValues;
-use ting_media::{Codec, LayerId, LayerSet, LayoutSpec, RtpIn, Source, TrackId};
+use ting_media::{Codec, EndpointId, LayerId, LayerSet, LayoutSpec, RtpIn, Source, TrackId};
 use tracing::{debug, info, warn};
 
 use crate::metrics::PUBLISH_INTERVAL;
@@ -106,6 +106,13 @@ pub enum WorkerCmd {
     /// speaks again (what it had may be stale).
     Resync {
         pid: u64,
+    },
+    /// The client restarts ICE on its connection: accept the new offer (same m-lines, new
+    /// ICE credentials) and answer through `reply`.
+    IceRestart {
+        pid: u64,
+        sdp: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, ting_proto::ErrorMsg>>,
     },
     Shutdown,
     /// Test hook: the participant's connection panics the next time it is handled.
@@ -188,6 +195,12 @@ pub enum MediaMsg {
         track: TrackId,
         layer: LayerId,
     },
+    /// A publisher of `room` restarted ICE (its network came back): the layers given up on
+    /// while nothing came get another chance.
+    PublisherBack {
+        room: RoomKey,
+        publisher: EndpointId,
+    },
     /// The subscribers on worker `from` use these layers of a track published on the
     /// receiving worker (which pauses what no worker uses).
     Demand {
@@ -214,9 +227,6 @@ const SEND_EVERY: usize = 32;
 /// Capacity of each worker's inbound media queue. A full queue drops, never blocks: a
 /// worker that falls this far behind would only deliver stale media.
 const MEDIA_QUEUE: usize = 32 * 1024;
-/// How long a connection whose ICE reports it lost may take to come back (a network switch,
-/// a burst of loss) before it is ended and the participant removed.
-const ICE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The handle others use to reach a worker.
 #[derive(Debug)]

@@ -57,6 +57,12 @@ pub enum OfferError {
     },
     #[error("mid {mid:?} offers no codec this server forwards ({wanted})")]
     NoCodec { mid: String, wanted: &'static str },
+    #[error(
+        "an ICE restart keeps the connection's m-lines as they are; this offer {0} (use \
+         restartIce() on the same RTCPeerConnection, or send offer on a new one after a \
+         resume)"
+    )]
+    ChangedMlines(String),
 }
 
 impl OfferError {
@@ -72,6 +78,7 @@ impl OfferError {
             OfferError::WrongKind { .. } => "wrong_kind",
             OfferError::WrongDirection { .. } => "wrong_direction",
             OfferError::NoCodec { .. } => "no_codec",
+            OfferError::ChangedMlines(_) => "changed_mlines",
         }
     }
 }
@@ -139,6 +146,12 @@ pub struct Peer {
     pub ended: Option<PeerEnd>,
     /// The desired bitrate last handed to the bandwidth estimator.
     pub desired_bps: u64,
+    /// When a datagram last came from the client.
+    pub last_heard: Option<Instant>,
+    /// When to start the bandwidth estimate afresh: set when the client is heard again
+    /// after an outage, a moment later so the feedback that reports the outage's losses
+    /// is behind it.
+    pub bwe_reset_at: Option<Instant>,
     /// Test hook: panic the next time this connection's output is handled.
     #[cfg(feature = "test-hooks")]
     pub crash: bool,
@@ -235,7 +248,7 @@ pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool) -> RtcConfig {
 /// Where each connection's bandwidth estimate starts: enough for the speaker's middle
 /// layer and a row of thumbnails; the estimator's first probes (at several times this)
 /// find out within a second whether there is more.
-const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
 
 /// Outgoing video packets kept per stream, to answer NACKs (str0m's default is 1000). About
 /// two seconds of the best simulcast layer; a keyframe burst fits many times over.
@@ -396,11 +409,53 @@ impl Peer {
                 disconnected_since: None,
                 ended: None,
                 desired_bps: 0,
+                last_heard: None,
+                bwe_reset_at: None,
                 #[cfg(feature = "test-hooks")]
                 crash: false,
             },
             answer: answer.to_sdp_string(),
         })
+    }
+
+    /// Accepts a new offer for this connection that restarts ICE: the same m-lines with new
+    /// ICE credentials. Returns the answer, which carries new credentials of the server's
+    /// own (now in `ufrag`). The tracks, slots and DTLS session are kept; media resumes
+    /// once the client's checks from wherever it now is have been answered.
+    pub fn restart_ice(&mut self, sdp: &str) -> Result<String, OfferError> {
+        let mut known: Vec<&str> = self
+            .published
+            .iter()
+            .map(|p| &*p.mid)
+            .chain(self.slots.iter().map(|s| &*s.mid))
+            .collect();
+        let mut offered: Vec<&str> = sdp
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .collect();
+        let mlines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        if mlines != offered.len() {
+            return Err(OfferError::ChangedMlines(format!(
+                "has {mlines} m-lines and {} mids",
+                offered.len()
+            )));
+        }
+        known.sort_unstable();
+        offered.sort_unstable();
+        if known != offered {
+            return Err(OfferError::ChangedMlines(format!(
+                "names mids {offered:?}, the connection has {known:?}"
+            )));
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| OfferError::Rejected(e.to_string()))?;
+        self.ufrag = self.rtc.direct_api().local_ice_credentials().ufrag;
+        self.disconnected_since = None;
+        Ok(answer.to_sdp_string())
     }
 
     /// The track and layer an incoming SSRC belongs to, or `None` for streams of m-lines

@@ -437,7 +437,11 @@ impl SendSideBandwidthEstimator {
     }
 
     pub fn reset(&mut self, init_bitrate: Bitrate) {
+        // ting patch: a reset keeps the configuration (`probes_only_raise`), not only the
+        // estimate's start.
+        let probes_only_raise = self.probes_only_raise;
         *self = Self::new(init_bitrate);
+        self.probes_only_raise = probes_only_raise;
     }
 }
 

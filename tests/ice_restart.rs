@@ -1,0 +1,339 @@
+//! ICE restart on a media worker, in virtual time over an in-memory network: a participant
+//! whose network goes quiet and comes back at another address restarts ICE (`ice_restart`)
+//! and its media flows again on the same connection (same participant, same tracks, same
+//! subscriptions of the others); an ICE restart that would change the connection is refused
+//! without harming it; a connection that never comes back ends after the grace period.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ting_bench::{SimPeer, SimPeerConfig};
+use ting_media::{Codec, EndpointId, Source, TrackId};
+use ting_proto::{ErrorCode, ErrorMsg};
+use ting_server::metrics::WorkerCounters;
+use ting_server::outbox::{OutboxRx, outbox};
+use ting_server::setup::PeerFactory;
+use ting_server::udp::SendResult;
+use ting_server::worker::peer::SlotLimits;
+use ting_server::worker::{
+    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
+    WorkerId, standalone_cores,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const SERVER: &str = "10.0.0.1:5000";
+const STEP: Duration = Duration::from_millis(5);
+const PUBLISHER: u64 = 1;
+const SUBSCRIBER: u64 = 2;
+
+/// One worker core, a publisher and a subscriber, and the wire between them.
+struct Net {
+    core: MediaCore,
+    handles: Arc<[WorkerHandle]>,
+    peers: Vec<SimPeer>,
+    /// The peers whose datagrams (both ways) the network drops.
+    cut: Vec<bool>,
+    events: UnboundedReceiver<WorkerEvent>,
+    _outboxes: Vec<OutboxRx>,
+    now: Instant,
+}
+
+impl Net {
+    fn new(media_grace: Duration) -> Net {
+        let now = Instant::now();
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("certificate");
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let factory = PeerFactory {
+            cert,
+            limits: SlotLimits {
+                audio: 3,
+                video: 9,
+                screen: 1,
+            },
+            estimate_bandwidth: false,
+        };
+        let setup = CoreSetup {
+            id: WorkerId(0),
+            candidate: SERVER.parse().unwrap(),
+            events: events_tx,
+            counters: Arc::new(WorkerCounters::default()),
+            media_grace,
+        };
+        let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
+        let mut net = Net {
+            core: cores.remove(0),
+            handles,
+            peers: Vec::new(),
+            cut: Vec::new(),
+            events,
+            _outboxes: Vec::new(),
+            now,
+        };
+
+        let mut publisher = SimPeerConfig::new(PUBLISHER as u32);
+        publisher.video_bps = vec![300_000];
+        publisher.audio_slots = 0;
+        publisher.video_slots = 0;
+        publisher.screen_slots = 0;
+        let mut subscriber = SimPeerConfig::new(SUBSCRIBER as u32);
+        subscriber.audio = false;
+        subscriber.video_bps = Vec::new();
+        subscriber.audio_slots = 1;
+        subscriber.video_slots = 1;
+        subscriber.screen_slots = 0;
+        for (pid, cfg, addr) in [
+            (PUBLISHER, publisher, "10.0.1.1:1000"),
+            (SUBSCRIBER, subscriber, "10.0.2.1:2000"),
+        ] {
+            let (mut peer, offer) = SimPeer::new(cfg, addr.parse().unwrap(), now).expect("peer");
+            let (outbox, rx) = outbox(1 << 12);
+            net._outboxes.push(rx);
+            let accepted = factory
+                .accept(
+                    pid,
+                    RoomKey(1),
+                    &offer,
+                    SERVER.parse().unwrap(),
+                    outbox,
+                    now,
+                )
+                .expect("offer accepted");
+            net.handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
+                pid,
+                room: RoomKey(1),
+                accepted: Box::new(accepted),
+                tracks: Vec::new(),
+                workers: vec![WorkerId(0)],
+                layout: None,
+            })));
+            net.core.handle_commands(now);
+            let answer = match net.events.try_recv() {
+                Ok(WorkerEvent::Connected { answer, .. }) => answer,
+                other => panic!("the core did not accept the offer: {other:?}"),
+            };
+            peer.accept_answer(&answer, now).expect("answer");
+            net.peers.push(peer);
+            net.cut.push(false);
+        }
+        for (source, codec) in [
+            (Source::Microphone, Codec::Opus),
+            (Source::Camera, Codec::Vp8),
+        ] {
+            net.handles[0].command(WorkerCmd::TrackAdded {
+                room: RoomKey(1),
+                track: TrackDesc {
+                    id: TrackId::new(EndpointId(PUBLISHER), source),
+                    codec,
+                    layers: 1,
+                    worker: WorkerId(0),
+                },
+            });
+        }
+        net.core.handle_commands(now);
+        net
+    }
+
+    fn video_received(&self) -> u64 {
+        self.peers[1].stats().received_video.packets
+    }
+
+    /// Moves every datagram one hop and advances every clock by one step.
+    fn step(&mut self) {
+        self.now += STEP;
+        let now = self.now;
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if p.poll_timeout() <= now {
+                p.handle_timeout(now);
+            }
+            let from = p.local_addr();
+            while let Some(t) = p.poll_transmit() {
+                if !self.cut[i] {
+                    self.core.handle_datagram(from, &t.contents, now);
+                }
+            }
+        }
+        self.core.handle_commands(now);
+        self.core.handle_timeout(now);
+        self.core.flush_connections(now);
+        let by_addr: HashMap<SocketAddr, usize> = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.local_addr(), i))
+            .collect();
+        let mut deliver = Vec::new();
+        for t in self.core.transmits() {
+            // Datagrams to an address nobody has any more are lost on the way.
+            if let Some(&i) = by_addr.get(&t.destination)
+                && !self.cut[i]
+            {
+                deliver.push((i, t.contents.to_vec()));
+            }
+        }
+        let sent = self.core.transmits().len();
+        self.core.finish_send(
+            SendResult {
+                sent,
+                ..Default::default()
+            },
+            now,
+        );
+        let server: SocketAddr = SERVER.parse().unwrap();
+        for (i, d) in deliver {
+            self.peers[i].handle_receive(server, &d, now);
+        }
+    }
+
+    /// Steps until `done` holds, for at most `limit` of virtual time; returns how long it
+    /// took.
+    fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&Net) -> bool) -> Duration {
+        let start = self.now;
+        while !done(self) {
+            assert!(
+                self.now - start < limit,
+                "{what}: not within {limit:?} of virtual time"
+            );
+            self.step();
+        }
+        self.now - start
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Sends `ice_restart` for `pid` to the core and returns its reply.
+    fn ice_restart(&mut self, pid: u64, sdp: String) -> Result<String, ErrorMsg> {
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        self.handles[0].command(WorkerCmd::IceRestart { pid, sdp, reply });
+        self.core.handle_commands(self.now);
+        rx.try_recv()
+            .expect("the core answers an ICE restart at once")
+    }
+
+    fn media_failed(&mut self) -> Vec<u64> {
+        let mut failed = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            if let WorkerEvent::MediaFailed { pid } = e {
+                failed.push(pid);
+            }
+        }
+        failed
+    }
+}
+
+#[test]
+fn a_participant_whose_network_drops_and_moves_comes_back_by_ice_restart() {
+    let mut net = Net::new(Duration::from_secs(20));
+    net.run_until("first video", Duration::from_secs(20), |n| {
+        n.video_received() > 30
+    });
+
+    // The publisher's network is gone for 10 s; it then has a new address.
+    net.cut[0] = true;
+    net.run_for(Duration::from_secs(10));
+    let during = net.video_received();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.video_received(),
+        during,
+        "nothing arrives while the publisher is cut off"
+    );
+    let moved: SocketAddr = "10.0.1.99:1999".parse().unwrap();
+    let offer = net.peers[0].restart_ice(moved).expect("restart offer");
+    let answer = net
+        .ice_restart(PUBLISHER, offer)
+        .expect("ICE restart accepted");
+    let now = net.now;
+    net.peers[0].accept_answer(&answer, now).expect("answer");
+    net.cut[0] = false;
+
+    let before = net.video_received();
+    // The camera is asked for again at once (the router had given up on it while
+    // nothing came), not when its retry comes round ten seconds later.
+    let first = net.run_until("first video after the move", Duration::from_secs(2), |n| {
+        n.video_received() > before
+    });
+    eprintln!("first video {first:?} (virtual) after the ICE restart's answer");
+    let back = net.run_until(
+        "video from the moved publisher",
+        Duration::from_secs(5),
+        |n| n.video_received() > before + 30,
+    );
+    eprintln!("media back {back:?} (virtual) after the ICE restart's answer");
+    assert_eq!(net.core.stats().ice_restarts, 1);
+    assert_eq!(
+        net.media_failed(),
+        Vec::<u64>::new(),
+        "no connection ended: the publisher came back within the grace"
+    );
+    // The new path stays up (consent checks keep passing on it).
+    let before = net.video_received();
+    net.run_for(Duration::from_secs(10));
+    assert!(net.video_received() > before + 100);
+    assert_eq!(net.media_failed(), Vec::<u64>::new());
+}
+
+#[test]
+fn an_ice_restart_that_would_change_the_connection_is_refused_and_harms_nothing() {
+    let mut net = Net::new(Duration::from_secs(20));
+    net.run_until("first video", Duration::from_secs(20), |n| {
+        n.video_received() > 30
+    });
+
+    // Not an SDP; an SDP with other m-lines (another client's whole offer); nobody's.
+    let e = net.ice_restart(PUBLISHER, "v=0".into()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadOffer);
+    assert!(e.message.contains("m-lines"), "{}", e.message);
+    let mut other = SimPeerConfig::new(9);
+    other.video_slots = 3;
+    let (_, other_offer) =
+        SimPeer::new(other, "10.0.9.9:9".parse().unwrap(), net.now).expect("peer");
+    let e = net.ice_restart(PUBLISHER, other_offer.sdp).unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadOffer);
+    assert!(
+        e.message.contains("keeps the connection's m-lines"),
+        "{}",
+        e.message
+    );
+    let e = net.ice_restart(77, "v=0".into()).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotConnected);
+    assert_eq!(net.core.stats().ice_restarts, 0);
+
+    let before = net.video_received();
+    net.run_for(Duration::from_secs(3));
+    assert!(
+        net.video_received() > before + 30,
+        "the publisher's media goes on after the refused restarts"
+    );
+    assert_eq!(net.media_failed(), Vec::<u64>::new());
+}
+
+#[test]
+fn a_connection_that_never_comes_back_ends_after_the_grace() {
+    let grace = Duration::from_secs(4);
+    let mut net = Net::new(grace);
+    net.run_until("first video", Duration::from_secs(20), |n| {
+        n.video_received() > 30
+    });
+    net.cut[0] = true;
+    let mut failed = Vec::new();
+    let took = net.run_until("the lost connection to end", Duration::from_secs(60), |n| {
+        !n.events.is_empty()
+    });
+    failed.extend(net.media_failed());
+    assert_eq!(failed, vec![PUBLISHER]);
+    assert!(
+        took >= grace,
+        "ended after {took:?}, before the {grace:?} grace"
+    );
+    eprintln!("a silent connection ended {took:?} after it went quiet (grace {grace:?})");
+}
