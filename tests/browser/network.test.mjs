@@ -15,6 +15,9 @@
 //      ways again, and B never lost A's tile.
 //   3. A's address changes (the namespace gets a new one and loses the old). A comes back
 //      the same way, from its new address, through an ICE restart.
+//   4. A's uplink gets a narrow bottleneck: B's page marks A's tile "Weak connection" (and
+//      A's own page marks A's), from what the server measures; when it goes, both show A
+//      connected again.
 //
 // The time from the network returning (or the address changing) to media flowing again is
 // printed for each. Exits 0 when every check passed, 1 otherwise. Every wait has a deadline;
@@ -46,6 +49,8 @@ const BACK_MEDIA_MS = 10000;
 const MOVE_MS = 10000;
 const MOVE_MEDIA_MS = 15000;
 const WAIT_MS = 30000;
+/** A's uplink when it is made weak: well below what its camera sends. */
+const SQUEEZE = '200kbit';
 
 // ---- the namespace -------------------------------------------------------------------------
 
@@ -198,6 +203,48 @@ async function fault(a, b, what, { start, end, holdMs, restart, limits }) {
   return mediaMs;
 }
 
+/** What each page says of A's connection: its own view, and B's tile and row for A. */
+function connectionShown(a, b) {
+  return Promise.all([
+    a.page.evaluate((id) => ({
+      own: window.ting.connections[id],
+      tile: document.querySelector('.self-tile')?.dataset.connection ?? null,
+    }), a.id),
+    b.page.evaluate((id) => ({
+      seen: window.ting.connections[id],
+      tile: document.querySelector(`#tiles [data-participant="${id}"]`)?.dataset.connection ?? null,
+      badge: !(document.querySelector(`#tiles [data-participant="${id}"] .poor-badge`)?.hidden ?? true),
+      row: document.querySelector(`#people-list [data-person="${id}"]`)?.dataset.connection ?? null,
+    }), a.id),
+  ]).then(([own, other]) => ({ ...own, ...other }));
+}
+
+/**
+ * A's uplink gets a narrow bottleneck (a token bucket at SQUEEZE): the server measures the
+ * loss and B's page marks A's tile "Weak connection", as A's own page does; once the
+ * bottleneck goes, both show A connected again.
+ */
+async function weakConnection(a, b, shots) {
+  const squeezedAt = Date.now();
+  inNs('tc', 'qdisc', 'replace', 'dev', NS_IF, 'root', 'tbf', 'rate', SQUEEZE, 'burst', '4kb', 'latency', '100ms');
+  try {
+    const weak = await waitFor('B to show A\'s connection as weak', async () => {
+      const s = await connectionShown(a, b);
+      return { ok: s.seen === 'poor' && s.tile === 'poor' && s.badge && s.own === 'poor' && s.tile === 'poor', why: JSON.stringify(s), s };
+    }, 20000, 100);
+    log(`  ${Date.now() - squeezedAt} ms after the squeeze both pages mark A's connection weak: ${JSON.stringify(weak.s)}`);
+    for (const p of [a, b]) await screenshot(p, shots, '4-weak');
+  } finally {
+    inNs('tc', 'qdisc', 'del', 'dev', NS_IF, 'root');
+  }
+  const freedAt = Date.now();
+  await waitFor('B to show A\'s connection as good again', async () => {
+    const s = await connectionShown(a, b);
+    return { ok: s.seen === 'connected' && s.tile === 'connected' && !s.badge && s.own === 'connected', why: JSON.stringify(s) };
+  }, 30000, 100);
+  log(`  ${Date.now() - freedAt} ms after the bottleneck went both pages show A connected again`);
+}
+
 async function scenario({ port, shots }) {
   const exe = wrapper();
   const [a, b] = await Promise.all([
@@ -241,6 +288,9 @@ async function scenario({ port, shots }) {
     });
     for (const p of everyone) await screenshot(p, shots, '3-after-move');
     log(`media back ${cutMs} ms after a ${CUT_MS / 1000} s cut ended, ${moveMs} ms after an address change`);
+
+    log(`4. A's uplink is squeezed to ${SQUEEZE}`);
+    await weakConnection(a, b, shots);
 
     for (const p of everyone) {
       const errors = await shownErrors(p);

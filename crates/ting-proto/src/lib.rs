@@ -515,14 +515,29 @@ pub struct ParticipantInfo {
     /// Their connection dropped and the server waits for them to come back.
     #[serde(default, skip_serializing_if = "is_false")]
     pub reconnecting: bool,
+    /// How their connection fares (left out while `connected`).
+    #[serde(default, skip_serializing_if = "ConnectionState::is_connected")]
+    pub connection: ConnectionState,
 }
 
-/// The state of someone's connection to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The state of someone's connection to the server, as their tile should show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
+    /// Their signalling or their media path is gone; the server waits for them.
     Reconnecting,
+    /// All is well.
+    #[default]
     Connected,
+    /// Connected, but their network struggles: lasting loss either way, a long round
+    /// trip, or too little downlink for what they show.
+    Poor,
+}
+
+impl ConnectionState {
+    pub fn is_connected(&self) -> bool {
+        *self == ConnectionState::Connected
+    }
 }
 
 /// Why a participant left.

@@ -19,10 +19,10 @@ use ting_control::{
     Admission, Command, CommandError, CommandOk, ControlEvent, JoinError, JoinRequest, LeaveReason,
     Now, ParticipantId, RoomName, Rooms, RoomsConfig, TokenError, TokenKeys,
 };
-use ting_media::{EndpointId, LayoutSpec, Source, TileSpec, TrackId};
+use ting_media::{EndpointId, LayoutSpec, Quality, Source, TileSpec, TrackId};
 use ting_proto::{
-    ErrorCode, ErrorMsg, Limits, Offer, PROTOCOL_VERSION, ParticipantInfo, ParticipantRef,
-    ServerMsg, Welcome,
+    ConnectionState, ErrorCode, ErrorMsg, Limits, Offer, PROTOCOL_VERSION, ParticipantInfo,
+    ParticipantRef, ServerMsg, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
@@ -151,6 +151,22 @@ struct Member {
     /// Resumed, so the next offer may replace its media connection (a reloaded page has
     /// a new PeerConnection).
     may_replace_media: bool,
+    /// How its media connection fares, as its worker last said.
+    media_quality: Quality,
+    /// What the room was last told of its connection.
+    shown: ConnectionState,
+}
+
+impl Member {
+    /// What its tile should say: reconnecting while its socket or its media path is gone,
+    /// poor while its network struggles.
+    fn connection(&self) -> ConnectionState {
+        match (self.parked.is_some(), self.media_quality) {
+            (true, _) | (_, Quality::Lost) => ConnectionState::Reconnecting,
+            (false, Quality::Poor) => ConnectionState::Poor,
+            (false, Quality::Good) => ConnectionState::Connected,
+        }
+    }
 }
 
 pub struct Conductor {
@@ -711,6 +727,8 @@ impl Conductor {
                 resume: String::new(),
                 parked: None,
                 may_replace_media: false,
+                media_quality: Quality::Good,
+                shown: ConnectionState::Connected,
             },
         );
         let token = self.new_resume_token();
@@ -773,6 +791,10 @@ impl Conductor {
                     media: to_proto_media(o.media),
                     role: proto_role(o.role),
                     reconnecting: self.members.get(&o.id).is_some_and(|m| m.parked.is_some()),
+                    connection: self
+                        .members
+                        .get(&o.id)
+                        .map_or(ConnectionState::Connected, Member::connection),
                 })
                 .collect(),
             limits: Limits {
@@ -826,11 +848,25 @@ impl Conductor {
             Some(&room),
             "connection dropped",
         );
+        self.show_connection(pid);
+    }
+
+    /// Tells the room (the participant too) when what its tile should say changed.
+    fn show_connection(&mut self, pid: ParticipantId) {
+        let Some(m) = self.members.get_mut(&pid) else {
+            return;
+        };
+        let state = m.connection();
+        if state == m.shown || !m.admitted {
+            return;
+        }
+        m.shown = state;
+        let room = m.room.clone();
         let msg = ServerMsg::ParticipantConnection {
             participant: pref(pid),
-            state: ting_proto::ConnectionState::Reconnecting,
+            state,
         };
-        self.tell_room(&room, Some(pid), &msg);
+        self.tell_room(&room, None, &msg);
     }
 
     /// Gives a detached participant back to a new WebSocket.
@@ -902,11 +938,9 @@ impl Conductor {
         if let Some(w) = worker {
             self.workers[w.0].command(WorkerCmd::Resync { pid: pid.0 });
         }
-        let msg = ServerMsg::ParticipantConnection {
-            participant: pref(pid),
-            state: ting_proto::ConnectionState::Connected,
-        };
-        self.tell_room(&room, Some(pid), &msg);
+        // The fresh welcome says how everyone's connection is; the others learn that this
+        // one is back.
+        self.show_connection(pid);
         Ok((pid, ServerMsg::Welcome(welcome), rx))
     }
 
@@ -970,6 +1004,7 @@ impl Conductor {
         if member.worker.is_some() && member.may_replace_media && !member.connecting {
             // A resumed client with a new PeerConnection: the old media connection goes.
             self.drop_media(pid);
+            self.show_connection(pid);
         }
         let Some(member) = self.members.get(&pid) else {
             return Err(ErrorMsg {
@@ -1191,6 +1226,13 @@ impl Conductor {
                     self.set_track(pid, p.source, on);
                 }
             }
+            WorkerEvent::Quality { pid, quality } => {
+                let pid = ParticipantId(pid);
+                if let Some(m) = self.members.get_mut(&pid) {
+                    m.media_quality = quality;
+                    self.show_connection(pid);
+                }
+            }
             WorkerEvent::MediaFailed { pid } => {
                 let pid = ParticipantId(pid);
                 // A participant whose signalling also dropped (a reloaded page closes both)
@@ -1261,6 +1303,7 @@ impl Conductor {
                             media: to_proto_media(p.media),
                             role: proto_role(p.role),
                             reconnecting: false,
+                            connection: ConnectionState::Connected,
                         },
                     };
                     let role = p.role;
@@ -1546,6 +1589,8 @@ impl Conductor {
         };
         m.may_replace_media = false;
         m.published.clear();
+        // A new connection is measured afresh.
+        m.media_quality = Quality::Good;
         let (key, worker) = (m.key, m.worker.take());
         if let Some(w) = worker {
             self.workers[w.0].command(WorkerCmd::Disconnect { pid: pid.0 });

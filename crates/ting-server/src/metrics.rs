@@ -120,6 +120,9 @@ pub struct WorkerStats {
     pub latency_sum_ns: u64,
     pub latency_count: u64,
     pub connections: u64,
+    /// Of those, how many were poor and how many lost at the last quality sample.
+    pub poor_connections: u64,
+    pub lost_connections: u64,
     /// `send_layers` messages to publishers: layers paused or resumed.
     pub layer_changes: u64,
     /// ICE restarts accepted (a client's network changed or went quiet).
@@ -169,6 +172,8 @@ atomics! {
     latency_sum_ns: AtomicU64,
     latency_count: AtomicU64,
     connections: AtomicU64,
+    poor_connections: AtomicU64,
+    lost_connections: AtomicU64,
     layer_changes: AtomicU64,
     ice_restarts: AtomicU64,
     ticks: AtomicU64,
@@ -196,6 +201,8 @@ impl WorkerCounters {
         self.latency_sum_ns.store(s.latency_sum_ns, Relaxed);
         self.latency_count.store(s.latency_count, Relaxed);
         self.connections.store(s.connections, Relaxed);
+        self.poor_connections.store(s.poor_connections, Relaxed);
+        self.lost_connections.store(s.lost_connections, Relaxed);
         self.layer_changes.store(s.layer_changes, Relaxed);
         self.ice_restarts.store(s.ice_restarts, Relaxed);
         self.ticks.store(s.ticks, Relaxed);
@@ -419,6 +426,18 @@ impl Collector for Scrape {
             "ting_media_connections",
             "Media connections held by the workers.",
             m.sum(|w| &w.connections) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_media_connections_poor",
+            "Media connections whose network struggles (loss, a long round trip, too little bandwidth for what they show): their tiles say so.",
+            m.sum(|w| &w.poor_connections) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_media_connections_lost",
+            "Media connections nothing arrives from (a network that dropped; they come back or time out).",
+            m.sum(|w| &w.lost_connections) as i64,
         )?;
         counter(
             &mut e,

@@ -45,6 +45,9 @@
 //   reconnecting #reconnecting-banner while our connection is being resumed (#status says
 //                "Reconnecting…"); others' tiles and rows carry data-reconnecting="true"
 //                and show .reconnecting-badge / "Reconnecting…" while theirs is
+//   connection   every tile and row carries data-connection="connected|poor|reconnecting"
+//                as the server measures that person's network; a poor one shows
+//                .poor-badge / "Weak connection" (our own tile too, for our network)
 //   window.ting  a read-only debug handle (exposeDebugHandle, at the end), with one test
 //                hook: dropSignalling()
 
@@ -64,6 +67,8 @@ const TILE_RATIO = 16 / 9;
 const VIDEO_PAUSED = 'Video paused (low bandwidth)';
 /** What a tile, a row and the status say while a connection is being resumed. */
 const RECONNECTING = 'Reconnecting…';
+/** What a tile and the participant list say of someone whose network struggles. */
+const WEAK_CONNECTION = 'Weak connection';
 
 /** How long a notice stays up, in milliseconds. */
 const NOTICE_MS = 15000;
@@ -659,7 +664,9 @@ function onMeetingChange(m, detail) {
       d.rows.add(m.participantId);
       break;
     case 'state':
-      d.status = true;
+      // Our media connection: the status, and our tile (reconnecting while it is lost).
+      d.status = d.self = true;
+      if (m.participantId) d.rows.add(m.participantId);
       break;
     case 'connection':
       // Ours dropped or came back: the status, the banner, our tile, what we may send.
@@ -667,8 +674,10 @@ function onMeetingChange(m, detail) {
       if (m.participantId) d.rows.add(m.participantId);
       break;
     case 'reconnecting':
+      // Someone's connection state (ours too: the server's view of our network).
       for (const id of ids ?? []) {
-        d.tiles.add(id);
+        if (id === m.participantId) d.self = true;
+        else d.tiles.add(id);
         d.rows.add(id);
       }
       break;
@@ -815,7 +824,12 @@ function createTile(participant, source) {
   reconnecting.className = 'badge reconnecting-badge';
   reconnecting.textContent = RECONNECTING;
   reconnecting.hidden = true;
-  caption.append(name, pinned, muted, hand, reconnecting);
+  const poor = document.createElement('span');
+  poor.className = 'badge poor-badge';
+  poor.textContent = WEAK_CONNECTION;
+  poor.title = 'This person’s network loses data or is slow: their picture and sound may stutter.';
+  poor.hidden = true;
+  caption.append(name, pinned, muted, hand, reconnecting, poor);
   fig.append(video, placeholder, caption);
   return fig;
 }
@@ -869,6 +883,9 @@ function updateTile(fig, s) {
   fig.dataset.muted = String(s.muted);
   fig.querySelector('.reconnecting-badge').hidden = !s.reconnecting;
   fig.dataset.reconnecting = String(Boolean(s.reconnecting));
+  const poor = Boolean(s.poor && !s.reconnecting);
+  fig.querySelector('.poor-badge').hidden = !poor;
+  fig.dataset.connection = s.reconnecting ? 'reconnecting' : poor ? 'poor' : 'connected';
   fig.dataset.cameraOff = String(s.note === 'Camera off');
   fig.dataset.videoPaused = String(s.note === VIDEO_PAUSED);
   if (fig.getAttribute('role') === 'button') {
@@ -884,7 +901,8 @@ function setHighlights(fig, label, muted, speaking, active, hand = Number(fig.da
   fig.classList.toggle('active-speaker', active);
   const reconnecting = fig.dataset.reconnecting === 'true';
   fig.classList.toggle('reconnecting', reconnecting);
-  const state = [reconnecting && 'reconnecting', muted && 'muted', speaking && 'speaking',
+  const weak = fig.dataset.connection === 'poor';
+  const state = [reconnecting && 'reconnecting', weak && 'weak connection', muted && 'muted', speaking && 'speaking',
     active && 'active speaker', hand && 'hand raised'].filter(Boolean).join(', ');
   const text = state ? `${label} (${state})` : label;
   if (fig.getAttribute('aria-label') !== text) fig.setAttribute('aria-label', text);
@@ -915,6 +933,7 @@ function personTileState(m, id) {
     pinned: ui.pinned === id,
     hand: m.hands.indexOf(id) + 1,
     reconnecting: p.reconnecting,
+    poor: p.connection === 'poor',
   };
 }
 
@@ -941,7 +960,8 @@ function fillSelfTile(m) {
     active: m.activeSpeaker === id,
     mirror: true,
     hand: id ? m.hands.indexOf(id) + 1 : 0,
-    reconnecting: m.connection === 'reconnecting',
+    reconnecting: m.connection === 'reconnecting' || m.state === 'reconnecting',
+    poor: m.ownConnection === 'poor',
   });
   if (id && ui.selfTile.dataset.participant !== id) ui.selfTile.dataset.participant = id;
 }
@@ -1274,14 +1294,17 @@ function fillRow(m, li, id) {
   const p = self ? { name: m.name, media: m.media, role: m.role } : m.participants.get(id);
   setText(li.querySelector('.person-name'), self ? `${p.name} (you)` : p.name);
   setText(li.querySelector('.person-role'), roleLabel(p.role));
-  const reconnecting = self ? m.connection === 'reconnecting' : p.reconnecting;
+  const reconnecting = self ? m.connection === 'reconnecting' || m.state === 'reconnecting' : p.reconnecting;
+  const poor = !reconnecting && (self ? m.ownConnection : p.connection) === 'poor';
   const state = [];
   if (reconnecting) state.push(RECONNECTING);
+  if (poor) state.push(WEAK_CONNECTION);
   if (!p.media.audio) state.push('Muted');
   if (!p.media.video) state.push('Camera off');
   if (p.media.screen) state.push('Sharing');
   setText(li.querySelector('.state'), state.join(' · '));
   li.dataset.reconnecting = String(Boolean(reconnecting));
+  li.dataset.connection = reconnecting ? 'reconnecting' : poor ? 'poor' : 'connected';
   li.dataset.muted = String(!p.media.audio);
   li.dataset.cameraOff = String(!p.media.video);
   if (li.dataset.role !== p.role) li.dataset.role = p.role;
@@ -2199,6 +2222,14 @@ function exposeDebugHandle() {
      *  change or drop), and how long the last loss of media lasted in ms (null: none). */
     get iceRestarts() { return meeting?.iceRestarts ?? 0; },
     get lastMediaOutageMs() { return meeting?.lastMediaOutageMs ?? null; },
+    /** How the server sees each connection, ours included: {id: 'connected' | 'poor' |
+     *  'reconnecting'}. */
+    get connections() {
+      if (!meeting) return {};
+      const out = Object.fromEntries([...meeting.participants.values()].map((p) => [p.id, p.connection]));
+      if (meeting.participantId) out[meeting.participantId] = meeting.ownConnection;
+      return out;
+    },
     /** The others whose connection dropped and who the server waits for, by id. */
     get reconnecting() {
       return meeting ? [...meeting.participants.values()].filter((p) => p.reconnecting).map((p) => p.id) : [];

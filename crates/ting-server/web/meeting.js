@@ -178,7 +178,15 @@ function person(p) {
     media: { ...p.media },
     role: p.role ?? 'participant',
     reconnecting: p.reconnecting === true,
+    connection: connectionState(p.connection, p.reconnecting === true),
   };
+}
+
+/** What someone's tile says of their connection: `connected`, `poor` (their network
+ *  struggles) or `reconnecting`. */
+function connectionState(state, reconnecting = false) {
+  if (state === 'poor' || state === 'reconnecting' || state === 'connected') return state;
+  return reconnecting ? 'reconnecting' : 'connected';
 }
 
 /** How long after a drop the server still keeps us: its participant timeout when it says
@@ -351,6 +359,9 @@ export class Meeting extends EventTarget {
     this.connection = 'connecting';
     /** How many times we came back with `resume` (after a drop, or a reload). */
     this.resumeCount = 0;
+    /** How the server sees our own connection: `connected`, `poor` (our network
+     *  struggles: loss, a long round trip, too little bandwidth) or `reconnecting`. */
+    this.ownConnection = 'connected';
     /** ICE restarts the server answered, and how long (ms) the last loss of the media
      *  connection lasted, from `disconnected` to `connected` again. */
     this.iceRestarts = 0;
@@ -919,10 +930,20 @@ export class Meeting extends EventTarget {
         break;
       }
       case 'participant_connection': {
+        const state = connectionState(msg.state);
+        if (msg.participant === this.participantId) {
+          // How the server sees our own connection (a `reconnecting` about ourselves
+          // means it hears nothing of our media; the page knows that on its own).
+          if (this.ownConnection !== state) {
+            this.ownConnection = state;
+            this._changed('reconnecting', [msg.participant]);
+          }
+          break;
+        }
         const p = this.participants.get(msg.participant);
-        const reconnecting = msg.state === 'reconnecting';
-        if (p && p.reconnecting !== reconnecting) {
-          p.reconnecting = reconnecting;
+        if (p && p.connection !== state) {
+          p.connection = state;
+          p.reconnecting = state === 'reconnecting';
           this._changed('reconnecting', [p.id]);
         }
         break;

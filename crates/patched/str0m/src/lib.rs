@@ -2244,6 +2244,15 @@ impl Rtc {
         self.session.srtp_rejected
     }
 
+    /// ting patch: how the connection's transport fares, from transport-wide congestion
+    /// control: loss of what the peer sends us since the last call, loss of what we sent it
+    /// over the last second (as its feedback reports), and the round trip of the latest
+    /// reported packet. The same figures as [`Event::PeerStats`], without the stats
+    /// interval (which walks every stream and allocates each time).
+    pub fn transport_quality(&mut self, now: Instant) -> stats::TransportQuality {
+        self.session.transport_quality(now)
+    }
+
     /// ting patch: how many RTP packets were dropped unread because they belong to no
     /// stream of this connection (an SSRC and mid it never negotiated): forged, or a
     /// client's mistake.

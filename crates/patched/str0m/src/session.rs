@@ -1557,6 +1557,15 @@ impl Session {
         snapshot.ingress_loss_fraction = self.twcc_rx_register.loss();
     }
 
+    /// ting patch: see `Rtc::transport_quality`.
+    pub fn transport_quality(&mut self, now: Instant) -> crate::stats::TransportQuality {
+        crate::stats::TransportQuality {
+            ingress_loss: self.twcc_rx_register.loss(),
+            egress_loss: self.twcc_tx_register.loss(Duration::from_secs(1), now),
+            rtt: self.twcc_tx_register.rtt(),
+        }
+    }
+
     pub fn set_bwe_bitrate(&mut self, minimum: Bitrate, desired: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.set_bitrate(minimum, desired);

@@ -85,6 +85,17 @@ pub struct PeerStats {
     pub selected_candidate_pair: Option<CandidatePairStats>,
 }
 
+/// ting patch: a connection's transport quality (`Rtc::transport_quality`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TransportQuality {
+    /// Fraction of what the peer sent that never arrived, since the last call.
+    pub ingress_loss: Option<f32>,
+    /// Fraction of what was sent to the peer in the last second that it reports lost.
+    pub egress_loss: Option<f32>,
+    /// Round trip of the most recently reported packet.
+    pub rtt: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 /// ICE candidate pair statistics.
 pub struct CandidatePairStats {

@@ -17,8 +17,8 @@ use str0m::rtp::RtpWrite;
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use str0m::{Event, IceConnectionState, Input, Output};
 use ting_media::{
-    EndpointId, Forward, LayerId, MediaKind, Router, RouterConfig, RouterOutput, RtpIn, SlotId,
-    Source, TrackId, TrackInfo, Vp8Out,
+    EndpointId, Forward, LayerId, MediaKind, Quality, QualitySample, Router, RouterConfig,
+    RouterOutput, RtpIn, SlotId, Source, TrackId, TrackInfo, Vp8Out,
 };
 use ting_proto::{ErrorCode, ErrorMsg, ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
@@ -112,6 +112,7 @@ pub struct MediaCore {
     pub(super) shutdown: bool,
     media_grace: Duration,
     next_publish: Instant,
+    next_quality: Instant,
     /// When the datagram being handled left the kernel.
     received: Instant,
     /// The packets of the batch being routed, and their forwards in sending order.
@@ -189,6 +190,7 @@ impl MediaCore {
             shutdown: false,
             media_grace: setup.media_grace,
             next_publish: Instant::now(),
+            next_quality: Instant::now(),
             received: Instant::now(),
             batch_pkts: Vec::new(),
             batch: Vec::new(),
@@ -209,6 +211,44 @@ impl MediaCore {
         }
     }
 
+    /// Takes each connection's quality sample for the second past, and tells the conductor
+    /// of those that changed.
+    fn sample_quality(&mut self, now: Instant) {
+        let (mut poor, mut lost) = (0, 0);
+        for peer in self.peers.iter_mut().flatten() {
+            if !peer.connected {
+                continue;
+            }
+            let measured = peer.rtc.transport_quality(now);
+            let silent = peer.disconnected_since.is_some()
+                || peer
+                    .last_heard
+                    .is_none_or(|at| now.saturating_duration_since(at) >= OUTAGE);
+            let sample = QualitySample {
+                ingress_loss: measured.ingress_loss,
+                egress_loss: measured.egress_loss,
+                rtt: measured.rtt,
+                estimate_bps: peer.estimate_bps,
+                desired_bps: peer.desired_bps,
+                silent,
+            };
+            if let Some(quality) = peer.quality.sample(&sample) {
+                debug!(pid = %format_args!("{:016x}", peer.pid), ?quality, ?sample, "connection quality");
+                let _ = self.events.send(WorkerEvent::Quality {
+                    pid: peer.pid,
+                    quality,
+                });
+            }
+            match peer.quality.state() {
+                Quality::Good => {}
+                Quality::Poor => poor += 1,
+                Quality::Lost => lost += 1,
+            }
+        }
+        self.stats.poor_connections = poor;
+        self.stats.lost_connections = lost;
+    }
+
     fn end_lost_connections(&mut self, now: Instant) {
         let grace = self.media_grace;
         let lost: Vec<usize> = self
@@ -217,8 +257,11 @@ impl MediaCore {
             .enumerate()
             .filter_map(|(i, p)| {
                 let p = p.as_ref()?;
-                let since = p.disconnected_since?;
-                (now.saturating_duration_since(since) >= grace).then_some(i)
+                // Lost by ICE's verdict (which comes late for an ICE-lite server: it only
+                // hears checks, never sends them), or silent for as long.
+                let over = |since: Instant| now.saturating_duration_since(since) >= grace;
+                (p.disconnected_since.is_some_and(over) || p.last_heard.is_some_and(over))
+                    .then_some(i)
             })
             .collect();
         for pi in lost {
@@ -1282,6 +1325,10 @@ impl MediaCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire_timers(now);
         self.expire_routers(now);
+        if now >= self.next_quality {
+            self.sample_quality(now);
+            self.next_quality = now + QUALITY_INTERVAL;
+        }
         if now >= self.next_publish {
             self.end_lost_connections(now);
             self.stats.cpu_ns = thread_cpu_ns();
@@ -1306,6 +1353,8 @@ impl MediaCore {
 /// wait: transport-wide feedback (due every 50 ms), the bandwidth estimator's update (every
 /// 25 ms), NACK, reports. One pass then serves all that fell due, instead of a pass over
 /// every stream of the connection for each.
+/// How often each connection's quality is sampled.
+const QUALITY_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence from a client after which it is taken to have had an outage when heard again
 /// (media and consent checks come far more often than this).
 const OUTAGE: Duration = Duration::from_secs(2);
@@ -1442,6 +1491,7 @@ fn handle_event(
             // Without transport-wide feedback from the client there is no estimate: the
             // router then chooses layers by tile size alone.
             let bps = can_probe.then(|| estimate.as_u64());
+            peer.estimate_bps = bps;
             pending.estimates.push((peer.room, peer.endpoint, bps));
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -40,7 +40,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::rtp::ExtensionValues;
-use ting_media::{Codec, EndpointId, LayerId, LayerSet, LayoutSpec, RtpIn, Source, TrackId};
+use ting_media::{
+    Codec, EndpointId, LayerId, LayerSet, LayoutSpec, Quality, RtpIn, Source, TrackId,
+};
 use tracing::{debug, info, warn};
 
 use crate::metrics::PUBLISH_INTERVAL;
@@ -159,6 +161,8 @@ pub enum WorkerEvent {
     },
     /// The media connection failed or was closed.
     MediaFailed { pid: u64 },
+    /// How the participant's connection fares changed (sampled once a second).
+    Quality { pid: u64, quality: Quality },
 }
 
 /// The header extensions a forwarded packet keeps. The rest (mid, rid, transport

@@ -10,7 +10,9 @@ use str0m::format::Codec as StrCodec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 use str0m::{Candidate, Rtc, RtcConfig};
-use ting_media::{Codec, EndpointId, LayerId, LayoutSpec, SlotKind, Source, TrackId};
+use ting_media::{
+    Codec, EndpointId, LayerId, LayoutSpec, QualityConfig, QualityMeter, SlotKind, Source, TrackId,
+};
 use ting_proto::{Offer, SlotAssignment};
 
 use super::{Outbox, RoomKey};
@@ -152,6 +154,10 @@ pub struct Peer {
     /// after an outage, a moment later so the feedback that reports the outage's losses
     /// is behind it.
     pub bwe_reset_at: Option<Instant>,
+    /// The latest downlink estimate (`None`: none, or estimation is off).
+    pub estimate_bps: Option<u64>,
+    /// How the connection fares, sampled once a second.
+    pub quality: QualityMeter,
     /// Test hook: panic the next time this connection's output is handled.
     #[cfg(feature = "test-hooks")]
     pub crash: bool,
@@ -411,6 +417,8 @@ impl Peer {
                 desired_bps: 0,
                 last_heard: None,
                 bwe_reset_at: None,
+                estimate_bps: None,
+                quality: QualityMeter::new(QualityConfig::default()),
                 #[cfg(feature = "test-hooks")]
                 crash: false,
             },

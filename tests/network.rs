@@ -1,8 +1,10 @@
-//! ICE restart on a media worker, in virtual time over an in-memory network: a participant
-//! whose network goes quiet and comes back at another address restarts ICE (`ice_restart`)
-//! and its media flows again on the same connection (same participant, same tracks, same
-//! subscriptions of the others); an ICE restart that would change the connection is refused
-//! without harming it; a connection that never comes back ends after the grace period.
+//! A participant's network, seen from a media worker, in virtual time over an in-memory
+//! network: a participant whose network goes quiet and comes back at another address
+//! restarts ICE (`ice_restart`) and its media flows again on the same connection (same
+//! participant, same tracks, same subscriptions of the others); an ICE restart that would
+//! change the connection is refused without harming it; a connection that never comes back
+//! ends after the grace period; lasting loss shows as a poor connection, and an outage as a
+//! lost one, each back to good when it passes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ting_bench::{SimPeer, SimPeerConfig};
-use ting_media::{Codec, EndpointId, Source, TrackId};
+use ting_media::{Codec, EndpointId, Quality, Source, TrackId};
 use ting_proto::{ErrorCode, ErrorMsg};
 use ting_server::metrics::WorkerCounters;
 use ting_server::outbox::{OutboxRx, outbox};
@@ -35,7 +37,12 @@ struct Net {
     peers: Vec<SimPeer>,
     /// The peers whose datagrams (both ways) the network drops.
     cut: Vec<bool>,
+    /// Per peer: drop every n-th datagram it sends (`None`: none), and how many it sent.
+    drop_every: Vec<Option<u32>>,
+    sent: Vec<u32>,
     events: UnboundedReceiver<WorkerEvent>,
+    /// What the core told the conductor so far.
+    log: Vec<WorkerEvent>,
     _outboxes: Vec<OutboxRx>,
     now: Instant,
 }
@@ -70,7 +77,10 @@ impl Net {
             handles,
             peers: Vec::new(),
             cut: Vec::new(),
+            drop_every: Vec::new(),
+            sent: Vec::new(),
             events,
+            log: Vec::new(),
             _outboxes: Vec::new(),
             now,
         };
@@ -119,6 +129,8 @@ impl Net {
             peer.accept_answer(&answer, now).expect("answer");
             net.peers.push(peer);
             net.cut.push(false);
+            net.drop_every.push(None);
+            net.sent.push(0);
         }
         for (source, codec) in [
             (Source::Microphone, Codec::Opus),
@@ -152,7 +164,9 @@ impl Net {
             }
             let from = p.local_addr();
             while let Some(t) = p.poll_transmit() {
-                if !self.cut[i] {
+                self.sent[i] += 1;
+                let dropped = self.drop_every[i].is_some_and(|n| self.sent[i].is_multiple_of(n));
+                if !self.cut[i] && !dropped {
                     self.core.handle_datagram(from, &t.contents, now);
                 }
             }
@@ -191,7 +205,12 @@ impl Net {
 
     /// Steps until `done` holds, for at most `limit` of virtual time; returns how long it
     /// took.
-    fn run_until(&mut self, what: &str, limit: Duration, done: impl Fn(&Net) -> bool) -> Duration {
+    fn run_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&mut Net) -> bool,
+    ) -> Duration {
         let start = self.now;
         while !done(self) {
             assert!(
@@ -219,14 +238,34 @@ impl Net {
             .expect("the core answers an ICE restart at once")
     }
 
-    fn media_failed(&mut self) -> Vec<u64> {
-        let mut failed = Vec::new();
+    fn take_events(&mut self) {
         while let Ok(e) = self.events.try_recv() {
-            if let WorkerEvent::MediaFailed { pid } = e {
-                failed.push(pid);
-            }
+            self.log.push(e);
         }
-        failed
+    }
+
+    /// Whose media connections ended so far.
+    fn media_failed(&mut self) -> Vec<u64> {
+        self.take_events();
+        self.log
+            .iter()
+            .filter_map(|e| match e {
+                WorkerEvent::MediaFailed { pid } => Some(*pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How `pid`'s connection quality changed so far, in order.
+    fn quality_of(&mut self, pid: u64) -> Vec<Quality> {
+        self.take_events();
+        self.log
+            .iter()
+            .filter_map(|e| match e {
+                WorkerEvent::Quality { pid: p, quality } if *p == pid => Some(*quality),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -327,7 +366,7 @@ fn a_connection_that_never_comes_back_ends_after_the_grace() {
     net.cut[0] = true;
     let mut failed = Vec::new();
     let took = net.run_until("the lost connection to end", Duration::from_secs(60), |n| {
-        !n.events.is_empty()
+        !n.media_failed().is_empty()
     });
     failed.extend(net.media_failed());
     assert_eq!(failed, vec![PUBLISHER]);
@@ -336,4 +375,52 @@ fn a_connection_that_never_comes_back_ends_after_the_grace() {
         "ended after {took:?}, before the {grace:?} grace"
     );
     eprintln!("a silent connection ended {took:?} after it went quiet (grace {grace:?})");
+}
+
+#[test]
+fn lasting_loss_shows_as_a_poor_connection_and_an_outage_as_a_lost_one() {
+    let mut net = Net::new(Duration::from_secs(20));
+    net.run_until("first video", Duration::from_secs(20), |n| {
+        n.video_received() > 30
+    });
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.quality_of(PUBLISHER), vec![], "a clean network is good");
+
+    // One datagram in eight lost on the publisher's uplink.
+    net.drop_every[0] = Some(8);
+    let poor = net.run_until(
+        "the publisher to show as poor",
+        Duration::from_secs(10),
+        |n| n.quality_of(PUBLISHER) == [Quality::Poor],
+    );
+    eprintln!("12.5 % uplink loss showed as poor after {poor:?}");
+    assert!(
+        poor >= Duration::from_secs(1),
+        "not on the first bad second: {poor:?}"
+    );
+    net.drop_every[0] = None;
+    let good = net.run_until(
+        "the publisher to show as good again",
+        Duration::from_secs(15),
+        |n| n.quality_of(PUBLISHER) == [Quality::Poor, Quality::Good],
+    );
+    eprintln!("and as good again {good:?} after the loss stopped");
+
+    // Its network goes away: lost within a few seconds; back when it returns.
+    net.cut[0] = true;
+    let lost = net.run_until(
+        "the publisher to show as lost",
+        Duration::from_secs(10),
+        |n| n.quality_of(PUBLISHER).last() == Some(&Quality::Lost),
+    );
+    eprintln!("an outage showed as lost after {lost:?}");
+    assert!(lost <= Duration::from_secs(4), "{lost:?}");
+    net.cut[0] = false;
+    net.run_until(
+        "the publisher to show as good after the outage",
+        Duration::from_secs(5),
+        |n| n.quality_of(PUBLISHER).last() == Some(&Quality::Good),
+    );
+    // The subscriber's own connection was fine throughout.
+    assert_eq!(net.quality_of(SUBSCRIBER), vec![]);
 }
