@@ -185,3 +185,48 @@ async fn resume_refuses_strangers_takes_over_open_sessions_and_refuses_the_timed
     ));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_fails_just_before_the_socket_drops_keeps_the_participant() {
+    // A reloading page closes its media connection and its WebSocket, in either order.
+    // Here the media goes first (its worker's handling of it panics), then the socket.
+    let server = start_server(&[("media.bandwidth_estimation", "false")]).await;
+    let mut watcher = Signal::connect(&server.ws_url).await.unwrap();
+    watcher.join("e2e-race", "Watcher").await.unwrap();
+    let driver = DriverHandle::spawn("race-clients").unwrap();
+    let mut cfg = peer_config(7);
+    cfg.display_name = Some(ting_server::conductor::PANIC_IN_WORKER.into());
+    let peer = ting_bench::join_peer(&server.ws_url, "e2e-race", cfg, LOOPBACK, driver.sender())
+        .await
+        .unwrap();
+    let id = peer.participant.clone();
+    // Its first control message made its worker panic: the media connection is gone.
+    peer.control(PeerControl::Media(ting_proto::MediaState {
+        audio: true,
+        video: true,
+        screen: false,
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    peer.control(PeerControl::CutSignal {
+        gap: Duration::from_millis(300),
+        done: tx,
+    });
+    let resumed = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the resume finishes")
+        .expect("the peer task reports")
+        .expect("it resumes as the same participant");
+    eprintln!("resumed {resumed:?} after its media failed and its socket dropped");
+    // Past the grace for a failed media connection: it is still there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(ServerMsg::ParticipantLeft { participant, .. }) =
+            watcher.recv_timeout(Duration::from_millis(500)).await
+        {
+            assert_ne!(participant.0, id, "it was removed");
+        }
+        let _ = watcher.send(&ClientMsg::Ping).await;
+    }
+    server.stop().await;
+}

@@ -122,6 +122,10 @@ impl ConductorCmd {
     }
 }
 
+/// How long a participant whose media connection failed while its WebSocket was open has
+/// to detach (a reloading page closes both, in either order) or to offer a new connection.
+const MEDIA_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Test hooks: a participant whose display name is one of these makes the conductor, or its
 /// media worker, panic while handling it.
 #[cfg(feature = "test-hooks")]
@@ -199,6 +203,10 @@ pub struct Conductor {
     audit_key: AuditKey,
     /// Resume tokens of the members.
     resume_tokens: HashMap<String, ParticipantId>,
+    /// Participants whose media connection failed while their WebSocket was still open,
+    /// and until when they may detach or offer anew before they are removed: a reloading
+    /// page closes both, and the media may go first.
+    media_failed: HashMap<ParticipantId, Instant>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -431,6 +439,7 @@ impl Conductor {
             base_url,
             audit_key,
             resume_tokens: HashMap::new(),
+            media_failed: HashMap::new(),
         }
     }
 
@@ -449,7 +458,13 @@ impl Conductor {
     ) {
         tokio::pin!(shutdown);
         loop {
-            let deadline = self.rooms.poll_timeout();
+            let deadline = [
+                self.rooms.poll_timeout(),
+                self.media_failed.values().min().copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -463,7 +478,11 @@ impl Conductor {
                 },
                 Some(ev) = events.recv() => self.handle_worker_event(ev),
                 Some(done) = built.recv() => self.connection_built(done),
-                _ = sleep => self.rooms.handle_timeout(Instant::now()),
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.rooms.handle_timeout(now);
+                    self.expire_media_failed(now);
+                }
                 _ = &mut shutdown => break,
             }
             self.dispatch_events();
@@ -840,6 +859,10 @@ impl Conductor {
             return;
         }
         m.parked = Some(rx);
+        if self.media_failed.remove(&pid).is_some() {
+            // Its media failed just before: the resumed client offers a new connection.
+            m.may_replace_media = true;
+        }
         let room = m.room.clone();
         audit(
             &self.audit_key,
@@ -1244,15 +1267,40 @@ impl Conductor {
                     }
                     return;
                 }
-                if let Some(m) = self.members.get(&pid) {
-                    let _ = m.outbox.send(OutMsg::new(&ServerMsg::Error(ErrorMsg {
-                        code: ErrorCode::Internal,
-                        message: "your media connection failed; join again".into(),
-                        fatal: true,
-                    })));
+                // Its socket may be about to close too (a reload): it gets a moment to
+                // detach or offer anew before it is removed.
+                if self.members.contains_key(&pid) {
+                    self.drop_media(pid);
+                    self.media_failed
+                        .insert(pid, Instant::now() + MEDIA_FAILED_GRACE);
                 }
-                self.rooms.handle_leave(pid, LeaveReason::MediaFailed);
             }
+        }
+    }
+
+    /// Removes those whose media connection failed and who neither detached nor offered a
+    /// new one in time.
+    fn expire_media_failed(&mut self, now: Instant) {
+        let due: Vec<ParticipantId> = self
+            .media_failed
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            self.media_failed.remove(&pid);
+            let Some(m) = self.members.get(&pid) else {
+                continue;
+            };
+            if m.parked.is_some() || m.worker.is_some() || m.connecting {
+                continue;
+            }
+            let _ = m.outbox.send(OutMsg::new(&ServerMsg::Error(ErrorMsg {
+                code: ErrorCode::Internal,
+                message: "your media connection failed; join again".into(),
+                fatal: true,
+            })));
+            self.rooms.handle_leave(pid, LeaveReason::MediaFailed);
         }
     }
 
@@ -1607,6 +1655,7 @@ impl Conductor {
         };
         self.resume_tokens.remove(&m.resume);
         self.pending_offers.remove(&pid);
+        self.media_failed.remove(&pid);
     }
 
     /// Sends `msg` to every member of `room` but `except`, serialized once.
