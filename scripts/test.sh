@@ -11,15 +11,18 @@
 #      token holders, with nothing of the chat in the store (control), a page that
 #      reloads or loses its socket comes back as the same participant (reconnect), a page
 #      in a network namespace whose network is cut for 10 s and whose address changes
-#      comes back on the same connection (network; needs root, as no-egress does);
+#      comes back on the same connection (network; needs root, as no-egress does); two
+#      clients on aiortc, an independent WebRTC stack, meet through ting using nothing but
+#      docs/protocol.md (tests/interop/meeting.py);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
 #   6. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
 #      missing join or media, or loss above 0.5 %.
-# It installs what the tests need when it is missing (Debian's chromium, strace and iproute2,
-# playwright-core from npm, cargo-fuzz from crates.io); it never downloads a browser of its
+# It installs what the tests need when it is missing (Debian's chromium, strace, iproute2
+# and python3-venv, playwright-core from npm, aiortc from PyPI into tests/interop/.venv,
+# cargo-fuzz from crates.io); it never downloads a browser of its
 # own. It runs as root (network namespaces, a raw socket in tests/spoof.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +54,17 @@ if ! command -v python3 >/dev/null 2>&1; then
   as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3 ||
     { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3; }
 fi
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  step "installing python3-venv"
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3-venv ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3-venv; }
+fi
+if ! tests/interop/.venv/bin/python -c 'import aiortc, websockets, numpy' >/dev/null 2>&1; then
+  step "installing aiortc for the interop tests (tests/interop/.venv, from PyPI)"
+  rm -rf tests/interop/.venv
+  python3 -m venv tests/interop/.venv
+  tests/interop/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   step "installing playwright-core (no browser download)"
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
@@ -73,6 +87,9 @@ cargo build --locked -p ting-server
 for t in meeting layers crowd control reconnect network; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
+
+step "interop: two aiortc clients meet through ting by docs/protocol.md alone"
+tests/interop/.venv/bin/python tests/interop/meeting.py "$PWD/target/debug/ting"
 
 step "fuzz targets, 10 s each"
 scripts/fuzz.sh 10

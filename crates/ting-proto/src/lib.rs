@@ -267,7 +267,9 @@ pub struct Publish {
 pub struct ReceiveSlots {
     #[serde(default)]
     pub audio: Vec<String>,
-    #[serde(default)]
+    /// Camera slots: `camera` on the wire, as in `publish` and `slots`; `video`, the name
+    /// protocol 1 began with, is still read.
+    #[serde(default, rename = "camera", alias = "video")]
     pub video: Vec<String>,
     #[serde(default)]
     pub screen: Vec<String>,
@@ -484,8 +486,12 @@ pub struct InviteLink {
 pub struct Limits {
     /// At most this many audio receive slots.
     pub audio_slots: u16,
-    /// At most this many camera video receive slots.
+    /// At most this many camera video receive slots (also sent as `camera_slots`).
     pub video_slots: u16,
+    /// The same number as `video_slots`, under the name the rest of the protocol uses
+    /// for cameras.
+    #[serde(default)]
+    pub camera_slots: u16,
     /// At most this many screen-share receive slots.
     pub screen_slots: u16,
     /// The largest message the server reads, in bytes.
@@ -776,6 +782,27 @@ mod tests {
         assert_eq!(msg, ClientMsg::IceRestart { sdp: "v=0".into() });
         assert_eq!(msg.to_json(), text);
         assert!(ClientMsg::parse(r#"{"type":"ice_restart"}"#, 1024).is_err());
+    }
+
+    #[test]
+    fn camera_slots_are_read_under_either_name() {
+        for name in ["camera", "video"] {
+            let text = format!(r#"{{"type":"offer","sdp":"v=0","receive":{{"{name}":["6"]}}}}"#);
+            let ClientMsg::Offer(offer) = ClientMsg::parse(&text, 1024).unwrap() else {
+                panic!("not an offer")
+            };
+            assert_eq!(offer.receive.video, vec!["6".to_owned()], "{name}");
+        }
+        let sent = ClientMsg::Offer(Offer {
+            sdp: "v=0".into(),
+            publish: Publish::default(),
+            receive: ReceiveSlots {
+                video: vec!["6".into()],
+                ..Default::default()
+            },
+        })
+        .to_json();
+        assert!(sent.contains(r#""camera":["6"]"#), "{sent}");
     }
 
     #[test]

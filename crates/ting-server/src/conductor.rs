@@ -819,6 +819,7 @@ impl Conductor {
             limits: Limits {
                 audio_slots: s.audio,
                 video_slots: s.video,
+                camera_slots: s.video,
                 screen_slots: s.screen,
                 max_message_bytes: self.config.limits.max_message_bytes as u32,
                 ping_interval_ms: (self.config.limits.ping_interval_secs * 1000) as u32,

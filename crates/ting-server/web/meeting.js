@@ -1385,7 +1385,7 @@ export class Meeting extends EventTarget {
       type: 'offer',
       sdp: pc.localDescription.sdp,
       publish: { microphone: mic.mid, camera: camera.mid, screen: screen.mid },
-      receive: { audio: mids('audio'), video: mids('video'), screen: mids('screen') },
+      receive: { audio: mids('audio'), camera: mids('video'), screen: mids('screen') },
     };
   }
 

@@ -596,3 +596,96 @@ fn codec_for(rtc: &Rtc, mid: Mid, kind: MediaKind) -> Option<(Pt, Codec)> {
 pub fn audio_level(ext: &ExtensionValues) -> Option<u8> {
     ext.audio_level.map(|v| (-i16::from(v)).clamp(0, 127) as u8)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use str0m::media::{Direction, MediaKind};
+    use ting_proto::{Offer, Publish, ReceiveSlots};
+
+    use super::*;
+
+    /// A client offer with a microphone, and one audio and one video receive slot, from a
+    /// non-lite str0m (as a browser offers: full ICE, trickle).
+    fn client_offer() -> Offer {
+        let now = Instant::now();
+        let mut rtc = Rtc::builder().build(now);
+        let local: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mic = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, _pending) = api.apply().unwrap();
+        Offer {
+            sdp: offer.to_sdp_string(),
+            publish: Publish {
+                microphone: Some(mic.to_string()),
+                ..Default::default()
+            },
+            receive: ReceiveSlots {
+                audio: vec![audio.to_string()],
+                video: vec![video.to_string()],
+                screen: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn the_answer_is_one_every_ice_stack_reads() {
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .unwrap();
+        let (outbox, _rx) = crate::outbox::outbox(8);
+        let offer = client_offer();
+        let accepted = Peer::accept(PeerSetup {
+            pid: 1,
+            room: RoomKey(1),
+            offer: &offer,
+            limits: SlotLimits {
+                audio: 3,
+                video: 9,
+                screen: 1,
+            },
+            candidate: "10.0.0.1:4000".parse().unwrap(),
+            cert: &cert,
+            estimate_bandwidth: true,
+            outbox,
+            now: Instant::now(),
+        })
+        .expect("offer accepted");
+        let sdp = accepted.answer;
+        let count = |needle: &str| sdp.lines().filter(|l| l.starts_with(needle)).count();
+        let mlines = count("m=");
+        assert_eq!(mlines, 3, "{sdp}");
+        // ICE-lite, said once for the session; its one candidate in every m-section (stacks
+        // differ in which bundled section they read), each list ended, and no promise of
+        // trickling it will never do.
+        assert_eq!(count("a=ice-lite"), 1, "{sdp}");
+        let candidates: Vec<&str> = sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .collect();
+        assert_eq!(candidates.len(), mlines, "{sdp}");
+        assert!(
+            candidates
+                .iter()
+                .all(|c| c.contains("10.0.0.1 4000 typ host")),
+            "{candidates:?}"
+        );
+        assert_eq!(count("a=end-of-candidates"), mlines, "{sdp}");
+        assert_eq!(count("a=ice-options:trickle"), 0, "{sdp}");
+        // Bundled on one transport with RTCP multiplexed, and the server takes the DTLS
+        // role the client left to it (the client offered actpass).
+        assert!(
+            count("a=group:BUNDLE") == 1 && count("a=rtcp-mux") == mlines,
+            "{sdp}"
+        );
+        assert_eq!(count("a=setup:passive"), mlines, "{sdp}");
+        // Each receive slot declares its SSRC; the video slot its RTX SSRC too.
+        assert_eq!(count("a=ssrc-group:FID"), 1, "{sdp}");
+        assert!(count("a=ssrc:") >= 3, "{sdp}");
+    }
+}

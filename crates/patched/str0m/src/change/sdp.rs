@@ -821,8 +821,9 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         let mut lines = v
             .iter()
             .map(|m| {
-                // Candidates should only be in the first BUNDLE mid
-                let include_candidates = m.index() == 0;
+                // Candidates should only be in the first BUNDLE mid (ting patch: an ICE-lite
+                // agent puts them in every m-section, see `AsSdpParams::ice_lite`).
+                let include_candidates = m.index() == 0 || params.ice_lite;
 
                 let attrs = params.media_attributes(include_candidates);
 
@@ -1579,6 +1580,12 @@ struct AsSdpParams<'a, 'b> {
     pub pending: Option<&'b Changes>,
     pub local_sctp_init: Option<String>,
     pub local_max_message_size: u32,
+    /// ting patch: an ICE-lite agent has all its candidates from the start and never
+    /// trickles. Its SDP lists them in every m-section (stacks differ in which bundled
+    /// section they read), ends each list with `a=end-of-candidates`, and does not claim
+    /// `a=ice-options:trickle`; a peer that waits for more candidates otherwise waits for
+    /// ever.
+    pub ice_lite: bool,
 }
 
 impl<'a, 'b> AsSdpParams<'a, 'b> {
@@ -1629,6 +1636,7 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
             pending,
             local_sctp_init: rtc.sctp.local_sctp_init_for_sdp(),
             local_max_message_size: rtc.sctp.local_max_message_size(),
+            ice_lite: rtc.ice.ice_lite(),
         }
     }
 
@@ -1644,9 +1652,14 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
             vec![]
         };
 
+        if self.ice_lite && include_candidates {
+            v.push(EndOfCandidates);
+        }
         v.push(IceUfrag(self.creds.ufrag.clone()));
         v.push(IcePwd(self.creds.pass.clone()));
-        v.push(IceOptions("trickle".into()));
+        if !self.ice_lite {
+            v.push(IceOptions("trickle".into()));
+        }
         v.push(Fingerprint(self.fingerprint.clone()));
         v.push(Setup(self.setup));
 
