@@ -15,9 +15,9 @@
 //      ways again, and B never lost A's tile.
 //   3. A's address changes (the namespace gets a new one and loses the old). A comes back
 //      the same way, from its new address, through an ICE restart.
-//   4. A's uplink gets a narrow bottleneck: B's page marks A's tile "Weak connection" (and
-//      A's own page marks A's), from what the server measures; when it goes, both show A
-//      connected again.
+//   4. A's network gets a narrow bottleneck both ways: B's page marks A's tile "Weak
+//      connection" (and A's own page marks A's), from what the server measures; when it
+//      goes, both show A connected again.
 //
 // The time from the network returning (or the address changing) to media flowing again is
 // printed for each. Exits 0 when every check passed, 1 otherwise. Every wait has a deadline;
@@ -49,8 +49,9 @@ const BACK_MEDIA_MS = 10000;
 const MOVE_MS = 10000;
 const MOVE_MEDIA_MS = 15000;
 const WAIT_MS = 30000;
-/** A's uplink when it is made weak: well below what its camera sends. */
-const SQUEEZE = '200kbit';
+/** A's network both ways when it is made weak: below what its camera's smallest layer and
+ *  the microphone need. */
+const SQUEEZE = '100kbit';
 
 // ---- the namespace -------------------------------------------------------------------------
 
@@ -220,13 +221,17 @@ function connectionShown(a, b) {
 }
 
 /**
- * A's uplink gets a narrow bottleneck (a token bucket at SQUEEZE): the server measures the
- * loss and B's page marks A's tile "Weak connection", as A's own page does; once the
- * bottleneck goes, both show A connected again.
+ * A's network gets a narrow bottleneck both ways (a token bucket at SQUEEZE): the server
+ * measures the loss and the falling estimate, and B's page marks A's tile "Weak
+ * connection", as A's own page does; once the bottleneck goes, both show A connected again.
  */
 async function weakConnection(a, b, shots) {
   const squeezedAt = Date.now();
-  inNs('tc', 'qdisc', 'replace', 'dev', NS_IF, 'root', 'tbf', 'rate', SQUEEZE, 'burst', '4kb', 'latency', '100ms');
+  // Both ways: what A sends may fit (only its smallest layer may be watched), what it is
+  // sent does not.
+  const squeeze = ['root', 'tbf', 'rate', SQUEEZE, 'burst', '4kb', 'latency', '100ms'];
+  inNs('tc', 'qdisc', 'replace', 'dev', NS_IF, ...squeeze);
+  tc('qdisc', 'replace', 'dev', HOST_IF, ...squeeze);
   try {
     const weak = await waitFor('B to show A\'s connection as weak', async () => {
       const s = await connectionShown(a, b);
@@ -236,6 +241,7 @@ async function weakConnection(a, b, shots) {
     for (const p of [a, b]) await screenshot(p, shots, '4-weak');
   } finally {
     inNs('tc', 'qdisc', 'del', 'dev', NS_IF, 'root');
+    tc('qdisc', 'del', 'dev', HOST_IF, 'root');
   }
   const freedAt = Date.now();
   await waitFor('B to show A\'s connection as good again', async () => {
@@ -289,7 +295,7 @@ async function scenario({ port, shots }) {
     for (const p of everyone) await screenshot(p, shots, '3-after-move');
     log(`media back ${cutMs} ms after a ${CUT_MS / 1000} s cut ended, ${moveMs} ms after an address change`);
 
-    log(`4. A's uplink is squeezed to ${SQUEEZE}`);
+    log(`4. A's network is squeezed to ${SQUEEZE} each way`);
     await weakConnection(a, b, shots);
 
     for (const p of everyone) {
