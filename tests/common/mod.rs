@@ -240,3 +240,21 @@ pub fn hears(snapshot: &[PeerStats], receiver: u32, sender: u32, audio: u64, vid
     };
     got("audio", audio) && got("video", video)
 }
+
+/// Like [`wait_for`], for a check that has to wait itself (an HTTP scrape).
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -64,6 +64,10 @@ pub struct VoiceActivity {
     slow: f32,
     last_loud: Option<Instant>,
     speaking: bool,
+    /// The sender has set the voice-activity flag at least once, so it runs a voice
+    /// detector and a clear flag means "not voice". Stacks without one (aiortc, many
+    /// WHIP encoders) always send it clear; for them the level alone decides.
+    detects_voice: bool,
 }
 
 impl VoiceActivity {
@@ -75,8 +79,11 @@ impl VoiceActivity {
         now: Instant,
         config: &SpeakerConfig,
     ) {
+        self.detects_voice |= voice == Some(true);
         let loud = match level {
-            Some(level) => level <= config.threshold_dbov && voice != Some(false),
+            Some(level) => {
+                level <= config.threshold_dbov && (voice != Some(false) || !self.detects_voice)
+            }
             None => voice == Some(true),
         };
         self.packets = self.packets.saturating_add(1);
@@ -321,6 +328,22 @@ mod tests {
         assert!(cough.iter().all(|s| !s), "{cough:?}");
         assert!(!v.is_speaking());
         // Loud typing the browser does not call voice.
+        let keys = feed(&mut v, &mut t, 2000, 40, false);
+        assert!(keys.iter().all(|s| !s), "{keys:?}");
+    }
+
+    #[test]
+    fn a_sender_that_never_flags_voice_is_judged_by_its_level() {
+        // aiortc and many WHIP encoders send the level with the flag always clear.
+        let mut v = VoiceActivity::default();
+        let mut t = Instant::now();
+        let on = feed(&mut v, &mut t, 1000, 15, false);
+        assert!(on.last().unwrap(), "{on:?}");
+        let off = feed(&mut v, &mut t, 1500, 127, false);
+        assert!(!off.last().unwrap(), "{off:?}");
+        // Once a sender has flagged voice, a clear flag means "not voice" again.
+        feed(&mut v, &mut t, 200, 30, true);
+        feed(&mut v, &mut t, 1000, 127, false);
         let keys = feed(&mut v, &mut t, 2000, 40, false);
         assert!(keys.iter().all(|s| !s), "{keys:?}");
     }

@@ -672,6 +672,8 @@ pub enum ErrorCode {
     /// `resume` came while the participant's old connection is still open at the server
     /// (it has not noticed the drop yet): try again in a moment.
     ResumePending,
+    /// WHIP and WHEP only (HTTP 404): no meeting of that name is on or defined.
+    UnknownRoom,
 }
 
 /// Why a client message was refused before it was understood.

@@ -9,7 +9,7 @@
 //! routers hold, so the workers see every room change in one order: a new worker of a room
 //! gets a snapshot of the room's tracks with its first connection, then every later change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -47,6 +47,12 @@ pub enum ConductorCmd {
         /// The client's IP address, for per-address limits; never logged.
         address: IpAddr,
         outbox: Outbox,
+        /// Only into a meeting that is on or defined (WHIP and WHEP): such a join never
+        /// opens a room.
+        existing_room: bool,
+        /// Never shown to the room (a WHEP viewer): no tile, no list entry, no events about
+        /// it; it still counts against the room's limit and in the metrics.
+        hidden: bool,
         reply: oneshot::Sender<Result<(ParticipantId, ServerMsg), ErrorMsg>>,
     },
     /// Answered with the SDP answer, or with the error (the offer's, or the room's).
@@ -97,6 +103,11 @@ pub enum ConductorCmd {
         reply:
             oneshot::Sender<Result<(ParticipantId, ServerMsg, crate::outbox::OutboxRx), ErrorMsg>>,
     },
+    /// A participant joined `hidden` is shown to the room from now on (a WHIP publisher,
+    /// once its offer was accepted: a refused one never flickers into the meeting).
+    Show {
+        pid: ParticipantId,
+    },
     /// A control API call.
     Api {
         req: ApiRequest,
@@ -117,6 +128,7 @@ impl ConductorCmd {
             | ConductorCmd::Control { pid, .. }
             | ConductorCmd::Layout { pid, .. }
             | ConductorCmd::Seen { pid }
+            | ConductorCmd::Show { pid }
             | ConductorCmd::Leave { pid, .. } => Some(*pid),
         }
     }
@@ -207,6 +219,8 @@ pub struct Conductor {
     /// and until when they may detach or offer anew before they are removed: a reloading
     /// page closes both, and the media may go first.
     media_failed: HashMap<ParticipantId, Instant>,
+    /// Participants the room is never told of (WHEP viewers).
+    hidden: HashSet<ParticipantId>,
 }
 
 impl std::fmt::Debug for Conductor {
@@ -440,6 +454,7 @@ impl Conductor {
             audit_key,
             resume_tokens: HashMap::new(),
             media_failed: HashMap::new(),
+            hidden: HashSet::new(),
         }
     }
 
@@ -514,9 +529,15 @@ impl Conductor {
                 join,
                 address,
                 outbox,
+                existing_room,
+                hidden,
                 reply,
             } => {
-                let _ = reply.send(self.join(&join, address, outbox, now));
+                let r = self.join(&join, address, outbox, existing_room, now);
+                if hidden && let Ok((pid, _)) = &r {
+                    self.hidden.insert(*pid);
+                }
+                let _ = reply.send(r);
             }
             ConductorCmd::Offer { pid, offer, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -558,6 +579,7 @@ impl Conductor {
                 let _ = reply.send(self.api(req));
             }
             ConductorCmd::Detach { pid, rx } => self.detach(pid, rx),
+            ConductorCmd::Show { pid } => self.show(pid),
             ConductorCmd::Resume {
                 token,
                 address,
@@ -634,6 +656,7 @@ impl Conductor {
         join: &ting_proto::Join,
         address: IpAddr,
         outbox: Outbox,
+        existing_room: bool,
         now: Instant,
     ) -> Result<(ParticipantId, ServerMsg), ErrorMsg> {
         if !self.ready.load(Relaxed) {
@@ -641,6 +664,17 @@ impl Conductor {
                 code: ErrorCode::Unavailable,
                 message: "the server is shutting down; try again in a moment".into(),
                 fatal: true,
+            });
+        }
+        if existing_room
+            && RoomName::parse(&join.room)
+                .is_ok_and(|r| !self.keys.contains_key(&r) && !self.rooms.is_defined(&r))
+        {
+            self.refused("unknown_room");
+            return Err(ErrorMsg {
+                code: ErrorCode::UnknownRoom,
+                message: "no meeting of that name is on or defined on this server".into(),
+                fatal: false,
             });
         }
         if !self.join_allowed(address, now) {
@@ -803,7 +837,7 @@ impl Conductor {
             participants: self
                 .rooms
                 .members(&p.room)
-                .filter(|o| o.id != pid)
+                .filter(|o| o.id != pid && !self.hidden.contains(&o.id))
                 .map(|o| ParticipantInfo {
                     id: pref(o.id),
                     name: o.name.expose().to_owned(),
@@ -875,13 +909,38 @@ impl Conductor {
         self.show_connection(pid);
     }
 
+    /// Shows a hidden participant to its room, as if it had just joined.
+    fn show(&mut self, pid: ParticipantId) {
+        if !self.hidden.remove(&pid) {
+            return;
+        }
+        let (Some(p), Some(m)) = (self.rooms.participant(pid), self.members.get(&pid)) else {
+            return;
+        };
+        if !m.admitted {
+            return;
+        }
+        let msg = ServerMsg::ParticipantJoined {
+            participant: ParticipantInfo {
+                id: pref(pid),
+                name: p.name.expose().to_owned(),
+                media: to_proto_media(p.media),
+                role: proto_role(p.role),
+                reconnecting: false,
+                connection: m.connection(),
+            },
+        };
+        let room = p.room.clone();
+        self.tell_room(&room, Some(pid), &msg);
+    }
+
     /// Tells the room (the participant too) when what its tile should say changed.
     fn show_connection(&mut self, pid: ParticipantId) {
         let Some(m) = self.members.get_mut(&pid) else {
             return;
         };
         let state = m.connection();
-        if state == m.shown || !m.admitted {
+        if state == m.shown || !m.admitted || self.hidden.contains(&pid) {
             return;
         }
         m.shown = state;
@@ -1375,7 +1434,9 @@ impl Conductor {
                     if role.permissions().admit {
                         self.tell_lobby_to(participant, &room);
                     }
-                    self.tell_room(&room, Some(participant), &msg);
+                    if !self.hidden.contains(&participant) {
+                        self.tell_room(&room, Some(participant), &msg);
+                    }
                 }
                 ControlEvent::LobbyChanged { room } => {
                     let msg = self.lobby_msg(&room);
@@ -1388,11 +1449,13 @@ impl Conductor {
                     participant,
                     media,
                 } => {
-                    let msg = ServerMsg::ParticipantUpdated {
-                        participant: pref(participant),
-                        media: to_proto_media(media),
-                    };
-                    self.tell_room(&room, Some(participant), &msg);
+                    if !self.hidden.contains(&participant) {
+                        let msg = ServerMsg::ParticipantUpdated {
+                            participant: pref(participant),
+                            media: to_proto_media(media),
+                        };
+                        self.tell_room(&room, Some(participant), &msg);
+                    }
                 }
                 ControlEvent::Forward {
                     participant,
@@ -1503,6 +1566,7 @@ impl Conductor {
                     reason,
                     admitted,
                 } => {
+                    let was_hidden = self.hidden.remove(&participant);
                     let farewell = match reason {
                         LeaveReason::Removed => {
                             Some((ErrorCode::Removed, "You were removed from this meeting."))
@@ -1548,7 +1612,7 @@ impl Conductor {
                         Some(&room),
                         &format!("{reason:?}"),
                     );
-                    if admitted {
+                    if admitted && !was_hidden {
                         let msg = ServerMsg::ParticipantLeft {
                             participant: pref(participant),
                             reason,

@@ -27,7 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/{file}", get(static_file))
         .with_state(state.clone())
-        .merge(crate::api::router(state))
+        .merge(crate::api::router(state.clone()))
+        .merge(crate::whip::router(state))
         .layer(axum::middleware::map_response(
             move |mut r: Response| async move {
                 let h = r.headers_mut();

@@ -11,6 +11,7 @@
 //!
 //! - [`http`]: the browser client's files, `/ws`, `/healthz`, `/readyz`, `/metrics`.
 //! - [`api`]: the control API under `/v1`.
+//! - [`whip`]: WHIP ingest and WHEP egress under `/whip` and `/whep`.
 //! - [`store`]: the SQLite database (rooms, the chat archive) on its own thread.
 //! - [`session`]: one task per WebSocket, speaking `ting-proto`.
 //! - [`conductor`]: one task owning the rooms; places participants on workers.
@@ -34,6 +35,7 @@ pub mod store;
 pub mod tls;
 pub mod udp;
 mod web;
+pub mod whip;
 pub mod worker;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -100,6 +102,8 @@ pub struct AppState {
     /// The certificate is the self-signed development one (the page says so).
     pub dev_certificate: bool,
     pub store: store::Store,
+    /// The WHIP and WHEP sessions open now.
+    pub resources: whip::Resources,
 }
 
 /// Raises the soft file-descriptor limit to the hard limit (systemd's soft default of 1024
@@ -358,6 +362,7 @@ impl Server {
             closing: closing_rx,
             api_key: self.api_key.clone(),
             store: self.store.clone(),
+            resources: whip::Resources::default(),
             https: self.tls.is_some(),
             dev_certificate: self.tls.as_ref().is_some_and(|t| t.is_self_signed()),
         });

@@ -253,7 +253,7 @@ impl ControlCounters {
 
 /// The labeled control-plane families: name in [`ControlCounters::count`], metric, label,
 /// help.
-const LABELED: [(&str, &str, &str, &str); 4] = [
+const LABELED: [(&str, &str, &str, &str); 6] = [
     (
         "refused",
         "ting_control_refused",
@@ -277,6 +277,18 @@ const LABELED: [(&str, &str, &str, &str); 4] = [
         "ting_api_requests",
         "outcome",
         "Control API requests, by outcome.",
+    ),
+    (
+        "whip",
+        "ting_whip_requests",
+        "outcome",
+        "WHIP requests (create, patch, delete), by outcome.",
+    ),
+    (
+        "whep",
+        "ting_whep_requests",
+        "outcome",
+        "WHEP requests (create, patch, delete), by outcome.",
     ),
 ];
 

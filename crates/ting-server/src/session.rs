@@ -300,6 +300,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                         join,
                         address: addr.ip(),
                         outbox: outbox_tx.clone().expect("not joined, so still held"),
+                        existing_room: false,
+                        hidden: false,
                         reply: tx,
                     };
                     match ask(&state, cmd, rx).await {
@@ -624,12 +626,12 @@ async fn write(
     }
 }
 
-async fn leave(state: &AppState, pid: ParticipantId, reason: LeaveReason) {
+pub(crate) async fn leave(state: &AppState, pid: ParticipantId, reason: LeaveReason) {
     let cmd = ConductorCmd::Leave { pid, reason };
     let _ = state.conductor.send(cmd).await;
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &AppState,
     cmd: ConductorCmd,
     rx: oneshot::Receiver<T>,
