@@ -11,9 +11,13 @@
 #      token holders, with nothing of the chat in the store (control), a page that
 #      reloads or loses its socket comes back as the same participant (reconnect), a page
 #      in a network namespace whose network is cut for 10 s and whose address changes
-#      comes back on the same connection (network; needs root, as no-egress does); two
+#      comes back on the same connection (network; needs root, as no-egress does); an
+#      aiortc client written from docs/protocol.md and a Chromium page decode each
+#      other's camera and the page its screen share, an aiortc WHIP publisher shows in the
+#      page's meeting and an aiortc WHEP viewer follows the active speaker (interop); two
 #      clients on aiortc, an independent WebRTC stack, meet through ting using nothing but
-#      docs/protocol.md (tests/interop/meeting.py);
+#      docs/protocol.md (tests/interop/meeting.py), and publish and watch over WHIP and
+#      WHEP (tests/interop/whip.py);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
@@ -84,12 +88,14 @@ scripts/test-str0m.sh
 
 step "browser tests"
 cargo build --locked -p ting-server
-for t in meeting layers crowd control reconnect network; do
+for t in meeting layers crowd control reconnect network interop; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
 
 step "interop: two aiortc clients meet through ting by docs/protocol.md alone"
 tests/interop/.venv/bin/python tests/interop/meeting.py "$PWD/target/debug/ting"
+step "interop: aiortc publishes over WHIP and watches over WHEP"
+tests/interop/.venv/bin/python tests/interop/whip.py "$PWD/target/debug/ting"
 
 step "fuzz targets, 10 s each"
 scripts/fuzz.sh 10

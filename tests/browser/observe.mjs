@@ -41,7 +41,7 @@ export function midOf(s, participant, source) {
 
 /**
  * Samples twice, `gapMs` apart, and checks that the slot mapped to `source` of `other`
- * grows: framesDecoded for the camera, bytesReceived for the microphone.
+ * grows: framesDecoded for the camera and the screen, bytesReceived for the microphone.
  */
 export async function flowing(p, other, source, gapMs = 500) {
   const a = await sample(p);
@@ -50,7 +50,7 @@ export async function flowing(p, other, source, gapMs = 500) {
   if (!a || !b) return { ok: false, why: 'no PeerConnection yet' };
   const mid = midOf(b, other.id, source);
   if (!mid) return { ok: false, why: `no slot maps ${other.label}'s ${source} (pc ${b.connectionState})` };
-  const metric = source === 'camera' ? 'framesDecoded' : 'bytesReceived';
+  const metric = source === 'microphone' ? 'bytesReceived' : 'framesDecoded';
   const before = a.receivers[mid]?.[metric] ?? 0;
   const after = b.receivers[mid]?.[metric] ?? 0;
   return {

@@ -4,10 +4,17 @@
 The client below is written from docs/protocol.md alone: join, one offer with the
 publish m-lines and receive slots named, the answer applied as it comes (aiortc's own ICE
 handling: no candidates added by hand), `media` and `layout` after. Each client sends a
-synthetic camera and microphone, and the test passes when each decodes video frames and
-audio of the other through its receive slots.
+synthetic camera and microphone, A shares a screen through its screen m-line too, and the
+test passes when each decodes video frames and audio of the other through its receive
+slots, and B decodes A's screen through its screen slot.
 
     tests/interop/.venv/bin/python tests/interop/meeting.py [path/to/ting]
+
+    meeting.py join ORIGIN ROOM NAME
+        One client alone, for the browser tests: joins ROOM at ORIGIN (http://host:port),
+        publishes camera, microphone and screen, and prints one JSON line a second
+        ({"id": its participant id, "decoded": {participant: {source: frames}}}) until
+        its stdin closes.
 
 The ting binary defaults to target/debug/ting. Exits 0 when every check passed, 1
 otherwise; every wait has a deadline. scripts/test.sh makes the virtual environment
@@ -93,9 +100,10 @@ class Microphone(AudioStreamTrack):
 class Client:
     """One participant, as docs/protocol.md describes a client."""
 
-    def __init__(self, label, shade):
+    def __init__(self, label, shade, screen=False):
         self.label = label
         self.shade = shade
+        self.share_screen = screen
         self.ws = None
         self.pc = None
         self.welcome = None
@@ -145,6 +153,9 @@ class Client:
         self.pc.on("track", self.on_track)
         mic = self.pc.addTransceiver(Microphone(), direction="sendonly")
         cam = self.pc.addTransceiver(Camera(self.shade), direction="sendonly")
+        screen = None
+        if self.share_screen:
+            screen = self.pc.addTransceiver(Camera(255 - self.shade), direction="sendonly")
         slots = []
         for kind, n in (
             ("audio", limits["audio_slots"]),
@@ -160,7 +171,8 @@ class Client:
         offer = {
             "type": "offer",
             "sdp": self.pc.localDescription.sdp,
-            "publish": {"microphone": mic.mid, "camera": cam.mid},
+            "publish": {"microphone": mic.mid, "camera": cam.mid,
+                        **({"screen": screen.mid} if screen else {})},
             "receive": {
                 "audio": [t.mid for t, k in slots if k == "audio"],
                 "camera": [t.mid for t, k in slots if k == "video"],
@@ -171,7 +183,8 @@ class Client:
         answer = await self.reply(["answer"])
         # As it comes: no candidates added by hand, no end-of-candidates signalled by us.
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        await self.send({"type": "media", "audio": True, "video": True, "screen": False})
+        await self.send({"type": "media", "audio": True, "video": True,
+                         "screen": self.share_screen})
         self.tasks.append(asyncio.create_task(self.listen()))
         self.tasks.append(asyncio.create_task(self.ping()))
 
@@ -198,8 +211,11 @@ class Client:
 
     def decoded_from(self, other, source):
         """Frames decoded on the slot that carries `source` of `other` now."""
+        return self.decoded_from_id(other.welcome["participant"], source)
+
+    def decoded_from_id(self, participant, source):
         for mid, s in self.slots.items():
-            if s.get("participant") == other.welcome["participant"] and s.get("source") == source:
+            if s.get("participant") == participant and s.get("source") == source:
                 counts = self.frames if source != "microphone" else self.audio_frames
                 return counts.get(mid, 0)
         return 0
@@ -214,7 +230,7 @@ class Client:
 
 
 async def meet(url):
-    a, b = Client("Aiortc A", 40), Client("Aiortc B", 200)
+    a, b = Client("Aiortc A", 40, screen=True), Client("Aiortc B", 200)
     try:
         await a.join(url)
         await b.join(url)
@@ -226,6 +242,7 @@ async def meet(url):
                 "B sees A": b.decoded_from(a, "camera"),
                 "A hears B": a.decoded_from(b, "microphone"),
                 "B hears A": b.decoded_from(a, "microphone"),
+                "B sees A's screen": b.decoded_from(a, "screen"),
             }
             if all(n >= 10 for n in seen.values()):
                 log(f"media both ways after {time.monotonic() - start:.1f} s: {seen} (connections {states})")
@@ -257,7 +274,30 @@ def start_ting(binary, log_path):
     raise RuntimeError(f"ting printed no meeting link within 20 s; log: {log_path}")
 
 
+async def join_alone(origin, room, name):
+    global ROOM
+    ROOM = room
+    client = Client(name, 40, screen=True)
+    await client.join(origin.replace("http://", "ws://").replace("https://", "wss://") + "/ws")
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    try:
+        while not stdin_closed.done():
+            decoded = {}
+            for s in client.slots.values():
+                who = s.get("participant")
+                if who:
+                    decoded.setdefault(who, {})[s["source"]] = client.decoded_from_id(who, s["source"])
+            print(json.dumps({"id": client.welcome["participant"], "decoded": decoded}), flush=True)
+            await asyncio.wait([stdin_closed], timeout=1.0)
+    finally:
+        await client.send({"type": "leave"})
+        await client.close()
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "join":
+        asyncio.run(join_alone(sys.argv[2], sys.argv[3], sys.argv[4]))
+        return 0
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/ting")
     log_path = os.path.join(ROOT, "target", "interop-aiortc-ting.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// End-to-end test of WHIP and WHEP between aiortc (an independent WebRTC stack) and a
-// Chromium meeting page, through a real `ting` started with a token secret.
+// End-to-end test of other WebRTC stacks with a Chromium meeting page, through a real
+// `ting` started with a token secret: aiortc (an independent stack, from PyPI) as a client
+// written from docs/protocol.md, as a WHIP publisher and as a WHEP viewer.
 //
-//   node tests/browser/whip.test.mjs          (from the repository root)
+//   node tests/browser/interop.test.mjs          (from the repository root)
 //
 // Environment (harness.mjs): TING_BIN, TING_LOG_LEVEL, CHROMIUM, as for meeting.test.mjs;
 // PYTHON, the interpreter with aiortc (default tests/interop/.venv/bin/python, which
@@ -15,6 +16,9 @@
 //      camera and its microphone; the WHEP viewer's one video switches to the publisher,
 //      the new active speaker, without renegotiation.
 //   3. The publisher ends its session (DELETE): it leaves A's meeting.
+//   4. A client on aiortc written from docs/protocol.md (tests/interop/meeting.py join)
+//      joins with camera, microphone and screen share: A decodes its camera and its
+//      screen and hears it; it decodes A's camera.
 //
 // Exits 0 when every check passed, 1 otherwise. Every wait has a deadline.
 
@@ -32,6 +36,7 @@ const ROOM = 'e2e-whip';
 const SECRET = randomBytes(32).toString('base64url');
 const PYTHON = process.env.PYTHON ?? resolve(ROOT, 'tests/interop/.venv/bin/python');
 const WHIP_PY = resolve(ROOT, 'tests/interop/whip.py');
+const MEETING_PY = resolve(ROOT, 'tests/interop/meeting.py');
 const ARGS = chromiumArgs({ fps: 10 });
 /** The publisher's picture: every pixel this bright (Chromium's fake camera is darker). */
 const BRIGHT = 220;
@@ -53,7 +58,9 @@ function token(name) {
 /** Runs one side of tests/interop/whip.py; its JSON lines land in `side.lines`. Closing
  *  its stdin ends it (it sends DELETE first). */
 function startSide(mode, origin, name) {
-  const args = [WHIP_PY, mode, origin, ROOM, token(name), String(BRIGHT)];
+  const args = mode === 'join'
+    ? [MEETING_PY, 'join', origin, ROOM, name]
+    : [WHIP_PY, mode, origin, ROOM, token(name), String(BRIGHT)];
   const proc = spawn(PYTHON, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   const side = { proc, lines: [], stderr: '', exited: null };
   process.on('exit', () => proc.kill('SIGKILL'));
@@ -98,7 +105,7 @@ const latest = (side) => side.lines.filter((l) => 'frames' in l).at(-1) ?? { fra
 /** The ids A's page knows, itself included. */
 const known = (p) => p.page.evaluate(() => Object.keys(window.ting.connections));
 
-await runTest({ name: 'whip', room: ROOM, args: ['--tokens-secret', SECRET] }, async ({ port, ting }) => {
+await runTest({ name: 'interop', room: ROOM, args: ['--tokens-secret', SECRET] }, async ({ port, ting }) => {
   const a = await launchParticipant('A', 'Aino', { args: ARGS, mute: true });
   const sides = [];
   try {
@@ -151,6 +158,29 @@ await runTest({ name: 'whip', room: ROOM, args: ['--tokens-secret', SECRET] }, a
       return { ok: !now.includes(id), why: `A knows ${now}` };
     }, 20000);
     await stopSide(viewer, 'the WHEP viewer');
+
+    // 4. A client written from docs/protocol.md, on aiortc.
+    const client = startSide('join', ting.origin, 'Aiortc');
+    sides.push(client);
+    let clientId = null;
+    await waitFor('the aiortc client to join', () => {
+      if (client.exited !== null) {
+        throw Object.assign(new Error(`the aiortc client exited with ${client.exited}: ${client.stderr}`), { fatal: true });
+      }
+      clientId = client.lines.find((l) => l.id)?.id ?? null;
+      return { ok: clientId !== null, why: 'not joined yet' };
+    }, 20000);
+    const aiortc = { id: clientId, label: 'the aiortc client' };
+    await a.page.click('#mute');
+    for (const source of ['camera', 'screen', 'microphone']) {
+      await waitFor(`A to receive the aiortc client's ${source}`, () => flowing(a, aiortc, source), 20000, 100);
+    }
+    await waitFor('the aiortc client to decode A\'s camera', () => {
+      const seen = client.lines.at(-1)?.decoded?.[a.id]?.camera ?? 0;
+      return { ok: seen >= 10, why: `${seen} frames of A's camera: ${JSON.stringify(client.lines.at(-1))}` };
+    }, 20000, 250);
+    log('A and the aiortc client decode each other\'s camera; A decodes its screen and hears it');
+    await stopSide(client, 'the aiortc client');
     if (a.problems.length) throw new Error(`A's page had problems: ${a.problems.join('; ')}`);
   } finally {
     for (const s of sides) s.proc.kill('SIGKILL');
