@@ -518,3 +518,59 @@ async fn refusals_have_their_status_and_leave_the_meeting_alone() {
         .await
         .expect("the meeting still answers");
 }
+
+/// The load harness joins by WHIP and WHEP too, so their cost is measured; and a run whose
+/// sessions cannot be made reports that, not a clean 0 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_publishes_by_whip_and_watches_by_whep() {
+    use ting_bench::run::{BenchOptions, Scenario, Target, run};
+    const KEY: &str = "an-api-key-for-tests-0123456789abcdef";
+    let s = start_server(&[
+        ("rooms.open", "false"),
+        ("tokens.secret", SECRET),
+        ("api.key", KEY),
+        ("media.bandwidth_estimation", "false"),
+    ])
+    .await;
+    let options = |key: &str| {
+        let mut o = BenchOptions::new(
+            Scenario::Fanout,
+            Target::parse(&format!("http://{}", s.http)).unwrap(),
+        );
+        o.participants = 3;
+        o.duration = Duration::from_secs(3);
+        o.ramp = 50.0;
+        o.settle = Duration::from_secs(10);
+        o.progress = false;
+        o.simulcast = false;
+        o.whip = true;
+        o.whep = true;
+        o.api_key = Some(key.to_owned());
+        o
+    };
+
+    let report = run(options(KEY)).await;
+    eprint!("{}", report.summary());
+    assert_eq!(report.joins.succeeded, 4, "{:?}", report.joins);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    // Each of the three viewers gets the publisher's audio and video.
+    assert!(
+        report.window.received_packets[0] > 3 * 2 * 50,
+        "{:?}",
+        report.window
+    );
+    assert!(
+        report.window.received_packets[1] > 3 * 3 * 30,
+        "{:?}",
+        report.window
+    );
+
+    let report = run(options("not-the-key")).await;
+    assert_eq!(report.joins.succeeded, 0, "{:?}", report.joins);
+    assert!(
+        report.joins.errors.iter().any(|e| e.contains("401")),
+        "{:?}",
+        report.joins.errors
+    );
+    assert!(!report.failures.is_empty(), "a run without sessions fails");
+}

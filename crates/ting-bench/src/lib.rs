@@ -22,6 +22,7 @@ pub mod signal;
 pub mod sock;
 pub mod stats;
 pub mod usage;
+pub mod whip;
 
 pub use driver::{DriverCmd, DriverHandle, DriverSender, DriverSnapshot};
 pub use peer::{PeerStats, SimPeer, SimPeerConfig};

@@ -106,6 +106,16 @@ struct Cli {
     /// No progress output.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Publishers join by WHIP (fanout, webinar): needs --api-key.
+    #[arg(long)]
+    whip: bool,
+    /// Viewers join by WHEP (fanout, webinar): needs --api-key.
+    #[arg(long)]
+    whep: bool,
+    /// ting's control API key (api.key), with which WHIP and WHEP runs define their room
+    /// and get a token for each participant.
+    #[arg(long, env = "TING_BENCH_API_KEY")]
+    api_key: Option<String>,
 }
 
 fn main() {
@@ -165,6 +175,26 @@ fn real_main() -> anyhow::Result<bool> {
     opts.sample_every = cli.sample_every.max(1);
     opts.layout = cli.layout;
     opts.honour_send_layers = !cli.no_pause;
+    if cli.whip || cli.whep {
+        if !matches!(cli.scenario, Scenario::Fanout | Scenario::Webinar) {
+            anyhow::bail!(
+                "--whip and --whep are for fanout and webinar: a WHIP session only publishes \
+                 and a WHEP session only watches"
+            );
+        }
+        if !matches!(opts.target, Target::Ting { .. }) {
+            anyhow::bail!("--whip and --whep need a ting target");
+        }
+        if cli.api_key.as_deref().is_none_or(str::is_empty) {
+            anyhow::bail!(
+                "--whip and --whep need --api-key (ting's api.key): the run defines its room \
+                 and gets a token per participant through the control API"
+            );
+        }
+    }
+    opts.whip = cli.whip;
+    opts.whep = cli.whep;
+    opts.api_key = cli.api_key.clone();
     if let Some(room) = &cli.room {
         let valid = !room.is_empty()
             && room.len() <= 60

@@ -118,6 +118,12 @@ pub struct BenchOptions {
     /// The room's exact name (one room) or prefix (several: NAME-0, NAME-1, …), so a person
     /// can open the loaded meeting in a browser.
     pub room: Option<String>,
+    /// Publishers join by WHIP instead of the WebSocket (fanout, webinar).
+    pub whip: bool,
+    /// Viewers join by WHEP instead of the WebSocket (fanout, webinar).
+    pub whep: bool,
+    /// ting's control API key: WHIP and WHEP need a defined room and a token each.
+    pub api_key: Option<String>,
 }
 
 impl BenchOptions {
@@ -148,6 +154,9 @@ impl BenchOptions {
             honour_send_layers: true,
             room_prefix: format!("bench-{}", std::process::id()),
             room: None,
+            whip: false,
+            whep: false,
+            api_key: None,
         }
     }
 
@@ -217,6 +226,17 @@ impl BenchOptions {
             if self.screen && i != 0 && self.scenario != Scenario::Audio {
                 c.screen_slots = 1;
             }
+            if publishes && self.whip {
+                // A WHIP session only publishes.
+                c.audio_slots = 0;
+                c.video_slots = 0;
+                c.screen_slots = 0;
+            } else if !publishes && self.whep {
+                // One audio and one camera slot: the loudest and the active speaker.
+                c.audio_slots = 1;
+                c.video_slots = 1;
+                c.layout = BenchLayout::None;
+            }
             out.push(c);
         }
         out
@@ -248,7 +268,54 @@ async fn join_ting(
 ) -> Vec<Result<Joined, String>> {
     let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = Vec::new();
+    // WHIP and WHEP join only rooms that are on or defined, with a token each.
+    let base = ws
+        .replacen("ws://", "http://", 1)
+        .trim_end_matches("/ws")
+        .to_owned();
+    let api_key = opts.api_key.clone().unwrap_or_default();
+    if (opts.whip || opts.whep)
+        && let Err(e) = crate::whip::define_room(&base, &api_key, room).await
+    {
+        let why = format!("cannot define the room for WHIP/WHEP: {e}");
+        return plan.iter().map(|_| Err(why.clone())).collect();
+    }
     for (i, cfg) in plan.into_iter().enumerate() {
+        let publishes = cfg.audio || !cfg.video_bps.is_empty();
+        let by_http = match (publishes, opts.whip, opts.whep) {
+            (true, true, _) => Some(crate::whip::HttpJoin::Whip),
+            (false, _, true) => Some(crate::whip::HttpJoin::Whep),
+            _ => None,
+        };
+        if let Some(join) = by_http {
+            let at = start + Duration::from_secs_f64((offset + i) as f64 / opts.ramp.max(0.01));
+            let driver = drivers[(offset + i) % drivers.len()].sender();
+            let (base, room, key, ip, gate) = (
+                base.clone(),
+                room.to_owned(),
+                api_key.clone(),
+                opts.local_ip,
+                gate.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                let _permit = gate.acquire_owned().await;
+                let id = cfg.id;
+                let name = format!("sim-{id}");
+                let token = crate::whip::issue_token(&base, &key, &room, &name)
+                    .await
+                    .map_err(|e| crate::error_chain(&e))?;
+                crate::whip::join_http(join, &base, &room, &token, cfg, ip, driver)
+                    .await
+                    .map(|p| Joined {
+                        id,
+                        join_time: p.join_time,
+                        keep: Box::new(p),
+                    })
+                    .map_err(|e| crate::error_chain(&e))
+            }));
+            continue;
+        }
         let at = start + Duration::from_secs_f64((offset + i) as f64 / opts.ramp.max(0.01));
         let driver = drivers[(offset + i) % drivers.len()].sender();
         let (ws, room, ip, gate) = (ws.to_owned(), room.to_owned(), opts.local_ip, gate.clone());
@@ -326,6 +393,8 @@ pub async fn run(opts: BenchOptions) -> Report {
             "layout": opts.layout,
             "sample_every": opts.sample_every,
             "honour_send_layers": opts.honour_send_layers,
+            "whip": opts.whip,
+            "whep": opts.whep,
         }),
         sample_every: opts.sample_every,
         ..Default::default()
