@@ -155,7 +155,8 @@ class Client:
         cam = self.pc.addTransceiver(Camera(self.shade), direction="sendonly")
         screen = None
         if self.share_screen:
-            screen = self.pc.addTransceiver(Camera(255 - self.shade), direction="sendonly")
+            # A mid-grey screen: tests tell it from the cameras by its brightness.
+            screen = self.pc.addTransceiver(Camera(128), direction="sendonly")
         slots = []
         for kind, n in (
             ("audio", limits["audio_slots"]),

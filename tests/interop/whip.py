@@ -6,7 +6,8 @@
         meeting.py, written from docs/protocol.md) joins; a WHIP publisher (aiortc) publishes
         a bright picture and the meeting client decodes it; a WHEP viewer (aiortc) decodes
         the active speaker: the meeting client while it talks, the WHIP publisher once it
-        talks instead, with no renegotiation; DELETE ends both. Exits 0 when every check
+        talks instead, with no renegotiation, and a screen share while there is one;
+        DELETE ends both. Exits 0 when every check
         passed, 1 otherwise; every wait has a deadline.
 
     whip.py publish ORIGIN ROOM TOKEN [SHADE]
@@ -248,6 +249,20 @@ async def whole(origin):
                     lambda: whep.frames > before and whep.brightness > 150, state=whep.state)
         if any(p["name"] == "Lobby screen" for p in people.values()):
             raise AssertionError("the WHEP viewer was shown to the meeting")
+
+        # Someone shares a screen: the viewer's one video shows it (mid-grey) while the
+        # share lasts, then the speaker again.
+        sharer = Client("Aiortc sharer", 40, screen=True)
+        try:
+            await sharer.join(ws)
+            await until("the WHEP viewer's video shows the screen share",
+                        lambda: whep.brightness is not None and 100 < whep.brightness < 160,
+                        state=whep.state)
+        finally:
+            await sharer.send({"type": "leave"})
+            await sharer.close()
+        await until("the WHEP viewer's video shows the speaker again after the share",
+                    lambda: whep.brightness > 180, state=whep.state)
 
         await whep.stop(origin)
         whep.location = None

@@ -450,10 +450,12 @@ impl Router {
             }
             Source::Screen => {
                 let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
-                for si in subs {
+                for &si in &subs {
                     self.reconcile_screens(si, now);
-                    self.allocate(si, now);
                 }
+                // Subscribers without a screen slot show it in their first speaker tile.
+                self.mark_cameras_dirty();
+                self.refresh_subscribers(now);
             }
         }
         Ok(())
@@ -498,10 +500,12 @@ impl Router {
             }
             Source::Screen => {
                 let subs: Vec<usize> = self.subscribers.iter().map(|(i, _)| i).collect();
-                for si in subs {
+                for &si in &subs {
                     self.reconcile_screens(si, now);
-                    self.allocate(si, now);
                 }
+                // Subscribers without a screen slot show it in their first speaker tile.
+                self.mark_cameras_dirty();
+                self.refresh_subscribers(now);
             }
         }
     }
@@ -1187,6 +1191,9 @@ impl Router {
     }
 
     /// The cameras a subscriber's layout asks for, in order, at most one per camera slot.
+    /// A subscriber without a screen slot (a WHEP viewer, a simple client) sees the most
+    /// recent screen share in its first tile that follows the speaker, while there is one;
+    /// the speaker moves to the next such tile.
     fn resolve_layout(&self, si: usize, out: &mut Vec<Want>) {
         let Some(sub) = self.subscribers.get(si) else {
             return;
@@ -1223,6 +1230,15 @@ impl Router {
                 .get(&TrackId::new(e, Source::Camera))
                 .copied()
         };
+        let mut screen = if sub.slots.iter().any(|s| s.kind == SlotKind::Screen) {
+            None
+        } else {
+            self.tracks
+                .iter()
+                .filter(|(_, t)| t.id.source == Source::Screen && t.id.endpoint != own)
+                .max_by_key(|(_, t)| t.order)
+                .map(|(i, _)| i)
+        };
         // Who "the active speaker" tiles take, in turn.
         let mut speakers = self
             .dominant
@@ -1242,6 +1258,7 @@ impl Router {
             let found = match tile.endpoint {
                 Some(e) if e != own => camera(e).filter(|ti| !out.iter().any(|w| w.track == *ti)),
                 Some(_) => None,
+                None if screen.is_some() => screen.take(),
                 None => speakers
                     .by_ref()
                     .find(|(e, ti)| *e != own && !named(*e) && !out.iter().any(|w| w.track == *ti))

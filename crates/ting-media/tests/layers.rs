@@ -296,3 +296,66 @@ fn a_camera_whose_network_comes_back_is_shown_again_at_once() {
         .map_or(0, |s| s.packets);
     assert!(after > before + 5, "{before} -> {after}");
 }
+
+#[test]
+fn without_a_screen_slot_the_screen_share_takes_the_speaker_tile() {
+    let mut sim = Sim::new(RouterConfig::default());
+    // A viewer with one audio and one camera slot, as a WHEP viewer has.
+    let viewer = sim.join(1, 3, &[SlotKind::Audio, SlotKind::Camera]);
+    let presenter = sim.join(2, 3, &[]);
+    sim.run(1000);
+    let camera = ting_media::TrackId::new(presenter, ting_media::Source::Camera);
+    let screen = ting_media::TrackId::new(presenter, ting_media::Source::Screen);
+    assert_eq!(
+        sim.router.slot_track(viewer, ting_media::SlotId(1)),
+        Some(camera)
+    );
+    sim.router
+        .add_track(
+            screen,
+            ting_media::TrackInfo {
+                codec: ting_media::Codec::Vp8,
+                local: true,
+                layers: 1,
+            },
+            sim.now,
+        )
+        .unwrap();
+    sim.drain();
+    assert_eq!(
+        sim.router.slot_track(viewer, ting_media::SlotId(1)),
+        Some(screen),
+        "the share is shown while there is one"
+    );
+    let now = sim.now;
+    sim.router.remove_track(screen, now);
+    sim.drain();
+    sim.run(500);
+    assert_eq!(
+        sim.router.slot_track(viewer, ting_media::SlotId(1)),
+        Some(camera),
+        "and the speaker again after it"
+    );
+    // A browser, with its screen slot, keeps the speaker in its camera slot.
+    let browser = sim.join(3, 3, &[SlotKind::Audio, SlotKind::Camera, SlotKind::Screen]);
+    sim.router
+        .add_track(
+            screen,
+            ting_media::TrackInfo {
+                codec: ting_media::Codec::Vp8,
+                local: true,
+                layers: 1,
+            },
+            sim.now,
+        )
+        .unwrap();
+    sim.drain();
+    assert_eq!(
+        sim.router.slot_track(browser, ting_media::SlotId(1)),
+        Some(camera)
+    );
+    assert_eq!(
+        sim.router.slot_track(browser, ting_media::SlotId(2)),
+        Some(screen)
+    );
+}

@@ -10,9 +10,11 @@
 //!
 //! A WHIP publisher's first audio m-line is its microphone, its first video m-line its
 //! camera and a second video m-line its screen share; it shows as a participant with those
-//! sources on. A WHEP viewer's first audio m-line is one audio slot (the loudest speaker),
-//! its first video m-line one camera slot (the active speaker) and a second video m-line a
-//! screen slot; the router switches what they carry without renegotiation.
+//! sources on. A WHEP viewer's first audio m-line is one audio slot (the loudest speaker)
+//! and its first video m-line one camera slot: the screen share while there is one (it has
+//! no screen slot), else the active speaker. A second video m-line is a screen slot, and
+//! then the camera slot keeps the speaker. The router switches what they carry without
+//! renegotiation.
 //!
 //! `PATCH` with `application/trickle-ice-sdpfrag`: candidates alone are acknowledged (ting
 //! is ICE-lite and learns the client's addresses from its checks); new ICE credentials
