@@ -12,7 +12,7 @@ mkdir -p "$dir/crate"
 cp -r crates/patched/str0m/src crates/patched/str0m/docs "$dir/crate/"
 # The published manifest, less the crypto back-ends ting does not build (their crates need
 # not be in the registry) and with the unit tests' dev-dependencies.
-python3 - crates/patched/str0m/Cargo.toml "$dir/crate/Cargo.toml" <<'PY'
+python3 - crates/patched/str0m/Cargo.toml "$dir/crate/Cargo.toml" "$root" <<'PY'
 import sys
 src, dst = sys.argv[1], sys.argv[2]
 out, skip, in_list = [], False, False
@@ -40,8 +40,11 @@ serde_json = "1"
 systemstat = "0.2.2"
 tracing-subscriber = { version = "0.3.16", features = ["env-filter"] }
 
+[patch.crates-io]
+dimpl = { path = "%s/crates/patched/dimpl" }
+
 [workspace]
-"""
+""" % sys.argv[3]
 open(dst, "w").write(text)
 PY
 cp Cargo.lock "$dir/crate/Cargo.lock"

@@ -3,7 +3,8 @@
 #   1. the gate: formatting and clippy with warnings as errors;
 #   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
 #      against a real server over loopback UDP;
-#   3. str0m's own unit tests, run against the patched copy in crates/patched/str0m;
+#   3. str0m's and dimpl's own unit tests, run against the patched copies in
+#      crates/patched/;
 #   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
 #      pause what nobody watches (layers), one page copes with a room of 250 (crowd),
@@ -14,18 +15,20 @@
 #      comes back on the same connection (network; needs root, as no-egress does); an
 #      aiortc client written from docs/protocol.md and a Chromium page decode each
 #      other's camera and the page its screen share, an aiortc WHIP publisher shows in the
-#      page's meeting and an aiortc WHEP viewer follows the active speaker (interop); two
-#      clients on aiortc, an independent WebRTC stack, meet through ting using nothing but
-#      docs/protocol.md (tests/interop/meeting.py), and publish and watch over WHIP and
-#      WHEP (tests/interop/whip.py);
+#      page's meeting and an aiortc WHEP viewer follows the active speaker, and GStreamer's
+#      webrtcbin publishes (WHIP) and watches (WHEP) from a network namespace (interop;
+#      root); two clients on aiortc, an independent WebRTC stack, meet through ting using
+#      nothing but docs/protocol.md (tests/interop/meeting.py), and publish and watch over
+#      WHIP and WHEP (tests/interop/whip.py);
 #   5. every fuzz target for 10 s from its seeds (scripts/fuzz.sh; longer runs by hand), and
 #      a meeting served from a network namespace with only loopback, under strace, that
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
 #   6. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
 #      missing join or media, or loss above 0.5 %.
-# It installs what the tests need when it is missing (Debian's chromium, strace, iproute2
-# and python3-venv, playwright-core from npm, aiortc from PyPI into tests/interop/.venv,
+# It installs what the tests need when it is missing (Debian's chromium, strace, iproute2,
+# python3-venv and GStreamer with webrtcbin, playwright-core from npm, aiortc from PyPI
+# into tests/interop/.venv,
 # cargo-fuzz from crates.io); it never downloads a browser of its
 # own. It runs as root (network namespaces, a raw socket in tests/spoof.rs).
 set -euo pipefail
@@ -38,36 +41,45 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
+# Debian packages, from the package lists as they are or, failing that, refreshed ones.
+apt_install() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y "$@" ||
+    { as_root apt-get -o DPkg::Lock::Timeout=600 update &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y "$@"; }
+}
+
 if ! command -v chromium >/dev/null 2>&1; then
   step "installing Debian's chromium"
-  as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium ||
-    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y chromium; }
+  apt_install chromium
 fi
 if ! command -v strace >/dev/null 2>&1; then
   step "installing strace"
-  as_root apt-get -o DPkg::Lock::Timeout=600 install -y strace ||
-    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y strace; }
+  apt_install strace
 fi
 if ! command -v ip >/dev/null 2>&1; then
   step "installing iproute2"
-  as_root apt-get -o DPkg::Lock::Timeout=600 install -y iproute2 ||
-    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y iproute2; }
+  apt_install iproute2
 fi
 if ! command -v python3 >/dev/null 2>&1; then
   step "installing python3"
-  as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3 ||
-    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3; }
+  apt_install python3
 fi
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   step "installing python3-venv"
-  as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3-venv ||
-    { as_root apt-get -o DPkg::Lock::Timeout=600 update && as_root apt-get -o DPkg::Lock::Timeout=600 install -y python3-venv; }
+  apt_install python3-venv
 fi
 if ! tests/interop/.venv/bin/python -c 'import aiortc, websockets, numpy' >/dev/null 2>&1; then
   step "installing aiortc for the interop tests (tests/interop/.venv, from PyPI)"
   rm -rf tests/interop/.venv
   python3 -m venv tests/interop/.venv
   tests/interop/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstWebRTC", "1.0"); from gi.repository import GstWebRTC' >/dev/null 2>&1 ||
+  ! command -v gst-inspect-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 vp8enc >/dev/null 2>&1 ||
+  ! gst-inspect-1.0 nicesrc >/dev/null 2>&1; then
+  step "installing GStreamer's webrtcbin for the interop tests (Debian packages)"
+  apt_install --no-install-recommends gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
+    gstreamer1.0-nice gstreamer1.0-tools python3-gst-1.0 gir1.2-gst-plugins-bad-1.0
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   step "installing playwright-core (no browser download)"
@@ -85,6 +97,9 @@ cargo test --locked --workspace --lib --bins --tests
 
 step "str0m's own unit tests against the patched copy"
 scripts/test-str0m.sh
+
+step "dimpl's own unit tests against the patched copy"
+scripts/test-dimpl.sh
 
 step "browser tests"
 cargo build --locked -p ting-server

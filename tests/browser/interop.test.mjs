@@ -1,13 +1,19 @@
 #!/usr/bin/env node
 // End-to-end test of other WebRTC stacks with a Chromium meeting page, through a real
 // `ting` started with a token secret: aiortc (an independent stack, from PyPI) as a client
-// written from docs/protocol.md, as a WHIP publisher and as a WHEP viewer.
+// written from docs/protocol.md, as a WHIP publisher and as a WHEP viewer; and GStreamer's
+// webrtcbin (Debian's, with libnice) as a WHIP publisher and a WHEP viewer.
 //
-//   node tests/browser/interop.test.mjs          (from the repository root)
+//   node tests/browser/interop.test.mjs          (from the repository root, as root)
 //
 // Environment (harness.mjs): TING_BIN, TING_LOG_LEVEL, CHROMIUM, as for meeting.test.mjs;
 // PYTHON, the interpreter with aiortc (default tests/interop/.venv/bin/python, which
-// scripts/test.sh makes).
+// scripts/test.sh makes); GST_PYTHON, the interpreter with GStreamer's bindings (default
+// /usr/bin/python3, with Debian's python3-gst-1.0).
+//
+// libnice gathers no loopback candidates and cannot reach 127.0.0.1, so ting serves this
+// test on the host side of a veth pair into a network namespace the test makes (root), and
+// webrtcbin runs inside it; the others run on the host.
 //
 //   1. A (Chromium) is in the meeting. A WHEP viewer (aiortc, tests/interop/whip.py watch)
 //      decodes A's camera; A's page never learns of the viewer.
@@ -19,6 +25,10 @@
 //   4. A client on aiortc written from docs/protocol.md (tests/interop/meeting.py join)
 //      joins with camera, microphone and screen share: A decodes its camera and its
 //      screen and hears it; it decodes A's camera.
+//   5. webrtcbin publishes over WHIP (tests/interop/webrtcbin.py publish): A decodes its
+//      camera and hears it; it leaves on DELETE.
+//   6. webrtcbin watches over WHEP (tests/interop/webrtcbin.py watch): it decodes video
+//      and audio; A never learns of it.
 //
 // Exits 0 when every check passed, 1 otherwise. Every wait has a deadline.
 
@@ -30,6 +40,7 @@ import { resolve } from 'node:path';
 import {
   ROOT, chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, waitFor,
 } from './harness.mjs';
+import { makeNamespace } from './netns.mjs';
 import { flowing } from './observe.mjs';
 
 const ROOM = 'e2e-whip';
@@ -37,6 +48,9 @@ const SECRET = randomBytes(32).toString('base64url');
 const PYTHON = process.env.PYTHON ?? resolve(ROOT, 'tests/interop/.venv/bin/python');
 const WHIP_PY = resolve(ROOT, 'tests/interop/whip.py');
 const MEETING_PY = resolve(ROOT, 'tests/interop/meeting.py');
+const WEBRTCBIN_PY = resolve(ROOT, 'tests/interop/webrtcbin.py');
+const GST_PYTHON = process.env.GST_PYTHON ?? '/usr/bin/python3';
+const NET = makeNamespace('wrtc', 214);
 const ARGS = chromiumArgs({ fps: 10 });
 /** The publisher's picture: every pixel this bright (Chromium's fake camera is darker). */
 const BRIGHT = 220;
@@ -58,10 +72,17 @@ function token(name) {
 /** Runs one side of tests/interop/whip.py; its JSON lines land in `side.lines`. Closing
  *  its stdin ends it (it sends DELETE first). */
 function startSide(mode, origin, name) {
-  const args = mode === 'join'
-    ? [MEETING_PY, 'join', origin, ROOM, name]
-    : [WHIP_PY, mode, origin, ROOM, token(name), String(BRIGHT)];
-  const proc = spawn(PYTHON, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+  let program = PYTHON;
+  let args;
+  if (mode === 'join') {
+    args = [MEETING_PY, 'join', origin, ROOM, name];
+  } else if (mode.startsWith('gst-')) {
+    program = 'ip';
+    args = ['netns', 'exec', NET.NS, GST_PYTHON, WEBRTCBIN_PY, mode.slice(4), origin, ROOM, token(name)];
+  } else {
+    args = [WHIP_PY, mode, origin, ROOM, token(name), String(BRIGHT)];
+  }
+  const proc = spawn(program, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   const side = { proc, lines: [], stderr: '', exited: null };
   process.on('exit', () => proc.kill('SIGKILL'));
   createInterface({ input: proc.stdout }).on('line', (line) => {
@@ -92,7 +113,7 @@ async function stopSide(side, what) {
 function started(side, what) {
   return waitFor(`${what} to get its answer`, () => {
     if (side.exited !== null) {
-      throw Object.assign(new Error(`${what} exited with ${side.exited}: ${side.stderr}`), { fatal: true });
+      throw Object.assign(new Error(`${what} exited with ${side.exited}: ${side.stderr} ${JSON.stringify(side.lines)}`), { fatal: true });
     }
     const loc = side.lines.find((l) => l.location)?.location;
     return { ok: Boolean(loc), why: 'no answer yet' };
@@ -105,8 +126,17 @@ const latest = (side) => side.lines.filter((l) => 'frames' in l).at(-1) ?? { fra
 /** The ids A's page knows, itself included. */
 const known = (p) => p.page.evaluate(() => Object.keys(window.ting.connections));
 
-await runTest({ name: 'interop', room: ROOM, args: ['--tokens-secret', SECRET] }, async ({ port, ting }) => {
-  const a = await launchParticipant('A', 'Aino', { args: ARGS, mute: true });
+await runTest({
+  name: 'interop',
+  room: ROOM,
+  listen: `${NET.HOST_IP}:0`,
+  args: ['--tokens-secret', SECRET, '--media-bind-ip', NET.HOST_IP, '--media-advertise-ip', NET.HOST_IP],
+  // Plain HTTP on the test's own veth pair; the page is told to treat it as secure.
+  env: { TING_HTTP_ALLOW_PLAIN_HTTP: 'true' },
+}, async ({ port, ting }) => {
+  const a = await launchParticipant('A', 'Aino', {
+    args: [...ARGS, `--unsafely-treat-insecure-origin-as-secure=${ting.origin}`], mute: true,
+  });
   const sides = [];
   try {
     await joinMeeting(a, port, ROOM);
@@ -181,6 +211,41 @@ await runTest({ name: 'interop', room: ROOM, args: ['--tokens-secret', SECRET] }
     }, 20000, 250);
     log('A and the aiortc client decode each other\'s camera; A decodes its screen and hears it');
     await stopSide(client, 'the aiortc client');
+
+    // 5. webrtcbin publishes over WHIP.
+    const before5 = await known(a);
+    const gst = startSide('gst-publish', ting.origin, 'GStreamer');
+    sides.push(gst);
+    await started(gst, 'the webrtcbin WHIP publisher');
+    let gstId = null;
+    await waitFor('A to be told of the webrtcbin publisher', async () => {
+      const now = await known(a);
+      gstId = now.find((x) => !before5.includes(x)) ?? null;
+      return { ok: gstId !== null, why: `A knows ${now}; webrtcbin says ${JSON.stringify(gst.lines.at(-1))}` };
+    }, 20000);
+    const gstOther = { id: gstId, label: 'the webrtcbin publisher' };
+    await waitFor('A to decode the webrtcbin camera', () => flowing(a, gstOther, 'camera'), 20000, 100);
+    await waitFor('A to hear the webrtcbin microphone', () => flowing(a, gstOther, 'microphone'), 20000, 100);
+    log('A decodes the webrtcbin WHIP publisher\'s camera and hears it');
+    await stopSide(gst, 'the webrtcbin WHIP publisher');
+    await waitFor('A to see the webrtcbin publisher leave', async () => {
+      const now = await known(a);
+      return { ok: !now.includes(gstId), why: `A knows ${now}` };
+    }, 20000);
+
+    // 6. webrtcbin watches over WHEP.
+    const before6 = await known(a);
+    const gstViewer = startSide('gst-watch', ting.origin, 'GStreamer screen');
+    sides.push(gstViewer);
+    await started(gstViewer, 'the webrtcbin WHEP viewer');
+    await waitFor('the webrtcbin viewer to decode video and audio', () => {
+      const r = gstViewer.lines.filter((l) => 'frames' in l).at(-1) ?? {};
+      return { ok: r.frames >= 10 && r.audio_buffers >= 10, why: JSON.stringify(gstViewer.lines.at(-1)) };
+    }, 20000, 250);
+    log('the webrtcbin WHEP viewer decodes video and audio');
+    const after6 = await known(a);
+    if (after6.length !== before6.length) throw new Error(`A's page learnt of the webrtcbin viewer: ${before6} -> ${after6}`);
+    await stopSide(gstViewer, 'the webrtcbin WHEP viewer');
     if (a.problems.length) throw new Error(`A's page had problems: ${a.problems.join('; ')}`);
   } finally {
     for (const s of sides) s.proc.kill('SIGKILL');

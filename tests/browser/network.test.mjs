@@ -24,14 +24,12 @@
 // the namespace and the veth pair are removed on every exit.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 import {
   CHROMIUM, chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot,
   shownErrors, waitFor,
 } from './harness.mjs';
+import { makeNamespace } from './netns.mjs';
 import { checkNeverGone, mediaBothWays, stopWatch, watchOther } from './observe.mjs';
 
 const ROOM = 'e2e-network';
@@ -55,52 +53,11 @@ const SQUEEZE = '100kbit';
 
 // ---- the namespace -------------------------------------------------------------------------
 
-const tag = process.pid % 100000;
-const NS = `ting-net-${tag}`;
-const HOST_IF = `tnh${tag}`;
-const NS_IF = `tnc${tag}`;
-const SUBNET = `10.213.${tag % 250}`;
-const HOST_IP = `${SUBNET}.1`;
-const A_IP = `${SUBNET}.2`;
+const { NS_IF, HOST_IF, HOST_IP, NS_IP: A_IP, SUBNET, inNs, wrapper } = makeNamespace('net', 213);
 const A_MOVED_IP = `${SUBNET}.3`;
-
-function ip(...args) {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
 
 function tc(...args) {
   execFileSync('tc', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function inNs(...cmd) {
-  execFileSync('ip', ['netns', 'exec', NS, ...cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function removeNamespace() {
-  for (const args of [['link', 'del', HOST_IF], ['netns', 'del', NS]]) {
-    try {
-      ip(...args);
-    } catch {
-      // Already gone.
-    }
-  }
-}
-
-function makeNamespace() {
-  try {
-    ip('netns', 'add', NS);
-  } catch (e) {
-    throw new Error(`cannot make a network namespace (${String(e.stderr ?? e.message).trim()}); `
-      + 'this test needs root (CAP_NET_ADMIN) and the ip tool (iproute2)');
-  }
-  process.on('exit', removeNamespace);
-  ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', NS_IF, 'netns', NS);
-  ip('addr', 'add', `${HOST_IP}/24`, 'dev', HOST_IF);
-  ip('link', 'set', HOST_IF, 'up');
-  inNs('ip', 'addr', 'add', `${A_IP}/24`, 'dev', NS_IF);
-  inNs('ip', 'link', 'set', NS_IF, 'up');
-  inNs('ip', 'link', 'set', 'lo', 'up');
-  log(`namespace ${NS}: A at ${A_IP} on ${NS_IF}, the host at ${HOST_IP} on ${HOST_IF}`);
 }
 
 /** Drops every packet both ways (a queue of length 0 on each end of the pair), or stops. */
@@ -112,15 +69,6 @@ function cut(on) {
     tc('qdisc', 'del', 'dev', HOST_IF, 'root');
     inNs('tc', 'qdisc', 'del', 'dev', NS_IF, 'root');
   }
-}
-
-/** Runs Chromium inside the namespace. */
-function wrapper() {
-  const path = join(tmpdir(), `ting-netns-chromium-${tag}.sh`);
-  writeFileSync(path, `#!/bin/sh\nexec ip netns exec ${NS} ${CHROMIUM} "$@"\n`);
-  chmodSync(path, 0o755);
-  process.on('exit', () => rmSync(path, { force: true }));
-  return path;
 }
 
 // ---- what A's page says about itself ---------------------------------------------------
@@ -252,7 +200,7 @@ async function weakConnection(a, b, shots) {
 }
 
 async function scenario({ port, shots }) {
-  const exe = wrapper();
+  const exe = wrapper(CHROMIUM);
   const [a, b] = await Promise.all([
     launchParticipant('A', 'Aino Virtanen', { args: ARGS, viewport: VIEWPORT, mute: true, executable: exe }),
     launchParticipant('B', 'Björn Ek', { args: ARGS, viewport: VIEWPORT, mute: true }),
@@ -311,7 +259,6 @@ async function scenario({ port, shots }) {
   }
 }
 
-makeNamespace();
 runTest({
   name: 'network',
   room: ROOM,
