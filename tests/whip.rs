@@ -24,6 +24,20 @@ async fn server() -> TestServer {
     start_server(&[("rooms.open", "false"), ("tokens.secret", SECRET)]).await
 }
 
+/// A token for `room` whose signature is wrong.
+fn forged_for(room: &str) -> String {
+    forge(&token(room, "participant", None))
+}
+
+/// `token` with one character of its signature changed (not the last, whose low bits
+/// base64 leaves unused).
+fn forge(token: &str) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    let at = chars.len() - 10;
+    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+    chars.into_iter().collect()
+}
+
 /// A join token for `room`, signed as the organisation's own system would.
 fn token(room: &str, role: &str, name: Option<&str>) -> String {
     let exp = std::time::SystemTime::now()
@@ -428,9 +442,7 @@ async fn refusals_have_their_status_and_leave_the_meeting_alone() {
             401,
             "token_malformed",
         );
-        let mut forged = good.clone();
-        forged.pop();
-        forged.push(if good.ends_with('A') { 'B' } else { 'A' });
+        let forged = forge(&good);
         refused(
             &post(&s, path, Some(&forged), &sdp).await,
             401,
@@ -489,6 +501,18 @@ async fn refusals_have_their_status_and_leave_the_meeting_alone() {
         &post(&s, "/whep/ghost", Some(&ghost), &sdp).await,
         404,
         "unknown_room",
+    );
+    // Without a valid token, an unknown room gets the same refusal as a known one: the
+    // answer says nothing of which rooms exist.
+    refused(
+        &post(&s, "/whip/ghost", Some(&forged_for("ghost")), &sdp).await,
+        401,
+        "token_invalid",
+    );
+    refused(
+        &post(&s, "/whep/ghost", Some("not-a-token"), &sdp).await,
+        401,
+        "token_malformed",
     );
     // A body larger than a message may be.
     let huge = format!("{sdp}{}", "a=x\r\n".repeat(200_000));

@@ -533,6 +533,19 @@ impl Rooms {
 
     /// Someone asks to enter a room. Checks, in order: names, token (or open rooms), removal,
     /// schedule, end, lock, passcode, capacity; then admits or puts them in the lobby.
+    /// Whether `token` would let someone into `room` as far as the token goes (signature,
+    /// time, room), without joining. A caller that answers "no such meeting" checks this
+    /// first, so the answer never tells someone without a valid token whether a room
+    /// exists.
+    pub fn check_token(&self, room: &str, token: Option<&str>, now: Now) -> Result<(), JoinError> {
+        let room = RoomName::parse(room).map_err(JoinError::BadRoomName)?;
+        let token = token.ok_or(JoinError::TokenRequired)?;
+        self.keys
+            .verify(token, room.as_str(), now.unix_secs())
+            .map(|_| ())
+            .map_err(JoinError::Token)
+    }
+
     pub fn handle_join(&mut self, req: JoinRequest<'_>, now: Now) -> Result<Admission, JoinError> {
         let room = RoomName::parse(req.room).map_err(JoinError::BadRoomName)?;
         let claims = match req.token {

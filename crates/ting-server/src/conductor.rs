@@ -666,17 +666,6 @@ impl Conductor {
                 fatal: true,
             });
         }
-        if existing_room
-            && RoomName::parse(&join.room)
-                .is_ok_and(|r| !self.keys.contains_key(&r) && !self.rooms.is_defined(&r))
-        {
-            self.refused("unknown_room");
-            return Err(ErrorMsg {
-                code: ErrorCode::UnknownRoom,
-                message: "no meeting of that name is on or defined on this server".into(),
-                fatal: false,
-            });
-        }
         if !self.join_allowed(address, now) {
             self.refused("joins_per_address");
             self.metrics.control.limited(Limit::JoinsPerAddress);
@@ -700,6 +689,36 @@ impl Conductor {
                      (limits.passcode_attempts_per_minute_per_address); try again in a minute",
                     self.config.limits.passcode_attempts_per_minute_per_address
                 ),
+                fatal: false,
+            });
+        }
+        if existing_room
+            && RoomName::parse(&join.room)
+                .is_ok_and(|r| !self.keys.contains_key(&r) && !self.rooms.is_defined(&r))
+        {
+            // The token first: someone without a valid one learns nothing of which rooms
+            // exist (the same refusal either way).
+            let checked = self.rooms.check_token(
+                &join.room,
+                join.token.as_deref(),
+                Now {
+                    at: now,
+                    unix_ms: unix_ms(),
+                },
+            );
+            if let Err(e) = checked {
+                let (code, label) = join_error(&e);
+                self.refused(label);
+                return Err(ErrorMsg {
+                    code,
+                    message: sentence(e.to_string()),
+                    fatal: false,
+                });
+            }
+            self.refused("unknown_room");
+            return Err(ErrorMsg {
+                code: ErrorCode::UnknownRoom,
+                message: "no meeting of that name is on or defined on this server".into(),
                 fatal: false,
             });
         }
