@@ -257,9 +257,10 @@ async def meet(url):
         await b.close()
 
 
-def start_ting(binary, log_path):
+def start_ting(binary, log_path, room, extra=()):
+    """Starts ting on loopback ports the system picks; returns it and its http:// origin."""
     proc = subprocess.Popen(
-        [binary, "--http-listen", "127.0.0.1:0", "--media-port", "0", "--room", ROOM],
+        [binary, "--http-listen", "127.0.0.1:0", "--media-port", "0", "--room", room, *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True,
     )
     deadline = time.monotonic() + 20
@@ -269,30 +270,9 @@ def start_ting(binary, log_path):
             break
         m = re.search(r"Meeting link: (http://[^\s]+)", line)
         if m:
-            origin = re.match(r"http://[^/]+", m.group(1)).group(0)
-            return proc, origin.replace("http://", "ws://") + "/ws"
+            return proc, re.match(r"http://[^/]+", m.group(1)).group(0)
     proc.kill()
     raise RuntimeError(f"ting printed no meeting link within 20 s; log: {log_path}")
-
-
-async def join_alone(origin, room, name):
-    global ROOM
-    ROOM = room
-    client = Client(name, 40, screen=True)
-    await client.join(origin.replace("http://", "ws://").replace("https://", "wss://") + "/ws")
-    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    try:
-        while not stdin_closed.done():
-            decoded = {}
-            for s in client.slots.values():
-                who = s.get("participant")
-                if who:
-                    decoded.setdefault(who, {})[s["source"]] = client.decoded_from_id(who, s["source"])
-            print(json.dumps({"id": client.welcome["participant"], "decoded": decoded}), flush=True)
-            await asyncio.wait([stdin_closed], timeout=1.0)
-    finally:
-        await client.send({"type": "leave"})
-        await client.close()
 
 
 def main():
@@ -302,7 +282,8 @@ def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/ting")
     log_path = os.path.join(ROOT, "target", "interop-aiortc-ting.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    proc, url = start_ting(binary, log_path)
+    proc, origin = start_ting(binary, log_path, ROOM)
+    url = origin.replace("http://", "ws://") + "/ws"
     log(f"ting at {url} (log {log_path})")
     try:
         asyncio.run(asyncio.wait_for(meet(url), MEDIA_DEADLINE + 60))

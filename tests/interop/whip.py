@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -285,24 +284,6 @@ def silenced(recv):
     return quiet
 
 
-def start_ting(binary, log_path):
-    proc = subprocess.Popen(
-        [binary, "--http-listen", "127.0.0.1:0", "--media-port", "0", "--room", ROOM,
-         "--tokens-secret", SECRET],
-        cwd=meeting.ROOT, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.search(r"Meeting link: (http://[^\s]+)", line)
-        if m:
-            return proc, re.match(r"http://[^/]+", m.group(1)).group(0)
-    proc.kill()
-    raise RuntimeError(f"ting printed no meeting link within 20 s; log: {log_path}")
-
-
 async def one_side(mode, origin, room, tok, shade):
     if mode == "publish":
         side = Whip(origin, room, tok, shade=shade, talking=True)
@@ -331,7 +312,7 @@ def main():
     binary = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.join(meeting.ROOT, "target/debug/ting")
     log_path = os.path.join(meeting.ROOT, "target", "interop-whip-ting.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    proc, origin = start_ting(binary, log_path)
+    proc, origin = meeting.start_ting(binary, log_path, ROOM, ["--tokens-secret", SECRET])
     log(f"ting at {origin} (log {log_path})")
     try:
         asyncio.run(asyncio.wait_for(whole(origin), 4 * DEADLINE))
