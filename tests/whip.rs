@@ -349,6 +349,15 @@ async fn an_ice_restart_over_patch_gives_new_credentials() {
     assert!(r.body.contains("a=ice-pwd:"), "{}", r.body);
     assert!(r.body.contains("a=candidate:"), "{}", r.body);
     assert_ne!(header(&r, "etag"), etag);
+
+    // Another restart at once: refused, so PATCHes cannot keep the media worker busy.
+    let r = patch(
+        "a=ice-ufrag:again\r\na=ice-pwd:anotherpasswordanother1\r\n".into(),
+        "*",
+    )
+    .await;
+    refused(&r, 429, "rate_limited");
+    assert_eq!(header(&r, "retry-after"), "1");
 }
 
 #[tokio::test]
