@@ -275,6 +275,27 @@ def start_ting(binary, log_path, room, extra=()):
     raise RuntimeError(f"ting printed no meeting link within 20 s; log: {log_path}")
 
 
+async def join_alone(origin, room, name):
+    """The `join` mode: one client in `room` on `origin`, printing what it decodes each second until stdin closes."""
+    global ROOM
+    ROOM = room
+    client = Client(name, 40, screen=True)
+    await client.join(origin.replace("http://", "ws://").replace("https://", "wss://") + "/ws")
+    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    try:
+        while not stdin_closed.done():
+            decoded = {}
+            for s in client.slots.values():
+                who = s.get("participant")
+                if who:
+                    decoded.setdefault(who, {})[s["source"]] = client.decoded_from_id(who, s["source"])
+            print(json.dumps({"id": client.welcome["participant"], "decoded": decoded}), flush=True)
+            await asyncio.wait([stdin_closed], timeout=1.0)
+    finally:
+        await client.send({"type": "leave"})
+        await client.close()
+
+
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "join":
         asyncio.run(join_alone(sys.argv[2], sys.argv[3], sys.argv[4]))
