@@ -56,6 +56,7 @@ fn join_250th(c: &mut Criterion, name: &str, keys: TokenKeys, token: String) {
                 name: "x",
                 token: Some(&t),
                 passcode: None,
+                e2ee: false,
             },
             now(t0),
         );
@@ -70,6 +71,7 @@ fn join_250th(c: &mut Criterion, name: &str, keys: TokenKeys, token: String) {
                         name: "x",
                         token: Some(black_box(&token)),
                         passcode: None,
+                        e2ee: false,
                     },
                     now(t0),
                 )

@@ -97,6 +97,7 @@ async fn malformed_input_gets_errors_and_the_meeting_goes_on() {
             name: name.into(),
             token: None,
             passcode: None,
+            e2ee: None,
         })
     };
     s.send(&join(99, "steady", "x")).await.unwrap();

@@ -87,6 +87,7 @@ async fn send_join(
         name: name.into(),
         token: token.map(str::to_owned),
         passcode: pass.map(str::to_owned),
+        e2ee: None,
     }))
     .await
     .unwrap();
@@ -549,6 +550,7 @@ async fn lobby_passcode_moderation_and_chat_over_the_websocket() {
     g.send(&ClientMsg::Chat(ting_proto::ChatSend {
         text: "hello?".into(),
         to: None,
+        e2ee: false,
     }))
     .await
     .unwrap();
@@ -608,6 +610,7 @@ async fn lobby_passcode_moderation_and_chat_over_the_websocket() {
     g.send(&ClientMsg::Chat(ting_proto::ChatSend {
         text: "hej alla".into(),
         to: None,
+        e2ee: false,
     }))
     .await
     .unwrap();
@@ -626,6 +629,7 @@ async fn lobby_passcode_moderation_and_chat_over_the_websocket() {
     h.send(&ClientMsg::Chat(ting_proto::ChatSend {
         text: "bara till dig".into(),
         to: Some(g_ref.clone()),
+        e2ee: false,
     }))
     .await
     .unwrap();
@@ -640,6 +644,7 @@ async fn lobby_passcode_moderation_and_chat_over_the_websocket() {
     g.send(&ClientMsg::Chat(ting_proto::ChatSend {
         text: "x".repeat(2001),
         to: None,
+        e2ee: false,
     }))
     .await
     .unwrap();
@@ -765,6 +770,7 @@ async fn the_archive_keeps_chat_per_meeting_for_export() {
     sig.send(&ClientMsg::Chat(ting_proto::ChatSend {
         text: "beslut: ja".into(),
         to: None,
+        e2ee: false,
     }))
     .await
     .unwrap();

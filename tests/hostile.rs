@@ -87,6 +87,7 @@ fn join(room: &str, name: &str) -> ClientMsg {
         name: name.into(),
         token: None,
         passcode: None,
+        e2ee: None,
     })
 }
 

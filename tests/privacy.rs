@@ -107,6 +107,7 @@ async fn the_control_plane_at_trace_level_logs_no_names_rooms_tokens_or_chat() {
                 name: "x".into(),
                 token: Some(tokens[1].clone()),
                 passcode: Some(pass.into()),
+                e2ee: None,
             }))
             .await
             .unwrap();
@@ -133,6 +134,7 @@ async fn the_control_plane_at_trace_level_logs_no_names_rooms_tokens_or_chat() {
         .send(&ting_proto::ClientMsg::Chat(ting_proto::ChatSend {
             text: "the case number is 4471-XK".into(),
             to: None,
+            e2ee: false,
         }))
         .await
         .unwrap();

@@ -98,6 +98,7 @@ async fn resume_refuses_strangers_takes_over_open_sessions_and_refuses_the_timed
         .send(&ClientMsg::Resume(ting_proto::Resume {
             protocol: 1,
             token: "00".repeat(16),
+            e2ee: None,
         }))
         .await
         .unwrap();

@@ -49,6 +49,7 @@ async fn a_stop_drains_tells_everyone_and_ends_in_bounded_time() {
         name: "Late".into(),
         token: None,
         passcode: None,
+        e2ee: None,
     }))
     .await
     .unwrap();

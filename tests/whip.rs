@@ -146,6 +146,7 @@ async fn member(s: &TestServer, room: &str, token: &str) -> Signal {
         name: "Aino".into(),
         token: Some(token.into()),
         passcode: None,
+        e2ee: None,
     }))
     .await
     .unwrap();
@@ -393,6 +394,7 @@ async fn a_whep_viewer_counts_but_is_never_shown() {
         name: "Eero".into(),
         token: Some(second),
         passcode: None,
+        e2ee: None,
     }))
     .await
     .unwrap();

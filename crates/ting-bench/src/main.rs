@@ -112,6 +112,11 @@ struct Cli {
     /// Viewers join by WHEP (fanout, webinar): needs --api-key.
     #[arg(long)]
     whep: bool,
+    /// End-to-end encryption as browsers do it: participants join with an announcement,
+    /// hand each other sealed keys through the server, and send E2EE-shaped frames (clear
+    /// codec prefix, SFrame header, opaque body, tag). ting only.
+    #[arg(long)]
+    e2ee: bool,
     /// ting's control API key (api.key), with which WHIP and WHEP runs define their room
     /// and get a token for each participant.
     #[arg(long, env = "TING_BENCH_API_KEY")]
@@ -192,6 +197,13 @@ fn real_main() -> anyhow::Result<bool> {
             );
         }
     }
+    if cli.e2ee && (cli.whip || cli.whep) {
+        anyhow::bail!("--e2ee cannot go with --whip or --whep: WHIP and WHEP carry plain frames");
+    }
+    if cli.e2ee && !matches!(opts.target, Target::Ting { .. }) {
+        anyhow::bail!("--e2ee needs a ting target: other servers do not relay ting's keys");
+    }
+    opts.e2ee = cli.e2ee;
     opts.whip = cli.whip;
     opts.whep = cli.whep;
     opts.api_key = cli.api_key.clone();

@@ -108,6 +108,46 @@ pub fn vp8_prefix_len(payload: &[u8]) -> usize {
         }
 }
 
+/// The Opus TOC byte an end-to-end encrypted audio payload keeps in clear (a 20 ms
+/// CELT fullband frame, as browsers send).
+pub const OPUS_TOC: u8 = 0xfc;
+
+/// The authentication tag an end-to-end encrypted frame ends with (AES-GCM, 16 bytes).
+pub const E2EE_TAG_LEN: usize = 16;
+
+/// The SFrame header (RFC 9605 section 4.3) a browser puts after a frame's clear prefix
+/// (`docs/e2ee.md`): a config byte, then the key id and counter as minimal big-endian
+/// integers, inline in the config byte when below 8.
+pub fn e2ee_header(kid: u64, ctr: u64) -> Vec<u8> {
+    fn part(v: u64) -> (u8, Vec<u8>) {
+        if v < 8 {
+            return (v as u8, Vec::new());
+        }
+        let bytes = v.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        let n = bytes.len() - skip;
+        (0x08 | (n as u8 - 1), bytes[skip..].to_vec())
+    }
+    let (k, kid_bytes) = part(kid);
+    let (c, ctr_bytes) = part(ctr);
+    let mut h = vec![(k << 4) | c];
+    h.extend(kid_bytes);
+    h.extend(ctr_bytes);
+    h
+}
+
+/// The length of the SFrame header whose config byte is `config`.
+pub fn e2ee_header_len(config: u8) -> usize {
+    let len = |bits: u8| {
+        if bits & 0x08 != 0 {
+            usize::from(bits & 0x07) + 1
+        } else {
+            0
+        }
+    };
+    1 + len(config >> 4) + len(config & 0x0f)
+}
+
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -181,6 +221,23 @@ pub fn read(payload: &[u8], prefix_len: usize, check_all: bool) -> Result<Stamp,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e2ee_headers_follow_rfc_9605() {
+        assert_eq!(e2ee_header(5, 3), vec![0x53]);
+        assert_eq!(e2ee_header(0x1234, 0), vec![0x90, 0x12, 0x34]);
+        assert_eq!(
+            e2ee_header(7, 0x0001_0203_0405),
+            vec![0x7c, 0x01, 0x02, 0x03, 0x04, 0x05]
+        );
+        let big = e2ee_header(u64::MAX, 8);
+        assert_eq!(big[0], 0xf8);
+        assert_eq!(big.len(), 1 + 8 + 1);
+        for (kid, ctr) in [(0, 0), (9, 300), (1 << 40, 1 << 20), (u64::MAX, u64::MAX)] {
+            let h = e2ee_header(kid, ctr);
+            assert_eq!(e2ee_header_len(h[0]), h.len(), "kid {kid} ctr {ctr}");
+        }
+    }
 
     #[test]
     fn round_trip_and_corruption() {

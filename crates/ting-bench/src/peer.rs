@@ -92,6 +92,10 @@ pub struct SimPeerConfig {
     /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
     /// first (its protocol says so); Janus takes the first as the best layer.
     pub rids_high_first: bool,
+    /// Send end-to-end encrypted shapes (`docs/e2ee.md`): each frame keeps its codec prefix
+    /// in clear, then an SFrame header, then an opaque body and a 16-byte tag. The server
+    /// cannot tell them from real ciphertext; receivers read the stamp after the header.
+    pub e2ee: bool,
 }
 
 impl SimPeerConfig {
@@ -113,6 +117,7 @@ impl SimPeerConfig {
             honour_send_layers: true,
             layout: BenchLayout::None,
             rids_high_first: false,
+            e2ee: false,
         }
     }
 
@@ -196,6 +201,8 @@ pub struct SimPeer {
     /// The address an ICE restart moves the connection to, once its answer arrives.
     moving_to: Option<SocketAddr>,
     tx: Vec<TxStream>,
+    /// The SFrame counter of the next end-to-end encrypted frame (all streams share it).
+    e2ee_ctr: u64,
     /// Receive slots: mid and what the offer said they are for.
     slot_mids: Vec<Mid>,
     /// Incoming SSRC -> receive slot (`None`: not a slot's main stream, e.g. repair).
@@ -344,6 +351,7 @@ impl SimPeer {
                 slots,
                 ..Default::default()
             },
+            e2ee_ctr: 0,
             cfg,
             rtc,
             local,
@@ -404,6 +412,7 @@ impl SimPeer {
                 slots: stats_slots,
                 ..Default::default()
             },
+            e2ee_ctr: 0,
             cfg,
             rtc,
             local,
@@ -749,6 +758,9 @@ impl SimPeer {
         let keyframe_interval = self.cfg.keyframe_interval;
         let speaking = self.cfg.speaking;
         let id = self.cfg.id;
+        let e2ee = self.cfg.e2ee;
+        // A key id of the sender's own, as a browser draws one.
+        let kid = 0x7100_0000_0000 | u64::from(id);
         let layers = self.cfg.video_bps.len().max(1) as u8;
         for i in 0..self.tx.len() {
             if !self.tx[i].active {
@@ -781,7 +793,15 @@ impl SimPeer {
                             sent_us: wall,
                         };
                         t.counter += 1;
-                        payload::write(&mut self.buf, &[], &stamp, t.bytes_per_tick);
+                        let mut prefix = Vec::new();
+                        let mut len = t.bytes_per_tick;
+                        if e2ee {
+                            prefix.push(payload::OPUS_TOC);
+                            prefix.extend(payload::e2ee_header(kid, self.e2ee_ctr));
+                            self.e2ee_ctr += 1;
+                            len += prefix.len() + payload::E2EE_TAG_LEN;
+                        }
+                        payload::write(&mut self.buf, &prefix, &stamp, len);
                         packets.push((self.buf.clone(), false));
                         ext.audio_level = Some(if speaking { -30 } else { -127 });
                         ext.voice_activity = Some(speaking);
@@ -798,10 +818,23 @@ impl SimPeer {
                         let frame = t.bytes_per_tick * if key { 4 } else { 1 };
                         let n = frame.div_ceil(MAX_VIDEO_PAYLOAD).max(1);
                         let per = frame.div_ceil(n);
+                        let ctr = self.e2ee_ctr;
+                        if e2ee {
+                            self.e2ee_ctr += 1;
+                        }
                         for p in 0..n {
                             let size = payload::layer_size(t.layer, layers);
-                            let prefix =
+                            let mut prefix =
                                 payload::vp8_prefix(p == 0, key, t.picture_id, t.tl0, size);
+                            let mut per = per;
+                            if e2ee && p == 0 {
+                                let header = payload::e2ee_header(kid, ctr);
+                                per += header.len();
+                                prefix.extend(header);
+                            }
+                            if e2ee && p + 1 == n {
+                                per += payload::E2EE_TAG_LEN;
+                            }
                             let stamp = Stamp {
                                 sender: id,
                                 kind: t.kind,
@@ -928,10 +961,21 @@ impl SimPeer {
         self.stats.sampled += 1;
         let check_all =
             self.cfg.verify_every <= 1 || self.received.is_multiple_of(self.cfg.verify_every);
-        let prefix = if self.stats.slots[slot].kind == "audio" {
-            0
-        } else {
-            payload::vp8_prefix_len(&p.payload)
+        let prefix = match (self.stats.slots[slot].kind == "audio", self.cfg.e2ee) {
+            (true, false) => 0,
+            (true, true) => 1 + p.payload.get(1).map_or(0, |c| payload::e2ee_header_len(*c)),
+            (false, e2ee) => {
+                let at = payload::vp8_prefix_len(&p.payload);
+                let start = p.payload.first().is_some_and(|b| b & 0x10 != 0);
+                if e2ee && start {
+                    at + p
+                        .payload
+                        .get(at)
+                        .map_or(0, |c| payload::e2ee_header_len(*c))
+                } else {
+                    at
+                }
+            }
         };
         match payload::read(&p.payload, prefix, check_all) {
             Ok(stamp) => {

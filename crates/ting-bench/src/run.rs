@@ -124,6 +124,9 @@ pub struct BenchOptions {
     pub whep: bool,
     /// ting's control API key: WHIP and WHEP need a defined room and a token each.
     pub api_key: Option<String>,
+    /// Participants join with an end-to-end encryption announcement, hand each other
+    /// sealed keys through the server as browsers do, and send E2EE-shaped frames.
+    pub e2ee: bool,
 }
 
 impl BenchOptions {
@@ -157,6 +160,7 @@ impl BenchOptions {
             whip: false,
             whep: false,
             api_key: None,
+            e2ee: false,
         }
     }
 
@@ -178,6 +182,7 @@ impl BenchOptions {
             c.verify_every = self.verify_every;
             c.sample_every = self.sample_every.max(1);
             c.honour_send_layers = self.honour_send_layers;
+            c.e2ee = self.e2ee;
             c.audio_slots = 0;
             c.video_slots = 0;
             c.screen_slots = 0;
@@ -395,6 +400,7 @@ pub async fn run(opts: BenchOptions) -> Report {
             "honour_send_layers": opts.honour_send_layers,
             "whip": opts.whip,
             "whep": opts.whep,
+            "e2ee": opts.e2ee,
         }),
         sample_every: opts.sample_every,
         ..Default::default()

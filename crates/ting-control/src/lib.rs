@@ -30,7 +30,7 @@ pub use roles::{Permissions, Role};
 pub use rooms::{
     Admission, ApiError, ChatEvent, Command, CommandError, CommandOk, ControlEvent, IssuedToken,
     JoinError, JoinRequest, Joined, LeaveReason, LiveRoom, MediaState, MeetingId, Now, Participant,
-    ParticipantId, RoomSettings, Rooms, RoomsConfig, Source, utc,
+    ParticipantId, RoomSettings, Rooms, RoomsConfig, Source, e2ee_chat_chars, utc,
 };
 pub use tokens::{
     Claims, KeyError, LEEWAY_SECS, MAX_TOKEN_BYTES, MIN_SECRET_BYTES, TokenError, TokenKeys,

@@ -136,6 +136,8 @@ pub struct RoomsConfig {
     /// How long an ended meeting turns away people below moderator (a moderator's joining
     /// opens it again at once).
     pub ended_hold: Duration,
+    /// Every room requires end-to-end encryption (a room's own setting can require it too).
+    pub e2ee_required: bool,
 }
 
 impl Default for RoomsConfig {
@@ -150,6 +152,7 @@ impl Default for RoomsConfig {
             max_invite: Duration::from_secs(24 * 3600),
             early_join: Duration::from_secs(15 * 60),
             ended_hold: Duration::from_secs(10 * 60),
+            e2ee_required: false,
         }
     }
 }
@@ -193,6 +196,8 @@ pub struct JoinRequest<'a> {
     pub name: &'a str,
     pub token: Option<&'a str>,
     pub passcode: Option<&'a str>,
+    /// The client encrypts its media and chat end to end.
+    pub e2ee: bool,
 }
 
 /// Why a join was refused.
@@ -226,6 +231,11 @@ pub enum JoinError {
     MeetingEnded,
     #[error("this meeting was cancelled; the link no longer works")]
     RoomDeleted,
+    #[error(
+        "this meeting is end-to-end encrypted: open the meeting link that contains its key \
+         (the part after #key=)"
+    )]
+    E2eeRequired,
 }
 
 /// A participant: admitted to a room, or waiting in its lobby.
@@ -292,6 +302,9 @@ pub enum Command {
     Chat {
         text: String,
         to: Option<ParticipantId>,
+        /// The text is end-to-end encrypted: the server cannot read it, and it may be up
+        /// to [`e2ee_chat_chars`] characters of base64url and `.`.
+        e2ee: bool,
     },
     /// Let in one waiting person, or all (`None`).
     Admit(Option<ParticipantId>),
@@ -438,7 +451,16 @@ pub struct ChatEvent {
     /// A private message's recipient.
     pub to: Option<ParticipantId>,
     pub text: String,
+    /// The text is end-to-end encrypted.
+    pub e2ee: bool,
     pub at_ms: u64,
+}
+
+/// The longest end-to-end encrypted chat text for a plain-text limit of `max_chat_chars`:
+/// room for the largest UTF-8 message (4 bytes a character), sealed, in base64url, with its
+/// key id.
+pub fn e2ee_chat_chars(max_chat_chars: usize) -> usize {
+    max_chat_chars.saturating_mul(6).saturating_add(64)
 }
 
 #[derive(Debug)]
@@ -526,6 +548,11 @@ impl Rooms {
         self.defined.get(room).unwrap_or(&DEFAULT_SETTINGS)
     }
 
+    /// Whether joining `room` needs end-to-end encryption: the server's rule or the room's.
+    pub fn e2ee_required(&self, room: &RoomName) -> bool {
+        self.config.e2ee_required || self.settings(room).e2ee_required
+    }
+
     fn capacity(&self, room: &RoomName) -> usize {
         let max = self.config.max_participants_per_room;
         self.settings(room).capacity.map_or(max, |c| c.min(max))
@@ -586,6 +613,9 @@ impl Rooms {
             && bans.iter().any(|b| ban_keys.contains(&b.key))
         {
             return Err(JoinError::Removed);
+        }
+        if !req.e2ee && self.e2ee_required(&room) {
+            return Err(JoinError::E2eeRequired);
         }
         let settings = self.settings(&room).clone();
         let privileged = role.is_moderator();
@@ -865,9 +895,9 @@ impl Rooms {
         match cmd {
             Command::Media(media) => self.media(actor, media, perms)?,
             Command::Hand(raised) => self.set_hand(&room, actor, raised),
-            Command::Chat { text, to } => {
+            Command::Chat { text, to, e2ee } => {
                 need(perms.chat, "chat")?;
-                self.chat(actor, &room, text, to, now)?;
+                self.chat(actor, &room, text, to, e2ee, now)?;
             }
             Command::Admit(who) => {
                 need(perms.admit, "let people in")?;
@@ -1047,14 +1077,26 @@ impl Rooms {
         room: &RoomName,
         text: String,
         to: Option<ParticipantId>,
+        e2ee: bool,
         now: Now,
     ) -> Result<(), CommandError> {
         let len = text.chars().count();
-        if len > self.config.max_chat_chars {
-            return Err(CommandError::ChatTooLong {
-                len,
-                max: self.config.max_chat_chars,
-            });
+        let max = if e2ee {
+            e2ee_chat_chars(self.config.max_chat_chars)
+        } else {
+            self.config.max_chat_chars
+        };
+        if len > max {
+            return Err(CommandError::ChatTooLong { len, max });
+        }
+        if e2ee
+            && !text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(CommandError::BadChat(
+                "is marked end-to-end encrypted but is not base64url ciphertext",
+            ));
         }
         if text.trim().is_empty() {
             return Err(CommandError::BadChat("is empty"));
@@ -1078,6 +1120,7 @@ impl Rooms {
             name: p.name.clone(),
             to,
             text,
+            e2ee,
             at_ms: now.unix_ms,
         }));
         Ok(())

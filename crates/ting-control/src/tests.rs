@@ -89,6 +89,7 @@ impl World {
                 name,
                 token,
                 passcode,
+                e2ee: false,
             },
             now,
         )
@@ -254,7 +255,8 @@ fn the_lobby_holds_people_until_admitted_or_denied() {
             a,
             Command::Chat {
                 text: "hi".into(),
-                to: None
+                to: None,
+                e2ee: false,
             }
         ),
         Err(CommandError::NotAdmitted)
@@ -812,6 +814,7 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
         Command::Chat {
             text: "hej".into(),
             to: None,
+            e2ee: false,
         },
     )
     .unwrap();
@@ -820,6 +823,7 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
         Command::Chat {
             text: "bara du".into(),
             to: Some(a),
+            e2ee: false,
         },
     )
     .unwrap();
@@ -841,7 +845,8 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
             a,
             Command::Chat {
                 text: "x".repeat(11),
-                to: None
+                to: None,
+                e2ee: false,
             }
         ),
         Err(CommandError::ChatTooLong { len: 11, max: 10 })
@@ -851,7 +856,8 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
             a,
             Command::Chat {
                 text: "  ".into(),
-                to: None
+                to: None,
+                e2ee: false,
             }
         ),
         Err(CommandError::BadChat(_))
@@ -861,7 +867,8 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
             a,
             Command::Chat {
                 text: "a\u{1b}[2J".into(),
-                to: None
+                to: None,
+                e2ee: false,
             }
         ),
         Err(CommandError::BadChat(_))
@@ -871,7 +878,8 @@ fn chat_is_checked_and_private_messages_stay_in_the_room() {
             a,
             Command::Chat {
                 text: "psst".into(),
-                to: Some(other)
+                to: Some(other),
+                e2ee: false,
             }
         ),
         Err(CommandError::UnknownParticipant)
@@ -925,6 +933,7 @@ fn invite_links_are_made_by_admitters_and_admit_their_role() {
                 name: "H",
                 token: None,
                 passcode: None,
+                e2ee: false,
             },
             now,
         )
@@ -1117,4 +1126,117 @@ fn utc_formats_dates() {
     assert_eq!(utc(0), "1970-01-01 00:00 UTC");
     assert_eq!(utc(1_800_000_000), "2027-01-15 08:00 UTC");
     assert_eq!(utc(951_825_600), "2000-02-29 12:00 UTC");
+}
+
+fn join_e2ee(
+    w: &mut World,
+    room: &str,
+    token: Option<&str>,
+    e2ee: bool,
+) -> Result<Admission, JoinError> {
+    let now = w.now();
+    w.rooms.handle_join(
+        JoinRequest {
+            room,
+            name: "N",
+            token,
+            passcode: None,
+            e2ee,
+        },
+        now,
+    )
+}
+
+#[test]
+fn a_room_that_requires_e2ee_refuses_clients_that_do_not_encrypt_even_moderators() {
+    let mut w = World::closed();
+    w.define(
+        "secret",
+        RoomSettings {
+            e2ee_required: true,
+            ..RoomSettings::default()
+        },
+    );
+    let host = w.token("secret", Role::Host, "h");
+    assert_eq!(
+        join_e2ee(&mut w, "secret", Some(&host), false).unwrap_err(),
+        JoinError::E2eeRequired
+    );
+    assert!(JoinError::E2eeRequired.to_string().contains("#key="));
+    assert!(join_e2ee(&mut w, "secret", Some(&host), true).is_ok());
+    // Without a valid token nobody learns that the room needs encryption.
+    assert!(matches!(
+        join_e2ee(&mut w, "secret", Some("forged"), false),
+        Err(JoinError::Token(_))
+    ));
+    // Other rooms do not need it...
+    let t = w.token("plain", Role::Participant, "p");
+    assert!(join_e2ee(&mut w, "plain", Some(&t), false).is_ok());
+    assert!(!w.rooms.e2ee_required(&room("plain")));
+    assert!(w.rooms.e2ee_required(&room("secret")));
+    // ...unless the server requires it everywhere.
+    let mut strict = World::new(RoomsConfig {
+        open_rooms: true,
+        e2ee_required: true,
+        ..RoomsConfig::default()
+    });
+    assert_eq!(
+        join_e2ee(&mut strict, "open", None, false).unwrap_err(),
+        JoinError::E2eeRequired
+    );
+    assert!(join_e2ee(&mut strict, "open", None, true).is_ok());
+}
+
+#[test]
+fn encrypted_chat_may_be_longer_but_must_be_ciphertext() {
+    let mut w = World::new(RoomsConfig {
+        max_chat_chars: 10,
+        ..RoomsConfig::default()
+    });
+    let a = w.member("r", Role::Participant, "a");
+    w.drain();
+    let max = e2ee_chat_chars(10);
+    assert_eq!(max, 124);
+    let sealed = "Ab-_.9".repeat(20);
+    w.cmd(
+        a,
+        Command::Chat {
+            text: sealed.clone(),
+            to: None,
+            e2ee: true,
+        },
+    )
+    .unwrap();
+    let chat = w
+        .drain()
+        .into_iter()
+        .find_map(|e| match e {
+            ControlEvent::Chat(c) => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    assert!(chat.e2ee);
+    assert_eq!(chat.text, sealed);
+    assert_eq!(
+        w.cmd(
+            a,
+            Command::Chat {
+                text: "A".repeat(max + 1),
+                to: None,
+                e2ee: true,
+            }
+        ),
+        Err(CommandError::ChatTooLong { len: max + 1, max })
+    );
+    assert!(matches!(
+        w.cmd(
+            a,
+            Command::Chat {
+                text: "plain words".into(),
+                to: None,
+                e2ee: true,
+            }
+        ),
+        Err(CommandError::BadChat(_))
+    ));
 }

@@ -112,6 +112,35 @@ pub enum ClientMsg {
     /// Create a join link for someone not yet invited (a guest, an expert pulled in).
     /// Needs `admit`; answered by [`ServerMsg::Invite`].
     Invite(InviteRequest),
+    /// End-to-end encryption keys for other participants, each sealed for its recipient
+    /// (`docs/e2ee.md`); the server delivers each as [`ServerMsg::E2eeKey`] and cannot read
+    /// them. Only for a client that joined with [`Join::e2ee`]. Recipients not in the room
+    /// are skipped.
+    E2eeKeys { keys: Vec<E2eeKeyFor> },
+}
+
+/// One sealed key and whom it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct E2eeKeyFor {
+    pub to: ParticipantRef,
+    /// Opaque to the server: at most [`E2EE_DATA_MAX`] characters of `[A-Za-z0-9_.-]`.
+    pub data: String,
+}
+
+/// The longest announcement ([`Join::e2ee`]) or sealed key ([`E2eeKeyFor::data`]), in
+/// characters.
+pub const E2EE_DATA_MAX: usize = 256;
+
+/// The most keys one [`ClientMsg::E2eeKeys`] may carry.
+pub const E2EE_KEYS_MAX: usize = 256;
+
+/// Whether `s` is a well-formed announcement or sealed key: 1 to [`E2EE_DATA_MAX`]
+/// characters of base64url and `.`.
+pub fn is_e2ee_data(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= E2EE_DATA_MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A chat message as a client sends it.
@@ -122,6 +151,11 @@ pub struct ChatSend {
     /// Whom to send it to privately; the whole room when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<ParticipantRef>,
+    /// The text is end-to-end encrypted (`docs/e2ee.md`): base64url and `.`, up to six
+    /// times [`Limits::max_chat_chars`] plus 64 characters (room for the largest message,
+    /// sealed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub e2ee: bool,
 }
 
 /// What an invite link admits.
@@ -187,6 +221,9 @@ pub struct RoomState {
     pub lobby: bool,
     /// Joining needs a passcode.
     pub passcode: bool,
+    /// Joining needs end-to-end encryption ([`Join::e2ee`]).
+    #[serde(default)]
+    pub e2ee_required: bool,
 }
 
 /// Enter a room.
@@ -206,6 +243,11 @@ pub struct Join {
     /// The room's passcode, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passcode: Option<String>,
+    /// The client encrypts end to end: its public-key announcement (`docs/e2ee.md`), which
+    /// the server relays to the room unread. At most [`E2EE_DATA_MAX`] characters of
+    /// base64url and `.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<String>,
 }
 
 impl fmt::Debug for Join {
@@ -216,6 +258,7 @@ impl fmt::Debug for Join {
             .field("room_len", &self.room.len())
             .field("has_token", &self.token.is_some())
             .field("has_passcode", &self.passcode.is_some())
+            .field("e2ee", &self.e2ee.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -226,6 +269,10 @@ pub struct Resume {
     pub protocol: u32,
     /// The `resume` token of the participant's `welcome`.
     pub token: String,
+    /// A new end-to-end encryption announcement (a reloaded page made new keys); the room
+    /// is told with [`ServerMsg::ParticipantE2ee`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<String>,
 }
 
 impl fmt::Debug for Resume {
@@ -404,6 +451,14 @@ pub enum ServerMsg {
         participant: ParticipantRef,
         state: ConnectionState,
     },
+    /// Someone's end-to-end encryption announcement changed (they came back from a
+    /// reloaded page with new keys).
+    ParticipantE2ee {
+        participant: ParticipantRef,
+        e2ee: String,
+    },
+    /// A key another participant sealed for this client ([`ClientMsg::E2eeKeys`]).
+    E2eeKey { from: ParticipantRef, data: String },
     /// Something the client sent could not be done. The connection stays open unless the
     /// error says otherwise.
     Error(ErrorMsg),
@@ -468,6 +523,9 @@ pub struct ChatMsg {
     /// own copy, the person it went to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<ParticipantRef>,
+    /// The text is end-to-end encrypted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub e2ee: bool,
 }
 
 /// A join link.
@@ -524,6 +582,9 @@ pub struct ParticipantInfo {
     /// How their connection fares (left out while `connected`).
     #[serde(default, skip_serializing_if = "ConnectionState::is_connected")]
     pub connection: ConnectionState,
+    /// Their end-to-end encryption announcement; left out for someone who does not encrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<String>,
 }
 
 /// The state of someone's connection to the server, as their tile should show it.
@@ -760,6 +821,7 @@ mod tests {
                 name: "Aino".into(),
                 token: None,
                 passcode: None,
+                e2ee: None,
             })
         );
         let back: serde_json::Value = serde_json::from_str(&msg.to_json()).unwrap();

@@ -98,10 +98,18 @@ pub enum ConductorCmd {
     /// a `welcome` and its queue.
     Resume {
         token: String,
+        /// A new end-to-end encryption announcement (a reloaded page).
+        e2ee: Option<String>,
         /// For the per-address join limit; never logged.
         address: IpAddr,
         reply:
             oneshot::Sender<Result<(ParticipantId, ServerMsg, crate::outbox::OutboxRx), ErrorMsg>>,
+    },
+    /// Sealed end-to-end encryption keys from `pid` to others in its room.
+    E2eeKeys {
+        pid: ParticipantId,
+        keys: Vec<ting_proto::E2eeKeyFor>,
+        reply: oneshot::Sender<Result<(), ErrorMsg>>,
     },
     /// A participant joined `hidden` is shown to the room from now on (a WHIP publisher,
     /// once its offer was accepted: a refused one never flickers into the meeting).
@@ -127,6 +135,7 @@ impl ConductorCmd {
             | ConductorCmd::IceRestart { pid, .. }
             | ConductorCmd::Control { pid, .. }
             | ConductorCmd::Layout { pid, .. }
+            | ConductorCmd::E2eeKeys { pid, .. }
             | ConductorCmd::Seen { pid }
             | ConductorCmd::Show { pid }
             | ConductorCmd::Leave { pid, .. } => Some(*pid),
@@ -167,10 +176,16 @@ struct Member {
     /// Resumed, so the next offer may replace its media connection (a reloaded page has
     /// a new PeerConnection).
     may_replace_media: bool,
+    /// When it last resumed.
+    resumed_at: Option<Instant>,
     /// How its media connection fares, as its worker last said.
     media_quality: Quality,
     /// What the room was last told of its connection.
     shown: ConnectionState,
+    /// Its end-to-end encryption announcement, relayed unread (`docs/e2ee.md`).
+    e2ee: Option<String>,
+    /// Its budget for sealed keys sent to others.
+    e2ee_keys: TokenBucket,
 }
 
 impl Member {
@@ -338,6 +353,24 @@ fn join_error(e: &JoinError) -> (ErrorCode, &'static str) {
         JoinError::OutsideSchedule(_) => (ErrorCode::OutsideSchedule, "outside_schedule"),
         JoinError::MeetingEnded => (ErrorCode::MeetingEnded, "meeting_ended"),
         JoinError::RoomDeleted => (ErrorCode::TokenInvalid, "room_deleted"),
+        JoinError::E2eeRequired => (ErrorCode::E2eeRequired, "e2ee_required"),
+    }
+}
+
+/// Sealed keys one participant may send to others: a burst that gives a 250-person room
+/// its keys four times over, then 500 a second (re-keying after departures). Each key
+/// counts as sent, delivered or not.
+const E2EE_KEYS_BURST: f64 = 1000.0;
+const E2EE_KEYS_PER_SECOND: f64 = 500.0;
+
+fn bad_announcement() -> ErrorMsg {
+    ErrorMsg {
+        code: ErrorCode::BadMessage,
+        message: format!(
+            "e2ee must be an announcement of 1 to {} characters of base64url and '.'",
+            ting_proto::E2EE_DATA_MAX
+        ),
+        fatal: false,
     }
 }
 
@@ -429,6 +462,7 @@ impl Conductor {
                 max_invite: std::time::Duration::from_secs(config.tokens.max_ttl_secs),
                 early_join: minutes(config.rooms.early_join_minutes),
                 ended_hold: minutes(config.rooms.ended_hold_minutes),
+                e2ee_required: config.rooms.e2ee_required,
             },
             keys,
             seed,
@@ -582,10 +616,15 @@ impl Conductor {
             ConductorCmd::Show { pid } => self.show(pid),
             ConductorCmd::Resume {
                 token,
+                e2ee,
                 address,
                 reply,
             } => {
-                let _ = reply.send(self.resume(&token, address, now));
+                let _ = reply.send(self.resume(&token, e2ee, address, now));
+            }
+            ConductorCmd::E2eeKeys { pid, keys, reply } => {
+                self.rooms.handle_seen(pid, now);
+                let _ = reply.send(self.e2ee_keys(pid, keys, now));
             }
             ConductorCmd::Layout { pid, layout, reply } => {
                 self.rooms.handle_seen(pid, now);
@@ -741,11 +780,19 @@ impl Conductor {
                 });
             }
         }
+        if join
+            .e2ee
+            .as_deref()
+            .is_some_and(|a| !ting_proto::is_e2ee_data(a))
+        {
+            return Err(bad_announcement());
+        }
         let request = JoinRequest {
             room: &join.room,
             name: &join.name,
             token: join.token.as_deref(),
             passcode: join.passcode.as_deref(),
+            e2ee: join.e2ee.is_some(),
         };
         let admission = self
             .rooms
@@ -799,8 +846,11 @@ impl Conductor {
                 resume: String::new(),
                 parked: None,
                 may_replace_media: false,
+                resumed_at: None,
                 media_quality: Quality::Good,
                 shown: ConnectionState::Connected,
+                e2ee: join.e2ee.clone(),
+                e2ee_keys: TokenBucket::new(E2EE_KEYS_PER_SECOND, E2EE_KEYS_BURST, now),
             },
         );
         let token = self.new_resume_token();
@@ -857,17 +907,7 @@ impl Conductor {
                 .rooms
                 .members(&p.room)
                 .filter(|o| o.id != pid && !self.hidden.contains(&o.id))
-                .map(|o| ParticipantInfo {
-                    id: pref(o.id),
-                    name: o.name.expose().to_owned(),
-                    media: to_proto_media(o.media),
-                    role: proto_role(o.role),
-                    reconnecting: self.members.get(&o.id).is_some_and(|m| m.parked.is_some()),
-                    connection: self
-                        .members
-                        .get(&o.id)
-                        .map_or(ConnectionState::Connected, Member::connection),
-                })
+                .map(|o| self.info(o))
                 .collect(),
             limits: Limits {
                 audio_slots: s.audio,
@@ -887,6 +927,20 @@ impl Conductor {
             hands: self.rooms.hands(&p.room).iter().map(|h| pref(*h)).collect(),
             resume: self.members.get(&pid).map(|m| m.resume.clone()),
             resumed: false,
+        }
+    }
+
+    /// How the others see a participant.
+    fn info(&self, p: &ting_control::Participant) -> ParticipantInfo {
+        let m = self.members.get(&p.id);
+        ParticipantInfo {
+            id: pref(p.id),
+            name: p.name.expose().to_owned(),
+            media: to_proto_media(p.media),
+            role: proto_role(p.role),
+            reconnecting: m.is_some_and(|m| m.parked.is_some()),
+            connection: m.map_or(ConnectionState::Connected, Member::connection),
+            e2ee: m.and_then(|m| m.e2ee.clone()),
         }
     }
 
@@ -940,14 +994,7 @@ impl Conductor {
             return;
         }
         let msg = ServerMsg::ParticipantJoined {
-            participant: ParticipantInfo {
-                id: pref(pid),
-                name: p.name.expose().to_owned(),
-                media: to_proto_media(p.media),
-                role: proto_role(p.role),
-                reconnecting: false,
-                connection: m.connection(),
-            },
+            participant: self.info(p),
         };
         let room = p.room.clone();
         self.tell_room(&room, Some(pid), &msg);
@@ -975,6 +1022,7 @@ impl Conductor {
     fn resume(
         &mut self,
         token: &str,
+        e2ee: Option<String>,
         address: IpAddr,
         now: Instant,
     ) -> Result<(ParticipantId, ServerMsg, crate::outbox::OutboxRx), ErrorMsg> {
@@ -1021,9 +1069,21 @@ impl Conductor {
                 fatal: false,
             });
         };
+        if e2ee
+            .as_deref()
+            .is_some_and(|a| !ting_proto::is_e2ee_data(a))
+        {
+            m.parked = Some(rx);
+            return Err(bad_announcement());
+        }
         // The client gets the whole state afresh: what queued while it was away is stale.
         rx.discard_backlog();
         m.may_replace_media = true;
+        m.resumed_at = Some(now);
+        let new_e2ee = e2ee.filter(|a| m.e2ee.as_ref() != Some(a));
+        if let Some(a) = &new_e2ee {
+            m.e2ee = Some(a.clone());
+        }
         let room = m.room.clone();
         let worker = m.worker;
         self.rooms.handle_seen(pid, now);
@@ -1043,7 +1103,97 @@ impl Conductor {
         // The fresh welcome says how everyone's connection is; the others learn that this
         // one is back.
         self.show_connection(pid);
+        if let Some(e2ee) = new_e2ee
+            && !self.hidden.contains(&pid)
+        {
+            let msg = ServerMsg::ParticipantE2ee {
+                participant: pref(pid),
+                e2ee,
+            };
+            self.tell_room(&room, Some(pid), &msg);
+        }
         Ok((pid, ServerMsg::Welcome(welcome), rx))
+    }
+
+    /// Delivers sealed keys to their recipients in the sender's room: admitted participants
+    /// that encrypt. The server cannot read them; it only checks their shape and the
+    /// sender's budget.
+    fn e2ee_keys(
+        &mut self,
+        pid: ParticipantId,
+        keys: Vec<ting_proto::E2eeKeyFor>,
+        now: Instant,
+    ) -> Result<(), ErrorMsg> {
+        let bad = |message: String| ErrorMsg {
+            code: ErrorCode::BadMessage,
+            message,
+            fatal: false,
+        };
+        let Some(m) = self.members.get_mut(&pid).filter(|m| m.admitted) else {
+            return Err(ErrorMsg {
+                code: ErrorCode::NotJoined,
+                message: "send join (and be let in) before e2ee_keys".into(),
+                fatal: false,
+            });
+        };
+        if m.e2ee.is_none() {
+            return Err(bad(
+                "e2ee_keys needs a join (or resume) with an e2ee announcement".into(),
+            ));
+        }
+        if keys.len() > ting_proto::E2EE_KEYS_MAX {
+            return Err(bad(format!(
+                "e2ee_keys carries {} keys; at most {} a message",
+                keys.len(),
+                ting_proto::E2EE_KEYS_MAX
+            )));
+        }
+        if let Some(k) = keys.iter().find(|k| !ting_proto::is_e2ee_data(&k.data)) {
+            return Err(bad(format!(
+                "a key for {} is not 1 to {} characters of base64url and '.'",
+                k.to,
+                ting_proto::E2EE_DATA_MAX
+            )));
+        }
+        if !m.e2ee_keys.take(keys.len() as f64, now) {
+            self.metrics.control.limited(Limit::E2eeKeys);
+            return Err(ErrorMsg {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "more than {E2EE_KEYS_BURST} keys at once or {E2EE_KEYS_PER_SECOND} a \
+                     second; these {} were dropped",
+                    keys.len()
+                ),
+                fatal: false,
+            });
+        }
+        let room = m.room.clone();
+        let from = pref(pid);
+        let mut delivered = 0u64;
+        // One key per recipient a message: a sender cannot queue hundreds at one person.
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        for k in keys {
+            let Some(to) = ParticipantId::parse(&k.to.0).filter(|to| *to != pid) else {
+                continue;
+            };
+            if !seen.insert(to) {
+                continue;
+            }
+            let Some(r) = self.members.get(&to) else {
+                continue;
+            };
+            if r.room != room || !r.admitted || r.e2ee.is_none() {
+                continue;
+            }
+            let msg = ServerMsg::E2eeKey {
+                from: from.clone(),
+                data: k.data,
+            };
+            let _ = r.outbox.send(OutMsg::new(&msg));
+            delivered += 1;
+        }
+        self.metrics.control.count_n("e2ee", "keys", delivered);
+        Ok(())
     }
 
     fn room_state(&self, room: &RoomName) -> ting_proto::RoomState {
@@ -1052,6 +1202,7 @@ impl Conductor {
             locked: self.rooms.live(room).is_some_and(|l| l.locked),
             lobby: settings.lobby,
             passcode: settings.passcode.is_some(),
+            e2ee_required: self.rooms.e2ee_required(room),
         }
     }
 
@@ -1338,8 +1489,15 @@ impl Conductor {
             WorkerEvent::MediaFailed { pid } => {
                 let pid = ParticipantId(pid);
                 // A participant whose signalling also dropped (a reloaded page closes both)
-                // keeps its place: it resumes with a new offer, or times out.
-                if self.members.get(&pid).is_some_and(|m| m.parked.is_some()) {
+                // keeps its place: it resumes with a new offer, or times out. So does one
+                // that resumed just before the news came (a busy worker can tell of the
+                // failure after the socket dropped and came back): its client offers anew.
+                let now = Instant::now();
+                if self.members.get(&pid).is_some_and(|m| {
+                    m.parked.is_some()
+                        || m.resumed_at
+                            .is_some_and(|t| now.saturating_duration_since(t) < MEDIA_FAILED_GRACE)
+                }) {
                     self.drop_media(pid);
                     if let Some(m) = self.members.get_mut(&pid) {
                         m.may_replace_media = true;
@@ -1424,14 +1582,7 @@ impl Conductor {
                         continue;
                     };
                     let msg = ServerMsg::ParticipantJoined {
-                        participant: ParticipantInfo {
-                            id: pref(participant),
-                            name: p.name.expose().to_owned(),
-                            media: to_proto_media(p.media),
-                            role: proto_role(p.role),
-                            reconnecting: false,
-                            connection: ConnectionState::Connected,
-                        },
+                        participant: self.info(p),
                     };
                     let role = p.role;
                     audit(
@@ -1553,7 +1704,11 @@ impl Conductor {
                         text: chat.text.clone(),
                         at_ms: chat.at_ms,
                         to: chat.to.map(pref),
+                        e2ee: chat.e2ee,
                     });
+                    if chat.e2ee {
+                        self.metrics.control.count("e2ee", "chat");
+                    }
                     match chat.to {
                         Some(to) => {
                             self.metrics.control.count("chat", "private");
@@ -1573,6 +1728,7 @@ impl Conductor {
                             from: chat.from.to_string(),
                             name: chat.name.expose().to_owned(),
                             to: chat.to.map(|t| t.to_string()),
+                            e2ee: chat.e2ee,
                             text: chat.text,
                         })
                     {

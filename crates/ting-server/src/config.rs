@@ -36,6 +36,7 @@ pub struct RoomsSection {
     pub open: bool,
     pub early_join_minutes: u64,
     pub ended_hold_minutes: u64,
+    pub e2ee_required: bool,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

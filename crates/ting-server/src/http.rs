@@ -82,7 +82,10 @@ fn page(content_type: &'static str, body: impl IntoResponse) -> Response {
 }
 
 async fn index(State(state): State<Arc<AppState>>) -> Response {
-    let (ct, body) = web::file("index.html").expect("index.html is embedded");
+    // Embedded, so always there (a debug build's TING_WEB_DIR may lack it).
+    let Some((ct, body)) = web::file("index.html") else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
     if state.dev_certificate {
         // The page tells people, in words, that this server's certificate proves nothing.
         page(ct, body.replacen("<body", "<body data-dev-certificate", 1))

@@ -149,6 +149,9 @@ struct Cli {
     /// rooms.ended_hold_minutes: how long an ended meeting turns people away.
     #[arg(long, env = "TING_ROOMS_ENDED_HOLD_MINUTES")]
     rooms_ended_hold_minutes: Option<String>,
+    /// rooms.e2ee_required: every room refuses clients that do not encrypt end to end.
+    #[arg(long, env = "TING_ROOMS_E2EE_REQUIRED")]
+    rooms_e2ee_required: Option<String>,
     /// tokens.secret: the HS256 join-token secret (prefer --tokens-secret-file).
     #[arg(long, env = "TING_TOKENS_SECRET", hide_env_values = true)]
     tokens_secret: Option<String>,
@@ -186,7 +189,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 52] = [
+        let table: [(&'static str, &Option<String>); 53] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("http.allow_plain_http", &self.http_allow_plain_http),
@@ -270,6 +273,7 @@ impl Cli {
             ("rooms.open", &self.rooms_open),
             ("rooms.early_join_minutes", &self.rooms_early_join_minutes),
             ("rooms.ended_hold_minutes", &self.rooms_ended_hold_minutes),
+            ("rooms.e2ee_required", &self.rooms_e2ee_required),
             ("tokens.secret", &self.tokens_secret),
             ("tokens.secret_file", &self.tokens_secret_file),
             ("tokens.public_key_files", &self.tokens_public_key_files),

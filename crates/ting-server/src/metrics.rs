@@ -238,8 +238,13 @@ impl ControlCounters {
 
     /// Counts one event of `family` (one of [`LABELED`]) with `label`.
     pub fn count(&self, family: &'static str, label: &'static str) {
+        self.count_n(family, label, 1);
+    }
+
+    /// Counts `n` events of `family` with `label`.
+    pub fn count_n(&self, family: &'static str, label: &'static str, n: u64) {
         let mut m = self.labeled.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry((family, label)).or_insert(0) += 1;
+        *m.entry((family, label)).or_insert(0) += n;
     }
 
     fn labeled(&self, family: &str) -> Vec<(&'static str, u64)> {
@@ -253,7 +258,7 @@ impl ControlCounters {
 
 /// The labeled control-plane families: name in [`ControlCounters::count`], metric, label,
 /// help.
-const LABELED: [(&str, &str, &str, &str); 6] = [
+const LABELED: [(&str, &str, &str, &str); 7] = [
     (
         "refused",
         "ting_control_refused",
@@ -290,6 +295,12 @@ const LABELED: [(&str, &str, &str, &str); 6] = [
         "outcome",
         "WHEP requests (create, patch, delete), by outcome.",
     ),
+    (
+        "e2ee",
+        "ting_e2ee_messages",
+        "kind",
+        "End-to-end encryption messages relayed unread: sealed keys delivered, encrypted chat.",
+    ),
 ];
 
 /// A limit that refused or ended something, as counted in `ting_limited_total`.
@@ -319,10 +330,12 @@ pub enum Limit {
     PasscodesPerAddress = 10,
     /// A chat message beyond `limits.chat_messages_per_second`.
     Chat = 11,
+    /// Sealed end-to-end encryption keys beyond a participant's budget.
+    E2eeKeys = 12,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 13] = [
         Limit::MaxConnections,
         Limit::ConnectionsPerAddress,
         Limit::WebSocketReserve,
@@ -335,6 +348,7 @@ impl Limit {
         Limit::JoinsPerAddress,
         Limit::PasscodesPerAddress,
         Limit::Chat,
+        Limit::E2eeKeys,
     ];
 
     pub fn label(self) -> &'static str {
@@ -351,6 +365,7 @@ impl Limit {
             Limit::JoinsPerAddress => "joins_per_address",
             Limit::PasscodesPerAddress => "passcodes_per_address",
             Limit::Chat => "chat",
+            Limit::E2eeKeys => "e2ee_keys",
         }
     }
 }

@@ -31,11 +31,16 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn allow(&mut self, now: Instant) -> bool {
+        self.take(1.0, now)
+    }
+
+    /// Takes `n` tokens if there are that many; takes none otherwise.
+    pub fn take(&mut self, n: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

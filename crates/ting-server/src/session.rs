@@ -262,6 +262,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     let (tx, rx) = oneshot::channel();
                     let cmd = ConductorCmd::Resume {
                         token: r.token,
+                        e2ee: r.e2ee,
                         address: addr.ip(),
                         reply: tx,
                     };
@@ -403,6 +404,21 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, addr: SocketAddr) {
                     }
                 }
             },
+            Ok(ClientMsg::E2eeKeys { keys }) => match pid {
+                None => Some(not_joined()),
+                Some(pid) => {
+                    let (tx, rx) = oneshot::channel();
+                    let cmd = ConductorCmd::E2eeKeys {
+                        pid,
+                        keys,
+                        reply: tx,
+                    };
+                    match ask(&state, cmd, rx).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) | Err(e) => Some(ServerMsg::Error(e)),
+                    }
+                }
+            },
             Ok(other) => match (pid, command(other)) {
                 (None, _) => Some(not_joined()),
                 (Some(_), Err((code, message))) => Some(error(code, message)),
@@ -514,6 +530,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
         ClientMsg::Chat(c) => Command::Chat {
             text: c.text,
             to: c.to.as_ref().map(who).transpose()?,
+            e2ee: c.e2ee,
         },
         ClientMsg::Admit { participant } => {
             Command::Admit(participant.as_ref().map(who).transpose()?)
@@ -553,6 +570,7 @@ fn command(msg: ClientMsg) -> Result<Command, (ErrorCode, &'static str)> {
         | ClientMsg::Offer(_)
         | ClientMsg::IceRestart { .. }
         | ClientMsg::Layout(_)
+        | ClientMsg::E2eeKeys { .. }
         | ClientMsg::Ping
         | ClientMsg::Leave => {
             return Err((ErrorCode::BadMessage, "Not a control-plane message."));

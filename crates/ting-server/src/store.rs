@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY NOT NULL,
         deleted_at INTEGER NOT NULL
     );",
+    // 3: end-to-end encrypted chat, archived as the ciphertext it came as.
+    "ALTER TABLE chat ADD COLUMN e2ee INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Jobs waiting for the database at most; beyond, changes are refused with an error and
@@ -82,6 +84,10 @@ pub struct ChatRow {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// End-to-end encrypted: `text` is ciphertext only the meeting's participants could
+    /// read (`docs/e2ee.md`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub e2ee: bool,
     pub text: String,
 }
 
@@ -368,8 +374,8 @@ fn handle(conn: &Connection, job: Job) {
         }
         Job::Archive(row) => {
             if let Err(e) = conn.execute(
-                "INSERT INTO chat (room, meeting, at_ms, sender, sender_name, recipient, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO chat (room, meeting, at_ms, sender, sender_name, recipient, text, e2ee)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     row.room,
                     row.meeting,
@@ -377,7 +383,8 @@ fn handle(conn: &Connection, job: Job) {
                     row.from,
                     row.name,
                     row.to,
-                    row.text
+                    row.text,
+                    row.e2ee
                 ],
             ) {
                 warn!(error = %e, "a chat message could not be archived");
@@ -405,7 +412,7 @@ fn handle(conn: &Connection, job: Job) {
         Job::Export(room, meeting, reply) => {
             let r = (|| {
                 let mut stmt = conn.prepare(
-                    "SELECT at_ms, sender, sender_name, recipient, text FROM chat
+                    "SELECT at_ms, sender, sender_name, recipient, text, e2ee FROM chat
                      WHERE room = ?1 AND meeting = ?2 ORDER BY at_ms, id",
                 )?;
                 let rows = stmt.query_map(params![room, meeting], |r| {
@@ -417,6 +424,7 @@ fn handle(conn: &Connection, job: Job) {
                         name: r.get(2)?,
                         to: r.get(3)?,
                         text: r.get(4)?,
+                        e2ee: r.get(5)?,
                     })
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -467,6 +475,7 @@ mod tests {
             from: "0000000000000001".into(),
             name: "Aino".into(),
             to: None,
+            e2ee: at_ms == 6_000,
             text: text.into(),
         }
     }
@@ -498,6 +507,13 @@ mod tests {
             let meetings = store.meetings("r".into()).await.unwrap();
             assert_eq!(meetings.len(), 2);
             assert_eq!(meetings[0].messages, 2);
+            let sealed = store.export("r".into(), "m2".into()).await.unwrap();
+            assert!(sealed[0].e2ee, "the encrypted mark survives the archive");
+            assert!(
+                serde_json::to_string(&sealed[0])
+                    .unwrap()
+                    .contains(r#""e2ee":true"#)
+            );
             let rows = store.export("r".into(), "m1".into()).await.unwrap();
             assert_eq!(
                 rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),

@@ -160,6 +160,7 @@ fn refusal(e: &ErrorMsg) -> Response {
         | ErrorCode::PasscodeRequired
         | ErrorCode::WrongPasscode
         | ErrorCode::OutsideSchedule
+        | ErrorCode::E2eeRequired
         | ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::UnknownRoom | ErrorCode::BadRoom | ErrorCode::MeetingEnded => {
             StatusCode::NOT_FOUND
@@ -175,6 +176,15 @@ fn refusal(e: &ErrorMsg) -> Response {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "internal".into());
+    if e.code == ErrorCode::E2eeRequired {
+        return failure(
+            status,
+            &code,
+            "this meeting requires end-to-end encryption; WHIP and WHEP send frames the \
+             server can read, so they cannot join it"
+                .to_owned(),
+        );
+    }
     failure(status, &code, e.message.clone())
 }
 
@@ -377,6 +387,9 @@ async fn create_inner(
             name,
             token: Some(token.to_owned()),
             passcode: None,
+            // WHIP and WHEP carry plain frames: a room that needs end-to-end encryption
+            // refuses them (403 e2ee_required).
+            e2ee: None,
         },
         address: addr.ip(),
         outbox,

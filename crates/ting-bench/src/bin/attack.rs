@@ -199,6 +199,7 @@ fn join_msg(room: &str, name: &str) -> String {
         name: name.into(),
         token: None,
         passcode: None,
+        e2ee: None,
     })
     .to_json()
 }

@@ -976,6 +976,10 @@ impl MediaCore {
         let kind = pkt.track.source.kind();
         let k = usize::from(kind == MediaKind::Video);
         let forwards = rs.router.handle_rtp(pkt, now);
+        #[cfg(debug_assertions)]
+        if !forwards.is_empty() {
+            super::tap::record(pkt.track.endpoint.0, pkt.track.source, &pkt.payload);
+        }
         // Parsed once per packet, patched per subscriber as it is written out (str0m
         // applies the patch while it copies the payload into the datagram anyway).
         let descriptor = if forwards.iter().any(|f| f.vp8.is_some()) {

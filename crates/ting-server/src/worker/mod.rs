@@ -30,6 +30,8 @@
 mod core;
 pub mod peer;
 pub mod stun;
+#[cfg(debug_assertions)]
+mod tap;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
