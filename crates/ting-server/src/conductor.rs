@@ -143,6 +143,10 @@ impl ConductorCmd {
     }
 }
 
+/// One ICE restart a second per participant at most (each builds a new answer on its
+/// media worker); more are refused with `rate_limited`.
+const RESTART_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a participant whose media connection failed while its WebSocket was open has
 /// to detach (a reloading page closes both, in either order) or to offer a new connection.
 const MEDIA_FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -178,6 +182,8 @@ struct Member {
     may_replace_media: bool,
     /// When it last resumed.
     resumed_at: Option<Instant>,
+    /// When its last ICE restart began.
+    last_restart: Option<Instant>,
     /// How its media connection fares, as its worker last said.
     media_quality: Quality,
     /// What the room was last told of its connection.
@@ -586,12 +592,35 @@ impl Conductor {
             }
             ConductorCmd::IceRestart { pid, sdp, reply } => {
                 self.rooms.handle_seen(pid, now);
-                match self.members.get(&pid).and_then(|m| m.worker) {
-                    Some(worker) => self.workers[worker.0].command(WorkerCmd::IceRestart {
-                        pid: pid.0,
-                        sdp,
-                        reply,
-                    }),
+                let Some(m) = self.members.get_mut(&pid) else {
+                    let _ = reply.send(Err(ErrorMsg {
+                        code: ErrorCode::NotJoined,
+                        message: "send join before ice_restart".into(),
+                        fatal: false,
+                    }));
+                    return;
+                };
+                if m.worker.is_some()
+                    && m.last_restart
+                        .is_some_and(|at| now.saturating_duration_since(at) < RESTART_EVERY)
+                {
+                    self.metrics.control.limited(Limit::RateLimited);
+                    let _ = reply.send(Err(ErrorMsg {
+                        code: ErrorCode::RateLimited,
+                        message: "one ICE restart a second at most; try again in a second".into(),
+                        fatal: false,
+                    }));
+                    return;
+                }
+                match m.worker {
+                    Some(worker) => {
+                        m.last_restart = Some(now);
+                        self.workers[worker.0].command(WorkerCmd::IceRestart {
+                            pid: pid.0,
+                            sdp,
+                            reply,
+                        });
+                    }
                     None => {
                         let _ = reply.send(Err(ErrorMsg {
                             code: ErrorCode::NotConnected,
@@ -847,6 +876,7 @@ impl Conductor {
                 parked: None,
                 may_replace_media: false,
                 resumed_at: None,
+                last_restart: None,
                 media_quality: Quality::Good,
                 shown: ConnectionState::Connected,
                 e2ee: join.e2ee.clone(),

@@ -48,8 +48,6 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_LINES: usize = 4;
 /// The name a publisher or viewer gets when neither its token nor `?name=` gives one.
 const DEFAULT_NAME: &str = "Stream";
-/// One ICE restart a second per session at most; more get 429.
-const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 /// Publishing (WHIP) or watching (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +78,6 @@ struct Resource {
     ufrag: String,
     /// The entity tag of the session's ICE state (the server's ICE username fragment).
     etag: String,
-    /// When its last ICE restart began: restarts are refused more often than
-    /// [`RESTART_EVERY`] (each one builds a new answer on the media worker).
-    last_restart: Option<std::time::Instant>,
 }
 
 /// The WHIP and WHEP resources the server holds, by id.
@@ -472,7 +467,6 @@ async fn create_inner(
             offer: sdp.to_owned(),
             ufrag,
             etag: etag.clone(),
-            last_restart: None,
         },
     );
     tokio::spawn(stand_in(state.clone(), id, pid, rx));
@@ -648,35 +642,6 @@ async fn patch_inner(
             "an ICE restart needs both a=ice-ufrag and a=ice-pwd",
         );
     };
-    // Claimed before the restart runs, so concurrent PATCHes are refused too.
-    let now = std::time::Instant::now();
-    let too_soon = match state.resources.lock().get_mut(id) {
-        Some(r)
-            if r.last_restart
-                .is_some_and(|at| now.duration_since(at) < RESTART_EVERY) =>
-        {
-            true
-        }
-        Some(r) => {
-            r.last_restart = Some(now);
-            false
-        }
-        None => false,
-    };
-    if too_soon {
-        state
-            .metrics
-            .control
-            .limited(crate::metrics::Limit::RateLimited);
-        let mut r = failure(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "one ICE restart a second per session at most; try again in a second",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
-    }
     let restarted = with_credentials(&offer, new_ufrag, new_pwd);
     let (tx, reply) = oneshot::channel();
     let cmd = ConductorCmd::IceRestart {
@@ -686,7 +651,15 @@ async fn patch_inner(
     };
     let answer = match tokio::time::timeout(OFFER_TIMEOUT, ask(state, cmd, reply)).await {
         Ok(Ok(Ok(answer))) => answer,
-        Ok(Ok(Err(e)) | Err(e)) => return refusal(&e),
+        Ok(Ok(Err(e)) | Err(e)) => {
+            let mut r = refusal(&e);
+            if e.code == ErrorCode::RateLimited {
+                // One restart a second per participant (the conductor's rule).
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return r;
+        }
         Err(_) => {
             return failure(
                 StatusCode::SERVICE_UNAVAILABLE,
