@@ -289,6 +289,15 @@ async fn a_room_that_requires_e2ee_refuses_plain_clients_whip_and_whep() {
         .await
         .expect("an encrypting client joins");
     assert!(w.room_state.e2ee_required);
+    let (status, body) = s
+        .api("GET", "/v1/rooms/council/participants", Some(KEY), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["participants"][0]["e2ee"],
+        true,
+        "{body}"
+    );
 
     // WHIP and WHEP: the token is good and the room is on, but they cannot encrypt.
     for path in ["/whip/council", "/whep/council"] {

@@ -20,8 +20,15 @@ use ting_proto::{ClientMsg, Join, PROTOCOL_VERSION, ServerMsg};
 const SECRET: &str = "a-token-secret-for-tests-0123456789ab";
 const WAIT: Duration = Duration::from_secs(5);
 
+const API_KEY: &str = "an-api-key-for-tests-0123456789abcdef";
+
 async fn server() -> TestServer {
-    start_server(&[("rooms.open", "false"), ("tokens.secret", SECRET)]).await
+    start_server(&[
+        ("rooms.open", "false"),
+        ("tokens.secret", SECRET),
+        ("api.key", API_KEY),
+    ])
+    .await
 }
 
 /// A token for `room` whose signature is wrong.
@@ -407,6 +414,20 @@ async fn a_whep_viewer_counts_but_is_never_shown() {
         .unwrap();
     assert_eq!(welcome.participants.len(), 1, "{:?}", welcome.participants);
     assert_eq!(welcome.participants[0].name, "Aino");
+    // The operator sees it, marked as not shown.
+    let (status, body) = s
+        .api("GET", "/v1/rooms/board/participants", Some(API_KEY), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let hidden: Vec<&str> = list["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["hidden"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hidden, vec!["Lobby screen"], "{body}");
 
     let r = request(
         &s,

@@ -155,6 +155,13 @@ pub struct ParticipantEntry {
     pub media: MediaState,
     pub waiting: bool,
     pub hand_raised: bool,
+    /// Not shown in the meeting: a WHEP viewer (or a WHIP publisher whose offer is not yet
+    /// accepted). It counts against the room's capacity.
+    #[serde(default)]
+    pub hidden: bool,
+    /// Encrypts its media and chat end to end (joined with an announcement).
+    #[serde(default)]
+    pub e2ee: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

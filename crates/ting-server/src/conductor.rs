@@ -2145,6 +2145,8 @@ impl Conductor {
                     media: to_proto_media(p.media),
                     waiting: !p.admitted,
                     hand_raised: hands.contains(&p.id),
+                    hidden: self.hidden.contains(&p.id),
+                    e2ee: self.members.get(&p.id).is_some_and(|m| m.e2ee.is_some()),
                 };
                 Ok(ApiReply::Participants(ting_proto::api::ParticipantList {
                     participants: self
