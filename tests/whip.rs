@@ -564,6 +564,28 @@ async fn refusals_have_their_status_and_leave_the_meeting_alone() {
     .await;
     assert_eq!(r.status, 204);
     assert_eq!(header(&r, "accept-post"), "application/sdp");
+    // Browser clients on other origins may ask, and may read the session's headers.
+    let r = request(
+        &s,
+        reqwest::Method::OPTIONS,
+        "/whep/board/some-session",
+        None,
+        None,
+        "",
+        &[
+            ("origin", "https://encoder.example"),
+            ("access-control-request-method", "PATCH"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(header(&r, "access-control-allow-origin"), "*");
+    assert!(header(&r, "access-control-allow-methods").contains("PATCH"));
+    assert!(header(&r, "access-control-allow-headers").contains("Authorization"));
+    let r = post(&s, "/whip/board", None, &sdp).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(header(&r, "access-control-allow-origin"), "*");
+    assert!(header(&r, "access-control-expose-headers").contains("Location"));
 
     // Nobody joined, nobody was told anything, and the meeting goes on.
     assert_eq!(participants(&s).await, before);

@@ -112,23 +112,69 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/whip/{room}/{id}",
             axum::routing::delete(|s, p, h| end(Kind::Whip, s, p, h))
-                .patch(|s, p, h, b| patch(Kind::Whip, s, p, h, b)),
+                .patch(|s, p, h, b| patch(Kind::Whip, s, p, h, b))
+                .options(resource_options),
         )
         .route(
             "/whep/{room}/{id}",
             axum::routing::delete(|s, p, h| end(Kind::Whep, s, p, h))
-                .patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b)),
+                .patch(|s, p, h, b| patch(Kind::Whep, s, p, h, b))
+                .options(resource_options),
         )
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(cors))
         .with_state(state)
+}
+
+/// Browser-based WHIP and WHEP clients on other origins may call these endpoints: they
+/// authenticate with a bearer token, never a cookie, so no page can borrow a visitor's
+/// rights. Every answer says so, and shows a client the headers it needs.
+async fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "Location, ETag, Accept-Patch, Accept-Post, Retry-After, WWW-Authenticate",
+        ),
+    );
+    r
+}
+
+/// The preflight part of an `OPTIONS` answer.
+fn preflight(r: &mut Response, methods: &'static str) {
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(methods));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
+/// What a session's resource accepts (a browser asks before `PATCH` and `DELETE`).
+async fn resource_options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    preflight(&mut r, "OPTIONS, PATCH, DELETE");
+    r
 }
 
 /// What an endpoint accepts (RFC 9725 section 4.1: an `OPTIONS` may precede the `POST`).
 async fn options() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    preflight(&mut r, "OPTIONS, POST");
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
 }
 
