@@ -101,9 +101,12 @@ scripts/test-str0m.sh
 step "dimpl's own unit tests against the patched copy"
 scripts/test-dimpl.sh
 
+step "end-to-end encryption: the web client's frame format and key exchange (Node)"
+node --test tests/browser/e2ee-frame.test.mjs
+
 step "browser tests"
 cargo build --locked -p ting-server
-for t in meeting layers crowd control reconnect network interop; do
+for t in meeting layers crowd control reconnect network interop e2ee; do
   TING_BIN="$PWD/target/debug/ting" node "tests/browser/$t.test.mjs"
 done
 

@@ -14,6 +14,8 @@ files! {
     "style.css" => "text/css; charset=utf-8",
     "app.js" => "text/javascript; charset=utf-8",
     "meeting.js" => "text/javascript; charset=utf-8",
+    "e2ee.js" => "text/javascript; charset=utf-8",
+    "e2ee-worker.js" => "text/javascript; charset=utf-8",
 }
 
 /// The content type and body of a web client file.

@@ -48,12 +48,26 @@
 //   connection   every tile and row carries data-connection="connected|poor|reconnecting"
 //                as the server measures that person's network; a poor one shows
 //                .poor-badge / "Weak connection" (our own tile too, for our network)
+//   e2ee         a link with #key=<43 characters> joins end-to-end encrypted (a malformed key
+//                is refused with #errors .error[data-code="e2ee_key"]); #prejoin-e2ee says so
+//                before joining; in the meeting #e2ee-badge and #e2ee-code (the verification
+//                code, two groups of four digits) show; tiles and rows carry
+//                data-e2ee="ok|none|invalid|failing|encrypted" (none: not encrypting;
+//                invalid: another meeting key; failing: frames do not decrypt), the tile's
+//                .placeholder-note says "Can't decrypt <name>" or "Not encrypted" and
+//                .placeholder-detail how many frames failed; on the landing page #new-e2ee
+//                makes a link (#e2ee-link, #e2ee-copy, #e2ee-open)
 //   window.ting  a read-only debug handle (exposeDebugHandle, at the end), with one test
 //                hook: dropSignalling()
+//   window.tingE2ee  the same for end-to-end encryption: enabled, own KIDs, the KIDs held
+//                per participant, decryption counts per participant and source, the code,
+//                and test hooks recordSamples(n) (plaintext bytes 10..42 of camera frames)
+//                and resetGaps()
 
 import {
   CAMERA_CONSTRAINTS, CHAT_KEEP, FINAL_ERRORS, Meeting, MeetingError, ROOM_NAME, storedSession,
 } from '/meeting.js';
+import { generateLinkKey, linkFragment, parseLinkKey } from '/e2ee.js';
 
 const $ = (id) => document.getElementById(id);
 const NAME_KEY = 'ting.name';
@@ -100,6 +114,10 @@ const MODERATED_NOTICE = {
 let room = null;
 /** The join token from the link (`?t=`), or null. */
 let token = null;
+/** The meeting key from the link (`#key=`): the meeting is end-to-end encrypted. Kept in this
+ *  page only; a key that is there but malformed is `e2eeKeyError` and nobody joins. */
+let e2eeKey = null;
+let e2eeKeyError = null;
 /** The passcode that let us in last, offered again on the next join from this page. */
 let knownPasscode = null;
 /** Resolves the passcode question the pending join is waiting on. */
@@ -182,7 +200,14 @@ function explain(code, said) {
       return `That message is too long${max ? ` (at most ${max} characters)` : ''}. Shorten it and send it again.`;
     }
     case 'e2ee_required':
-      return 'This meeting requires end-to-end encryption, which this page cannot do yet. Ask the host.';
+      return 'This meeting is end-to-end encrypted: open it with its full link, the one that contains #key=, exactly as you were given it. Ask the host if you do not have it.';
+    case 'e2ee_key':
+      return `The meeting key in this link is damaged${said ? ` (${String(said).replace(/\.$/, '')})` : ''}. Copy the whole link again, exactly as you were given it; this page does not join an encrypted meeting without its key.`;
+    case 'e2ee_unsupported':
+      return `${said || 'This browser cannot encrypt audio and video end to end.'} Open the link in a recent Chromium, Chrome, Edge, Firefox or Safari.`;
+    case 'e2ee_worker':
+    case 'e2ee':
+      return said || 'End-to-end encryption stopped working in this page. Reload it to join again.';
     case 'room_full': {
       // "the room is full: all 250 places are taken"; the number is the room's size.
       const places = String(said ?? '').match(/\d+/)?.[0];
@@ -299,6 +324,17 @@ function showLanding() {
     }
     location.assign(`/m/${encodeURIComponent(name)}`);
   });
+  $('new-e2ee').addEventListener('click', () => {
+    // The room typed, or a fresh one; a fresh key either way.
+    const name = ROOM_NAME.test(input.value.trim()) ? input.value.trim() : randomRoomName();
+    const url = new URL(`/m/${encodeURIComponent(name)}`, location.origin);
+    url.hash = linkFragment(generateLinkKey());
+    $('e2ee-link').value = url.href;
+    $('e2ee-open').href = url.href;
+    $('e2ee-link-box').hidden = false;
+    $('e2ee-link').select();
+  });
+  $('e2ee-copy').addEventListener('click', () => copyField($('e2ee-link'), $('e2ee-copy')));
   input.focus();
   input.select();
 }
@@ -358,8 +394,10 @@ function showPrejoin() {
   showView('prejoin');
   setStatus('');
   hidePasscodeForm();
-  $('join').disabled = false;
+  // A damaged key: no joining at all, rather than joining without encryption.
+  $('join').disabled = Boolean(e2eeKeyError);
   $('join').textContent = 'Join';
+  $('prejoin-e2ee').hidden = !e2eeKey;
   startPreview();
   $('name').focus();
 }
@@ -430,6 +468,10 @@ async function onJoin(e) {
   e.preventDefault();
   const typed = $('name').value.trim();
   if (!typed) return;
+  if (e2eeKeyError) {
+    showError('e2ee_key', explain('e2ee_key', e2eeKeyError.message));
+    return;
+  }
   try {
     localStorage.setItem(NAME_KEY, typed);
   } catch {
@@ -445,7 +487,7 @@ async function onJoin(e) {
   preview = null;
   $('preview').srcObject = null;
 
-  const m = new Meeting({ room, name, stream, token, passcode: knownPasscode, askPasscode });
+  const m = new Meeting({ room, name, stream, token, passcode: knownPasscode, askPasscode, e2eeKey });
   await runSession(m, () => m.join());
 }
 
@@ -501,7 +543,7 @@ async function resumeAfterReload(saved) {
   $('preview').srcObject = null;
   for (const t of stream?.getAudioTracks() ?? []) t.enabled = saved.audio;
   const name = $('name').value.trim();
-  const m = new Meeting({ room, name, stream, token, resume: saved });
+  const m = new Meeting({ room, name, stream, token, resume: saved, e2eeKey });
   await runSession(m, () => m.resume());
 }
 
@@ -613,6 +655,8 @@ function freshDirty() {
     chat: false,
     recipients: false,
     room: false,
+    /** The encryption badge and verification code. */
+    e2ee: false,
   };
 }
 
@@ -631,7 +675,7 @@ function onMeetingChange(m, detail) {
   const ids = detail?.ids ?? null;
   switch (detail?.what) {
     case 'participants':
-      d.arrangement = d.status = true;
+      d.arrangement = d.status = d.e2ee = true;
       if (ids) {
         for (const id of ids) {
           d.tiles.add(id);
@@ -722,6 +766,18 @@ function onMeetingChange(m, detail) {
     case 'chat':
       d.chat = d.controls = true;
       break;
+    case 'e2ee':
+      // Our keys or the verification code.
+      d.e2ee = true;
+      break;
+    case 'decryption':
+      // Someone's frames started or stopped failing to decrypt.
+      for (const id of ids ?? []) {
+        d.tiles.add(id);
+        d.rows.add(id);
+      }
+      d.screens = true;
+      break;
     default:
       invalidateAll();
       return;
@@ -751,7 +807,7 @@ function clearMeetingView() {
   $('chat-to').replaceChildren(everyone);
   $('chat-input').value = '';
   for (const id of ['people', 'chat-panel', 'lobby-panel', 'side', 'hands', 'chat-unread', 'lobby-count',
-    'locked-indicator', 'count']) {
+    'locked-indicator', 'count', 'e2ee-badge', 'e2ee-code']) {
     $(id).hidden = true;
   }
   for (const id of ['confirm-dialog', 'invite-dialog']) if ($(id).open) $(id).close();
@@ -805,7 +861,9 @@ function createTile(participant, source) {
   avatar.setAttribute('aria-hidden', 'true');
   const note = document.createElement('span');
   note.className = 'placeholder-note';
-  placeholder.append(avatar, note);
+  const detailNote = document.createElement('span');
+  detailNote.className = 'placeholder-detail';
+  placeholder.append(avatar, note, detailNote);
   const caption = document.createElement('figcaption');
   const name = document.createElement('span');
   name.className = 'name';
@@ -829,7 +887,10 @@ function createTile(participant, source) {
   poor.textContent = WEAK_CONNECTION;
   poor.title = 'This person’s network loses data or is slow: their picture and sound may stutter.';
   poor.hidden = true;
-  caption.append(name, pinned, muted, hand, reconnecting, poor);
+  const e2ee = document.createElement('span');
+  e2ee.className = 'badge e2ee-tile-badge';
+  e2ee.hidden = true;
+  caption.append(name, pinned, muted, hand, reconnecting, poor, e2ee);
   fig.append(video, placeholder, caption);
   return fig;
 }
@@ -856,9 +917,12 @@ function createPersonTile(id) {
  * @param {HTMLElement} fig
  * @param {{name: string, stream: MediaStream|null, note: string, muted: boolean,
  *          speaking: boolean, active: boolean, pinned?: boolean, mirror?: boolean,
- *          hand?: number, reconnecting?: boolean, label: string}} s  `hand`: place in the
+ *          hand?: number, reconnecting?: boolean, label: string, e2ee?: string|null,
+ *          detail?: string}} s  `hand`: place in the
  *          queue of raised hands (from 1), 0 or absent if the hand is down; `reconnecting`:
- *          their connection dropped and the server waits for them to come back.
+ *          their connection dropped and the server waits for them to come back; `e2ee`:
+ *          what end-to-end encryption says of them (see e2eeTileState), `detail` a second
+ *          line under the note.
  */
 function updateTile(fig, s) {
   const video = fig.querySelector('video');
@@ -869,7 +933,14 @@ function updateTile(fig, s) {
   fig.querySelector('.placeholder').hidden = Boolean(stream);
   setText(fig.querySelector('.avatar'), initials(s.name));
   setText(fig.querySelector('.placeholder-note'), s.note);
+  setText(fig.querySelector('.placeholder-detail'), s.detail ?? '');
   setText(fig.querySelector('.name'), s.label);
+  const e2ee = s.e2ee ?? '';
+  if (fig.dataset.e2ee !== e2ee) fig.dataset.e2ee = e2ee;
+  const badge = fig.querySelector('.e2ee-tile-badge');
+  const badgeText = E2EE_TILE_BADGE[e2ee] ?? '';
+  badge.hidden = !badgeText;
+  setText(badge, badgeText);
   fig.querySelector('.muted-badge').hidden = !s.muted;
   const hand = fig.querySelector('.hand-badge');
   const place = s.hand || 0;
@@ -886,7 +957,7 @@ function updateTile(fig, s) {
   const poor = Boolean(s.poor && !s.reconnecting);
   fig.querySelector('.poor-badge').hidden = !poor;
   fig.dataset.connection = s.reconnecting ? 'reconnecting' : poor ? 'poor' : 'connected';
-  fig.dataset.cameraOff = String(s.note === 'Camera off');
+  fig.dataset.cameraOff = String(s.cameraOff ?? s.note === 'Camera off');
   fig.dataset.videoPaused = String(s.note === VIDEO_PAUSED);
   if (fig.getAttribute('role') === 'button') {
     fig.setAttribute('aria-pressed', String(Boolean(s.pinned)));
@@ -908,17 +979,57 @@ function setHighlights(fig, label, muted, speaking, active, hand = Number(fig.da
   if (fig.getAttribute('aria-label') !== text) fig.setAttribute('aria-label', text);
 }
 
+/** What a tile's badge says of someone's encryption. */
+const E2EE_TILE_BADGE = { none: 'Not encrypted', invalid: "Can't decrypt", failing: "Can't decrypt" };
+
+/**
+ * What end-to-end encryption says of `source` of participant `id`, for their tile: `state`
+ * is null in a meeting nobody encrypts; `ok` (shown as usual); `none` (they do not encrypt,
+ * so an encrypted page shows nothing of them); `invalid` (they hold another meeting key);
+ * `failing` (their frames do not decrypt); `encrypted` (they encrypt and this page has no
+ * key). `note` and `detail` replace the video when it is not `ok`.
+ */
+function e2eeTileState(m, id, source) {
+  const p = m.participants.get(id);
+  const e = m.e2eeState(id);
+  const failed = e.failed[source] ?? 0;
+  const count = failed ? `${failed} frame${failed === 1 ? '' : 's'} could not be decrypted.` : '';
+  switch (e.status) {
+    case 'off':
+      return p.e2ee
+        ? { state: 'encrypted', note: 'End-to-end encrypted', detail: 'Open the meeting link with its key (#key=) to see and hear them.' }
+        : { state: null };
+    case 'none':
+      return { state: 'none', note: 'Not encrypted', detail: 'They joined without the meeting key: their video and sound are not shown.' };
+    case 'invalid':
+      return { state: 'invalid', note: `Can't decrypt ${p.name}`, detail: `They joined with another meeting key. ${count}`.trim() };
+    default:
+      return e.failing[source] ? { state: 'failing', note: `Can't decrypt ${p.name}`, detail: count } : { state: 'ok' };
+  }
+}
+
 /** What another person's tile shows now. */
 function personTileState(m, id) {
   const p = m.participants.get(id);
   const slot = m.receiverFor(id, 'camera');
   const paused = m.isPaused(id, 'camera');
+  const e2ee = e2eeTileState(m, id, 'camera');
+  const hidden = e2ee.state !== null && e2ee.state !== 'ok';
   // The slot may still hold the camera's last frame after it was turned off, and a slot
-  // held back for bandwidth would show a frozen picture: show the name instead.
-  const live = Boolean(p.media.video && slot && !paused);
+  // held back for bandwidth would show a frozen picture: show the name instead. Frames that
+  // cannot be decrypted are dropped: the tile says so rather than staying black.
+  const live = Boolean(p.media.video && slot && !paused && !hidden);
   let note = 'Camera off';
-  if (p.media.video) {
-    if (paused) note = VIDEO_PAUSED;
+  let detail = '';
+  if (hidden && e2ee.state !== 'failing') {
+    // Whether or not their camera is on: nothing of theirs can be shown.
+    note = e2ee.note;
+    detail = e2ee.detail;
+  } else if (p.media.video) {
+    if (hidden) {
+      note = e2ee.note;
+      detail = e2ee.detail;
+    } else if (paused) note = VIDEO_PAUSED;
     else if (!slot) note = ui.inLayout.has(id) ? 'Video starting…' : 'No video slot free';
     else note = '';
   }
@@ -927,6 +1038,9 @@ function personTileState(m, id) {
     label: p.name,
     stream: live ? slot.stream : null,
     note,
+    detail,
+    cameraOff: !p.media.video,
+    e2ee: e2ee.state,
     muted: !p.media.audio,
     speaking: m.speaking.has(id),
     active: m.activeSpeaker === id,
@@ -1302,6 +1416,9 @@ function fillRow(m, li, id) {
   if (!p.media.audio) state.push('Muted');
   if (!p.media.video) state.push('Camera off');
   if (p.media.screen) state.push('Sharing');
+  const e2ee = self ? null : rowE2ee(m, id);
+  if (e2ee?.text) state.push(e2ee.text);
+  if ((li.dataset.e2ee ?? '') !== (e2ee?.state ?? '')) li.dataset.e2ee = e2ee?.state ?? '';
   setText(li.querySelector('.state'), state.join(' · '));
   li.dataset.reconnecting = String(Boolean(reconnecting));
   li.dataset.connection = reconnecting ? 'reconnecting' : poor ? 'poor' : 'connected';
@@ -1342,6 +1459,16 @@ function fillRow(m, li, id) {
     menu.remove();
     li.querySelector('.action-list').remove();
   }
+}
+
+/** What the participant list says of someone's encryption: {state, text}. */
+function rowE2ee(m, id) {
+  const e = m.e2eeState(id);
+  if (e.status === 'off') return m.participants.get(id)?.e2ee ? { state: 'encrypted', text: 'Encrypted' } : null;
+  if (e.status === 'none') return { state: 'none', text: 'Not encrypted' };
+  if (e.status === 'invalid') return { state: 'invalid', text: "Can't decrypt (another meeting key)" };
+  if (Object.values(e.failing).some(Boolean)) return { state: 'failing', text: "Can't decrypt" };
+  return { state: 'ok', text: '' };
 }
 
 /** The raised hands in order, above the participant list. */
@@ -1507,7 +1634,26 @@ function chatItem(m, msg) {
   meta.append(time);
   const text = document.createElement('p');
   text.className = 'chat-text';
-  text.textContent = msg.text;
+  if (msg.unreadable) {
+    // Encrypted under a key this page does not hold (sent before we came, or this page has
+    // no meeting key): nothing to show but that.
+    li.classList.add('unreadable');
+    li.dataset.unreadable = 'true';
+    text.textContent = m.encrypted
+      ? 'Encrypted message this page cannot read (it was sent under a key this page never received).'
+      : 'Encrypted message: open the meeting link with its key (#key=) to read it.';
+  } else {
+    text.textContent = msg.text;
+  }
+  if (m.encrypted && msg.encrypted === false) {
+    // In an encrypted meeting, a message in clear may come from anyone, the server included.
+    const plain = document.createElement('span');
+    plain.className = 'chat-plain';
+    plain.textContent = 'not encrypted';
+    plain.title = 'This message was sent without end-to-end encryption: the server could have read or written it.';
+    meta.append(plain);
+    li.dataset.encrypted = 'false';
+  }
   li.append(meta, text);
   return li;
 }
@@ -1627,12 +1773,16 @@ function screenTiles(m) {
     if (s.source !== 'screen') continue;
     const p = m.participants.get(s.participant);
     if (!p || !p.media.screen) continue;
+    const e2ee = e2eeTileState(m, p.id, 'screen');
+    const hidden = e2ee.state !== null && e2ee.state !== 'ok';
     tiles.push({
       id: p.id,
       name: p.name,
       label: `${p.name}'s screen`,
-      stream: s.paused ? null : m.receivers.get(mid)?.stream ?? null,
-      note: s.paused ? VIDEO_PAUSED : '',
+      stream: s.paused || hidden ? null : m.receivers.get(mid)?.stream ?? null,
+      note: hidden ? e2ee.note : s.paused ? VIDEO_PAUSED : '',
+      detail: hidden ? e2ee.detail : '',
+      e2ee: e2ee.state,
       muted: false,
       speaking: false,
       active: false,
@@ -1691,6 +1841,17 @@ function ensureAudioSinks(m) {
   for (const audio of existing.values()) {
     audio.srcObject = null;
     audio.remove();
+  }
+}
+
+/** Silences the audio slots that carry someone who encrypts while this page has no key: what
+ *  would play is noise. (An encrypted page's worker drops such frames itself.) */
+function muteUnreadableAudio(m) {
+  for (const audio of $('audio-sinks').children) {
+    const slot = m.slots.get(audio.dataset.mid);
+    const p = slot ? m.participants.get(slot.participant) : null;
+    const mute = Boolean(!m.encrypted && p?.e2ee);
+    if (audio.muted !== mute) audio.muted = mute;
   }
 }
 
@@ -1785,6 +1946,17 @@ function renderStatus(m) {
   setText($('people-title'), `People (${n})`);
 }
 
+/** The encryption badge and the verification code in the top bar. */
+function renderE2ee(m) {
+  const on = m.encrypted;
+  $('e2ee-badge').hidden = !on;
+  const code = m.e2ee?.code ?? null;
+  const el = $('e2ee-code');
+  el.hidden = !on || !code;
+  setText(el, code ? `Code ${code}` : '');
+  if (el.dataset.code !== (code ?? '')) el.dataset.code = code ?? '';
+}
+
 /** Applies everything marked stale since the last frame. */
 function renderFrame() {
   ui.frame = 0;
@@ -1813,6 +1985,8 @@ function renderDirty(m, d) {
   const stage = resize ? measureStage() : null;
 
   if (d.audio) ensureAudioSinks(m);
+  if (d.audio || d.allTiles || d.tiles.size) muteUnreadableAudio(m);
+  if (d.e2ee || d.status) renderE2ee(m);
   // The chat before the controls: new messages change the unread count on its button.
   if (d.chat) renderChat(m);
   if (d.recipients) renderRecipients(m);
@@ -2064,9 +2238,15 @@ function openInvite() {
  *  this server is not used as given. */
 function inviteUrl(invite) {
   const path = String(invite.link ?? '');
-  if (path.startsWith('/') && !path.startsWith('//')) return new URL(path, location.origin).href;
-  const url = new URL(`/m/${encodeURIComponent(room)}`, location.origin);
-  url.searchParams.set('t', invite.token);
+  let url;
+  if (path.startsWith('/') && !path.startsWith('//')) {
+    url = new URL(path, location.origin);
+  } else {
+    url = new URL(`/m/${encodeURIComponent(room)}`, location.origin);
+    url.searchParams.set('t', invite.token);
+  }
+  // An encrypted meeting's link carries its key, added here: the server never sees it.
+  if (e2eeKey) url.hash = linkFragment(e2eeKey);
   return url.href;
 }
 
@@ -2089,7 +2269,8 @@ async function onInviteSubmit(e) {
     const until = new Date(Number(invite.expires_at) * 1000)
       .toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
     const wait = lobby ? ' They wait in the lobby until someone lets them in.' : '';
-    $('invite-note').textContent = `Whoever has this link can join as ${article(invite.role)} ${roleLabel(invite.role).toLowerCase()} until ${until}.${wait}`;
+    const key = e2eeKey ? " The link carries the meeting's encryption key: send it only to that person." : '';
+    $('invite-note').textContent = `Whoever has this link can join as ${article(invite.role)} ${roleLabel(invite.role).toLowerCase()} until ${until}.${wait}${key}`;
     $('invite-result').hidden = false;
     $('invite-link').select();
   } catch (err) {
@@ -2101,9 +2282,12 @@ async function onInviteSubmit(e) {
   }
 }
 
-async function copyInvite() {
-  const input = $('invite-link');
-  const button = $('invite-copy');
+function copyInvite() {
+  return copyField($('invite-link'), $('invite-copy'));
+}
+
+/** Copies the text of `input` to the clipboard; `button` says whether that worked. */
+async function copyField(input, button) {
   let copied = false;
   try {
     await navigator.clipboard.writeText(input.value);
@@ -2300,6 +2484,44 @@ function exposeDebugHandle() {
     explain,
   };
   Object.defineProperty(window, 'ting', { value: Object.freeze(handle), enumerable: true });
+
+  /** End-to-end encryption, for tests and debugging. KIDs are decimal strings. */
+  const e2ee = {
+    /** Whether this page's meeting is end-to-end encrypted (its link has a key). */
+    get enabled() { return Boolean(meeting?.encrypted ?? e2eeKey); },
+    /** Our current KID, the next one between a re-key and the switch, and the one the
+     *  worker last encrypted with. */
+    get kid() { return meeting?.e2ee?.current?.kid.toString() ?? null; },
+    get nextKid() { return meeting?.e2ee?.next?.kid.toString() ?? null; },
+    get sendingKid() { return meeting?.e2eeSend?.kid ?? null; },
+    /** Frames the worker encrypted per source, and dropped (never sent in clear). */
+    get sent() { return meeting?.e2eeSend ? structuredClone(meeting.e2eeSend) : null; },
+    /** The KIDs this page holds keys for: {participant: [kid]} (two latest per sender), and
+     *  every KID it ever held. */
+    get held() { return meeting?.e2ee?.heldKids() ?? {}; },
+    get everHeld() { return [...(meeting?.e2ee?.everHeld ?? [])]; },
+    /** Each participant's encryption: {id: 'none' | 'invalid' | 'ok'}. */
+    get peers() {
+      if (!meeting?.e2ee) return {};
+      return Object.fromEntries([...meeting.participants.keys()].map((id) => [id, meeting.e2ee.status(id)]));
+    },
+    /** Decryption per participant and source: {id: {source: {ok, fail, kid, failing,
+     *  failedFrames, gapMaxMs, reason}}}: frames decrypted and not, the KID of the last one
+     *  decrypted, whether the tile shows "Can't decrypt", the longest gap between decrypted
+     *  frames since resetGaps(). */
+    get decryption() {
+      if (!meeting) return {};
+      return Object.fromEntries([...meeting.decryption].map(([id, d]) => [id, structuredClone(d.sources)]));
+    },
+    /** The verification code ("1234 5678"). */
+    get code() { return meeting?.e2ee?.code ?? null; },
+    /** Plaintext samples of our camera asked for with recordSamples: [{kid, ctr, keyframe,
+     *  length, hex}] with hex bytes 10..42 of the frame before encryption. */
+    get samples() { return meeting ? structuredClone(meeting.e2eeSamples) : []; },
+    recordSamples(count) { meeting?.recordSamples(count); },
+    resetGaps() { meeting?.resetDecryptGaps(); },
+  };
+  Object.defineProperty(window, 'tingE2ee', { value: Object.freeze(e2ee), enumerable: true });
 }
 
 function main() {
@@ -2330,6 +2552,15 @@ function main() {
   $('prejoin-room').textContent = room;
   // The invitation in the link (/m/<room>?t=<token>), sent with every join from this page.
   token = new URLSearchParams(location.search).get('t')?.trim() || null;
+  // The meeting key in the fragment (/m/<room>#key=…): the meeting is end-to-end encrypted.
+  try {
+    e2eeKey = parseLinkKey(location.hash);
+  } catch (e) {
+    e2eeKeyError = e;
+  }
+  // Another key pasted into this tab's address bar changes only the fragment, which does not
+  // load the page again: do, so that the page joins with the key it shows.
+  window.addEventListener('hashchange', () => location.reload());
   try {
     $('name').value = localStorage.getItem(NAME_KEY) ?? '';
   } catch {
@@ -2341,9 +2572,10 @@ function main() {
   $('join-form').addEventListener('submit', onJoin);
   wireControls();
   wireMeetingExtras();
-  const saved = storedSession(room);
+  const saved = e2eeKeyError ? null : storedSession(room);
   if (saved) resumeAfterReload(saved);
   else showPrejoin();
+  if (e2eeKeyError) showError('e2ee_key', explain('e2ee_key', e2eeKeyError.message));
 }
 
 main();

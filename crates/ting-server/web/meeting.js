@@ -23,6 +23,15 @@
 // connection goes on if it still works; if it failed, or the page was reloaded, a new offer
 // of the same shape replaces it. A media connection that fails while the socket is fine goes
 // the same way: we drop the socket ourselves and resume, which lets us offer again.
+//
+// A meeting link with a key (`#key=…`) makes the meeting end-to-end encrypted (docs/e2ee.md):
+// an E2eeSession (e2ee.js) announces this page's public key in `join`, hands our media keys to
+// the others through `e2ee_keys` and takes theirs from `e2ee_key`; a worker (e2ee-worker.js)
+// encrypts every frame we send and decrypts every frame we receive, through a transform on
+// each sender and each receive slot. Chat is encrypted too. The key itself never leaves the
+// page.
+
+import { E2eeSession } from '/e2ee.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -150,6 +159,29 @@ const DISCONNECTED_GIVE_UP_MS = 30000;
  *  worker 10 s to answer an offer, so wait a little longer than that. */
 const REPLY_TIMEOUT_MS = 15000;
 
+/** Keys we hand out at most at once and per second: below what the server takes (1000 at
+ *  once, then 500 a second; docs/protocol.md), so that a re-key in a meeting of 250 right
+ *  after a join never meets `rate_limited`. More wait their turn. */
+const KEYS_BURST = 900;
+const KEYS_PER_SECOND = 450;
+
+/** How long the encryption worker may take to start. */
+const E2EE_WORKER_START_MS = 10000;
+/** A source whose frames have failed to decrypt for this long, with none decrypting, is
+ *  shown as "Can't decrypt" (shorter failures happen while a key is on its way). */
+const DECRYPT_FAILING_MS = 1000;
+
+/**
+ * How this browser lets a worker transform encoded frames: `script` (RTCRtpScriptTransform),
+ * `streams` (createEncodedStreams, which needs `encodedInsertableStreams` on the
+ * PeerConnection), or null when it cannot, and so cannot join an encrypted meeting.
+ */
+export function frameTransformMode() {
+  if (typeof globalThis.RTCRtpScriptTransform === 'function') return 'script';
+  if (typeof globalThis.RTCRtpSender?.prototype?.createEncodedStreams === 'function') return 'streams';
+  return null;
+}
+
 /**
  * Offers only the codecs the server negotiates (docs/protocol.md: Opus and VP8, with RTX
  * for repair). Left alone, Chromium lists about 20 video codecs on every video m-line, which
@@ -179,6 +211,8 @@ function person(p) {
     role: p.role ?? 'participant',
     reconnecting: p.reconnecting === true,
     connection: connectionState(p.connection, p.reconnecting === true),
+    /** Their E2EE announcement, or null if they do not encrypt. */
+    e2ee: typeof p.e2ee === 'string' && p.e2ee ? p.e2ee : null,
   };
 }
 
@@ -299,8 +333,10 @@ export class Meeting extends EventTarget {
    *   the passcode after `passcode_required` or `wrong_passcode`; null gives up joining.
    * @param {{token: string, deadline: number}} [opts.resume] a session of this tab to take
    *   up again with `resume()` instead of joining (storedSession(), after a reload).
+   * @param {Uint8Array} [opts.e2eeKey] the meeting key of the link (`#key=`): the meeting is
+   *   end-to-end encrypted.
    */
-  constructor({ room, name, stream, token = null, passcode = null, askPasscode = null, resume = null }) {
+  constructor({ room, name, stream, token = null, passcode = null, askPasscode = null, resume = null, e2eeKey = null }) {
     super();
     this.room = room;
     this.name = name;
@@ -417,6 +453,57 @@ export class Meeting extends EventTarget {
     this._iceRestarting = false;
     /** The receive watch of the current media connection ({pc, timer, …}). */
     this._receiveWatch = null;
+
+    /** End-to-end encryption: the session (key agreement and distribution) once started,
+     *  null in a meeting without it. */
+    this.e2ee = null;
+    this._e2eeKey = e2eeKey;
+    this._worker = null;
+    this._transformMode = null;
+    /** What decrypting others' frames gives, per participant, from the worker's reports:
+     *  id -> {sources: {source: {ok, fail, kid, failing, failedFrames, gapMaxMs, reason}}}. */
+    this.decryption = new Map();
+    /** What the worker says of our own frames: {kid, frames: {source: n}, dropped}, and the
+     *  plaintext samples asked for (test hook). */
+    this.e2eeSend = null;
+    this.e2eeSamples = [];
+    /** Encrypted chat, in and out, is handled in order. */
+    this._chatIn = Promise.resolve();
+    this._chatOut = Promise.resolve();
+  }
+
+  /** Whether this meeting is end-to-end encrypted. */
+  get encrypted() {
+    return Boolean(this.e2ee || this._e2eeKey);
+  }
+
+  /**
+   * What this page can say about `id`'s encryption: `off` (this meeting is not encrypted),
+   * `none` (they do not encrypt), `invalid` (their announcement does not verify: another
+   * meeting key), `ok`; with, per source, whether their frames fail to decrypt and how many
+   * did: {status, failing: {source: bool}, failed: {source: n}}.
+   */
+  e2eeState(id) {
+    if (!this.e2ee) return { status: 'off', failing: {}, failed: {} };
+    const d = this.decryption.get(id)?.sources ?? {};
+    const failing = {};
+    const failed = {};
+    for (const [source, s] of Object.entries(d)) {
+      failing[source] = s.failing;
+      failed[source] = s.fail;
+    }
+    return { status: this.e2ee.status(id) ?? 'none', failing, failed };
+  }
+
+  /** Test hook: the worker keeps bytes 10..42 of our next `count` camera frames before
+   *  encryption (in `e2eeSamples`), so a test can look for them where they must not be. */
+  recordSamples(count) {
+    this._worker?.postMessage({ type: 'samples', count });
+  }
+
+  /** Test hook: the worker measures the longest gap between decrypted frames from now on. */
+  resetDecryptGaps() {
+    this._worker?.postMessage({ type: 'resetGaps' });
   }
 
   /** What we send in `media` messages: which of our sources are switched on. */
@@ -491,6 +578,7 @@ export class Meeting extends EventTarget {
   async join() {
     this._joining = true;
     try {
+      await this._startE2ee();
       const welcome = await this._admission();
       this._joining = false;
       this.connection = 'connected';
@@ -517,6 +605,7 @@ export class Meeting extends EventTarget {
     this.connection = 'reconnecting';
     this._changed('connection');
     try {
+      await this._startE2ee();
       await this._reconnect();
     } catch (e) {
       const err = e instanceof MeetingError ? e : new MeetingError('client', String(e.message ?? e), true);
@@ -580,6 +669,7 @@ export class Meeting extends EventTarget {
       if (this._ws?.readyState !== WebSocket.OPEN) await this._open();
       const join = { type: 'join', protocol: PROTOCOL_VERSION, room: this.room, name: this.name };
       if (this.token) join.token = this.token;
+      if (this.e2ee) join.e2ee = this.e2ee.announcement;
       if (this.passcode !== null) join.passcode = this.passcode;
       let reply;
       try {
@@ -725,9 +815,20 @@ export class Meeting extends EventTarget {
   /** Sends a chat message to the room, or privately to one participant. The server sends
    *  it back to us too: it appears in `chat` then, not before. */
   sendChat(text, to = null) {
-    const msg = { type: 'chat', text };
-    if (to) msg.to = to;
-    this._send(msg);
+    if (!this.e2ee) {
+      const msg = { type: 'chat', text };
+      if (to) msg.to = to;
+      this._send(msg);
+      return;
+    }
+    // Encrypted under our current media key, which everyone present holds (docs/e2ee.md,
+    // Chat); in the order written.
+    const e2ee = this.e2ee;
+    this._chatOut = this._chatOut.then(async () => {
+      const msg = { type: 'chat', text: await e2ee.encryptChat(text), e2ee: true };
+      if (to) msg.to = to;
+      this._send(msg);
+    }).catch((e) => this._emit('error', new MeetingError('e2ee', `Your message could not be encrypted (${e.message}); it was not sent.`)));
   }
 
   setHandRaised(raised) {
@@ -904,11 +1005,26 @@ export class Meeting extends EventTarget {
     }
     switch (msg.type) {
       case 'participant_joined': {
-        const p = msg.participant;
-        this.participants.set(p.id, person(p));
+        const p = person(msg.participant);
+        this.participants.set(p.id, p);
+        this._e2eeDo(this.e2ee?.joined(p.id, p.e2ee));
         this._changed('participants', [p.id]);
         break;
       }
+      case 'participant_e2ee': {
+        // Their page reloaded with a new key pair.
+        const p = this.participants.get(msg.participant);
+        if (p) {
+          p.e2ee = typeof msg.e2ee === 'string' && msg.e2ee ? msg.e2ee : null;
+          this.decryption.delete(p.id);
+          this._e2eeDo(this.e2ee?.announced(p.id, p.e2ee));
+          this._changed('participants', [p.id]);
+        }
+        break;
+      }
+      case 'e2ee_key':
+        if (typeof msg.from === 'string' && typeof msg.data === 'string') this._e2eeDo(this.e2ee?.keyFrom(msg.from, msg.data));
+        break;
       case 'participant_updated': {
         const p = this.participants.get(msg.participant);
         if (p) {
@@ -926,6 +1042,8 @@ export class Meeting extends EventTarget {
         }
         this.participants.delete(id);
         this._forget(id);
+        // Our key was theirs too: a new one, which they never get (docs/e2ee.md).
+        this._e2eeDo(this.e2ee?.left(id));
         this._changed('participants', [id]);
         break;
       }
@@ -942,6 +1060,8 @@ export class Meeting extends EventTarget {
         }
         const p = this.participants.get(msg.participant);
         if (p && p.connection !== state) {
+          // Back from a drop: key messages sent while their socket was away were lost.
+          if (p.connection === 'reconnecting' && state !== 'reconnecting') this._e2eeDo(this.e2ee?.back(p.id));
           p.connection = state;
           p.reconnecting = state === 'reconnecting';
           this._changed('reconnecting', [p.id]);
@@ -953,6 +1073,8 @@ export class Meeting extends EventTarget {
           s.mid,
           { participant: s.participant, source: s.source, paused: s.paused === true },
         ]));
+        // The worker counts a frame it cannot decrypt against whoever the slot carries.
+        this._worker?.postMessage({ type: 'slots', slots: msg.slots.map((x) => [x.mid, x.participant, x.source]) });
         this._changed('slots');
         break;
       case 'speaking': {
@@ -1024,16 +1146,24 @@ export class Meeting extends EventTarget {
         break;
       }
       case 'chat':
-        this.chat.push({
-          seq: ++this._chatSeq,
-          from: msg.from,
-          name: String(msg.name ?? ''),
-          text: String(msg.text ?? ''),
-          at: Number(msg.at_ms) || Date.now(),
-          to: msg.to ?? null,
-        });
-        if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
-        this._changed('chat');
+        if (this.e2ee) {
+          // Decrypted in the order the messages came.
+          const e2ee = this.e2ee;
+          this._chatIn = this._chatIn.then(async () => {
+            if (msg.e2ee !== true) {
+              // Sent in clear into an encrypted meeting: shown as such.
+              this._addChat(msg, String(msg.text ?? ''), { encrypted: false });
+              return;
+            }
+            const text = await e2ee.decryptChat(msg.from, msg.text);
+            this._addChat(msg, text ?? '', { encrypted: true, unreadable: text === null });
+          }).catch(() => {});
+        } else if (msg.e2ee === true) {
+          // Someone encrypts, and this page holds no key.
+          this._addChat(msg, '', { encrypted: true, unreadable: true });
+        } else {
+          this._addChat(msg, String(msg.text ?? ''));
+        }
         break;
       case 'invite':
         this._invite?.resolve(msg);
@@ -1057,6 +1187,24 @@ export class Meeting extends EventTarget {
       default:
         break; // later revisions may add messages; ignore what we do not know
     }
+  }
+
+  /** One chat message into `chat`: `encrypted` whether it came encrypted (null in a meeting
+   *  without E2EE), `unreadable` whether this page holds no key for it. */
+  _addChat(msg, text, { encrypted = null, unreadable = false } = {}) {
+    if (this._closed) return;
+    this.chat.push({
+      seq: ++this._chatSeq,
+      from: msg.from,
+      name: String(msg.name ?? ''),
+      text,
+      at: Number(msg.at_ms) || Date.now(),
+      to: msg.to ?? null,
+      encrypted,
+      unreadable,
+    });
+    if (this.chat.length > CHAT_KEEP) this.chat.splice(0, this.chat.length - CHAT_KEEP);
+    this._changed('chat');
   }
 
   _onSocketClosed() {
@@ -1113,6 +1261,7 @@ export class Meeting extends EventTarget {
   /** Forgets what we kept about someone who is no longer in the meeting. */
   _forget(id) {
     this.screenAllowed.delete(id);
+    this.decryption.delete(id);
     this.speaking.delete(id);
     const i = this.recentSpeakers.indexOf(id);
     if (i >= 0) this.recentSpeakers.splice(i, 1);
@@ -1137,6 +1286,11 @@ export class Meeting extends EventTarget {
     const before = this.participants;
     this.participants = new Map(w.participants.map((p) => [p.id, person(p)]));
     for (const id of before.keys()) if (!this.participants.has(id)) this._forget(id);
+    if (this.e2ee) {
+      // Everyone now: whoever came meanwhile gets our key, whoever went makes us re-key.
+      this.e2ee.selfId = w.participant;
+      this._e2eeDo(this.e2ee.welcome([...this.participants.values()].map((p) => ({ id: p.id, e2ee: p.e2ee }))));
+    }
     // Before the offer, so that what we say we send is what we may send.
     this._enforcePermissions();
     // The server removes us after `participant_timeout_secs` of silence.
@@ -1211,6 +1365,7 @@ export class Meeting extends EventTarget {
     try {
       await this._open(Math.min(RESUME_OPEN_MS, left()));
       const resume = { type: 'resume', protocol: PROTOCOL_VERSION, token: this._resumeToken };
+      if (this.e2ee) resume.e2ee = this.e2ee.announcement;
       welcome = await this._request(resume, ['welcome'], Math.min(RESUME_REPLY_MS, left()));
     } catch (e) {
       this._dropSocket();
@@ -1325,7 +1480,10 @@ export class Meeting extends EventTarget {
     old?.close();
     // No ICE servers: the server is ICE-lite and names its one reachable address in its
     // answer. One bundled transport for all m-lines.
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    const config = { bundlePolicy: 'max-bundle' };
+    // createEncodedStreams() works only on a connection made for it.
+    if (this.e2ee && this._transformMode === 'streams') config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
     this.pc = pc;
     pc.addEventListener('connectionstatechange', () => {
       if (this.pc === pc) this._onConnectionState();
@@ -1350,12 +1508,23 @@ export class Meeting extends EventTarget {
     // A screen is one layer: text must stay sharp, and few people share at once.
     const screen = publish(null, 'video');
     this._senders = { microphone: mic.sender, camera: camera.sender, screen: screen.sender };
+    // Every frame we send is encrypted, whichever track the sender carries later and
+    // whichever simulcast layer it is (before setLocalDescription: see _attachTransform).
+    this._attachTransform(mic.sender, { role: 'send', source: 'microphone', codec: 'opus' });
+    this._attachTransform(camera.sender, { role: 'send', source: 'camera', codec: 'vp8' });
+    this._attachTransform(screen.sender, { role: 'send', source: 'screen', codec: 'vp8' });
 
     const slots = [];
     const addSlots = (count, trackKind, kind) => {
       for (let i = 0; i < count; i++) {
         const t = pc.addTransceiver(trackKind, { direction: 'recvonly' });
         preferServerCodecs(t, trackKind);
+        // Decrypting, from the first frame: a receive slot's transform is given before
+        // setLocalDescription, when its mid is not known yet; the worker learns the mid of
+        // each slot number below.
+        this._attachTransform(t.receiver, {
+          role: 'receive', slot: slots.length, kind, codec: kind === 'audio' ? 'opus' : 'vp8',
+        });
         slots.push({ transceiver: t, kind });
       }
     };
@@ -1369,6 +1538,7 @@ export class Meeting extends EventTarget {
     // names the right ones; the tracks in them are new.
     this.receivers = new Map();
     this._slotIndexFor = null;
+    this._worker?.postMessage({ type: 'slotMids', mids: slots.map((x) => x.transceiver.mid) });
     for (const { transceiver, kind } of slots) {
       const track = transceiver.receiver.track;
       this.receivers.set(transceiver.mid, {
@@ -1637,6 +1807,161 @@ export class Meeting extends EventTarget {
     this._startReconnecting();
   }
 
+  // ---- end-to-end encryption -----------------------------------------------------------
+
+  /**
+   * Starts end-to-end encryption when the link carried a key: the transform worker, our key
+   * pair, announcement and first media key. Throws a MeetingError when this browser cannot
+   * encrypt frames: the page must not join without.
+   */
+  async _startE2ee() {
+    if (!this._e2eeKey || this.e2ee) return;
+    const mode = frameTransformMode();
+    if (!mode) {
+      throw new MeetingError('e2ee_unsupported',
+        'This browser cannot encrypt audio and video end to end, which this meeting link asks for.', true);
+    }
+    this._transformMode = mode;
+    this._worker = await this._startWorker();
+    this.e2ee = new E2eeSession({
+      linkKey: this._e2eeKey,
+      room: this.room,
+      send: (entries) => this._sendKeys(entries),
+      post: (m) => this._worker?.postMessage(m),
+      changed: (what, ids) => this._changed(what === 'peers' ? 'participants' : 'e2ee', ids),
+      failed: (e) => this._e2eeDo(Promise.reject(e)),
+    });
+    // The session holds the key from here.
+    this._e2eeKey = null;
+    await this.e2ee.start();
+  }
+
+  /** Queues an `e2ee_keys` message, sent as soon as the server's budget for keys allows
+   *  (KEYS_BURST, KEYS_PER_SECOND), in order. */
+  _sendKeys(entries) {
+    const q = (this._keyQueue ??= { messages: [], tokens: KEYS_BURST, at: performance.now(), timer: null });
+    q.messages.push(entries);
+    this._pumpKeys();
+  }
+
+  _pumpKeys() {
+    const q = this._keyQueue;
+    if (!q || q.timer !== null) return;
+    const now = performance.now();
+    q.tokens = Math.min(KEYS_BURST, q.tokens + ((now - q.at) * KEYS_PER_SECOND) / 1000);
+    q.at = now;
+    while (q.messages.length && q.messages[0].length <= q.tokens) {
+      const entries = q.messages.shift();
+      q.tokens -= entries.length;
+      this._send({ type: 'e2ee_keys', keys: entries });
+    }
+    if (!q.messages.length || this._closed) return;
+    const wait = ((q.messages[0].length - q.tokens) * 1000) / KEYS_PER_SECOND;
+    q.timer = setTimeout(() => {
+      q.timer = null;
+      this._pumpKeys();
+    }, Math.ceil(wait));
+  }
+
+  /** The transform worker, once it has loaded (it says `ready`). */
+  _startWorker() {
+    return new Promise((resolve, reject) => {
+      let worker;
+      try {
+        worker = new Worker('/e2ee-worker.js', { type: 'module', name: 'ting e2ee' });
+      } catch (e) {
+        reject(new MeetingError('e2ee_unsupported', `The encryption worker cannot start here (${e.message}).`, true));
+        return;
+      }
+      const fail = (why) => {
+        clearTimeout(timer);
+        worker.terminate();
+        reject(new MeetingError('e2ee_worker', `The encryption worker did not start (${why}). Reload the page to try again.`, true));
+      };
+      const timer = setTimeout(() => fail('it took too long'), E2EE_WORKER_START_MS);
+      worker.addEventListener('error', (e) => {
+        e.preventDefault?.();
+        if (this._worker === worker) {
+          // It stopped after starting: nothing is encrypted or decrypted any more.
+          this._close(new MeetingError('e2ee_worker', `Encryption stopped working in this page (${e.message ?? 'worker error'}). Join again.`, true));
+        } else {
+          fail(e.message || 'it could not be loaded');
+        }
+      });
+      worker.addEventListener('message', (e) => {
+        if (e.data?.type === 'ready' && this._worker !== worker) {
+          clearTimeout(timer);
+          resolve(worker);
+          return;
+        }
+        if (this._worker === worker) this._onWorker(e.data);
+      });
+    });
+  }
+
+  /**
+   * Gives `target` (a sender, or a receive slot's receiver) a transform through the worker.
+   * Only before setLocalDescription: Chromium (148) ignores a transform given to a sender or
+   * receiver of a transceiver already in a local description, and its frames then pass in
+   * clear (receivers decode what the server sends, senders send what they encode).
+   */
+  _attachTransform(target, options) {
+    if (!this.e2ee || !this._worker) return;
+    if (this._transformMode === 'script') {
+      target.transform = new RTCRtpScriptTransform(this._worker, options);
+      return;
+    }
+    const { readable, writable } = target.createEncodedStreams();
+    this._worker.postMessage({ type: 'streams', options, readable, writable }, [readable, writable]);
+  }
+
+  /** Runs a step of the E2EE session, showing what went wrong if it fails. */
+  _e2eeDo(promise) {
+    promise?.catch((e) => {
+      if (this._closed) return;
+      this._emit('error', new MeetingError('e2ee', `End-to-end encryption ran into a problem: ${e?.message ?? e}.`));
+    });
+  }
+
+  /** A report of the worker: how decryption goes per participant, what we send. */
+  _onWorker(msg) {
+    if (msg?.type === 'exhausted') {
+      // Our key's counter nears its end: a new key, handed out and used as after a departure.
+      if (!this.e2ee?.next) this._e2eeDo(this.e2ee?.rekey());
+      return;
+    }
+    if (msg?.type !== 'stats') return;
+    const next = new Map();
+    for (const r of msg.receive) {
+      const d = next.get(r.participant) ?? { sources: {} };
+      d.sources[r.source] = {
+        ok: r.ok,
+        fail: r.fail,
+        kid: r.kid,
+        reason: r.reason,
+        failing: r.failingMs >= DECRYPT_FAILING_MS,
+        failedFrames: r.failedFrames,
+        gapMaxMs: r.gapMaxMs,
+      };
+      next.set(r.participant, d);
+    }
+    // Tiles change when a source starts or stops failing, or its count of failures moves
+    // while it fails.
+    const changed = [];
+    for (const [id, d] of next) {
+      const before = this.decryption.get(id)?.sources ?? {};
+      const differs = Object.entries(d.sources).some(([source, s]) => {
+        const b = before[source];
+        return !b || b.failing !== s.failing || (s.failing && b.fail !== s.fail);
+      });
+      if (differs) changed.push(id);
+    }
+    this.decryption = new Map([...next].filter(([id]) => this.participants.has(id)));
+    this.e2eeSend = msg.send;
+    this.e2eeSamples = msg.samples;
+    if (changed.length) this._changed('decryption', changed);
+  }
+
   // ---- ending -------------------------------------------------------------------------
 
   _close(reason, emit = true) {
@@ -1663,6 +1988,12 @@ export class Meeting extends EventTarget {
     }
     this.pc?.close();
     for (const t of [this.micTrack, this.cameraTrack, this.screenTrack]) t?.stop();
+    // The keys go with the session.
+    if (this._keyQueue) clearTimeout(this._keyQueue.timer);
+    this._keyQueue = null;
+    this.e2ee?.close();
+    this._worker?.terminate();
+    this._worker = null;
     if (emit) this._emit('ended', { reason });
   }
 

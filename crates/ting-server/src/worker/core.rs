@@ -860,6 +860,8 @@ impl MediaCore {
             };
             let ix = self.batch_pkts.len() as u32;
             let forwards = rs.router.handle_rtp(&pkt, now);
+            #[cfg(debug_assertions)]
+            super::tap::forwarded(&pkt, forwards.len());
             let descriptor = if forwards.iter().any(|f| f.vp8.is_some()) {
                 Vp8Descriptor::parse(&pkt.payload).ok()
             } else {
@@ -977,9 +979,7 @@ impl MediaCore {
         let k = usize::from(kind == MediaKind::Video);
         let forwards = rs.router.handle_rtp(pkt, now);
         #[cfg(debug_assertions)]
-        if !forwards.is_empty() {
-            super::tap::record(pkt.track.endpoint.0, pkt.track.source, &pkt.payload);
-        }
+        super::tap::forwarded(pkt, forwards.len());
         // Parsed once per packet, patched per subscriber as it is written out (str0m
         // applies the patch while it copies the payload into the datagram anyway).
         let descriptor = if forwards.iter().any(|f| f.vp8.is_some()) {

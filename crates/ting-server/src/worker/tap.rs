@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{LineWriter, Write as _};
 use std::sync::{Mutex, OnceLock};
 
-use ting_media::Source;
+use ting_media::{RtpIn, Source};
 
 /// Lines the tap writes at most; then it stops.
 pub const MAX_LINES: usize = 20_000;
@@ -39,8 +39,15 @@ fn tap() -> Option<&'static Mutex<Tap>> {
     .as_ref()
 }
 
+/// Records a packet the router forwarded to `to` subscribers (none: nothing to record).
+pub fn forwarded(pkt: &RtpIn, to: usize) {
+    if to > 0 {
+        record(pkt.track.endpoint.0, pkt.track.source, &pkt.payload);
+    }
+}
+
 /// Records one forwarded packet, if the tap is on and not yet full.
-pub fn record(sender: u64, source: Source, payload: &[u8]) {
+fn record(sender: u64, source: Source, payload: &[u8]) {
     let Some(tap) = tap() else {
         return;
     };
