@@ -44,8 +44,16 @@ PUBLISH = (
 )
 
 
+_say_lock = threading.Lock()
+
+
 def say(**kv):
-    print(json.dumps(kv), flush=True)
+    """One JSON object a line. GStreamer's threads and GLib's main loop both report, and
+    print() writes a line's text and its newline separately: two reports at once could
+    share a line, which the reader cannot parse."""
+    with _say_lock:
+        sys.stdout.write(json.dumps(kv) + "\n")
+        sys.stdout.flush()
 
 
 def http(method, url, token, body=None, content_type=None):
