@@ -42,6 +42,15 @@ fuzz_target!(|data: &[u8]| {
         ClientMsg::Join(join) => {
             check_room(&join.room);
             check_display_name(&join.name);
+            if let Some(a) = &join.e2ee {
+                check_e2ee_data(a);
+            }
+        }
+        ClientMsg::E2eeKeys { keys } => {
+            for k in keys {
+                check_participant(&k.to.0);
+                check_e2ee_data(&k.data);
+            }
         }
         ClientMsg::Layout(layout) => match layout_spec(layout) {
             Ok(spec) => {
@@ -82,6 +91,14 @@ fuzz_target!(|data: &[u8]| {
         | ClientMsg::Invite(_) => {}
     }
 });
+
+/// What the server relays unread (announcements, sealed keys) is accepted only as short
+/// ASCII: nothing longer or wider ever reaches another participant.
+fn check_e2ee_data(s: &str) {
+    if ting_proto::is_e2ee_data(s) {
+        assert!(!s.is_empty() && s.len() <= ting_proto::E2EE_DATA_MAX && s.is_ascii());
+    }
+}
 
 /// A participant id a client names is either the 16-hex-digit form, read back as itself,
 /// or nobody.
