@@ -38,7 +38,7 @@ import {
   chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot, shownErrors,
   sleep, waitFor,
 } from './harness.mjs';
-import { midOf, sample } from './observe.mjs';
+import { cameraOf, midOf, sample } from './observe.mjs';
 import {
   clearPrefixLength, fromHex, generateLinkKey, linkFragment, parseHeader,
 } from '../../crates/ting-server/web/e2ee.js';
@@ -129,22 +129,6 @@ function tileOf(p, other, source = 'camera') {
       playing: Boolean(video && !video.hidden && video.videoWidth > 0),
     };
   }, { id: other.id, source });
-}
-
-/** What `p` receives of `who`'s camera (layers.test.mjs): slot, size, frames. */
-function cameraOf(p, who) {
-  return p.page.evaluate(async (id) => {
-    const t = window.ting;
-    const entry = Object.entries(t.slots).find(([, s]) => s.participant === id && s.source === 'camera');
-    if (!entry) return null;
-    const [mid, slot] = entry;
-    const tr = t.pc.getTransceivers().find((x) => x.mid === mid);
-    let inbound = null;
-    (await tr.receiver.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
-    });
-    return { mid, paused: Boolean(slot.paused), frameWidth: inbound?.frameWidth ?? 0, framesDecoded: inbound?.framesDecoded ?? 0 };
-  }, who.id);
 }
 
 function chatLog(p) {

@@ -29,6 +29,7 @@ import {
   chromiumArgs, closeParticipant, joinMeeting, launchParticipant, log, runTest, screenshot,
   shownErrors, sleep, waitFor,
 } from './harness.mjs';
+import { cameraOf } from './observe.mjs';
 
 const ROOM = 'e2e-layers';
 // The room holds exactly the four, so that a fifth is refused.
@@ -45,34 +46,6 @@ const H_MAX = 423;
 // Generous: the server's bandwidth estimate for each browser starts at 1.5 Mbit/s and
 // grows over seconds, and the layers wait for it.
 const LAYER_DEADLINE_MS = 60000;
-
-/** What page `p` receives of `who`'s camera: the slot the latest `slots` maps to it and
- *  that receiver's inbound-rtp numbers. */
-function cameraOf(p, who) {
-  return p.page.evaluate(async (id) => {
-    const t = window.ting;
-    const entry = Object.entries(t.slots).find(([, s]) => s.participant === id && s.source === 'camera');
-    if (!entry) return null;
-    const [mid, slot] = entry;
-    const tr = t.pc.getTransceivers().find((x) => x.mid === mid);
-    let inbound = null;
-    (await tr.receiver.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
-    });
-    return {
-      mid,
-      paused: Boolean(slot.paused),
-      ssrc: inbound?.ssrc ?? null,
-      frameWidth: inbound?.frameWidth ?? 0,
-      frameHeight: inbound?.frameHeight ?? 0,
-      framesDecoded: inbound?.framesDecoded ?? 0,
-      framesReceived: inbound?.framesReceived ?? 0,
-      keyFramesDecoded: inbound?.keyFramesDecoded ?? 0,
-      bytesReceived: inbound?.bytesReceived ?? 0,
-      pliCount: inbound?.pliCount ?? 0,
-    };
-  }, who.id);
-}
 
 /** What page `p` sends of its own camera, per rid, and what the server asked for. */
 function cameraLayersSent(p) {

@@ -122,3 +122,30 @@ export function checkNeverGone(p, other, watch, when) {
     marked.length ? `"Reconnecting…" showed on ${marked.join(' and ')}` : 'no "Reconnecting…" was seen (too short to catch)'}`);
 }
 
+/** What page `p` receives of `who`'s camera: the slot the latest `slots` maps to it and
+ *  that receiver's inbound-rtp numbers. */
+export function cameraOf(p, who) {
+  return p.page.evaluate(async (id) => {
+    const t = window.ting;
+    const entry = Object.entries(t.slots).find(([, s]) => s.participant === id && s.source === 'camera');
+    if (!entry) return null;
+    const [mid, slot] = entry;
+    const tr = t.pc.getTransceivers().find((x) => x.mid === mid);
+    let inbound = null;
+    (await tr.receiver.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
+    });
+    return {
+      mid,
+      paused: Boolean(slot.paused),
+      ssrc: inbound?.ssrc ?? null,
+      frameWidth: inbound?.frameWidth ?? 0,
+      frameHeight: inbound?.frameHeight ?? 0,
+      framesDecoded: inbound?.framesDecoded ?? 0,
+      framesReceived: inbound?.framesReceived ?? 0,
+      keyFramesDecoded: inbound?.keyFramesDecoded ?? 0,
+      bytesReceived: inbound?.bytesReceived ?? 0,
+      pliCount: inbound?.pliCount ?? 0,
+    };
+  }, who.id);
+}
