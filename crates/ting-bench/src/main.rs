@@ -71,6 +71,10 @@ struct Cli {
     /// (to measure what pausing saves).
     #[arg(long)]
     no_pause: bool,
+    /// Cameras send every frame in temporal layer 0 instead of three temporal layers as
+    /// browsers do (to measure what thinning thumbnails to half the frame rate saves).
+    #[arg(long)]
+    no_temporal: bool,
     /// The room's name (a prefix with --rooms > 1), so a person can open the loaded
     /// meeting in a browser at /m/NAME. Default: a name unique to this run.
     #[arg(long)]
@@ -180,6 +184,7 @@ fn real_main() -> anyhow::Result<bool> {
     opts.sample_every = cli.sample_every.max(1);
     opts.layout = cli.layout;
     opts.honour_send_layers = !cli.no_pause;
+    opts.temporal_layers = !cli.no_temporal;
     if cli.whip || cli.whep {
         if !matches!(cli.scenario, Scenario::Fanout | Scenario::Webinar) {
             anyhow::bail!(

@@ -35,8 +35,37 @@ pub struct Stamp {
     pub sender: u32,
     pub kind: StreamKind,
     pub layer: u8,
+    /// The frame's temporal layer, for a stream that sends temporal layers; its
+    /// `counter` then holds [`temporal_counters`].
+    pub tid: Option<u8>,
     pub counter: u64,
     pub sent_us: u64,
+}
+
+/// The running numbers of a packet of a stream with temporal layers, packed into a
+/// stamp's counter: how many packets the stream sent before it in frames of temporal
+/// layer at most 0, at most 1 (16 bits each, wrapping) and in all (32 bits, wrapping). A
+/// receiver that gets only some temporal layers then still finds each step it receives
+/// is one packet in the count of the layers it gets.
+pub fn temporal_counters(upto: [u64; 3]) -> u64 {
+    ((upto[0] & 0xffff) << 48) | ((upto[1] & 0xffff) << 32) | (upto[2] & 0xffff_ffff)
+}
+
+/// How many packets the sender sent from the stamp `a` to the next one `b` of the same
+/// stream, counting only the temporal layers both belong to (a receiver of the lower
+/// layers only never sees the frames between in the higher ones); `None` if `b` is not
+/// after `a`.
+pub fn counter_step(a: &Stamp, b: &Stamp) -> Option<u64> {
+    let step = match (a.tid, b.tid) {
+        (Some(x), Some(y)) => match x.max(y) {
+            0 => u64::from(((b.counter >> 48) as u16).wrapping_sub((a.counter >> 48) as u16)),
+            1 => u64::from(((b.counter >> 32) as u16).wrapping_sub((a.counter >> 32) as u16)),
+            _ => u64::from((b.counter as u32).wrapping_sub(a.counter as u32)),
+        },
+        (None, None) => b.counter.checked_sub(a.counter)?,
+        _ => return None,
+    };
+    (step > 0 && step < 1 << 15).then_some(step)
 }
 
 /// Encoded stamp length.
@@ -66,6 +95,7 @@ pub fn vp8_prefix(
     keyframe: bool,
     picture_id: u16,
     tl0: u8,
+    (tid, sync): (u8, bool),
     size: (u16, u16),
 ) -> Vec<u8> {
     let s = if start_of_frame { 0x10 } else { 0x00 };
@@ -75,7 +105,7 @@ pub fn vp8_prefix(
         0x80 | ((picture_id >> 8) as u8 & 0x7f), // M: 15-bit picture id
         picture_id as u8,
         tl0,
-        0x00, // TID 0, Y 0, KEYIDX 0
+        (tid << 6) | if sync { 0x20 } else { 0 }, // TID, Y, KEYIDX 0
     ];
     if start_of_frame {
         // Frame tag: P (0 = keyframe), version 0, show_frame 1, first partition size 100.
@@ -169,7 +199,7 @@ pub fn write(buf: &mut Vec<u8>, prefix: &[u8], stamp: &Stamp, len: usize) {
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&stamp.sender.to_be_bytes());
     buf.push(stamp.kind as u8);
-    buf.push(stamp.layer);
+    buf.push((stamp.layer & 0x0f) | (stamp.tid.map_or(0, |t| t.min(14) + 1) << 4));
     buf.extend_from_slice(&stamp.counter.to_be_bytes());
     buf.extend_from_slice(&stamp.sent_us.to_be_bytes());
     let start = buf.len();
@@ -205,7 +235,8 @@ pub fn read(payload: &[u8], prefix_len: usize, check_all: bool) -> Result<Stamp,
     let stamp = Stamp {
         sender: u32_at(2),
         kind: StreamKind::from_u8(s[6]).ok_or(PayloadError::NoStamp)?,
-        layer: s[7],
+        layer: s[7] & 0x0f,
+        tid: (s[7] >> 4).checked_sub(1),
         counter: u64_at(8),
         sent_us: u64_at(16),
     };
@@ -245,11 +276,12 @@ mod tests {
             sender: 7,
             kind: StreamKind::Video,
             layer: 2,
+            tid: Some(1),
             counter: 123_456,
             sent_us: 99,
         };
         let mut buf = Vec::new();
-        let prefix = vp8_prefix(true, true, 300, 4, (1280, 720));
+        let prefix = vp8_prefix(true, true, 300, 4, (0, false), (1280, 720));
         write(&mut buf, &prefix, &stamp, 1100);
         assert_eq!(buf.len(), 1100);
         let at = vp8_prefix_len(&buf);
@@ -263,16 +295,60 @@ mod tests {
     }
 
     #[test]
+    fn steps_count_only_the_temporal_layers_both_packets_are_in() {
+        let at = |tid: Option<u8>, counter: u64| Stamp {
+            sender: 1,
+            kind: StreamKind::Video,
+            layer: 0,
+            tid,
+            counter,
+            sent_us: 0,
+        };
+        // Frames 0 (one packet), 2, 1, 2, 0: a packet of each, counted before it.
+        let t0 = at(Some(0), temporal_counters([0, 0, 0]));
+        let t2 = at(Some(2), temporal_counters([1, 1, 1]));
+        let t1 = at(Some(1), temporal_counters([1, 1, 2]));
+        let t0b = at(Some(0), temporal_counters([1, 2, 4]));
+        // Everything received: one step each.
+        assert_eq!(counter_step(&t0, &t2), Some(1));
+        assert_eq!(counter_step(&t2, &t1), Some(1));
+        // Layers 0 and 1 only: 0 -> 1 is one step, 1 -> 0 one step.
+        assert_eq!(counter_step(&t0, &t1), Some(1));
+        assert_eq!(counter_step(&t1, &t0b), Some(1));
+        // Layer 0 only: one step from 0 to the next 0.
+        assert_eq!(counter_step(&t0, &t0b), Some(1));
+        // The layer-2 packet between 1 and the next 0 lost on the way: two steps.
+        let t2b = at(Some(2), temporal_counters([1, 2, 3]));
+        assert_eq!(counter_step(&t2b, &t0b), Some(1));
+        assert_eq!(counter_step(&t2, &t0b), Some(3));
+        // Plain streams: plain counters; never backwards; never mixed.
+        assert_eq!(counter_step(&at(None, 5), &at(None, 7)), Some(2));
+        assert_eq!(counter_step(&at(None, 7), &at(None, 5)), None);
+        assert_eq!(counter_step(&at(None, 5), &t0), None);
+        // Wrapping within the packed widths.
+        let a = at(Some(0), temporal_counters([0xffff, 0xffff, 0xffff_ffff]));
+        let b = at(
+            Some(0),
+            temporal_counters([0x1_0000, 0x1_0000, 0x1_0000_0000]),
+        );
+        assert_eq!(counter_step(&a, &b), Some(1));
+        // Round trip through a payload keeps the layer and the temporal layer.
+        let mut buf = Vec::new();
+        write(&mut buf, &[], &t1, 64);
+        assert_eq!(read(&buf, 0, true), Ok(t1));
+    }
+
+    #[test]
     fn vp8_prefix_is_a_real_vp8_frame_start() {
-        let key = vp8_prefix(true, true, 1, 0, (1280, 720));
+        let key = vp8_prefix(true, true, 1, 0, (0, false), (1280, 720));
         assert_eq!(key.len(), 16);
         assert_eq!(key[6] & 0x01, 0, "P bit clear: keyframe");
         assert_eq!(&key[9..12], &[0x9d, 0x01, 0x2a], "VP8 start code");
         assert_eq!(u16::from_le_bytes([key[12], key[13]]), 1280);
         assert_eq!(u16::from_le_bytes([key[14], key[15]]), 720);
-        let delta = vp8_prefix(true, false, 1, 0, (1280, 720));
+        let delta = vp8_prefix(true, false, 1, 0, (0, false), (1280, 720));
         assert_eq!((delta.len(), delta[6] & 0x01), (9, 1));
-        let cont = vp8_prefix(false, true, 1, 0, (1280, 720));
+        let cont = vp8_prefix(false, true, 1, 0, (0, false), (1280, 720));
         assert_eq!((cont.len(), cont[0] & 0x10), (6, 0));
         for p in [&key, &delta, &cont] {
             let mut buf = p.clone();
@@ -283,7 +359,7 @@ mod tests {
         assert_eq!(layer_size(2, 3), (1280, 720));
         assert_eq!(layer_size(0, 1), (1280, 720));
         // 15-bit picture id with the M bit.
-        let p = vp8_prefix(true, false, 0x1234, 0, (1280, 720));
+        let p = vp8_prefix(true, false, 0x1234, 0, (0, false), (1280, 720));
         assert_eq!((p[2], p[3]), (0x80 | 0x12, 0x34));
     }
 }

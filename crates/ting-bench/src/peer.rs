@@ -89,6 +89,10 @@ pub struct SimPeerConfig {
     pub honour_send_layers: bool,
     /// The layout it reports.
     pub layout: BenchLayout,
+    /// Camera frames carry three temporal layers in the pattern 0, 2, 1, 2 (with layer
+    /// sync on the first 2 and the 1 after each 0), as browsers' VP8 simulcast sends them;
+    /// otherwise every frame is in layer 0.
+    pub temporal_layers: bool,
     /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
     /// first (its protocol says so); Janus takes the first as the best layer.
     pub rids_high_first: bool,
@@ -116,6 +120,7 @@ impl SimPeerConfig {
             sample_every: 1,
             honour_send_layers: true,
             layout: BenchLayout::None,
+            temporal_layers: true,
             rids_high_first: false,
             e2ee: false,
         }
@@ -160,6 +165,10 @@ struct TxStream {
     last_keyframe: Instant,
     picture_id: u16,
     tl0: u8,
+    /// Frames since the last keyframe: the place in the temporal pattern.
+    since_key: u32,
+    /// Packets sent in frames of temporal layer at most 0, 1 and 2.
+    upto: [u64; 3],
     /// Sending; false while the server says nobody watches this layer.
     active: bool,
 }
@@ -275,6 +284,8 @@ impl SimPeer {
                 last_keyframe: now,
                 picture_id: (cfg.id as u16).wrapping_mul(13) & 0x7fff,
                 tl0: 0,
+                since_key: 0,
+                upto: [0; 3],
                 active: true,
             }
         };
@@ -759,6 +770,7 @@ impl SimPeer {
         let speaking = self.cfg.speaking;
         let id = self.cfg.id;
         let e2ee = self.cfg.e2ee;
+        let temporal_layers = self.cfg.temporal_layers;
         // A key id of the sender's own, as a browser draws one.
         let kid = 0x7100_0000_0000 | u64::from(id);
         let layers = self.cfg.video_bps.len().max(1) as u8;
@@ -789,6 +801,7 @@ impl SimPeer {
                             sender: id,
                             kind: t.kind,
                             layer: 0,
+                            tid: None,
                             counter: t.counter,
                             sent_us: wall,
                         };
@@ -812,6 +825,20 @@ impl SimPeer {
                         if key {
                             t.keyframe_due = false;
                             t.last_keyframe = now;
+                            t.since_key = 0;
+                        }
+                        let temporal = if t.kind == StreamKind::Video && temporal_layers {
+                            match t.since_key % 4 {
+                                0 => (0, false),
+                                1 => (2, true),
+                                2 => (1, true),
+                                _ => (2, false),
+                            }
+                        } else {
+                            (0, false)
+                        };
+                        t.since_key = t.since_key.wrapping_add(1);
+                        if temporal.0 == 0 {
                             t.tl0 = t.tl0.wrapping_add(1);
                         }
                         t.picture_id = (t.picture_id + 1) & 0x7fff;
@@ -824,8 +851,14 @@ impl SimPeer {
                         }
                         for p in 0..n {
                             let size = payload::layer_size(t.layer, layers);
-                            let mut prefix =
-                                payload::vp8_prefix(p == 0, key, t.picture_id, t.tl0, size);
+                            let mut prefix = payload::vp8_prefix(
+                                p == 0,
+                                key,
+                                t.picture_id,
+                                t.tl0,
+                                temporal,
+                                size,
+                            );
                             let mut per = per;
                             if e2ee && p == 0 {
                                 let header = payload::e2ee_header(kid, ctr);
@@ -839,10 +872,18 @@ impl SimPeer {
                                 sender: id,
                                 kind: t.kind,
                                 layer: t.layer,
-                                counter: t.counter,
+                                tid: temporal_layers.then_some(temporal.0),
+                                counter: if temporal_layers {
+                                    payload::temporal_counters(t.upto)
+                                } else {
+                                    t.counter
+                                },
                                 sent_us: wall,
                             };
                             t.counter += 1;
+                            for k in usize::from(temporal.0)..3 {
+                                t.upto[k] += 1;
+                            }
                             payload::write(&mut self.buf, &prefix, &stamp, per);
                             packets.push((self.buf.clone(), p + 1 == n));
                         }
@@ -986,7 +1027,7 @@ impl SimPeer {
                     .as_ref()
                     .map(|(p, _)| p.clone());
                 let s = &mut self.stats.slots[slot];
-                s.record_sample(seq, stamp.sender, stamp.layer, stamp.counter);
+                s.record_sample(seq, &stamp);
                 if let Some(mapped) = mapped
                     && self.sim_id_of(&mapped).is_some_and(|id| id != stamp.sender)
                 {

@@ -113,6 +113,8 @@ pub struct BenchOptions {
     pub layout: BenchLayout,
     /// Publishers stop and restart layers as the server asks.
     pub honour_send_layers: bool,
+    /// Cameras send three temporal layers, as browsers do.
+    pub temporal_layers: bool,
     /// Prefix of room names (runs against a shared server do not collide).
     pub room_prefix: String,
     /// The room's exact name (one room) or prefix (several: NAME-0, NAME-1, …), so a person
@@ -155,6 +157,7 @@ impl BenchOptions {
             sample_every: 8,
             layout: BenchLayout::Speaker,
             honour_send_layers: true,
+            temporal_layers: true,
             room_prefix: format!("bench-{}", std::process::id()),
             room: None,
             whip: false,
@@ -182,6 +185,7 @@ impl BenchOptions {
             c.verify_every = self.verify_every;
             c.sample_every = self.sample_every.max(1);
             c.honour_send_layers = self.honour_send_layers;
+            c.temporal_layers = self.temporal_layers;
             c.e2ee = self.e2ee;
             c.audio_slots = 0;
             c.video_slots = 0;
@@ -398,6 +402,7 @@ pub async fn run(opts: BenchOptions) -> Report {
             "layout": opts.layout,
             "sample_every": opts.sample_every,
             "honour_send_layers": opts.honour_send_layers,
+            "temporal_layers": opts.temporal_layers,
             "whip": opts.whip,
             "whep": opts.whep,
             "e2ee": opts.e2ee,

@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::payload::{self, Stamp};
+
 /// A latency histogram in microseconds: 10 µs buckets up to 10 ms, 1 ms buckets up to 1 s,
 /// one bucket above. Fixed memory, O(1) recording, mergeable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +199,7 @@ pub struct SlotStats {
     silence: Option<(Instant, u64)>,
     /// The previous packet, if it was sampled: (sequence number, sender, layer, counter).
     #[serde(skip)]
-    last_sampled: Option<(u64, u32, u8, u64)>,
+    last_sampled: Option<(u64, Stamp)>,
 }
 
 impl SlotStats {
@@ -276,17 +278,18 @@ impl SlotStats {
     }
 
     /// The stamp of a sampled (decrypted) packet with sequence number `seq`.
-    pub fn record_sample(&mut self, seq: u64, sender: u32, layer: u8, counter: u64) {
+    pub fn record_sample(&mut self, seq: u64, stamp: &Stamp) {
+        let (sender, layer) = (stamp.sender, stamp.layer);
         self.sampled += 1;
-        if let Some((last_seq, s, l, c)) = self.last_sampled
+        if let Some((last_seq, last)) = &self.last_sampled
             && seq == last_seq + 1
-            && (s, l) == (sender, layer)
-            && counter > c
+            && (last.sender, last.layer) == (sender, layer)
+            && let Some(step) = payload::counter_step(last, stamp)
         {
             self.pairs += 1;
-            self.pair_dropped += counter - c - 1;
+            self.pair_dropped += step - 1;
         }
-        self.last_sampled = Some((seq, sender, layer, counter));
+        self.last_sampled = Some((seq, *stamp));
         if self.current != Some((sender, layer)) {
             if self.current.is_some() {
                 self.switches += 1;
@@ -378,6 +381,17 @@ impl Flow {
 mod tests {
     use super::*;
 
+    fn stamp(sender: u32, layer: u8, counter: u64) -> Stamp {
+        Stamp {
+            sender,
+            kind: crate::payload::StreamKind::Video,
+            layer,
+            tid: None,
+            counter,
+            sent_us: 0,
+        }
+    }
+
     #[test]
     fn quantiles_pick_the_bucket_edge() {
         let mut h = Histogram::default();
@@ -424,10 +438,10 @@ mod tests {
     #[test]
     fn switches_count_sender_and_layer_changes() {
         let mut s = SlotStats::new("6".into(), "video");
-        s.record_sample(1, 1, 0, 10);
-        s.record_sample(2, 1, 0, 11);
-        s.record_sample(3, 1, 2, 500);
-        s.record_sample(4, 2, 2, 7);
+        s.record_sample(1, &stamp(1, 0, 10));
+        s.record_sample(2, &stamp(1, 0, 11));
+        s.record_sample(3, &stamp(1, 2, 500));
+        s.record_sample(4, &stamp(2, 2, 7));
         assert_eq!(s.switches, 2);
         assert_eq!(s.layer_switches, 1);
         assert_eq!(s.senders, vec![1, 2]);
@@ -443,10 +457,10 @@ mod tests {
         }
         // Two pairs sampled: one whole, one where the sender's running number jumps by 3
         // between consecutive sequence numbers (two packets never got a number).
-        s.record_sample(10, 9, 0, 500);
-        s.record_sample(11, 9, 0, 501);
-        s.record_sample(50, 9, 0, 540);
-        s.record_sample(51, 9, 0, 543);
+        s.record_sample(10, &stamp(9, 0, 500));
+        s.record_sample(11, &stamp(9, 0, 501));
+        s.record_sample(50, &stamp(9, 0, 540));
+        s.record_sample(51, &stamp(9, 0, 543));
         assert_eq!((s.pairs, s.pair_dropped), (2, 2));
         assert_eq!(s.dropped(), 100, "2 per 2 checked steps, over 100 steps");
         assert_eq!(s.missing(), 0);

@@ -16,6 +16,55 @@ pub struct Rewriter {
     base: Option<Base>,
     /// The highest sequence number sent and the timestamp and time it was sent with.
     last: Option<Last>,
+    /// The newest source sequence number handled (sent or skipped) since the switch.
+    newest: Option<u64>,
+    /// Source packets left out since the switch ([`Rewriter::skip`]).
+    skips: Skips,
+}
+
+/// How many skipped source numbers a stream remembers, so that a packet arriving late from
+/// before them is still numbered as it would have been.
+const REMEMBERED_SKIPS: usize = 32;
+
+/// Source numbers an outgoing stream left out on purpose (a temporal layer its receiver
+/// does not get). Each moves the numbers of the packets after it down by one; a packet
+/// that arrives late, from before some of them, must not be moved by those.
+#[derive(Debug, Clone)]
+pub(crate) struct Skips {
+    ring: [u64; REMEMBERED_SKIPS],
+    /// How many were pushed since the last clear.
+    count: usize,
+}
+
+impl Default for Skips {
+    fn default() -> Self {
+        Skips {
+            ring: [0; REMEMBERED_SKIPS],
+            count: 0,
+        }
+    }
+}
+
+impl Skips {
+    pub(crate) fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    pub(crate) fn push(&mut self, v: u64) {
+        self.ring[self.count % REMEMBERED_SKIPS] = v;
+        self.count += 1;
+    }
+
+    /// How many skipped numbers are newer than `v` by `newer(skipped, v)`; `None` when
+    /// every remembered one is and older ones, forgotten, might be too.
+    pub(crate) fn newer_than(&self, v: u64, newer: impl Fn(u64, u64) -> bool) -> Option<u64> {
+        let kept = self.count.min(REMEMBERED_SKIPS);
+        let n = self.ring[..kept].iter().filter(|&&s| newer(s, v)).count();
+        if self.count > REMEMBERED_SKIPS && n == kept {
+            return None;
+        }
+        Some(n as u64)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,12 +90,35 @@ impl Rewriter {
             clock_rate,
             base: None,
             last: None,
+            newest: None,
+            skips: Skips::default(),
         }
     }
 
     /// The source behind the stream changes; the next packet re-bases the offsets.
     pub fn switch_source(&mut self) {
         self.base = None;
+        self.newest = None;
+        self.skips.clear();
+    }
+
+    /// The source packet `seq` is left out of this stream on purpose (it belongs to a
+    /// temporal layer the receiver does not get): the packets after it move down by one,
+    /// so the receiver sees no gap and asks for no retransmission.
+    ///
+    /// A packet skipped after a newer one was already handled (reordered on the way in)
+    /// leaves a gap instead: the newer one's number is already out.
+    pub fn skip(&mut self, seq: u64) {
+        let Some(base) = &mut self.base else {
+            // Nothing of this source sent yet: its first packet continues the stream.
+            return;
+        };
+        if seq < base.first_seq || self.newest.is_some_and(|n| seq <= n) {
+            return;
+        }
+        base.seq_delta = base.seq_delta.wrapping_sub(1);
+        self.newest = Some(seq);
+        self.skips.push(seq);
     }
 
     /// Whether anything was sent on this stream yet.
@@ -86,7 +158,15 @@ impl Rewriter {
         if seq < base.first_seq {
             return None;
         }
-        let out_seq = seq.wrapping_add(base.seq_delta);
+        let mut delta = base.seq_delta;
+        match self.newest {
+            Some(n) if seq < n => {
+                // Late: the skips after it do not move it.
+                delta = delta.wrapping_add(self.skips.newer_than(seq, |s, v| s > v)?);
+            }
+            _ => self.newest = Some(seq),
+        }
+        let out_seq = seq.wrapping_add(delta);
         let out_ts = ts.wrapping_add(base.ts_delta);
         match self.last {
             Some(last) if out_seq <= last.seq => {}
@@ -157,5 +237,32 @@ mod tests {
         r.switch_source();
         // Immediate switch still advances by at least one tick.
         assert_eq!(r.rewrite(1_000_000, 7, t0), Some((13, 21)));
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_and_late_ones_keep_their_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000);
+        assert_eq!(r.rewrite(100, 0, t0), Some((100, 0)));
+        r.skip(101);
+        r.skip(102);
+        assert_eq!(r.rewrite(103, 3000, t0), Some((101, 3000)));
+        r.skip(105);
+        // 104 arrives after 105 was left out: it keeps the number it had before the skip.
+        assert_eq!(r.rewrite(106, 6000, t0), Some((103, 6000)));
+        assert_eq!(r.rewrite(104, 3000, t0), Some((102, 3000)));
+        // A skip of a packet older than the newest handled changes nothing after it.
+        r.skip(99);
+        assert_eq!(r.rewrite(107, 9000, t0), Some((104, 9000)));
+        // A switch forgets the skips and continues after the last number sent.
+        r.switch_source();
+        assert_eq!(r.rewrite(5000, 1, t0).unwrap().0, 105);
+        for s in 5001..5001 + 40 {
+            r.skip(s);
+        }
+        assert_eq!(r.rewrite(5000 + 41, 2, t0).unwrap().0, 106);
+        // A late packet from before more skips than are remembered cannot be placed: it
+        // is not sent rather than sent under a wrong number.
+        assert_eq!(r.rewrite(5000, 1, t0), None);
     }
 }

@@ -91,6 +91,13 @@ pub struct RouterConfig {
     /// Tile heights of the default layout (no layout from the client).
     pub default_large: u16,
     pub default_thumbnail: u16,
+    /// The highest VP8 temporal layer a tile smaller than
+    /// [`RouterConfig::full_rate_height`] gets, when its source sends temporal layers
+    /// (browsers' VP8 simulcast sends three at 30 frames a second: 0 is 7.5, 1 is 15,
+    /// 2 is all 30). 1 halves the packets thumbnails cost their viewers and the server.
+    pub thumbnail_temporal_layer: u8,
+    /// Tiles this tall or taller, the large tile and screen shares get every frame.
+    pub full_rate_height: u16,
 }
 
 impl Default for RouterConfig {
@@ -113,6 +120,8 @@ impl Default for RouterConfig {
             nominal_audio_bps: 50_000,
             default_large: 720,
             default_thumbnail: 180,
+            thumbnail_temporal_layer: 1,
+            full_rate_height: 360,
         }
     }
 }
@@ -299,6 +308,12 @@ struct Slot {
     stage: bool,
     /// Position of its tile in the layout: earlier tiles are served first.
     rank: u16,
+    /// The highest VP8 temporal layer the tile's size calls for.
+    tid_cap: u8,
+    /// The highest temporal layer forwarded now: it goes down to the cap at a frame's
+    /// start, and up at a keyframe or a layer-sync frame (whose references the receiver
+    /// has).
+    tid_now: u8,
     /// Whether the subscriber was last told this slot is paused.
     told_paused: bool,
     /// The slot's track changed and the subscriber has not been told yet (video slots are
@@ -548,6 +563,8 @@ impl Router {
                 preferred: LayerId(0),
                 stage: kind == SlotKind::Screen,
                 rank: 0,
+                tid_cap: u8::MAX,
+                tid_now: u8::MAX,
                 told_paused: false,
                 report: false,
                 rewriter: Rewriter::new(match kind {
@@ -724,6 +741,22 @@ impl Router {
             };
             if !send {
                 continue;
+            }
+            if let Some(h) = &vp8
+                && let Some(tid) = h.tid
+            {
+                if h.start {
+                    if keyframe || slot.tid_cap <= slot.tid_now {
+                        slot.tid_now = slot.tid_cap;
+                    } else if h.layer_sync && tid > slot.tid_now {
+                        slot.tid_now = tid.min(slot.tid_cap);
+                    }
+                }
+                if tid > slot.tid_now {
+                    slot.rewriter.skip(pkt.seq);
+                    slot.vp8.skip_picture(h);
+                    continue;
+                }
             }
             if let Some((seq, timestamp)) = slot.rewriter.rewrite(pkt.seq, pkt.timestamp, now) {
                 let vp8 = vp8.as_ref().map(|h| slot.vp8.rewrite(pkt.seq, h));
@@ -1341,6 +1374,11 @@ impl Router {
                 let slot = &mut sub.slots[slot_ix];
                 slot.preferred = preferred;
                 slot.stage = w.stage;
+                slot.tid_cap = if w.stage || w.height >= self.config.full_rate_height {
+                    u8::MAX
+                } else {
+                    self.config.thumbnail_temporal_layer
+                };
                 slot.rank = rank as u16;
             }
         }

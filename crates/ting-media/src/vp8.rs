@@ -6,7 +6,10 @@
 //! simulcast layer, those numbers jump; a decoder that sees a picture id go backwards or
 //! skip far ahead may treat frames as lost or reordered and stall until the next keyframe.
 //! [`Vp8Rewriter`] re-bases them at each switch so the receiver sees them continue by one,
-//! like the sequence numbers [`crate::rewrite::Rewriter`] keeps.
+//! like the sequence numbers [`crate::rewrite::Rewriter`] keeps. When a slot leaves out a
+//! temporal layer, [`Vp8Rewriter::skip_picture`] closes the holes that leaves.
+
+use crate::rewrite::Skips;
 
 /// The fields of a VP8 payload descriptor that matter to a forwarder.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,6 +23,11 @@ pub struct Vp8Header {
     /// Whether the PictureID field is 15 bits wide.
     pub long_picture_id: bool,
     pub tl0picidx: Option<u8>,
+    /// Temporal layer index (TID), when the descriptor has one (T set).
+    pub tid: Option<u8>,
+    /// Layer sync (Y): the frame depends only on the base temporal layer, so a receiver
+    /// that got none of the layers between can start taking this one here.
+    pub layer_sync: bool,
     pub keyidx: Option<u8>,
     /// Width and height, from the keyframe header of a keyframe's first packet.
     pub size: Option<(u16, u16)>,
@@ -62,6 +70,10 @@ impl Vp8Header {
             if x & 0x30 != 0 {
                 let t = *payload.get(at)?;
                 at += 1;
+                if x & 0x20 != 0 {
+                    h.tid = Some(t >> 6);
+                    h.layer_sync = t & 0x20 != 0;
+                }
                 if x & 0x10 != 0 {
                     h.keyidx = Some(t & 0x1f);
                 }
@@ -101,6 +113,16 @@ pub struct Vp8Rewriter {
     base: Option<Base>,
     /// What the newest packet sent carried.
     last: Option<Last>,
+    /// The newest source picture id handled (sent or skipped) since the switch.
+    newest_pid: Option<u16>,
+    /// Source pictures left out since the switch ([`Vp8Rewriter::skip_picture`]).
+    skips: Skips,
+}
+
+/// Whether picture id `a` comes after `b`, within a `mask`-wide space.
+fn pid_newer(a: u64, b: u64, mask: u16) -> bool {
+    let d = (a.wrapping_sub(b) as u16) & mask;
+    d != 0 && d <= mask / 2
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,9 +145,32 @@ impl Vp8Rewriter {
     /// The source changes; its first packet (a keyframe) re-bases the fields.
     pub fn switch_source(&mut self) {
         self.base = None;
+        self.newest_pid = None;
+        self.skips.clear();
         if let Some(last) = &mut self.last {
             last.seq = None;
         }
+    }
+
+    /// A frame of the current source with descriptor `h` is left out of this stream on
+    /// purpose (a temporal layer the receiver does not get): the pictures after it move
+    /// down by one, so the receiver sees consecutive picture ids. A VP8 receiver waits for
+    /// every picture id it has not seen before it decodes a frame that may depend on it;
+    /// a hole would stall it. Call for every packet of the frame; the first one counts.
+    pub fn skip_picture(&mut self, h: &Vp8Header) {
+        let (Some(base), Some(pid)) = (&mut self.base, h.picture_id) else {
+            return;
+        };
+        let mask = if h.long_picture_id { 0x7fff } else { 0x7f };
+        if self
+            .newest_pid
+            .is_some_and(|n| !pid_newer(u64::from(pid), u64::from(n), mask))
+        {
+            return;
+        }
+        base.pid = base.pid.wrapping_sub(1);
+        self.newest_pid = Some(pid);
+        self.skips.push(u64::from(pid));
     }
 
     /// The fields to write into a packet of the current source with source sequence
@@ -161,8 +206,22 @@ impl Vp8Rewriter {
             }
         };
         let mask = if h.long_picture_id { 0x7fff } else { 0x7f };
+        let mut pid_delta = base.pid;
+        if let Some(p) = h.picture_id {
+            match self.newest_pid {
+                Some(n) if pid_newer(u64::from(n), u64::from(p), mask) => {
+                    // Late: the pictures skipped after it do not move it.
+                    let later = self
+                        .skips
+                        .newer_than(u64::from(p), |s, v| pid_newer(s, v, mask))
+                        .unwrap_or(0);
+                    pid_delta = pid_delta.wrapping_add(later as u16);
+                }
+                _ => self.newest_pid = Some(p),
+            }
+        }
         let out = Vp8Out {
-            picture_id: h.picture_id.map(|p| p.wrapping_add(base.pid) & mask),
+            picture_id: h.picture_id.map(|p| p.wrapping_add(pid_delta) & mask),
             tl0picidx: h.tl0picidx.map(|t| t.wrapping_add(base.tl0)),
             keyidx: h.keyidx.map(|k| k.wrapping_add(base.keyidx) & 0x1f),
         };
@@ -223,6 +282,10 @@ mod tests {
         assert!(d.start && !d.keyframe && d.size.is_none());
         let c = Vp8Header::parse(&packet(false, true, 5, 7, 3)).unwrap();
         assert!(!c.start && !c.keyframe);
+        assert_eq!((h.tid, h.layer_sync), (Some(0), false));
+        // T alone: temporal layer 2 with layer sync.
+        let t = Vp8Header::parse(&[0x90, 0x20, 0xa0, 0x11, 0, 0]).unwrap();
+        assert_eq!((t.tid, t.layer_sync, t.picture_id), (Some(2), true, None));
         // L (TL0PICIDX) without T (TID) is malformed.
         assert_eq!(Vp8Header::parse(&[0x90, 0x40, 0x07, 0x10, 0, 0]), None);
         // Short picture id, no extensions beyond I.
@@ -280,5 +343,32 @@ mod tests {
             (out.picture_id, out.tl0picidx, out.keyidx),
             (Some(0), Some(0), Some(0))
         );
+    }
+
+    #[test]
+    fn skipped_pictures_leave_no_hole() {
+        let mut r = Vp8Rewriter::default();
+        let pic =
+            |start: bool, pid: u16| Vp8Header::parse(&packet(start, false, pid, 1, 0)).unwrap();
+        r.rewrite(
+            1,
+            &Vp8Header::parse(&packet(true, true, 0x7ffe, 1, 0)).unwrap(),
+        );
+        // Picture 0x7fff (two packets) is left out; 0 follows as 0x7fff.
+        r.skip_picture(&pic(true, 0x7fff));
+        r.skip_picture(&pic(false, 0x7fff));
+        assert_eq!(r.rewrite(4, &pic(true, 0)).picture_id, Some(0x7fff));
+        r.skip_picture(&pic(true, 1));
+        assert_eq!(r.rewrite(6, &pic(true, 2)).picture_id, Some(0));
+        // A late packet of picture 0 keeps its number.
+        assert_eq!(r.rewrite(5, &pic(false, 0)).picture_id, Some(0x7fff));
+        // Before the source's first packet there is nothing to move.
+        r.switch_source();
+        r.skip_picture(&pic(true, 500));
+        let out = r.rewrite(
+            1,
+            &Vp8Header::parse(&packet(true, true, 501, 1, 0)).unwrap(),
+        );
+        assert_eq!(out.picture_id, Some(1));
     }
 }

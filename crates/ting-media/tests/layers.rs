@@ -359,3 +359,58 @@ fn without_a_screen_slot_the_screen_share_takes_the_speaker_tile() {
         Some(screen)
     );
 }
+
+/// Frames received on a slot, by temporal layer.
+fn frames_by_tid(log: &sim::SlotLog) -> [usize; 3] {
+    let mut n = [0; 3];
+    for &(tid, _, _) in &log.frames {
+        n[usize::from(tid.min(2))] += 1;
+    }
+    n
+}
+
+#[test]
+fn thumbnails_get_half_the_frame_rate_and_large_tiles_all_of_it() {
+    let mut sim = Sim::new(RouterConfig::default());
+    sim.temporal = true;
+    let publisher = sim.join(1, 3, &[]);
+    let large = sim.join(2, 3, &browser_slots(4));
+    let small = sim.join(3, 3, &browser_slots(4));
+    sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
+    sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    // The sim checks every forwarded packet: sequence numbers and picture ids continue by
+    // one across the frames left out.
+    sim.run(4000);
+    let big = frames_by_tid(sim.subs[&large].camera_slot(publisher).unwrap());
+    let little = frames_by_tid(sim.subs[&small].camera_slot(publisher).unwrap());
+    assert!(big[0] > 10 && big[1] > 10 && big[2] > 20, "{big:?}");
+    assert!(little[0] > 10 && little[1] > 10, "{little:?}");
+    assert_eq!(little[2], 0, "a thumbnail gets no layer-2 frames");
+    let (b, l) = (big.iter().sum::<usize>(), little.iter().sum::<usize>());
+    assert!(l * 2 <= b + 4 && l * 2 + 4 >= b, "{l} frames against {b}");
+
+    // A mid-sized tile takes the middle layer at half the rate; grown a little, the same
+    // layer at the full rate: the layer-2 frames come back at a sync frame, which needs
+    // only what the viewer has, without waiting for a keyframe.
+    sim.set_layout(small, Some(show(&[(Some(1), 300)], View::Grid)));
+    sim.run(1500);
+    let log = sim.subs[&small].camera_slot(publisher).unwrap();
+    assert_eq!(log.last_layer, Some(1));
+    let mark = log.frames.len();
+    let switches = log.layer_switches;
+    sim.set_layout(small, Some(show(&[(Some(1), 360)], View::Grid)));
+    sim.run(1500);
+    let log = sim.subs[&small].camera_slot(publisher).unwrap();
+    assert_eq!(log.layer_switches, switches, "no spatial switch");
+    let after = &log.frames[mark..];
+    let first = after
+        .iter()
+        .position(|f| f.0 == 2)
+        .expect("layer-2 frames come back");
+    assert!(after[first].1 || after[first].2, "{:?}", after[first]);
+    assert!(after[first..].iter().filter(|f| f.0 == 2).count() > 8);
+    assert!(
+        !after[..first].iter().any(|f| f.2),
+        "no keyframe was needed: {after:?}"
+    );
+}

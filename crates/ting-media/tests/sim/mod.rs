@@ -35,6 +35,8 @@ struct LayerSim {
     ts_offset: u32,
     pid: u16,
     tl0: u8,
+    /// Frames since the last keyframe (the position in the temporal pattern).
+    since_key: u32,
     keyframe_due: bool,
     active: bool,
     sent: u64,
@@ -79,6 +81,8 @@ pub struct SlotLog {
     pub packets: u64,
     pub per_layer: [u64; 3],
     pub layer_switches: u64,
+    /// Every frame start received on a video slot: (temporal layer, layer sync, keyframe).
+    pub frames: Vec<(u8, bool, bool)>,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,9 @@ pub struct Sim {
     pub active_speaker: Option<EndpointId>,
     pub speaker_changes: u64,
     pub forwards: u64,
+    /// Cameras send three temporal layers (0, 2, 1, 2, … as browsers' VP8 does) instead
+    /// of every frame in layer 0.
+    pub temporal: bool,
     audio_payload: Arc<[u8]>,
 }
 
@@ -148,6 +155,7 @@ impl Sim {
             active_speaker: None,
             speaker_changes: 0,
             forwards: 0,
+            temporal: false,
             audio_payload: Arc::from(&[0xfcu8; 80][..]),
         }
     }
@@ -188,6 +196,7 @@ impl Sim {
                 .wrapping_add(l as u32 * 77_777),
             pid: ((n * 31 + l * 1009) & 0x7fff) as u16,
             tl0: (n * 3 + l) as u8,
+            since_key: 0,
             keyframe_due: true,
             active: l < u64::from(layers),
             sent: 0,
@@ -263,6 +272,7 @@ impl Sim {
         let now = self.now;
         let ms = self.ms;
         let mut packets: Vec<(RtpIn, bool, u8)> = Vec::new();
+        let temporal = self.temporal;
         for p in self.pubs.values_mut() {
             if p.silent {
                 continue;
@@ -296,6 +306,18 @@ impl Sim {
                     let key = std::mem::take(&mut ls.keyframe_due) || periodic;
                     ls.pid = (ls.pid + 1) & 0x7fff;
                     if key {
+                        ls.since_key = 0;
+                    }
+                    // Position 0: layer 0; 1: layer 2, sync; 2: layer 1, sync; 3: layer 2.
+                    let pos = ls.since_key % 4;
+                    ls.since_key += 1;
+                    let (tid, sync) = match (temporal, pos) {
+                        (false, _) | (true, 0) => (0, false),
+                        (true, 1) => (2, true),
+                        (true, 2) => (1, true),
+                        _ => (2, false),
+                    };
+                    if tid == 0 && (temporal || key) {
                         ls.tl0 = ls.tl0.wrapping_add(1);
                     }
                     let n = LAYER_PACKETS[l] * if key { 3 } else { 1 };
@@ -303,7 +325,8 @@ impl Sim {
                     for i in 0..n {
                         ls.seq += 1;
                         ls.sent += 1;
-                        let payload = vp8_payload(i == 0, key, ls.pid, ls.tl0, p.id, l as u8);
+                        let payload =
+                            vp8_payload(i == 0, key, ls.pid, ls.tl0, (tid, sync), p.id, l as u8);
                         let mut payload = payload;
                         payload.resize(LAYER_BYTES[l], 0);
                         packets.push((
@@ -365,6 +388,10 @@ impl Sim {
                     let vp8 = f.vp8.expect("VP8 fields for a VP8 packet");
                     let pid = vp8.picture_id.expect("a picture id");
                     let start = pkt.payload[0] & 0x10 != 0;
+                    if start {
+                        let t = pkt.payload[5];
+                        log.frames.push((t >> 6, t & 0x20 != 0, *is_key));
+                    }
                     if let Some(last) = log.last_pid {
                         let step = pid.wrapping_sub(last) & 0x7fff;
                         let want = u16::from(start);
@@ -483,6 +510,7 @@ pub fn vp8_payload(
     key: bool,
     pid: u16,
     tl0: u8,
+    (tid, sync): (u8, bool),
     sender: EndpointId,
     layer: u8,
 ) -> Vec<u8> {
@@ -492,7 +520,7 @@ pub fn vp8_payload(
         0x80 | (pid >> 8) as u8,
         pid as u8,
         tl0,
-        0x00,
+        (tid << 6) | if sync { 0x20 } else { 0 },
     ];
     if start {
         p.extend_from_slice(&[if key { 0x10 } else { 0x11 }, 0x02, 0x00]);
