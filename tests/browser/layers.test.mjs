@@ -10,6 +10,9 @@
 //   2. a layer of A that nobody shows stops being sent by A's browser once the server says
 //      so (`send_layers`): its outbound-rtp `bytesSent` stops growing, and a camera turned
 //      off and on again keeps sending only what is wanted;
+//   1b. a thumbnail gets half the frame rate (the server forwards two of the camera's three
+//      VP8 temporal layers to a tile under 360 px) and the large tile every frame, and
+//      both decode what they get;
 //   3. when C makes A large, C's layer of A goes up while its decoder keeps decoding (no
 //      stall at the switch), and A's browser sends the layer it had stopped again;
 //   4. the room's limit is shown as a count, and a fifth person is refused with a sentence.
@@ -58,6 +61,7 @@ function cameraLayersSent(p) {
       if (s.type === 'outbound-rtp') {
         rids[s.rid] = {
           bytesSent: s.bytesSent ?? 0,
+          framesEncoded: s.framesEncoded ?? 0,
           active: s.active,
           frameWidth: s.frameWidth ?? 0,
           limitation: s.qualityLimitationReason,
@@ -180,6 +184,24 @@ async function scenario({ port, shots }) {
       return { ok, why: `B gets A at ${describe(x)}; C gets A at ${describe(y)}`, x, y };
     }, LAYER_DEADLINE_MS, 500);
     log(`  B (A large) decodes A at ${describe(sizes.x)}; C (A in the grid) at ${describe(sizes.y)}`);
+    // Thumbnails get half the frame rate: Chromium's VP8 simulcast sends three temporal
+    // layers, and the server forwards layers 0 and 1 to a tile under 360 px (C's grid
+    // tile) and every frame to the large tile (B's), whose decoders keep up either way.
+    const rates = await waitFor("C to decode about half of A's frames and B all of them", async () => {
+      const [s1, b1, c1] = [await cameraLayersSent(a), await cameraOf(b, a), await cameraOf(c, a)];
+      await sleep(4000);
+      const [s2, b2, c2] = [await cameraLayersSent(a), await cameraOf(b, a), await cameraOf(c, a)];
+      if (!b1 || !b2 || !c1 || !c2) return { ok: false, why: 'a slot went away' };
+      const encQ = s2.rids.q.framesEncoded - s1.rids.q.framesEncoded;
+      const encH = s2.rids.h.framesEncoded - s1.rids.h.framesEncoded;
+      const decB = b2.framesDecoded - b1.framesDecoded;
+      const decC = c2.framesDecoded - c1.framesDecoded;
+      const sameLayers = b1.frameWidth === b2.frameWidth && c1.frameWidth === c2.frameWidth;
+      const ok = sameLayers && encQ >= 12 && encH >= 12
+        && decC >= 0.3 * encQ && decC <= 0.7 * encQ && decB >= 0.8 * encH;
+      return { ok, why: `in 4 s A encoded q ${encQ} and h ${encH} frames; C decoded ${decC} of q, B ${decB} of h`, encQ, encH, decB, decC };
+    }, LAYER_DEADLINE_MS, 500);
+    log(`  in 4 s A encoded ${rates.encQ} q and ${rates.encH} h frames; C (grid) decoded ${rates.decC}, B (large) ${rates.decB}`);
     // No tile is taller than the 360p layer needs, so nobody receives A's 720p layer.
     const noF = await waitFor("A's browser to send only the layers someone receives (not f)", () => sendsOnlyWanted(a, 2000,
       (s) => (s.sendLayers.wanted[2] !== false ? `send_layers ${JSON.stringify(s.sendLayers.wanted)}` : null)), LAYER_DEADLINE_MS, 500);
