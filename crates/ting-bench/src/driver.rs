@@ -5,6 +5,11 @@
 //! Datagrams are read and sent in batches ([`crate::sock`]), each received one stamped
 //! with the kernel's arrival time, so the transport-wide feedback a participant sends the
 //! server tells when packets arrived, not when this thread got round to them.
+//!
+//! That stamp also lets the thread look at its sockets at most once every [`COALESCE`]:
+//! what arrived meanwhile waits in the kernel and is read in one batch per socket, with
+//! its true arrival time, instead of a wake-up, a system call and a connection pass per
+//! packet. The simulated participants' timers are served as late as that, at most.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -27,6 +32,8 @@ use crate::stats::Histogram;
 const WAKER: Token = Token(usize::MAX);
 /// The longest a driver sleeps without looking at its commands.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// The shortest time between two looks at the sockets (see the module docs).
+const COALESCE: Duration = Duration::from_millis(1);
 /// How often quiet streams are checked for (see `SlotStats::check_silence`).
 const SILENCE_CHECK: Duration = Duration::from_millis(100);
 /// Receive buffer per participant socket: a keyframe burst to a participant with many
@@ -186,9 +193,14 @@ impl Driver {
 
     fn run(mut self) {
         let mut events = Events::with_capacity(256);
+        let mut woke = Instant::now();
         loop {
             if !self.handle_commands() {
                 break;
+            }
+            let busy = woke.elapsed();
+            if busy < COALESCE {
+                std::thread::sleep(COALESCE - busy);
             }
             let timeout = self
                 .timers
@@ -202,6 +214,7 @@ impl Driver {
                 break;
             }
             let now = Instant::now();
+            woke = now;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
