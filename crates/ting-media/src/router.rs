@@ -259,6 +259,11 @@ struct Track {
 struct Layer {
     last_packet: Option<Instant>,
     rate: RateMeter,
+    /// What the temporal layers a thumbnail gets cost
+    /// ([`RouterConfig::thumbnail_temporal_layer`] and below), and when a packet last
+    /// said which temporal layer it is in.
+    thin_rate: RateMeter,
+    temporal_at: Option<Instant>,
     /// Picture size from its last keyframe.
     size: Option<(u16, u16)>,
     /// The publisher's connection reported the stream paused.
@@ -690,6 +695,7 @@ impl Router {
             return &self.forwards;
         }
         let kind = track.id.source.kind();
+        let thin_cap = self.config.thumbnail_temporal_layer;
         let vp8 = match (kind, track.info.codec) {
             (MediaKind::Video, Codec::Vp8) => Vp8Header::parse(&pkt.payload),
             _ => None,
@@ -704,6 +710,12 @@ impl Router {
             layer.last_packet = Some(now);
             layer.paused = false;
             layer.rate.record(pkt.payload.len(), now);
+            if let Some(tid) = vp8.and_then(|h| h.tid) {
+                layer.temporal_at = Some(now);
+                if tid <= thin_cap {
+                    layer.thin_rate.record(pkt.payload.len(), now);
+                }
+            }
             if keyframe {
                 layer.gate.handle_keyframe();
                 layer.wanted = false;
@@ -1438,12 +1450,17 @@ impl Router {
                 if layer.failed_until.is_some_and(|u| u > now) {
                     continue;
                 }
-                *c = Some(
-                    layer
-                        .rate
-                        .bps()
-                        .unwrap_or_else(|| nominal(&self.config, track, l)),
-                );
+                // A thumbnail of a camera with temporal layers gets only the lower ones.
+                let thin = slot.tid_cap < u8::MAX
+                    && layer.temporal_at.is_some_and(|at| {
+                        now.saturating_duration_since(at) < self.config.layer_timeout
+                    });
+                let measured = if thin {
+                    layer.thin_rate.bps().or(layer.rate.bps())
+                } else {
+                    layer.rate.bps()
+                };
+                *c = Some(measured.unwrap_or_else(|| nominal(&self.config, track, l)));
             }
             alloc.push(AllocSlot {
                 stage: slot.stage,

@@ -414,3 +414,52 @@ fn thumbnails_get_half_the_frame_rate_and_large_tiles_all_of_it() {
         "no keyframe was needed: {after:?}"
     );
 }
+
+#[test]
+fn a_thumbnail_at_half_the_frame_rate_costs_half_in_the_allocation() {
+    // The same room and the same estimate, with cameras that send temporal layers and
+    // with cameras that do not: thumbnails that get half the frames cost about half, so
+    // about twice as many fit.
+    let served = |temporal: bool| {
+        let mut sim = Sim::new(RouterConfig::default());
+        sim.temporal = temporal;
+        for n in 1..=10 {
+            sim.join(n, 3, &[]);
+        }
+        let viewer = sim.join(100, 3, &browser_slots(10));
+        let tiles: Vec<_> = (1..=10).map(|n| (Some(n), 180)).collect();
+        sim.set_layout(viewer, Some(show(&tiles, View::Grid)));
+        sim.set_speaking(e(1), true);
+        sim.run(3000);
+        sim.set_estimate(viewer, Some(800_000));
+        sim.run(3000);
+        let slots: Vec<u16> = (1..=10)
+            .filter_map(|n| sim.subs[&viewer].camera_slot_index(e(n)))
+            .collect();
+        assert_eq!(slots.len(), 10);
+        let low = sim
+            .router
+            .layer_bps(
+                ting_media::TrackId::new(e(2), ting_media::Source::Camera),
+                LayerId(0),
+            )
+            .unwrap();
+        let n = slots
+            .iter()
+            .filter(|&&s| sim.layers_of(viewer, s).1.is_some())
+            .count();
+        (n, low)
+    };
+    let (full, low_full) = served(false);
+    let (thin, low_thin) = served(true);
+    // The layer's own rate is the same either way: only what a thumbnail takes differs.
+    assert!(
+        low_full.abs_diff(low_thin) * 10 < low_full,
+        "{low_full} vs {low_thin}"
+    );
+    assert!((2..10).contains(&full), "{full} thumbnails at full rate");
+    assert!(
+        thin >= full * 3 / 2 && thin > full,
+        "{thin} at half rate, {full} at full"
+    );
+}
