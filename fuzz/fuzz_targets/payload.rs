@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(h.keyframe && (1..=0x3fff).contains(&w) && (1..=0x3fff).contains(&hh));
         }
         assert!(h.tid.is_none_or(|t| t <= 3));
+        let _ = rewriter.decided(&h);
         if h.tid == Some(2) {
             // A temporal layer a thumbnail does not get: left out, later ones move down.
             rewriter.skip_picture(&h);

@@ -50,6 +50,10 @@ impl Skips {
         self.count = 0;
     }
 
+    pub(crate) fn contains(&self, v: u64) -> bool {
+        self.ring[..self.count.min(REMEMBERED_SKIPS)].contains(&v)
+    }
+
     pub(crate) fn push(&mut self, v: u64) {
         self.ring[self.count % REMEMBERED_SKIPS] = v;
         self.count += 1;
@@ -108,6 +112,19 @@ impl Rewriter {
     ///
     /// A packet skipped after a newer one was already handled (reordered on the way in)
     /// leaves a gap instead: the newer one's number is already out.
+    /// Skips every source packet after the newest one handled and before `seq`: the
+    /// start of a new frame shows that the packets between belong to the frame before it,
+    /// which was left out, even if they have not arrived yet. At most 64.
+    pub fn skip_before(&mut self, seq: u64) {
+        let Some(newest) = self.newest else {
+            return;
+        };
+        let from = newest + 1;
+        for s in from..seq.min(from + 64) {
+            self.skip(s);
+        }
+    }
+
     pub fn skip(&mut self, seq: u64) {
         let Some(base) = &mut self.base else {
             // Nothing of this source sent yet: its first packet continues the stream.

@@ -757,14 +757,29 @@ impl Router {
             if let Some(h) = &vp8
                 && let Some(tid) = h.tid
             {
-                if h.start {
-                    if keyframe || slot.tid_cap <= slot.tid_now {
-                        slot.tid_now = slot.tid_cap;
-                    } else if h.layer_sync && tid > slot.tid_now {
-                        slot.tid_now = tid.min(slot.tid_cap);
+                // A frame is sent or left out whole: its later packets follow the decision
+                // made at its start, even when the next frame's packets overtook them.
+                let leave_out = match slot.vp8.decided(h) {
+                    Some(left_out) => left_out,
+                    None => {
+                        if h.start {
+                            if slot.vp8.newest_skipped() {
+                                // Packets not yet seen before this frame's start are the
+                                // tail of the frame left out.
+                                slot.rewriter.skip_before(pkt.seq);
+                            }
+                            if keyframe || slot.tid_cap <= slot.tid_now {
+                                slot.tid_now = slot.tid_cap;
+                            } else if h.layer_sync && tid == slot.tid_now.saturating_add(1) {
+                                // One layer at a time: a sync frame of layer n needs only
+                                // layers below n, which the receiver has.
+                                slot.tid_now = tid;
+                            }
+                        }
+                        tid > slot.tid_now
                     }
-                }
-                if tid > slot.tid_now {
+                };
+                if leave_out {
                     slot.rewriter.skip(pkt.seq);
                     slot.vp8.skip_picture(h);
                     continue;
@@ -1858,6 +1873,60 @@ mod tests {
             r.handle_rtp(&pkt(cam(1), 12, 3000, &VP8_DELTA), t0).len(),
             1
         );
+    }
+
+    /// A VP8 packet with a 15-bit picture id, TL0PICIDX and TID (with layer sync `y`).
+    fn tpkt(seq: u64, start: bool, key: bool, pid: u16, tid: u8, y: bool) -> RtpIn {
+        let mut p = vec![
+            0x80 | if start { 0x10 } else { 0 },
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            7,
+            (tid << 6) | if y { 0x20 } else { 0 },
+        ];
+        p.extend_from_slice(if key {
+            &[0x10, 0x02, 0x00]
+        } else {
+            &[0x11, 0x02, 0x00]
+        });
+        pkt(cam(1), seq, u32::from(pid) * 3000, &p)
+    }
+
+    #[test]
+    fn a_thinned_frame_keeps_its_fate_when_the_next_one_overtakes_it() {
+        let t0 = Instant::now();
+        let mut r = Router::new(RouterConfig::default());
+        r.add_track(cam(1), video_info(), t0).unwrap();
+        let thumb = LayoutSpec {
+            view: View::Grid,
+            tiles: vec![TileSpec {
+                endpoint: Some(e(1)),
+                height: 180,
+            }],
+        };
+        r.add_subscriber_with_layout(e(2), &[SlotKind::Camera], Some(thumb), t0)
+            .unwrap();
+        drain(&mut r);
+        let mut out = |p: RtpIn| -> Option<(u64, u16)> {
+            let f = r.handle_rtp(&p, t0).first().copied()?;
+            Some((f.seq, f.vp8.and_then(|v| v.picture_id)?))
+        };
+        // Keyframe (layer 0), then a layer-2 frame of three packets whose last packet
+        // comes after the start of the next frame: all three are left out, and the next
+        // frame follows the keyframe without a gap.
+        assert_eq!(out(tpkt(100, true, true, 50, 0, false)), Some((100, 50)));
+        assert_eq!(out(tpkt(101, true, false, 51, 2, true)), None);
+        assert_eq!(out(tpkt(102, false, false, 51, 2, true)), None);
+        assert_eq!(out(tpkt(104, true, false, 52, 1, true)), Some((101, 51)));
+        assert_eq!(out(tpkt(103, false, false, 51, 2, true)), None);
+        assert_eq!(out(tpkt(105, false, false, 52, 1, true)), Some((102, 51)));
+        // A layer-1 frame whose tail is overtaken by a left-out layer-2 frame: the tail is
+        // still sent, at the number it would have had.
+        assert_eq!(out(tpkt(106, true, false, 53, 1, false)), Some((103, 52)));
+        assert_eq!(out(tpkt(108, true, false, 54, 2, false)), None);
+        assert_eq!(out(tpkt(107, false, false, 53, 1, false)), Some((104, 52)));
+        assert_eq!(out(tpkt(109, true, false, 55, 0, false)), Some((105, 53)));
     }
 
     #[test]

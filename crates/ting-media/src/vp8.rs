@@ -113,8 +113,10 @@ pub struct Vp8Rewriter {
     base: Option<Base>,
     /// What the newest packet sent carried.
     last: Option<Last>,
-    /// The newest source picture id handled (sent or skipped) since the switch.
+    /// The newest source picture id handled (sent or skipped) since the switch, and
+    /// whether it was skipped.
     newest_pid: Option<u16>,
+    newest_skipped: bool,
     /// Source pictures left out since the switch ([`Vp8Rewriter::skip_picture`]).
     skips: Skips,
 }
@@ -170,7 +172,30 @@ impl Vp8Rewriter {
         }
         base.pid = base.pid.wrapping_sub(1);
         self.newest_pid = Some(pid);
+        self.newest_skipped = true;
         self.skips.push(u64::from(pid));
+    }
+
+    /// Whether the frame of `h` was already decided on: `Some(true)` if it was left out,
+    /// `Some(false)` if it was sent (or is older than anything remembered as left out),
+    /// `None` for a frame newer than any handled since the switch, or without a picture id.
+    /// Every packet of a frame must share its frame's fate, even when packets of the next
+    /// frame overtook it.
+    pub fn decided(&self, h: &Vp8Header) -> Option<bool> {
+        let (pid, newest) = (h.picture_id?, self.newest_pid?);
+        let mask = if h.long_picture_id { 0x7fff } else { 0x7f };
+        if pid == newest {
+            return Some(self.newest_skipped);
+        }
+        if pid_newer(u64::from(pid), u64::from(newest), mask) {
+            return None;
+        }
+        Some(self.skips.contains(u64::from(pid)))
+    }
+
+    /// Whether the newest frame handled since the switch was left out.
+    pub fn newest_skipped(&self) -> bool {
+        self.newest_pid.is_some() && self.newest_skipped
     }
 
     /// The fields to write into a packet of the current source with source sequence
@@ -217,7 +242,11 @@ impl Vp8Rewriter {
                         .unwrap_or(0);
                     pid_delta = pid_delta.wrapping_add(later as u16);
                 }
-                _ => self.newest_pid = Some(p),
+                Some(n) if n == p => {}
+                _ => {
+                    self.newest_pid = Some(p);
+                    self.newest_skipped = false;
+                }
             }
         }
         let out = Vp8Out {
