@@ -27,14 +27,22 @@ fn show(tiles: &[(Option<u64>, u16)], view: View) -> LayoutSpec {
     }
 }
 
-#[test]
-fn the_same_camera_large_and_small_arrives_in_different_layers() {
+/// One publisher with three layers (and three temporal layers with `temporal`), one viewer
+/// showing it large (720 px, speaker view) and one showing it small (180 px, grid).
+fn large_and_small(temporal: bool) -> (Sim, EndpointId, EndpointId, EndpointId) {
     let mut sim = Sim::new(RouterConfig::default());
+    sim.temporal = temporal;
     let publisher = sim.join(1, 3, &[]);
     let large = sim.join(2, 3, &browser_slots(4));
     let small = sim.join(3, 3, &browser_slots(4));
     sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
     sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    (sim, publisher, large, small)
+}
+
+#[test]
+fn the_same_camera_large_and_small_arrives_in_different_layers() {
+    let (mut sim, publisher, large, small) = large_and_small(false);
     sim.run(4000);
     let big = sim.subs[&large].camera_slot(publisher).unwrap().clone();
     let little = sim.subs[&small].camera_slot(publisher).unwrap().clone();
@@ -371,13 +379,7 @@ fn frames_by_tid(log: &sim::SlotLog) -> [usize; 3] {
 
 #[test]
 fn thumbnails_get_half_the_frame_rate_and_large_tiles_all_of_it() {
-    let mut sim = Sim::new(RouterConfig::default());
-    sim.temporal = true;
-    let publisher = sim.join(1, 3, &[]);
-    let large = sim.join(2, 3, &browser_slots(4));
-    let small = sim.join(3, 3, &browser_slots(4));
-    sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
-    sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    let (mut sim, publisher, large, small) = large_and_small(true);
     // The sim checks every forwarded packet: sequence numbers and picture ids continue by
     // one across the frames left out.
     sim.run(4000);
