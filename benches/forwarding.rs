@@ -73,6 +73,7 @@ impl Room {
                 screen: 1,
             },
             estimate_bandwidth: std::env::var_os("TING_BENCH_BWE").is_some(),
+            opus_dtx: true,
         };
         let setup = CoreSetup {
             id: WorkerId(0),

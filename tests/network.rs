@@ -63,6 +63,7 @@ impl Net {
                 screen: 1,
             },
             estimate_bandwidth: false,
+            opus_dtx: true,
         };
         let setup = CoreSetup {
             id: WorkerId(0),

@@ -52,6 +52,7 @@ fn factory() -> &'static PeerFactory {
             .expect("a certificate"),
         limits: LIMITS,
         estimate_bandwidth: true,
+        opus_dtx: true,
     })
 }
 

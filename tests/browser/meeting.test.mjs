@@ -137,6 +137,24 @@ function selectedPair(p) {
 // ---- the scenario ---------------------------------------------------------------------
 
 /** What page `p` shows and tells the server: view, pin, who is where, the last layout. */
+/** Audio packets per second `p` sends (outbound-rtp of its microphone), over `ms`. */
+async function audioSendRate(p, ms = 2000) {
+  const sent = () => p.page.evaluate(async () => {
+    let n = 0;
+    for (const sender of window.ting.pc.getSenders()) {
+      if (sender.track?.kind !== 'audio') continue;
+      (await sender.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp') n += s.packetsSent;
+      });
+    }
+    return n;
+  });
+  const before = await sent();
+  const start = Date.now();
+  await sleep(ms);
+  return ((await sent()) - before) * 1000 / (Date.now() - start);
+}
+
 function viewState(p) {
   return p.page.evaluate(() => {
     const t = window.ting;
@@ -345,6 +363,11 @@ async function scenario(port, shots) {
     }
     for (const p of everyone) await screenshot(p, shots, '2-screen-share');
 
+    // The server's answer asks for Opus DTX: a microphone that hears speech sends 50
+    // packets a second, one that is muted (or hears silence) only the comfort noise.
+    const speakingRate = await audioSendRate(a);
+    if (speakingRate < 40) throw new Error(`${a.label} sends ${speakingRate.toFixed(1)} audio packets/s while speaking`);
+
     log(`${a.label} mutes`);
     await a.page.click('#mute');
     await waitFor(`${a.label}'s button to offer unmuting`,
@@ -364,6 +387,9 @@ async function scenario(port, shots) {
       }, 10000);
     }
     log(`  ${b.label} and ${c.label} show ${a.label} muted and no longer speaking`);
+    const mutedRate = await audioSendRate(a);
+    if (mutedRate > 10) throw new Error(`${a.label} sends ${mutedRate.toFixed(1)} audio packets/s while muted: no DTX`);
+    log(`  ${a.label}'s microphone: ${speakingRate.toFixed(1)} packets/s speaking, ${mutedRate.toFixed(1)} muted (DTX)`);
     for (const p of everyone) await screenshot(p, shots, '3-muted');
 
     log(`${c.label} leaves`);

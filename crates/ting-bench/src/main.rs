@@ -75,6 +75,10 @@ struct Cli {
     /// browsers do (to measure what thinning thumbnails to half the frame rate saves).
     #[arg(long)]
     no_temporal: bool,
+    /// Silent participants send audio 50 times a second even where the server asks for
+    /// Opus DTX (to measure what DTX saves).
+    #[arg(long)]
+    no_dtx: bool,
     /// The room's name (a prefix with --rooms > 1), so a person can open the loaded
     /// meeting in a browser at /m/NAME. Default: a name unique to this run.
     #[arg(long)]
@@ -185,6 +189,7 @@ fn real_main() -> anyhow::Result<bool> {
     opts.layout = cli.layout;
     opts.honour_send_layers = !cli.no_pause;
     opts.temporal_layers = !cli.no_temporal;
+    opts.dtx = !cli.no_dtx;
     if cli.whip || cli.whep {
         if !matches!(cli.scenario, Scenario::Fanout | Scenario::Webinar) {
             anyhow::bail!(

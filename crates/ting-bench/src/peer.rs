@@ -93,6 +93,9 @@ pub struct SimPeerConfig {
     /// sync on the first 2 and the 1 after each 0), as browsers' VP8 simulcast sends them;
     /// otherwise every frame is in layer 0.
     pub temporal_layers: bool,
+    /// While silent, send one audio packet every 400 ms instead of one every 20 ms when
+    /// the server's answer asks for Opus DTX (`usedtx=1`), as browsers do.
+    pub dtx: bool,
     /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
     /// first (its protocol says so); Janus takes the first as the best layer.
     pub rids_high_first: bool,
@@ -121,6 +124,7 @@ impl SimPeerConfig {
             honour_send_layers: true,
             layout: BenchLayout::None,
             temporal_layers: true,
+            dtx: true,
             rids_high_first: false,
             e2ee: false,
         }
@@ -165,7 +169,8 @@ struct TxStream {
     last_keyframe: Instant,
     picture_id: u16,
     tl0: u8,
-    /// Frames since the last keyframe: the place in the temporal pattern.
+    /// Frames since the last keyframe: the place in the temporal pattern. For audio,
+    /// 20 ms ticks, which place the packets of silence under DTX.
     since_key: u32,
     /// Packets sent in frames of temporal layer at most 0, 1 and 2.
     upto: [u64; 3],
@@ -228,6 +233,8 @@ pub struct SimPeer {
     rtc_timeout: Instant,
     created: Instant,
     sending: bool,
+    /// The server's answer asked for Opus DTX and the configuration allows it.
+    dtx_asked: bool,
     alive: bool,
     stats: PeerStats,
     latency: Histogram,
@@ -380,6 +387,7 @@ impl SimPeer {
             rtc_timeout: now,
             created: now,
             sending: true,
+            dtx_asked: false,
             alive: true,
             buf: Vec::with_capacity(MAX_VIDEO_PAYLOAD + 64),
             received: 0,
@@ -441,6 +449,7 @@ impl SimPeer {
             rtc_timeout: now,
             created: now,
             sending: true,
+            dtx_asked: false,
             alive: true,
             buf: Vec::new(),
             received: 0,
@@ -497,6 +506,11 @@ impl SimPeer {
             .take()
             .ok_or(PeerError::Answer("no offer is pending".into()))?;
         self.rtc.sdp_api().accept_answer(pending, answer)?;
+        // A browser's Opus encoder reads `usedtx` from the remote description.
+        self.dtx_asked = self.cfg.dtx
+            && sdp
+                .lines()
+                .any(|l| l.starts_with("a=fmtp:") && l.contains("usedtx=1"));
         if let Some(local) = self.moving_to.take() {
             // The restart dropped the old candidates; the new address is the only one.
             let candidate =
@@ -771,6 +785,8 @@ impl SimPeer {
         let id = self.cfg.id;
         let e2ee = self.cfg.e2ee;
         let temporal_layers = self.cfg.temporal_layers;
+        // Opus DTX: in silence one packet per 400 ms (20 ticks) keeps the comfort noise.
+        let dtx_silence = !speaking && self.dtx_asked;
         // A key id of the sender's own, as a browser draws one.
         let kid = 0x7100_0000_0000 | u64::from(id);
         let layers = self.cfg.video_bps.len().max(1) as u8;
@@ -796,7 +812,11 @@ impl SimPeer {
                 let mut packets: Vec<(Vec<u8>, bool)> = Vec::new();
                 let mut ext = ExtensionValues::default();
                 match t.kind {
+                    StreamKind::Audio if dtx_silence && !t.since_key.is_multiple_of(20) => {
+                        t.since_key = t.since_key.wrapping_add(1);
+                    }
                     StreamKind::Audio => {
+                        t.since_key = t.since_key.wrapping_add(1);
                         let stamp = Stamp {
                             sender: id,
                             kind: t.kind,

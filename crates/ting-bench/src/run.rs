@@ -115,6 +115,8 @@ pub struct BenchOptions {
     pub honour_send_layers: bool,
     /// Cameras send three temporal layers, as browsers do.
     pub temporal_layers: bool,
+    /// Silent microphones use Opus DTX where the server asks for it, as browsers do.
+    pub dtx: bool,
     /// Prefix of room names (runs against a shared server do not collide).
     pub room_prefix: String,
     /// The room's exact name (one room) or prefix (several: NAME-0, NAME-1, …), so a person
@@ -158,6 +160,7 @@ impl BenchOptions {
             layout: BenchLayout::Speaker,
             honour_send_layers: true,
             temporal_layers: true,
+            dtx: true,
             room_prefix: format!("bench-{}", std::process::id()),
             room: None,
             whip: false,
@@ -186,6 +189,7 @@ impl BenchOptions {
             c.sample_every = self.sample_every.max(1);
             c.honour_send_layers = self.honour_send_layers;
             c.temporal_layers = self.temporal_layers;
+            c.dtx = self.dtx;
             c.e2ee = self.e2ee;
             c.audio_slots = 0;
             c.video_slots = 0;
@@ -403,6 +407,7 @@ pub async fn run(opts: BenchOptions) -> Report {
             "sample_every": opts.sample_every,
             "honour_send_layers": opts.honour_send_layers,
             "temporal_layers": opts.temporal_layers,
+            "dtx": opts.dtx,
             "whip": opts.whip,
             "whep": opts.whep,
             "e2ee": opts.e2ee,

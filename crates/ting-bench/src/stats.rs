@@ -319,7 +319,8 @@ impl SlotStats {
     }
 
     /// Counts the packets a mapped, unpaused stream should have brought since it went
-    /// quiet. Quiet means nothing for five packet intervals and at least 300 ms.
+    /// quiet. Quiet means nothing for five packet intervals and at least 300 ms (audio:
+    /// 1 s, as DTX leaves 400 ms between packets of silence).
     pub fn check_silence(&mut self, now: Instant) {
         if self.mapped_to.is_none() || self.paused {
             self.silence = None;
@@ -329,8 +330,10 @@ impl SlotStats {
             return;
         };
         let quiet = now.saturating_duration_since(last);
-        let threshold =
-            Duration::from_micros((self.interval_us * 5.0) as u64).max(Duration::from_millis(300));
+        // Audio under Opus DTX pauses for 400 ms between packets of silence, so it is
+        // quiet only after more than two of those went missing.
+        let floor = Duration::from_millis(if self.kind == "audio" { 1000 } else { 300 });
+        let threshold = Duration::from_micros((self.interval_us * 5.0) as u64).max(floor);
         if quiet < threshold {
             self.silence = None;
             return;
@@ -477,6 +480,8 @@ mod tests {
         let last = t0 + Duration::from_millis(20 * 49);
         s.check_silence(last + Duration::from_millis(100));
         assert_eq!(s.lost(), 0, "a short pause is not silence");
+        s.check_silence(last + Duration::from_millis(900));
+        assert_eq!(s.lost(), 0, "nor is the pause between two packets of DTX");
         s.check_silence(last + Duration::from_secs(2));
         let quiet = s.lost();
         assert!((95..=105).contains(&quiet), "2 s at 50/s: {quiet}");

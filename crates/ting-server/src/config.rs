@@ -124,6 +124,7 @@ pub struct MediaConfig {
     pub socket_buffer_bytes: usize,
     pub spread_rooms_above: usize,
     pub bandwidth_estimation: bool,
+    pub opus_dtx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -247,6 +247,7 @@ impl Server {
             cert,
             limits,
             estimate_bandwidth: config.media.bandwidth_estimation,
+            opus_dtx: config.media.opus_dtx,
         };
         Ok(Server {
             config,

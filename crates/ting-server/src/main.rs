@@ -68,6 +68,9 @@ struct Cli {
     /// media.bandwidth_estimation: choose layers by each client's estimated downlink.
     #[arg(long, env = "TING_MEDIA_BANDWIDTH_ESTIMATION")]
     media_bandwidth_estimation: Option<String>,
+    /// media.opus_dtx: ask browsers not to send audio while their microphone is silent.
+    #[arg(long, env = "TING_MEDIA_OPUS_DTX")]
+    media_opus_dtx: Option<String>,
     /// limits.max_rooms: rooms open at once.
     #[arg(long, env = "TING_LIMITS_MAX_ROOMS")]
     limits_max_rooms: Option<String>,
@@ -189,7 +192,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 53] = [
+        let table: [(&'static str, &Option<String>); 54] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("http.allow_plain_http", &self.http_allow_plain_http),
@@ -210,6 +213,7 @@ impl Cli {
                 "media.bandwidth_estimation",
                 &self.media_bandwidth_estimation,
             ),
+            ("media.opus_dtx", &self.media_opus_dtx),
             ("limits.max_rooms", &self.limits_max_rooms),
             (
                 "limits.max_participants_per_room",

@@ -25,6 +25,7 @@ pub struct PeerFactory {
     pub cert: DtlsCert,
     pub limits: SlotLimits,
     pub estimate_bandwidth: bool,
+    pub opus_dtx: bool,
 }
 
 impl std::fmt::Debug for PeerFactory {
@@ -56,6 +57,7 @@ impl PeerFactory {
             candidate,
             cert: &self.cert,
             estimate_bandwidth: self.estimate_bandwidth,
+            opus_dtx: self.opus_dtx,
             outbox,
             now,
         };

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::format::Codec as StrCodec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid};
+use str0m::format::{Codec as StrCodec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, Ssrc};
 use str0m::{Candidate, Rtc, RtcConfig};
 use ting_media::{
@@ -189,6 +189,8 @@ pub struct PeerSetup<'a> {
     pub cert: &'a DtlsCert,
     /// Estimate the downlink from the client's transport-wide feedback.
     pub estimate_bandwidth: bool,
+    /// Ask the client to stop sending audio while its microphone is silent (Opus DTX).
+    pub opus_dtx: bool,
     pub outbox: Outbox,
     pub now: Instant,
 }
@@ -226,20 +228,36 @@ fn to_media_codec(c: StrCodec) -> Option<Codec> {
 /// decode every publisher without transcoding; VP8 is the one every browser has and the
 /// one str0m can rewrite (`Vp8Patch`) for simulcast.
 ///
+/// With `opus_dtx` the answer's Opus parameters carry `usedtx=1`, which is what makes a
+/// browser's encoder stop sending while the microphone hears silence (a comfort-noise
+/// packet every 400 ms instead of 50 a second). Listeners' decoders fill the pauses.
+///
 /// Each connection estimates its downlink from the client's transport-wide feedback
 /// (str0m's Google congestion control). Media is not paced again on the way out: the
 /// publishers' own pacers already spread it, and pacing every forwarded packet costs one
 /// full timeout pass per packet (docs/performance.md); only the estimator's probes are
 /// paced (crates/patched/str0m/PATCHES.md).
-pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool) -> RtcConfig {
-    let config = RtcConfig::new()
+pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool, opus_dtx: bool) -> RtcConfig {
+    let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_dtls_cert(cert.clone())
         .clear_codecs()
-        .enable_opus(true, false)
         .enable_vp8(true)
         .set_send_buffer_video(VIDEO_SEND_BUFFER);
+    config.codec_config().add_config(
+        OPUS_PT.into(),
+        None,
+        StrCodec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            use_dtx: opus_dtx.then_some(true),
+            ..Default::default()
+        },
+    );
     if !estimate_bandwidth {
         return config;
     }
@@ -250,6 +268,10 @@ pub fn rtc_config(cert: &DtlsCert, estimate_bandwidth: bool) -> RtcConfig {
         // joining) measures this worker, not the path: it must not pull the estimate down.
         .set_bwe_probes_only_raise(true)
 }
+
+/// Opus's payload type where the server offers (browsers' offers bring their own): the
+/// one browsers use, as str0m's default does.
+const OPUS_PT: u8 = 111;
 
 /// Where each connection's bandwidth estimate starts: enough for the speaker's middle
 /// layer and a row of thumbnails; the estimator's first probes (at several times this)
@@ -277,6 +299,7 @@ impl Peer {
             candidate,
             cert,
             estimate_bandwidth,
+            opus_dtx,
             outbox,
             now,
         } = setup;
@@ -321,7 +344,7 @@ impl Peer {
 
         let sdp =
             SdpOffer::from_sdp_string(&offer.sdp).map_err(|e| OfferError::Sdp(e.to_string()))?;
-        let mut rtc = rtc_config(cert, estimate_bandwidth).build(now);
+        let mut rtc = rtc_config(cert, estimate_bandwidth, opus_dtx).build(now);
         let Some(_) = rtc.add_local_candidate(
             Candidate::host(candidate, "udp").map_err(|e| OfferError::Rejected(e.to_string()))?,
         ) else {
@@ -632,18 +655,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_answer_is_one_every_ice_stack_reads() {
+    /// The server's answer to `offer`.
+    fn answer(offer: &Offer, opus_dtx: bool) -> String {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
             .unwrap();
         let (outbox, _rx) = crate::outbox::outbox(8);
-        let offer = client_offer();
-        let accepted = Peer::accept(PeerSetup {
+        Peer::accept(PeerSetup {
             pid: 1,
             room: RoomKey(1),
-            offer: &offer,
+            offer,
             limits: SlotLimits {
                 audio: 3,
                 video: 9,
@@ -652,11 +674,17 @@ mod tests {
             candidate: "10.0.0.1:4000".parse().unwrap(),
             cert: &cert,
             estimate_bandwidth: true,
+            opus_dtx,
             outbox,
             now: Instant::now(),
         })
-        .expect("offer accepted");
-        let sdp = accepted.answer;
+        .expect("offer accepted")
+        .answer
+    }
+
+    #[test]
+    fn the_answer_is_one_every_ice_stack_reads() {
+        let sdp = answer(&client_offer(), true);
         let count = |needle: &str| sdp.lines().filter(|l| l.starts_with(needle)).count();
         let mlines = count("m=");
         assert_eq!(mlines, 3, "{sdp}");
@@ -687,5 +715,28 @@ mod tests {
         // Each receive slot declares its SSRC; the video slot its RTX SSRC too.
         assert_eq!(count("a=ssrc-group:FID"), 1, "{sdp}");
         assert!(count("a=ssrc:") >= 3, "{sdp}");
+    }
+
+    #[test]
+    fn the_answer_asks_for_opus_dtx_only_when_configured() {
+        let offer = client_offer();
+        for dtx in [true, false] {
+            let sdp = answer(&offer, dtx);
+            // The client's Opus payload type, kept in both audio sections; its parameters
+            // are the server's, which is where a browser's encoder reads `usedtx` from.
+            let pt = sdp
+                .lines()
+                .find_map(|l| l.strip_prefix("a=rtpmap:")?.strip_suffix(" opus/48000/2"))
+                .unwrap_or_else(|| panic!("no Opus in {sdp}"));
+            let fmtp: Vec<&str> = sdp
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("a=fmtp:{pt} ")))
+                .collect();
+            assert_eq!(fmtp.len(), 2, "both audio sections: {sdp}");
+            for params in fmtp {
+                assert!(params.contains("useinbandfec=1"), "{params}");
+                assert_eq!(params.contains("usedtx=1"), dtx, "{params}");
+            }
+        }
     }
 }
