@@ -8,6 +8,14 @@
 //! harness thread gets round to them would make the network look congested when only the
 //! harness is. So each datagram carries the kernel's receive timestamp (`SO_TIMESTAMPNS`),
 //! taken when it reached the socket. Everything unsafe in ting-bench lives in this file.
+//!
+//! The server sends runs of datagrams to one participant as one GSO message
+//! (`UDP_SEGMENT`). With `UDP_GRO` on the socket the kernel hands such a run over whole,
+//! with its segment size, instead of splitting it into one socket buffer per datagram;
+//! [`RecvBatch::iter`] splits it. On loopback the sending core does the receiver's
+//! kernel work, so this takes the per-datagram cost of delivering to the harness off the
+//! server's core as well as the harness's: what a network card that segments in hardware
+//! (USO) and a receiver on another machine would leave it.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -17,13 +25,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
-/// The largest datagram read.
-pub const MAX_DATAGRAM: usize = 2048;
-/// Room for one SCM_TIMESTAMPNS control message (a cmsghdr and a timespec, aligned).
-const CONTROL_LEN: usize = 64;
+/// The largest message read: a run of datagrams coalesced by `UDP_GRO` is at most 64 KiB.
+pub const MAX_MESSAGE: usize = 65_536;
+/// Room for an SCM_TIMESTAMPNS and a UDP_GRO control message (cmsghdrs, a timespec and an
+/// int, aligned).
+const CONTROL_LEN: usize = 96;
 
-/// Asks the kernel to stamp every datagram this socket receives, and gives it a receive
-/// buffer large enough for a keyframe burst to a participant with many slots.
+/// Asks the kernel to stamp every datagram this socket receives and to hand over runs of
+/// datagrams sent as one GSO message whole (where the kernel can), and gives the socket a
+/// receive buffer large enough for a keyframe burst to a participant with many slots.
 pub fn prepare(socket: &UdpSocket, rcvbuf: usize) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt reads `optlen` bytes from a live c_int.
@@ -38,6 +48,17 @@ pub fn prepare(socket: &UdpSocket, rcvbuf: usize) -> io::Result<()> {
     };
     if r != 0 {
         return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above. A kernel without UDP_GRO (before 5.0) refuses it: then every
+    // datagram arrives on its own, which `recv_batch` reads the same way.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
     let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
     // SAFETY: as above. The kernel may cap the size (net.core.rmem_max); that is fine.
@@ -82,10 +103,13 @@ impl Clock {
 
 /// Receive buffers for one `recvmmsg` call, reused across calls.
 pub struct RecvBatch {
-    bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    bufs: Box<[[u8; MAX_MESSAGE]]>,
     addrs: Box<[libc::sockaddr_storage]>,
     controls: Box<[[u8; CONTROL_LEN]]>,
     lens: [usize; BATCH],
+    /// The size of each datagram in a coalesced message (the last may be shorter); 0 for
+    /// a message that is one datagram.
+    segments: [usize; BATCH],
     stamps: [Option<Duration>; BATCH],
     count: usize,
 }
@@ -101,12 +125,13 @@ impl std::fmt::Debug for RecvBatch {
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            bufs: vec![[0u8; MAX_MESSAGE]; BATCH].into_boxed_slice(),
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
                 .into_boxed_slice(),
             controls: vec![[0u8; CONTROL_LEN]; BATCH].into_boxed_slice(),
             lens: [0; BATCH],
+            segments: [0; BATCH],
             stamps: [None; BATCH],
             count: 0,
         }
@@ -114,12 +139,20 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// The datagrams of the last receive: source, bytes, and the kernel's wall-clock
-    /// arrival stamp when it gave one.
+    /// The datagrams of the last receive, coalesced runs split again: source, bytes, and
+    /// the kernel's wall-clock arrival stamp when it gave one (a run's datagrams share
+    /// theirs: they were sent in one call and arrived together).
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8], Option<Duration>)> {
-        (0..self.count).filter_map(move |i| {
-            let addr = from_sockaddr(&self.addrs[i])?;
-            Some((addr, &self.bufs[i][..self.lens[i]], self.stamps[i]))
+        (0..self.count).flat_map(move |i| {
+            let addr = from_sockaddr(&self.addrs[i]);
+            let message = &self.bufs[i][..self.lens[i]];
+            let segment = match self.segments[i] {
+                0 => message.len().max(1),
+                n => n,
+            };
+            message
+                .chunks(segment)
+                .filter_map(move |d| Some((addr?, d, self.stamps[i])))
         })
     }
 }
@@ -132,7 +165,7 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
     for i in 0..BATCH {
         iovs[i].write(libc::iovec {
             iov_base: batch.bufs[i].as_mut_ptr().cast(),
-            iov_len: MAX_DATAGRAM,
+            iov_len: MAX_MESSAGE,
         });
         // SAFETY: msghdr is plain old data; zero is a valid "no control, no flags" value.
         let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
@@ -147,7 +180,7 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
             msg_len: 0,
         });
     }
-    // SAFETY: every header points at a live buffer of MAX_DATAGRAM bytes, a live
+    // SAFETY: every header points at a live buffer of MAX_MESSAGE bytes, a live
     // sockaddr_storage and a live control buffer of CONTROL_LEN bytes, all borrowed mutably
     // from `batch` for the duration of the call; the iovec array outlives the call.
     // MSG_DONTWAIT makes the call non-blocking.
@@ -168,19 +201,23 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
     for (i, hdr) in hdrs.iter().enumerate().take(n) {
         // SAFETY: the kernel filled the first `n` headers; we initialised all of them.
         let hdr = unsafe { hdr.assume_init_ref() };
-        batch.lens[i] = (hdr.msg_len as usize).min(MAX_DATAGRAM);
-        batch.stamps[i] = timestamp(&hdr.msg_hdr);
+        batch.lens[i] = (hdr.msg_len as usize).min(MAX_MESSAGE);
+        let (stamp, segment) = control(&hdr.msg_hdr);
+        batch.stamps[i] = stamp;
+        batch.segments[i] = segment;
     }
     batch.count = n;
     Ok(n)
 }
 
-/// The SCM_TIMESTAMPNS stamp among a received message's control messages.
-fn timestamp(hdr: &libc::msghdr) -> Option<Duration> {
+/// The SCM_TIMESTAMPNS stamp and the UDP_GRO segment size (0: none) among a received
+/// message's control messages.
+fn control(hdr: &libc::msghdr) -> (Option<Duration>, usize) {
+    let (mut stamp, mut segment) = (None, 0);
     // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
     // the buffer `msg_control` points at, which is still borrowed; CMSG_FIRSTHDR/NXTHDR
-    // stay within it, and the data of an SCM_TIMESTAMPNS message is one timespec, read
-    // unaligned.
+    // stay within it. The data of an SCM_TIMESTAMPNS message is one timespec, of a
+    // UDP_GRO message one int; both are read unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
@@ -188,12 +225,16 @@ fn timestamp(hdr: &libc::msghdr) -> Option<Duration> {
             if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts: libc::timespec =
                     std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                return Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            } else if c.cmsg_level == libc::SOL_UDP && c.cmsg_type == libc::UDP_GRO {
+                let n: libc::c_int =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                segment = usize::try_from(n).unwrap_or(0);
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
     }
-    None
+    (stamp, segment)
 }
 
 /// Sends `datagrams` with `sendmmsg` (as many calls as it takes). Returns how many the
@@ -348,5 +389,82 @@ mod tests {
         let at = clock.instant(wall - Duration::from_millis(5));
         assert!(at <= Instant::now());
         assert!(clock.instant(wall + Duration::from_secs(10)) <= Instant::now());
+    }
+
+    /// Sends `datagrams` (all `segment` bytes but the last, which may be shorter) as one
+    /// GSO message, as ting's workers send runs to one participant.
+    fn send_gso(socket: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>], segment: u16) {
+        let bytes: Vec<u8> = datagrams.concat();
+        let mut addr = MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let addr_len = to_sockaddr(&to, &mut addr);
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let mut control = [0u8; 64];
+        // SAFETY: the header points at the live address, iovec and control buffer above;
+        // CMSG_SPACE of a u16 fits the control buffer, and its data is written unaligned.
+        let sent = unsafe {
+            let mut hdr: libc::msghdr = mem::zeroed();
+            hdr.msg_name = addr.as_mut_ptr().cast();
+            hdr.msg_namelen = addr_len;
+            hdr.msg_iov = &mut iov;
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment);
+            libc::sendmsg(socket.as_raw_fd(), &hdr, 0)
+        };
+        assert_eq!(sent, bytes.len() as isize, "{}", io::Error::last_os_error());
+    }
+
+    #[test]
+    fn a_gso_run_arrives_coalesced_and_is_split_into_its_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        prepare(&rx, 1 << 20).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        // Two runs: nine datagrams of 1200 bytes and a shorter last one; then three of 80.
+        let mut first: Vec<Vec<u8>> = (0..9u8).map(|i| vec![i; 1200]).collect();
+        first.push(vec![9; 700]);
+        let second: Vec<Vec<u8>> = (10..13u8).map(|i| vec![i; 80]).collect();
+        send_gso(&tx, to, &first, 1200);
+        send_gso(&tx, to, &second, 80);
+        // And one datagram on its own after them.
+        assert_eq!(send_batch(&tx, &[(to, &[99u8; 50][..])]), 1);
+        let want: Vec<Vec<u8>> = first
+            .iter()
+            .chain(&second)
+            .cloned()
+            .chain([vec![99; 50]])
+            .collect();
+        let mut batch = RecvBatch::default();
+        let (mut got, mut messages) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < want.len() && Instant::now() < deadline {
+            match recv_batch(&rx, &mut batch) {
+                Ok(n) => {
+                    messages += n;
+                    for (from, data, stamp) in batch.iter() {
+                        assert_eq!(from, tx.local_addr().unwrap());
+                        assert!(stamp.is_some(), "every datagram of a run has the stamp");
+                        got.push(data.to_vec());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, want, "every datagram, whole and in order");
+        assert_eq!(
+            messages, 3,
+            "the two runs arrived whole (UDP_GRO), then the single one"
+        );
     }
 }
