@@ -25,8 +25,12 @@ pub enum Quality {
 pub struct QualitySample {
     /// Fraction of what the participant sent that did not arrive (its uplink).
     pub ingress_loss: Option<f32>,
+    /// How many packets that fraction is of.
+    pub ingress_packets: u64,
     /// Fraction of what the server sent it that it reports lost (its downlink).
     pub egress_loss: Option<f32>,
+    /// How many packets that fraction is of.
+    pub egress_packets: u64,
     /// Round trip between the server and the participant.
     pub rtt: Option<Duration>,
     /// The server's estimate of the participant's downlink, if it estimates one.
@@ -53,6 +57,10 @@ pub struct QualityConfig {
     pub poor_after: u8,
     /// Good seconds in a row that make a poor connection good again.
     pub good_after: u8,
+    /// Loss measured over fewer packets than this in a second says nothing either way: a
+    /// muted participant with its camera off sends a few a second (Opus DTX), and one of
+    /// them lost is not a poor connection.
+    pub min_loss_packets: u64,
 }
 
 impl Default for QualityConfig {
@@ -65,6 +73,7 @@ impl Default for QualityConfig {
             short_estimate_bps: 500_000,
             poor_after: 2,
             good_after: 5,
+            min_loss_packets: 20,
         }
     }
 }
@@ -145,7 +154,12 @@ impl QualityMeter {
 
     fn verdict(&self, s: &QualitySample) -> Verdict {
         let c = &self.config;
-        let losses = [s.ingress_loss, s.egress_loss];
+        let counted =
+            |loss: Option<f32>, packets: u64| loss.filter(|_| packets >= c.min_loss_packets);
+        let losses = [
+            counted(s.ingress_loss, s.ingress_packets),
+            counted(s.egress_loss, s.egress_packets),
+        ];
         let short = s.estimate_bps.is_some_and(|e| {
             s.desired_bps > 0 && e < c.short_estimate_bps && e.saturating_mul(2) < s.desired_bps
         });
@@ -172,7 +186,9 @@ mod tests {
     fn clean() -> QualitySample {
         QualitySample {
             ingress_loss: Some(0.0),
+            ingress_packets: 100,
             egress_loss: Some(0.0),
+            egress_packets: 100,
             rtt: Some(Duration::from_millis(30)),
             estimate_bps: Some(2_000_000),
             desired_bps: 1_000_000,
@@ -283,5 +299,34 @@ mod tests {
         // ...but a network that stays bad is poor after its run.
         assert_eq!(m.sample(&lossy(0.3)), None);
         assert_eq!(m.sample(&lossy(0.3)), Some(Quality::Poor));
+    }
+
+    #[test]
+    fn a_lost_packet_of_a_few_is_not_a_poor_connection() {
+        // Muted, camera off: four packets a second up, one of them lost every second.
+        let quiet = QualitySample {
+            ingress_loss: Some(0.25),
+            ingress_packets: 4,
+            ..clean()
+        };
+        let mut m = QualityMeter::new(QualityConfig::default());
+        assert_eq!(run(&mut m, quiet, 10), vec![]);
+        // Nor does it keep a poor connection from mending.
+        assert_eq!(run(&mut m, lossy(0.1), 2), vec![Quality::Poor]);
+        assert_eq!(run(&mut m, quiet, 5), vec![Quality::Good]);
+        // The same share of enough packets is loss, either way.
+        let down = QualitySample {
+            egress_loss: Some(0.25),
+            egress_packets: 40,
+            ..clean()
+        };
+        assert_eq!(run(&mut m, down, 2), vec![Quality::Poor]);
+        let few_down = QualitySample {
+            egress_loss: Some(0.25),
+            egress_packets: 8,
+            ..clean()
+        };
+        let mut m = QualityMeter::new(QualityConfig::default());
+        assert_eq!(run(&mut m, few_down, 10), vec![]);
     }
 }

@@ -1559,9 +1559,15 @@ impl Session {
 
     /// ting patch: see `Rtc::transport_quality`.
     pub fn transport_quality(&mut self, now: Instant) -> crate::stats::TransportQuality {
+        let ingress = self.twcc_rx_register.loss_counted();
+        let egress = self
+            .twcc_tx_register
+            .loss_counted(Duration::from_secs(1), now);
         crate::stats::TransportQuality {
-            ingress_loss: self.twcc_rx_register.loss(),
-            egress_loss: self.twcc_tx_register.loss(Duration::from_secs(1), now),
+            ingress_loss: ingress.map(|(loss, _)| loss),
+            ingress_packets: ingress.map_or(0, |(_, n)| n),
+            egress_loss: egress.map(|(loss, _)| loss),
+            egress_packets: egress.map_or(0, |(_, n)| n),
             rtt: self.twcc_tx_register.rtt(),
         }
     }

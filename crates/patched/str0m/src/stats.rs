@@ -90,8 +90,13 @@ pub struct PeerStats {
 pub struct TransportQuality {
     /// Fraction of what the peer sent that never arrived, since the last call.
     pub ingress_loss: Option<f32>,
+    /// Packets the peer sent since the last call (what `ingress_loss` is a fraction of).
+    pub ingress_packets: u64,
     /// Fraction of what was sent to the peer in the last second that it reports lost.
     pub egress_loss: Option<f32>,
+    /// Packets sent to the peer in the last second that it reported on (what
+    /// `egress_loss` is a fraction of).
+    pub egress_packets: u64,
     /// Round trip of the most recently reported packet.
     pub rtt: Option<Duration>,
 }

@@ -226,7 +226,9 @@ impl MediaCore {
                     .is_none_or(|at| now.saturating_duration_since(at) >= OUTAGE);
             let sample = QualitySample {
                 ingress_loss: measured.ingress_loss,
+                ingress_packets: measured.ingress_packets,
                 egress_loss: measured.egress_loss,
+                egress_packets: measured.egress_packets,
                 rtt: measured.rtt,
                 estimate_bps: peer.estimate_bps,
                 desired_bps: peer.desired_bps,

@@ -483,6 +483,13 @@ impl TwccRecvRegister {
     ///
     /// To get periodic stats call this method at fixed intervals.
     pub fn loss(&mut self) -> Option<f32> {
+        self.loss_counted().map(|(loss, _)| loss)
+    }
+
+    /// ting patch: [`Self::loss`] and the number of packets expected since the last call,
+    /// which it is a fraction of (one lost packet in four is not the same news as 25 in
+    /// a hundred).
+    pub fn loss_counted(&mut self) -> Option<(f32, u64)> {
         // Based on the algorithm described in
         // [RFC 3550 Appendix A](https://www.rfc-editor.org/rfc/rfc3550#appendix-A.3), but instead
         // of applying it to an individual RTP stream it's applied to the whole session using TWCC
@@ -499,7 +506,10 @@ impl TwccRecvRegister {
 
         let lost_interval = expected_interval.saturating_sub(received_interval);
 
-        (expected_interval != 0).then_some(lost_interval as f32 / expected_interval as f32)
+        (expected_interval != 0).then_some((
+            lost_interval as f32 / expected_interval as f32,
+            expected_interval,
+        ))
     }
 }
 
@@ -1321,6 +1331,11 @@ impl TwccSendRegister {
     /// larger than ~1-2 seconds is liable to be inaccurate since some packets sent might have already
     /// been evicted from the register.
     pub fn loss(&self, duration: Duration, now: Instant) -> Option<f32> {
+        self.loss_counted(duration, now).map(|(loss, _)| loss)
+    }
+
+    /// ting patch: [`Self::loss`] and the number of reported packets it is a fraction of.
+    pub fn loss_counted(&self, duration: Duration, now: Instant) -> Option<(f32, u64)> {
         // Consider only packets in the span specified by the caller
         let lower_bound = now - duration;
 
@@ -1348,7 +1363,7 @@ impl TwccSendRegister {
             return None;
         }
 
-        Some((lost as f32) / (total as f32))
+        Some(((lost as f32) / (total as f32), total))
     }
 
     /// Calculate the RTT for the most recently reported packet.
