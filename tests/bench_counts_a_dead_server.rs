@@ -41,7 +41,7 @@ async fn a_server_that_stops_mid_run_is_loss() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Video, which flows at its rate whoever speaks (silent microphones send a packet
-    // every 400 ms under DTX).
+    // a few times a second under DTX).
     let forwarded = || async {
         server
             .metric("ting_rtp_packets_forwarded_total{kind=\"video\"}")

@@ -136,7 +136,6 @@ function selectedPair(p) {
 
 // ---- the scenario ---------------------------------------------------------------------
 
-/** What page `p` shows and tells the server: view, pin, who is where, the last layout. */
 /** Audio packets per second `p` sends (outbound-rtp of its microphone), over `ms`. */
 async function audioSendRate(p, ms = 2000) {
   const sent = () => p.page.evaluate(async () => {
@@ -155,6 +154,7 @@ async function audioSendRate(p, ms = 2000) {
   return ((await sent()) - before) * 1000 / (Date.now() - start);
 }
 
+/** What page `p` shows and tells the server: view, pin, who is where, the last layout. */
 function viewState(p) {
   return p.page.evaluate(() => {
     const t = window.ting;

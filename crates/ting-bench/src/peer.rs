@@ -40,6 +40,9 @@ const FEEDBACK_CHECK: Duration = Duration::from_millis(50);
 
 /// The largest payload a simulated video packet carries (like a browser's packetizer).
 pub const MAX_VIDEO_PAYLOAD: usize = 1100;
+/// A silent microphone under Opus DTX sends one small packet every this many 20 ms ticks:
+/// 4.2 a second, as Chromium measured here (`docs/performance.md`).
+pub const DTX_TICKS: u32 = 12;
 
 /// What a simulated participant shows, as the layout it reports to the server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -93,8 +96,8 @@ pub struct SimPeerConfig {
     /// sync on the first 2 and the 1 after each 0), as browsers' VP8 simulcast sends them;
     /// otherwise every frame is in layer 0.
     pub temporal_layers: bool,
-    /// While silent, send one audio packet every 400 ms instead of one every 20 ms when
-    /// the server's answer asks for Opus DTX (`usedtx=1`), as browsers do.
+    /// While silent, send a small audio packet every [`DTX_TICKS`] ticks instead of one
+    /// every 20 ms when the server's answer asks for Opus DTX (`usedtx=1`), as browsers do.
     pub dtx: bool,
     /// List simulcast rids highest first in the offer (f;h;q). ting reads them lowest
     /// first (its protocol says so); Janus takes the first as the best layer.
@@ -169,8 +172,7 @@ struct TxStream {
     last_keyframe: Instant,
     picture_id: u16,
     tl0: u8,
-    /// Frames since the last keyframe: the place in the temporal pattern. For audio,
-    /// 20 ms ticks, which place the packets of silence under DTX.
+    /// Frames since the last keyframe: the place in the temporal pattern.
     since_key: u32,
     /// Packets sent in frames of temporal layer at most 0, 1 and 2.
     upto: [u64; 3],
@@ -785,7 +787,6 @@ impl SimPeer {
         let id = self.cfg.id;
         let e2ee = self.cfg.e2ee;
         let temporal_layers = self.cfg.temporal_layers;
-        // Opus DTX: in silence one packet per 400 ms (20 ticks) keeps the comfort noise.
         let dtx_silence = !speaking && self.dtx_asked;
         // A key id of the sender's own, as a browser draws one.
         let kid = 0x7100_0000_0000 | u64::from(id);
@@ -811,12 +812,10 @@ impl SimPeer {
                 t.next_at += t.interval;
                 let mut packets: Vec<(Vec<u8>, bool)> = Vec::new();
                 let mut ext = ExtensionValues::default();
+                // Ticks after this one that pass without a packet (and without a wake-up).
+                let mut quiet_ticks = 0;
                 match t.kind {
-                    StreamKind::Audio if dtx_silence && !t.since_key.is_multiple_of(20) => {
-                        t.since_key = t.since_key.wrapping_add(1);
-                    }
                     StreamKind::Audio => {
-                        t.since_key = t.since_key.wrapping_add(1);
                         let stamp = Stamp {
                             sender: id,
                             kind: t.kind,
@@ -828,6 +827,12 @@ impl SimPeer {
                         t.counter += 1;
                         let mut prefix = Vec::new();
                         let mut len = t.bytes_per_tick;
+                        if dtx_silence {
+                            // Opus DTX: silence is a small comfort-noise packet every
+                            // DTX_TICKS ticks.
+                            quiet_ticks = DTX_TICKS - 1;
+                            len = 0;
+                        }
                         if e2ee {
                             prefix.push(payload::OPUS_TOC);
                             prefix.extend(payload::e2ee_header(kid, self.e2ee_ctr));
@@ -909,12 +914,15 @@ impl SimPeer {
                         }
                     }
                 }
-                let (kind, ts_step) = match t.kind {
+                let (kind, ts_step): (StreamKind, u32) = match t.kind {
                     StreamKind::Audio => (t.kind, 960),
                     _ => (t.kind, 3000),
                 };
                 let ts = t.timestamp;
-                t.timestamp = t.timestamp.wrapping_add(ts_step);
+                t.timestamp = t
+                    .timestamp
+                    .wrapping_add(ts_step.wrapping_mul(1 + quiet_ticks));
+                t.next_at += t.interval * quiet_ticks;
                 let mut api = self.rtc.direct_api();
                 let Some(stream) = api.stream_tx(&ssrc) else {
                     break;

@@ -31,6 +31,11 @@ pub const MAX_MESSAGE: usize = 65_536;
 /// int, aligned).
 const CONTROL_LEN: usize = 96;
 
+/// A control-message buffer, aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_LEN]);
+
 /// Asks the kernel to stamp every datagram this socket receives and to hand over runs of
 /// datagrams sent as one GSO message whole (where the kernel can), and gives the socket a
 /// receive buffer large enough for a keyframe burst to a participant with many slots.
@@ -105,7 +110,7 @@ impl Clock {
 pub struct RecvBatch {
     bufs: Box<[[u8; MAX_MESSAGE]]>,
     addrs: Box<[libc::sockaddr_storage]>,
-    controls: Box<[[u8; CONTROL_LEN]]>,
+    controls: Box<[Control]>,
     lens: [usize; BATCH],
     /// The size of each datagram in a coalesced message (the last may be shorter); 0 for
     /// a message that is one datagram.
@@ -129,7 +134,7 @@ impl Default for RecvBatch {
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
                 .into_boxed_slice(),
-            controls: vec![[0u8; CONTROL_LEN]; BATCH].into_boxed_slice(),
+            controls: vec![Control([0; CONTROL_LEN]); BATCH].into_boxed_slice(),
             lens: [0; BATCH],
             segments: [0; BATCH],
             stamps: [None; BATCH],
@@ -173,7 +178,7 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
         hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = iovs[i].as_mut_ptr();
         hdr.msg_iovlen = 1;
-        hdr.msg_control = batch.controls[i].as_mut_ptr().cast();
+        hdr.msg_control = batch.controls[i].0.as_mut_ptr().cast();
         hdr.msg_controllen = CONTROL_LEN as _;
         hdrs[i].write(libc::mmsghdr {
             msg_hdr: hdr,
@@ -201,7 +206,15 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
     for (i, hdr) in hdrs.iter().enumerate().take(n) {
         // SAFETY: the kernel filled the first `n` headers; we initialised all of them.
         let hdr = unsafe { hdr.assume_init_ref() };
-        batch.lens[i] = (hdr.msg_len as usize).min(MAX_MESSAGE);
+        // A message cut short (larger than the buffer, or its control messages, and with
+        // them a run's segment size, cut off) cannot be split truthfully: it is dropped,
+        // and shows as the gap in sequence numbers it leaves.
+        let cut = hdr.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+        batch.lens[i] = if cut {
+            0
+        } else {
+            (hdr.msg_len as usize).min(MAX_MESSAGE)
+        };
         let (stamp, segment) = control(&hdr.msg_hdr);
         batch.stamps[i] = stamp;
         batch.segments[i] = segment;
@@ -401,7 +414,7 @@ mod tests {
             iov_base: bytes.as_ptr() as *mut libc::c_void,
             iov_len: bytes.len(),
         };
-        let mut control = [0u8; 64];
+        let mut control = Control([0; CONTROL_LEN]);
         // SAFETY: the header points at the live address, iovec and control buffer above;
         // CMSG_SPACE of a u16 fits the control buffer, and its data is written unaligned.
         let sent = unsafe {
@@ -410,7 +423,7 @@ mod tests {
             hdr.msg_namelen = addr_len;
             hdr.msg_iov = &mut iov;
             hdr.msg_iovlen = 1;
-            hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
             let c = libc::CMSG_FIRSTHDR(&hdr);
             (*c).cmsg_level = libc::SOL_UDP;

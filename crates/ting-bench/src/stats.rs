@@ -313,6 +313,9 @@ impl SlotStats {
             self.silence = None;
             self.last_sampled = None;
             self.last_arrival = None;
+            // The new stream's pace is its own: a speaker's 50 packets a second say
+            // nothing about a silent microphone's few.
+            self.interval_us = 0.0;
         }
         self.mapped_to = mapped_to;
         self.paused = paused;
@@ -320,7 +323,7 @@ impl SlotStats {
 
     /// Counts the packets a mapped, unpaused stream should have brought since it went
     /// quiet. Quiet means nothing for five packet intervals and at least 300 ms (audio:
-    /// 1 s, as DTX leaves 400 ms between packets of silence).
+    /// 1 s, as DTX leaves up to 400 ms between packets of silence).
     pub fn check_silence(&mut self, now: Instant) {
         if self.mapped_to.is_none() || self.paused {
             self.silence = None;
@@ -330,8 +333,8 @@ impl SlotStats {
             return;
         };
         let quiet = now.saturating_duration_since(last);
-        // Audio under Opus DTX pauses for 400 ms between packets of silence, so it is
-        // quiet only after more than two of those went missing.
+        // Audio under Opus DTX pauses for up to 400 ms between packets of silence, so it
+        // is quiet only after more than two of those went missing.
         let floor = Duration::from_millis(if self.kind == "audio" { 1000 } else { 300 });
         let threshold = Duration::from_micros((self.interval_us * 5.0) as u64).max(floor);
         if quiet < threshold {

@@ -230,7 +230,7 @@ fn to_media_codec(c: StrCodec) -> Option<Codec> {
 ///
 /// With `opus_dtx` the answer's Opus parameters carry `usedtx=1`, which is what makes a
 /// browser's encoder stop sending while the microphone hears silence (a comfort-noise
-/// packet every 400 ms instead of 50 a second). Listeners' decoders fill the pauses.
+/// packet a few times a second instead of 50). Listeners' decoders fill the pauses.
 ///
 /// Each connection estimates its downlink from the client's transport-wide feedback
 /// (str0m's Google congestion control). Media is not paced again on the way out: the
