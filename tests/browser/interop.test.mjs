@@ -130,7 +130,7 @@ await runTest({
   name: 'interop',
   room: ROOM,
   listen: `${NET.HOST_IP}:0`,
-  args: ['--tokens-secret', SECRET, '--media-bind-ip', NET.HOST_IP, '--media-advertise-ip', NET.HOST_IP],
+  args: [`--tokens-secret=${SECRET}`, '--media-bind-ip', NET.HOST_IP, '--media-advertise-ip', NET.HOST_IP],
   // Plain HTTP on the test's own veth pair; the page is told to treat it as secure.
   env: { TING_HTTP_ALLOW_PLAIN_HTTP: 'true' },
 }, async ({ port, ting }) => {

@@ -156,7 +156,13 @@ struct Cli {
     #[arg(long, env = "TING_ROOMS_E2EE_REQUIRED")]
     rooms_e2ee_required: Option<String>,
     /// tokens.secret: the HS256 join-token secret (prefer --tokens-secret-file).
-    #[arg(long, env = "TING_TOKENS_SECRET", hide_env_values = true)]
+    /// A random base64url secret may start with '-'; it is still taken as the value.
+    #[arg(
+        long,
+        env = "TING_TOKENS_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     tokens_secret: Option<String>,
     /// tokens.secret_file: a file holding the HS256 join-token secret.
     #[arg(long, env = "TING_TOKENS_SECRET_FILE")]
@@ -171,7 +177,12 @@ struct Cli {
     #[arg(long, env = "TING_TOKENS_MAX_TTL_SECS")]
     tokens_max_ttl_secs: Option<String>,
     /// api.key: the control API's bearer key (prefer --api-key-file).
-    #[arg(long, env = "TING_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TING_API_KEY",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     api_key: Option<String>,
     /// api.key_file: a file holding the control API's bearer key.
     #[arg(long, env = "TING_API_KEY_FILE")]
@@ -387,5 +398,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A random base64url secret starts with '-' once in 64 draws; it must be read as the
+    /// value, not as an unknown flag.
+    #[test]
+    fn a_secret_that_starts_with_a_hyphen_is_a_value() {
+        let cli = Cli::try_parse_from([
+            "ting",
+            "--tokens-secret",
+            "-SzQ1_secret",
+            "--api-key",
+            "--not-a-flag",
+            "--room",
+            "r",
+        ])
+        .expect("secrets starting with '-' parse");
+        assert_eq!(cli.tokens_secret.as_deref(), Some("-SzQ1_secret"));
+        assert_eq!(cli.api_key.as_deref(), Some("--not-a-flag"));
+        assert_eq!(cli.room, "r");
     }
 }
