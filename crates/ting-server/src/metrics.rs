@@ -115,6 +115,9 @@ pub struct WorkerStats {
     pub rtp_in_bytes: [u64; 2],
     pub forwarded: [u64; 2],
     pub forwarded_bytes: [u64; 2],
+    /// Of the forwarded, those that could not leave at once and waited in the
+    /// subscriber's send queue for its connection's next timeout pass.
+    pub forwarded_deferred: [u64; 2],
     pub drops: [u64; DropReason::ALL.len()],
     pub latency_buckets: [u64; BUCKETS],
     pub latency_sum_ns: u64,
@@ -167,6 +170,7 @@ atomics! {
     rtp_in_bytes: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
     forwarded_bytes: [AtomicU64; 2],
+    forwarded_deferred: [AtomicU64; 2],
     drops: [AtomicU64; DropReason::ALL.len()],
     latency_buckets: [AtomicU64; BUCKETS],
     latency_sum_ns: AtomicU64,
@@ -196,6 +200,7 @@ impl WorkerCounters {
         store(&self.rtp_in_bytes, &s.rtp_in_bytes);
         store(&self.forwarded, &s.forwarded);
         store(&self.forwarded_bytes, &s.forwarded_bytes);
+        store(&self.forwarded_deferred, &s.forwarded_deferred);
         store(&self.drops, &s.drops);
         store(&self.latency_buckets, &s.latency_buckets);
         self.latency_sum_ns.store(s.latency_sum_ns, Relaxed);
@@ -579,6 +584,14 @@ impl Collector for Scrape {
             "RTP payload bytes forwarded to subscribers.",
             "kind",
             &per_kind(|w| &w.forwarded_bytes),
+        )?;
+        by_label(
+            &mut e,
+            "ting_rtp_packets_forwarded_deferred",
+            "Forwarded RTP packets that waited in the subscriber's send queue for a timeout \
+             pass (a bandwidth probe running, or a stream not yet set up) instead of leaving at once.",
+            "kind",
+            &per_kind(|w| &w.forwarded_deferred),
         )?;
         counter(
             &mut e,

@@ -1394,10 +1394,13 @@ impl Session {
         if self.rtp_closing {
             return None;
         }
-        if self.pacer.active_cluster().is_some() {
-            // ting patch: while a probe cluster runs, the pacer spreads media and padding at
-            // the probe's rate and tags them for the estimator; media sent around it would
-            // use up the probe's budget untagged and leave the cluster too small to count.
+        let beside_probe = self.pacer.active_cluster().is_some();
+        if beside_probe && !self.pacer.sends_media_beside_probes() {
+            // ting patch: the leaky bucket spreads media and padding at the probe's rate
+            // and tags them for the estimator; media sent around it would use up the
+            // probe's budget untagged and leave the cluster too small to count. The
+            // probes-only pacer instead keeps media out of the cluster
+            // (`register_send_beside_probe`) and makes the cluster of padding alone.
             return None;
         }
         let srtp_tx = self.srtp_tx.as_mut()?;
@@ -1423,7 +1426,12 @@ impl Session {
             is_padding,
             payload_size,
         } = receipt;
-        self.pacer.register_send(now, payload_size.into(), midrid);
+        if beside_probe {
+            self.pacer
+                .register_send_beside_probe(now, payload_size.into(), midrid);
+        } else {
+            self.pacer.register_send(now, payload_size.into(), midrid);
+        }
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
         if twcc_enabled {
             self.twcc_tx_register

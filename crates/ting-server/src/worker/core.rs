@@ -929,6 +929,7 @@ impl MediaCore {
         if sent {
             self.forwarded_at.push(p.received);
         } else {
+            self.stats.forwarded_deferred[k] += 1;
             peer.written.push(p.received);
             self.unflushed += 1;
             if !peer.dirty {
@@ -1028,6 +1029,7 @@ impl MediaCore {
             } else {
                 // Not yet sendable this way (the stream's first timeout is still to come):
                 // the connection's next tick sends it.
+                self.stats.forwarded_deferred[k] += 1;
                 peer.written.push(received);
                 self.unflushed += 1;
                 if !peer.dirty {
