@@ -85,6 +85,14 @@ impl Totals {
     }
 
     /// What happened between `earlier` and `self`.
+    ///
+    /// Loss is the sum of its three parts' differences, not the difference of the sums.
+    /// A stream's ongoing silence is an estimate that gives way to the sequence gap once
+    /// the stream returns (or to nothing, if the server took the stream away), so the
+    /// total can fall between two snapshots: a window that began during long silences
+    /// would otherwise report 0 loss while its gaps grew by millions. Each part is
+    /// counted from where it stood; silence that ended as a gap inside the window counts
+    /// as that gap, including what went missing just before the window began.
     pub fn since(&self, earlier: &Totals) -> Totals {
         let d3 = |a: [u64; 3], b: [u64; 3]| {
             [
@@ -93,6 +101,13 @@ impl Totals {
                 a[2].saturating_sub(b[2]),
             ]
         };
+        let lost_after_server = self
+            .lost_after_server
+            .saturating_sub(earlier.lost_after_server);
+        let lost_before_server = self
+            .lost_before_server
+            .saturating_sub(earlier.lost_before_server);
+        let lost_silent = self.lost_silent.saturating_sub(earlier.lost_silent);
         Totals {
             sent_packets: d3(self.sent_packets, earlier.sent_packets),
             sent_bytes: d3(self.sent_bytes, earlier.sent_bytes),
@@ -102,14 +117,10 @@ impl Totals {
             sent_layer_bytes: d3(self.sent_layer_bytes, earlier.sent_layer_bytes),
             received_layer_packets: d3(self.received_layer_packets, earlier.received_layer_packets),
             sampled: self.sampled.saturating_sub(earlier.sampled),
-            lost: self.lost.saturating_sub(earlier.lost),
-            lost_after_server: self
-                .lost_after_server
-                .saturating_sub(earlier.lost_after_server),
-            lost_before_server: self
-                .lost_before_server
-                .saturating_sub(earlier.lost_before_server),
-            lost_silent: self.lost_silent.saturating_sub(earlier.lost_silent),
+            lost: lost_after_server + lost_before_server + lost_silent,
+            lost_after_server,
+            lost_before_server,
+            lost_silent,
             late: self.late.saturating_sub(earlier.late),
             duplicates: self.duplicates.saturating_sub(earlier.duplicates),
             corrupt: self.corrupt.saturating_sub(earlier.corrupt),
@@ -571,6 +582,36 @@ mod tests {
         assert_eq!(w.lost, 2);
         assert!((w.loss_ratio() - 2.0 / 502.0).abs() < 1e-12);
         assert_eq!(Totals::default().loss_ratio(), 0.0);
+    }
+
+    /// A window that starts while streams are quiet: their estimated silence (a million
+    /// packets) turns into sequence gaps (1.2 million) when they return. The difference
+    /// of the sums (0.2 million, and 0 when the estimate was larger than the gap) would
+    /// hide the gaps; the window shows them.
+    #[test]
+    fn silence_that_turns_into_gaps_is_still_loss() {
+        let mut quiet = SlotStats::new("3".into(), "video");
+        quiet.silent = 1_000_000;
+        let t0 = Totals::of(&[PeerStats {
+            id: 1,
+            received_video: Flow {
+                packets: 500_000,
+                bytes: 0,
+            },
+            slots: vec![quiet],
+            ..Default::default()
+        }]);
+        assert_eq!(t0.lost, 1_000_000);
+        let mut t1 = t0;
+        t1.received_packets[VIDEO] += 700_000;
+        t1.lost_silent = 0;
+        t1.lost_after_server = 1_200_000;
+        t1.lost = t1.lost_after_server;
+        let w = t1.since(&t0);
+        assert_eq!(w.lost, 1_200_000);
+        assert_eq!(w.lost_after_server, 1_200_000);
+        assert_eq!(w.lost_silent, 0);
+        assert!((w.loss_ratio() - 1_200_000.0 / 1_900_000.0).abs() < 1e-12);
     }
 
     #[test]
