@@ -1419,7 +1419,8 @@ impl Session {
         let exts = media.remote_extmap();
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
-        let receipt = stream.poll_packet(now, exts, twcc, &self.codec_config, buf)?;
+        // Padding waits for the pacer's timeout pass, which tags it with its cluster.
+        let receipt = stream.poll_packet_media(now, exts, twcc, &self.codec_config, buf)?;
         let PacketReceipt {
             header,
             seq_no,

@@ -175,7 +175,7 @@ mod test {
                 .unwrap_or(t + Duration::from_millis(1))
                 .max(t);
         }
-        assert!(padded >= 4, "the cluster sent {padded} padding packets");
+        assert!(padded >= 5, "the cluster sent {padded} padding packets");
         assert_eq!(pacer.active_cluster(), None, "the cluster completed");
     }
 }
