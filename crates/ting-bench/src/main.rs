@@ -127,7 +127,8 @@ struct Cli {
     e2ee: bool,
     /// ting's control API key (api.key), with which WHIP and WHEP runs define their room
     /// and get a token for each participant.
-    #[arg(long, env = "TING_BENCH_API_KEY")]
+    /// A random key may start with '-'; it is still taken as the value.
+    #[arg(long, env = "TING_BENCH_API_KEY", allow_hyphen_values = true)]
     api_key: Option<String>,
 }
 

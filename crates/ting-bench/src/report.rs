@@ -2,16 +2,55 @@
 //! per-second series, the server's CPU per forwarded packet, the JSON report and the
 //! summary a person reads.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::peer::PeerStats;
-use crate::stats::Histogram;
+use crate::stats::{Histogram, SlotStats};
 
 /// Index of a media kind in the per-kind arrays.
 pub const AUDIO: usize = 0;
 pub const VIDEO: usize = 1;
 pub const SCREEN: usize = 2;
 pub const KINDS: [&str; 3] = ["audio", "video", "screen"];
+
+/// Where each slot's loss counters stood at one moment (by participant and mid), for
+/// [`Totals::with_window_loss`].
+#[derive(Debug, Clone, Default)]
+pub struct LossMarks(HashMap<(u32, String), SlotLoss>);
+
+impl LossMarks {
+    pub fn of(peers: &[PeerStats]) -> LossMarks {
+        LossMarks(
+            peers
+                .iter()
+                .flat_map(|p| {
+                    p.slots
+                        .iter()
+                        .map(move |s| ((p.id, s.mid.clone()), SlotLoss::of(s)))
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotLoss {
+    missing: u64,
+    dropped: u64,
+    lost: u64,
+}
+
+impl SlotLoss {
+    fn of(s: &SlotStats) -> SlotLoss {
+        SlotLoss {
+            missing: s.missing(),
+            dropped: s.dropped(),
+            lost: s.lost(),
+        }
+    }
+}
 
 /// Sums over every peer at one moment. Differences of two give a window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -84,15 +123,9 @@ impl Totals {
         t
     }
 
-    /// What happened between `earlier` and `self`.
-    ///
-    /// Loss is the sum of its three parts' differences, not the difference of the sums.
-    /// A stream's ongoing silence is an estimate that gives way to the sequence gap once
-    /// the stream returns (or to nothing, if the server took the stream away), so the
-    /// total can fall between two snapshots: a window that began during long silences
-    /// would otherwise report 0 loss while its gaps grew by millions. Each part is
-    /// counted from where it stood; silence that ended as a gap inside the window counts
-    /// as that gap, including what went missing just before the window began.
+    /// What happened between `earlier` and `self`, loss included as the sum of its parts'
+    /// differences. A run's windows take their loss slot by slot instead
+    /// ([`Totals::with_window_loss`]), which this cannot do from sums alone.
     pub fn since(&self, earlier: &Totals) -> Totals {
         let d3 = |a: [u64; 3], b: [u64; 3]| {
             [
@@ -127,6 +160,41 @@ impl Totals {
             layer_switches: self.layer_switches.saturating_sub(earlier.layer_switches),
             source_switches: self.source_switches.saturating_sub(earlier.source_switches),
         }
+    }
+
+    /// The window's loss counted slot by slot, from where each slot stood at `marks` to
+    /// `peers` now, each slot's share at least 0.
+    ///
+    /// A slot's lost count can fall: its ongoing silence is an estimate that gives way to
+    /// the sequence gap when the stream returns, or to nothing when the server takes the
+    /// stream away. Differences of sums over all slots let such a fall cancel other slots'
+    /// loss (a saturated run of 250 once reported 0 % while its gaps grew by 1.27 million),
+    /// and differences of each part alone count a gap whose silence was already counted
+    /// before the window a second time. Per slot, the window's loss is what its total grew
+    /// by, attributed to gaps, then to losses before the server, then to silence.
+    pub fn with_window_loss(mut self, peers: &[PeerStats], marks: &LossMarks) -> Totals {
+        let (mut after, mut before, mut silent) = (0, 0, 0);
+        for p in peers {
+            for slot in &p.slots {
+                let now = SlotLoss::of(slot);
+                let was = marks
+                    .0
+                    .get(&(p.id, slot.mid.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                let total = now.lost.saturating_sub(was.lost);
+                let a = now.missing.saturating_sub(was.missing).min(total);
+                let b = now.dropped.saturating_sub(was.dropped).min(total - a);
+                after += a;
+                before += b;
+                silent += total - a - b;
+            }
+        }
+        self.lost_after_server = after;
+        self.lost_before_server = before;
+        self.lost_silent = silent;
+        self.lost = after + before + silent;
+        self
     }
 
     pub fn received(&self) -> u64 {
@@ -584,34 +652,56 @@ mod tests {
         assert_eq!(Totals::default().loss_ratio(), 0.0);
     }
 
-    /// A window that starts while streams are quiet: their estimated silence (a million
-    /// packets) turns into sequence gaps (1.2 million) when they return. The difference
-    /// of the sums (0.2 million, and 0 when the estimate was larger than the gap) would
-    /// hide the gaps; the window shows them.
-    #[test]
-    fn silence_that_turns_into_gaps_is_still_loss() {
-        let mut quiet = SlotStats::new("3".into(), "video");
-        quiet.silent = 1_000_000;
-        let t0 = Totals::of(&[PeerStats {
+    fn video_slot(mid: &str, silent: u64, first: u64, max: u64, packets: u64) -> SlotStats {
+        let mut s = SlotStats::new(mid.into(), "video");
+        s.silent = silent;
+        s.first_seq = Some(first);
+        s.max_seq = max;
+        s.packets = packets;
+        s
+    }
+
+    fn with_slots(slots: Vec<SlotStats>) -> Vec<PeerStats> {
+        vec![PeerStats {
             id: 1,
-            received_video: Flow {
-                packets: 500_000,
-                bytes: 0,
-            },
-            slots: vec![quiet],
+            slots,
             ..Default::default()
-        }]);
-        assert_eq!(t0.lost, 1_000_000);
-        let mut t1 = t0;
-        t1.received_packets[VIDEO] += 700_000;
-        t1.lost_silent = 0;
-        t1.lost_after_server = 1_200_000;
-        t1.lost = t1.lost_after_server;
-        let w = t1.since(&t0);
-        assert_eq!(w.lost, 1_200_000);
-        assert_eq!(w.lost_after_server, 1_200_000);
-        assert_eq!(w.lost_silent, 0);
-        assert!((w.loss_ratio() - 1_200_000.0 / 1_900_000.0).abs() < 1e-12);
+        }]
+    }
+
+    /// Slot "1" was quiet at the window's start (1000 packets of silence estimated) and
+    /// came back with a gap of 1200: 200 of them belong to the window. Slot "2" lost its
+    /// stream's silence (500) when the server took the stream away: that fall must not
+    /// cancel slot "3"'s 300 new gaps. Differences of sums said 0; of parts, 1500.
+    #[test]
+    fn a_window_counts_loss_slot_by_slot() {
+        let start = with_slots(vec![
+            video_slot("1", 1000, 0, 99, 100),
+            video_slot("2", 500, 0, 99, 100),
+            video_slot("3", 0, 0, 99, 100),
+        ]);
+        let end = with_slots(vec![
+            video_slot("1", 0, 0, 1399, 200),
+            video_slot("2", 0, 0, 199, 200),
+            video_slot("3", 0, 0, 499, 200),
+        ]);
+        let t0 = Totals::of(&start);
+        let t1 = Totals::of(&end);
+        assert_eq!((t0.lost, t1.lost), (1500, 1500));
+        let w = t1.since(&t0).with_window_loss(&end, &LossMarks::of(&start));
+        assert_eq!(w.lost_after_server, 200 + 300);
+        assert_eq!((w.lost_before_server, w.lost_silent), (0, 0));
+        assert_eq!(w.lost, 500);
+
+        // A server that dies: the slots' silence grows and is the window's loss.
+        let mut dead = end.clone();
+        for s in &mut dead[0].slots {
+            s.silent = 250;
+        }
+        let w = Totals::of(&dead)
+            .since(&t1)
+            .with_window_loss(&dead, &LossMarks::of(&end));
+        assert_eq!((w.lost, w.lost_silent), (750, 750));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use crate::driver::{DriverHandle, DriverSnapshot};
 use crate::peer::{BenchLayout, PeerStats, SimPeerConfig};
 use crate::report::{
-    self, Headline, Percentiles, Point, Report, ServerFigures, ServerSample, Totals,
+    self, Headline, LossMarks, Percentiles, Point, Report, ServerFigures, ServerSample, Totals,
 };
 use crate::signal::join_peer;
 use crate::usage::{ServerProbe, own_cpu_seconds};
@@ -526,12 +526,14 @@ pub async fn run(opts: BenchOptions) -> Report {
     };
     let snap0 = merged(&drivers);
     let totals0 = Totals::of(&snap0.peers);
+    let marks0 = LossMarks::of(&snap0.peers);
     let window_start = Instant::now();
     let mut prev = (
         window_start,
         totals0,
         snap0.latency.clone(),
         server0.clone(),
+        marks0.clone(),
     );
     while window_start.elapsed() < opts.duration {
         let next = prev.0 + Duration::from_secs(1);
@@ -550,7 +552,7 @@ pub async fn run(opts: BenchOptions) -> Report {
         let point = Point::between(
             now.duration_since(window_start).as_secs_f64(),
             now.duration_since(prev.0).as_secs_f64(),
-            &totals.since(&prev.1),
+            &totals.since(&prev.1).with_window_loss(&snap.peers, &prev.4),
             &snap.latency.since(&prev.2),
             cpu,
         );
@@ -569,7 +571,8 @@ pub async fn run(opts: BenchOptions) -> Report {
             }
         }
         report.series.push(point);
-        prev = (now, totals, snap.latency, server);
+        let marks = LossMarks::of(&snap.peers);
+        prev = (now, totals, snap.latency, server, marks);
     }
     if tty {
         eprintln!();
@@ -577,7 +580,9 @@ pub async fn run(opts: BenchOptions) -> Report {
     let window = prev.0.duration_since(window_start).as_secs_f64();
     report.duration_s = window;
     let snap_end = merged(&drivers);
-    let totals = Totals::of(&snap_end.peers).since(&totals0);
+    let totals = Totals::of(&snap_end.peers)
+        .since(&totals0)
+        .with_window_loss(&snap_end.peers, &marks0);
     report.window = totals;
     report.loss_ratio = totals.loss_ratio();
     report.latency_ms = Percentiles::of_histogram(&snap_end.latency.since(&snap0.latency));
