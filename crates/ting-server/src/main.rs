@@ -161,7 +161,8 @@ struct Cli {
         long,
         env = "TING_TOKENS_SECRET",
         hide_env_values = true,
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = not_an_option
     )]
     tokens_secret: Option<String>,
     /// tokens.secret_file: a file holding the HS256 join-token secret.
@@ -181,7 +182,8 @@ struct Cli {
         long,
         env = "TING_API_KEY",
         hide_env_values = true,
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = not_an_option
     )]
     api_key: Option<String>,
     /// api.key_file: a file holding the control API's bearer key.
@@ -318,6 +320,25 @@ impl Cli {
     }
 }
 
+/// A secret may start with '-', but not be one of ting's own options: that is a secret
+/// forgotten on the command line, and the option after it would be lost silently.
+fn not_an_option(value: &str) -> Result<String, String> {
+    use clap::CommandFactory;
+    if let Some(rest) = value.strip_prefix("--") {
+        let name = rest.split('=').next().unwrap_or_default();
+        if Cli::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some(name))
+        {
+            return Err(format!(
+                "the value is missing (this is the option --{name}); write the secret as \
+                 --option=VALUE, or put it in a file and use the matching --...-file option"
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -422,5 +443,26 @@ mod tests {
         assert_eq!(cli.tokens_secret.as_deref(), Some("-SzQ1_secret"));
         assert_eq!(cli.api_key.as_deref(), Some("--not-a-flag"));
         assert_eq!(cli.room, "r");
+    }
+
+    /// A secret left out swallows no option: `--tokens-secret --print-config` is an error
+    /// that says what is missing, not a secret named "--print-config".
+    #[test]
+    fn a_missing_secret_does_not_swallow_the_next_option() {
+        let cases: [&[&str]; 2] = [
+            &["ting", "--tokens-secret", "--print-config"],
+            &[
+                "ting",
+                "--api-key",
+                "--http-public-url=https://meet.example.org",
+            ],
+        ];
+        for args in cases {
+            let err = Cli::try_parse_from(args).expect_err("a missing value is an error");
+            assert!(
+                err.to_string().contains("the value is missing"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }
