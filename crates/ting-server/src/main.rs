@@ -326,13 +326,14 @@ fn not_an_option(value: &str) -> Result<String, String> {
     use clap::CommandFactory;
     if let Some(rest) = value.strip_prefix("--") {
         let name = rest.split('=').next().unwrap_or_default();
-        if Cli::command()
-            .get_arguments()
-            .any(|a| a.get_long() == Some(name))
-        {
+        let mut cmd = Cli::command();
+        // Built, the command also lists clap's own --help and --version.
+        cmd.build();
+        if cmd.get_arguments().any(|a| a.get_long() == Some(name)) {
             return Err(format!(
-                "the value is missing (this is the option --{name}); write the secret as \
-                 --option=VALUE, or put it in a file and use the matching --...-file option"
+                "this looks like the option --{name}, not a secret (was the secret left \
+                 out?); put the secret in a file and pass the file's path with the \
+                 matching -file option"
             ));
         }
     }
@@ -449,8 +450,9 @@ mod tests {
     /// that says what is missing, not a secret named "--print-config".
     #[test]
     fn a_missing_secret_does_not_swallow_the_next_option() {
-        let cases: [&[&str]; 2] = [
+        let cases: [&[&str]; 3] = [
             &["ting", "--tokens-secret", "--print-config"],
+            &["ting", "--tokens-secret", "--help"],
             &[
                 "ting",
                 "--api-key",
@@ -460,7 +462,8 @@ mod tests {
         for args in cases {
             let err = Cli::try_parse_from(args).expect_err("a missing value is an error");
             assert!(
-                err.to_string().contains("the value is missing"),
+                err.to_string()
+                    .contains("not a secret (was the secret left out?)"),
                 "{args:?}: {err}"
             );
         }

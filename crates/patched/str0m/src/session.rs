@@ -1448,13 +1448,18 @@ impl Session {
     }
 
     /// ting patch: the next repair (RTX) datagram any stream owes, without a timeout pass.
+    /// A stream that owes repairs and sends none now (all too old, or over its RTX share)
+    /// does not stop the others'.
     pub(crate) fn poll_resend_tx(&mut self, now: Instant) -> Option<DatagramSend> {
-        let ssrc = self
+        let owing: Vec<Ssrc> = self
             .streams
             .streams_tx()
-            .find(|s| s.has_resends())
-            .map(|s| s.ssrc())?;
-        self.poll_stream_tx(now, ssrc)
+            .filter(|s| s.has_resends())
+            .map(|s| s.ssrc())
+            .collect();
+        owing
+            .into_iter()
+            .find_map(|ssrc| self.poll_stream_tx(now, ssrc))
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
