@@ -589,8 +589,8 @@ impl Collector for Scrape {
             &mut e,
             "ting_rtp_packets_forwarded_deferred",
             "Forwarded RTP packets that waited in the subscriber's send queue for a timeout \
-             pass (the connection's keys or a stream not yet set up, or the connection \
-             closing) instead of leaving at once.",
+             pass (a bandwidth probe running, the connection's keys or a stream not yet set \
+             up, or the connection closing) instead of leaving at once.",
             "kind",
             &per_kind(|w| &w.forwarded_deferred),
         )?;

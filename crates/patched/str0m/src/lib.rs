@@ -2273,9 +2273,7 @@ impl Rtc {
     ///
     /// It sends nothing (returns `None`) before the connection has SRTP keys and an ICE
     /// route, or before the stream's first timeout; the regular path sends those packets
-    /// later. It never sends padding: a probe cluster's padding leaves in a timeout pass,
-    /// which tags it while the cluster runs. While a cluster runs, media sent here goes beside it (with
-    /// `set_bwe_pace_media(false)`; with media paced it waits for the pacer). The connection's own timers (reports, NACK, feedback) still need
+    /// later. The connection's own timers (reports, NACK, feedback) still need
     /// `handle_input(Input::Timeout)` at the time [`Rtc::poll_output`] asks for.
     pub fn poll_stream_tx(&mut self, now: Instant, ssrc: rtp::Ssrc) -> Option<net::Transmit> {
         if self.state != RtcState::Alive {

@@ -1394,13 +1394,10 @@ impl Session {
         if self.rtp_closing {
             return None;
         }
-        let beside_probe = self.pacer.active_cluster().is_some();
-        if beside_probe && !self.pacer.sends_media_beside_probes() {
-            // ting patch: the leaky bucket spreads media and padding at the probe's rate
-            // and tags them for the estimator; media sent around it would use up the
-            // probe's budget untagged and leave the cluster too small to count. The
-            // probes-only pacer instead keeps media out of the cluster
-            // (`register_send_beside_probe`) and makes the cluster of padding alone.
+        if self.pacer.active_cluster().is_some() {
+            // ting patch: while a probe cluster runs, the pacer spreads media and padding at
+            // the probe's rate and tags them for the estimator; media sent around it would
+            // use up the probe's budget untagged and leave the cluster too small to count.
             return None;
         }
         let srtp_tx = self.srtp_tx.as_mut()?;
@@ -1419,20 +1416,14 @@ impl Session {
         let exts = media.remote_extmap();
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
-        // Padding waits for the pacer's timeout pass, which tags it with its cluster.
-        let receipt = stream.poll_packet_media(now, exts, twcc, &self.codec_config, buf)?;
+        let receipt = stream.poll_packet(now, exts, twcc, &self.codec_config, buf)?;
         let PacketReceipt {
             header,
             seq_no,
             is_padding,
             payload_size,
         } = receipt;
-        if beside_probe {
-            self.pacer
-                .register_send_beside_probe(now, payload_size.into(), midrid);
-        } else {
-            self.pacer.register_send(now, payload_size.into(), midrid);
-        }
+        self.pacer.register_send(now, payload_size.into(), midrid);
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
         if twcc_enabled {
             self.twcc_tx_register
@@ -1448,18 +1439,13 @@ impl Session {
     }
 
     /// ting patch: the next repair (RTX) datagram any stream owes, without a timeout pass.
-    /// A stream that owes repairs and sends none now (all too old, or over its RTX share)
-    /// does not stop the others'.
     pub(crate) fn poll_resend_tx(&mut self, now: Instant) -> Option<DatagramSend> {
-        let owing: Vec<Ssrc> = self
+        let ssrc = self
             .streams
             .streams_tx()
-            .filter(|s| s.has_resends())
-            .map(|s| s.ssrc())
-            .collect();
-        owing
-            .into_iter()
-            .find_map(|ssrc| self.poll_stream_tx(now, ssrc))
+            .find(|s| s.has_resends())
+            .map(|s| s.ssrc())?;
+        self.poll_stream_tx(now, ssrc)
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {

@@ -58,21 +58,6 @@ impl PacerImpl {
         }
     }
 
-    /// ting patch: whether media may leave at once while a probe cluster runs (see
-    /// [`ProbesOnlyPacer::register_send_beside_probe`]). The leaky bucket paces all media
-    /// through the cluster and cannot have it sent around it.
-    pub fn sends_media_beside_probes(&self) -> bool {
-        matches!(self, PacerImpl::ProbesOnly(_))
-    }
-
-    /// ting patch: accounts for media sent at once beside a running probe cluster.
-    pub fn register_send_beside_probe(&mut self, now: Instant, packet_size: DataSize, from: MidRid) {
-        match self {
-            PacerImpl::ProbesOnly(v) => v.register_send_beside_probe(now, packet_size, from),
-            _ => self.register_send(now, packet_size, from),
-        }
-    }
-
     pub fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,

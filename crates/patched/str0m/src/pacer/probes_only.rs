@@ -2,11 +2,9 @@
 //!
 //! Media goes through a [`NullPacer`]: every queued packet leaves on the next timeout, as
 //! with the BWE off. While a probe cluster runs, a [`LeakyBucketPacer`] takes over and
-//! paces what is queued (media and probe padding) at the probe's rate, so the probe's
-//! packets are spread as the estimator expects. Media that `Rtc::poll_stream_tx` sends at
-//! once goes beside the probe ([`ProbesOnlyPacer::register_send_beside_probe`]): only the
-//! probe's padding then pays one timeout per packet, not every forwarded packet of the
-//! connection for as long as the cluster runs.
+//! paces everything (media and probe padding) at the probe's rate, so the probe's packets
+//! are spread as the estimator expects. A probe lasts tens of milliseconds, so the cost of
+//! one timeout per packet is paid only then.
 
 use std::time::Instant;
 
@@ -45,19 +43,6 @@ impl ProbesOnlyPacer {
 
     pub(crate) fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         self.probe.check_probe_complete(now)
-    }
-
-    /// ting patch: media sent at once while a probe cluster runs (`Rtc::poll_stream_tx`).
-    /// It is not the probe's: the cluster stays untouched and is made of the padding the
-    /// leaky bucket asks for, tagged and spaced at the probe's rate. Counting this media
-    /// into the cluster would end it early with too few tagged packets.
-    pub(crate) fn register_send_beside_probe(
-        &mut self,
-        now: Instant,
-        packet_size: DataSize,
-        from: MidRid,
-    ) {
-        self.media.register_send(now, packet_size, from);
     }
 }
 
@@ -109,73 +94,5 @@ impl Pacer for ProbesOnlyPacer {
         if self.probing() {
             self.probe.register_send(now, packet_size, from);
         }
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::bwe_::ProbeKind;
-    use crate::pacer::QueueSnapshot;
-
-    fn queue(now: Instant) -> QueueState {
-        QueueState {
-            midrid: MidRid("v".into(), None),
-            unpaced: false,
-            use_for_padding: true,
-            snapshot: QueueSnapshot {
-                created_at: now,
-                ..Default::default()
-            },
-        }
-    }
-
-    /// Media sent beside a running probe neither ends the cluster nor takes its place:
-    /// the cluster still asks for its own padding, tagged with its id, until it has sent
-    /// what it needs.
-    #[test]
-    fn media_beside_a_probe_leaves_the_cluster_to_its_padding() {
-        let now = Instant::now();
-        let mut pacer = ProbesOnlyPacer::new(Bitrate::kbps(300));
-        pacer.handle_timeout(now, std::iter::once(queue(now)));
-        pacer.start_probe(ProbeClusterConfig::new(
-            7.into(),
-            Bitrate::kbps(2000),
-            ProbeKind::Initial,
-        ));
-        assert_eq!(pacer.active_cluster(), Some(7.into()));
-
-        // A second's worth of forwarded video at once: it would have completed the
-        // cluster, had it been counted into it.
-        for i in 0..100 {
-            let t = now + Duration::from_micros(i);
-            pacer.register_send_beside_probe(t, 1200_usize.into(), MidRid("v".into(), None));
-        }
-        assert_eq!(pacer.check_probe_complete(now), None);
-        assert_eq!(pacer.active_cluster(), Some(7.into()));
-
-        // The cluster runs on padding, tagged, one packet per timeout, until complete.
-        let mut t = now;
-        let mut padded = 0;
-        for _ in 0..1000 {
-            if let Some(request) = pacer.handle_timeout(t, std::iter::once(queue(t))) {
-                let (midrid, cluster) = pacer.poll_queue().expect("a padding packet to send");
-                assert_eq!(cluster, Some(7.into()));
-                pacer.register_send(t, request.padding.into(), midrid);
-                padded += 1;
-            }
-            if pacer.check_probe_complete(t) == Some(7.into()) {
-                break;
-            }
-            t = pacer
-                .poll_timeout()
-                .0
-                .unwrap_or(t + Duration::from_millis(1))
-                .max(t);
-        }
-        assert!(padded >= 5, "the cluster sent {padded} padding packets");
-        assert_eq!(pacer.active_cluster(), None, "the cluster completed");
     }
 }

@@ -567,32 +567,6 @@ impl StreamTx {
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
     ) -> Option<PacketReceipt> {
-        self.poll_packet_with(now, exts, twcc, params, buf, true)
-    }
-
-    /// ting patch: as [`StreamTx::poll_packet`], for resends and queued media only. Padding
-    /// is the pacer's (a probe cluster's): it leaves in a timeout pass, which tags it with
-    /// the cluster, never through `Rtc::poll_stream_tx`.
-    pub(crate) fn poll_packet_media(
-        &mut self,
-        now: Instant,
-        exts: &ExtensionMap,
-        twcc: Option<&mut u64>,
-        params: &[PayloadParams],
-        buf: &mut Vec<u8>,
-    ) -> Option<PacketReceipt> {
-        self.poll_packet_with(now, exts, twcc, params, buf, false)
-    }
-
-    fn poll_packet_with(
-        &mut self,
-        now: Instant,
-        exts: &ExtensionMap,
-        twcc: Option<&mut u64>,
-        params: &[PayloadParams],
-        buf: &mut Vec<u8>,
-        padding: bool,
-    ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
         let is_probe = self.ssrc.is_probe();
@@ -607,11 +581,9 @@ impl StreamTx {
             (next, false)
         } else if let Some(next) = self.poll_packet_regular(now) {
             (next, false)
-        } else if padding {
+        } else {
             let next = self.poll_packet_padding(now)?;
             (next, true)
-        } else {
-            return None;
         };
 
         let pop_send_queue = next.kind == NextPacketKind::Regular;
@@ -1505,50 +1477,6 @@ mod test {
         // The five queued packets are 0, 10, 20, 30 and 40 ms old.
         assert_eq!(snapshot.packet_count, 5);
         assert_eq!(snapshot.total_queue_time(now), Duration::from_millis(100));
-    }
-
-    /// ting patch: `Rtc::poll_stream_tx` sends media and leaves a probe's padding queued
-    /// for the pacer's pass, which tags it with the cluster.
-    #[test]
-    fn media_polling_leaves_padding_to_the_pacer() {
-        let now = Instant::now();
-        let codecs = CodecConfig::new_with_defaults();
-        let pt = codecs
-            .params()
-            .iter()
-            .find(|p| p.resend().is_some())
-            .expect("a codec with RTX")
-            .pt();
-        let exts = ExtensionMap::standard();
-        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
-        let stream =
-            streams.declare_stream_tx(42.into(), Some(43.into()), MidRid("vid".into(), None));
-        let mut buf = vec![];
-        let mut twcc = 0;
-        let mut media = |stream: &mut StreamTx, seq: u64, twcc: &mut u64, buf: &mut Vec<u8>| {
-            stream.write_rtp(RtpWrite::new(pt, seq.into(), 0, now, vec![0_u8; 1000]));
-            stream.send_queue.handle_timeout(now);
-            let sent = stream
-                .poll_packet_media(now, &exts, Some(twcc), codecs.params(), buf)
-                .expect("the queued media packet");
-            assert!(!sent.is_padding);
-            assert_eq!(sent.payload_size, 1000);
-        };
-        // The first media packet lets the stream pad (on its RTX payload type).
-        media(stream, 1, &mut twcc, &mut buf);
-        stream.generate_padding(480);
-        media(stream, 2, &mut twcc, &mut buf);
-        assert!(
-            stream
-                .poll_packet_media(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
-                .is_none(),
-            "padding does not leave through the media path"
-        );
-        assert_eq!(twcc, 2);
-        let padding = stream
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
-            .expect("the pacer's pass sends the padding");
-        assert!(padding.is_padding);
     }
 
     #[test]
