@@ -50,6 +50,7 @@ async fn metrics_sample(url: &str) -> Option<ServerSample> {
 pub fn parse_metrics(text: &str) -> ServerSample {
     let mut s = ServerSample::default();
     let mut forwarded = None::<u64>;
+    let mut stale = 0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
@@ -63,6 +64,8 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             s.rss_bytes = v as u64;
         } else if name.starts_with("ting_rtp_packets_forwarded_total") {
             *forwarded.get_or_insert(0) += v as u64;
+        } else if name == "ting_dropped_total{reason=\"stale\"}" {
+            stale = v as u64;
         } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
         {
             let le = rest.trim_end_matches("\"}");
@@ -74,7 +77,8 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             s.internal_latency.push((le, v as u64));
         }
     }
-    s.forwarded = forwarded;
+    // Written to a subscriber and dropped unsent as too old is not forwarded.
+    s.forwarded = forwarded.map(|f| f.saturating_sub(stale));
     s
 }
 
@@ -110,7 +114,9 @@ mod tests {
     fn metrics_text_is_read() {
         let text = "# HELP x\nprocess_cpu_seconds_total 12.5\nprocess_resident_memory_bytes 1000\n\
             ting_rtp_packets_forwarded_total{kind=\"audio\"} 10\n\
-            ting_rtp_packets_forwarded_total{kind=\"video\"} 32\n\
+            ting_rtp_packets_forwarded_total{kind=\"video\"} 40\n\
+            ting_dropped_total{reason=\"malformed\"} 3\n\
+            ting_dropped_total{reason=\"stale\"} 8\n\
             ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n";
         let s = parse_metrics(text);

@@ -42,10 +42,14 @@ pub enum DropReason {
     /// SRTP or SRTCP from a participant's address that failed authentication: spoofed by
     /// someone without the connection's keys, or corrupted on the way.
     Unauthenticated = 7,
+    /// Forwarded packets a subscriber's connection could not send within half a second
+    /// (a saturated core, a long bandwidth probe): dropped unsent, as the receiver's
+    /// jitter buffer has moved past them.
+    Stale = 8,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Rejected,
@@ -54,6 +58,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::SendBufferFull,
         DropReason::Unauthenticated,
+        DropReason::Stale,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +71,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::SendBufferFull => "send_buffer_full",
             DropReason::Unauthenticated => "unauthenticated",
+            DropReason::Stale => "stale",
         }
     }
 }
@@ -574,7 +580,9 @@ impl Collector for Scrape {
         by_label(
             &mut e,
             "ting_rtp_packets_forwarded",
-            "RTP packets forwarded to subscribers (one per subscriber).",
+            "RTP packets forwarded to subscribers (one per subscriber), counted when written to the \
+             subscriber's connection; those later dropped unsent for waiting too long are also \
+             counted in ting_dropped_total{reason=\"stale\"}.",
             "kind",
             &per_kind(|w| &w.forwarded),
         )?;

@@ -138,6 +138,23 @@ struct BatchForward {
     forward: Forward,
 }
 
+/// Adds what `peer`'s send streams dropped as stale since the last count to `stats`
+/// (`SEND_QUEUE_MAX_AGE`; a walk over its slots, done once a second and at removal).
+fn count_stale(peer: &mut Peer, stats: &mut WorkerStats) {
+    let mut api = peer.rtc.direct_api();
+    let total: u64 = peer
+        .slots
+        .iter()
+        .filter_map(|s| api.stream_tx(&s.ssrc).map(|tx| tx.send_queue_dropped()))
+        .sum();
+    let new = total.saturating_sub(peer.stale_dropped);
+    if new > 0 {
+        debug!(pid = %format_args!("{:016x}", peer.pid), dropped = new, "stale packets dropped unsent");
+    }
+    stats.drop(DropReason::Stale, new);
+    peer.stale_dropped = total;
+}
+
 /// The str0m patch that writes a forward's rewritten VP8 fields into the payload; `None`
 /// when the descriptor lacks a field the router would write (both parsed the same bytes,
 /// so this does not happen; if it did, the packet would go unpatched).
@@ -219,6 +236,7 @@ impl MediaCore {
             if !peer.connected {
                 continue;
             }
+            count_stale(peer, &mut self.stats);
             let measured = peer.rtc.transport_quality(now);
             let silent = peer.disconnected_since.is_some()
                 || peer
@@ -524,9 +542,10 @@ impl MediaCore {
     }
 
     fn remove_peer(&mut self, pi: usize) {
-        let Some(peer) = self.peers.get_mut(pi).and_then(Option::take) else {
+        let Some(mut peer) = self.peers.get_mut(pi).and_then(Option::take) else {
             return;
         };
+        count_stale(&mut peer, &mut self.stats);
         self.free.push(pi);
         self.unflushed -= peer.written.len();
         self.by_pid.remove(&peer.pid);

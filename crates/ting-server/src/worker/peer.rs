@@ -158,6 +158,8 @@ pub struct Peer {
     pub estimate_bps: Option<u64>,
     /// How the connection fares, sampled once a second.
     pub quality: QualityMeter,
+    /// Packets its send streams dropped as stale, as last counted.
+    pub stale_dropped: u64,
     /// Test hook: panic the next time this connection's output is handled.
     #[cfg(feature = "test-hooks")]
     pub crash: bool,
@@ -285,6 +287,11 @@ const VIDEO_SEND_BUFFER: usize = 400;
 /// arrives after the receiver's jitter buffer gave up on it; keeping more (str0m keeps 3 s by
 /// default) costs memory in every subscriber's every video slot.
 const RTX_CACHE_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+/// A forwarded packet still unsent after this long is dropped (crates/patched/str0m,
+/// patch 11). Packets wait only while the connection cannot send them at once (a probe
+/// cluster runs, a core cannot keep up); past half a second the receiver's jitter buffer
+/// has given up on them, and keeping them would let memory grow with the backlog.
+pub const SEND_QUEUE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Resends stop when they pass this share of what a stream sends (str0m's default).
 const RTX_RATIO_CAP: f32 = 0.15;
 
@@ -398,6 +405,7 @@ impl Peer {
                         if kind != SlotKind::Audio {
                             tx.set_rtx_cache(VIDEO_SEND_BUFFER, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
                         }
+                        tx.set_send_queue_max_age(Some(SEND_QUEUE_MAX_AGE));
                         tx.ssrc()
                     })
                     .ok_or_else(|| {
@@ -442,6 +450,7 @@ impl Peer {
                 bwe_reset_at: None,
                 estimate_bps: None,
                 quality: QualityMeter::new(QualityConfig::default()),
+                stale_dropped: 0,
                 #[cfg(feature = "test-hooks")]
                 crash: false,
             },

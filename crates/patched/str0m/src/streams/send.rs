@@ -446,6 +446,24 @@ impl StreamTx {
             .map(|info| info as &dyn StreamTxQueueInfo)
     }
 
+    /// ting patch: drop packets that waited longer than `max_age` to be sent.
+    ///
+    /// A packet waits in the send queue from the timeout after [`StreamTx::write_rtp`]
+    /// until it is sent. Normally that is moments, but a sender that cannot keep up (a
+    /// saturated core, a long probe cluster, a pacer behind a low estimate) would otherwise
+    /// keep every packet, so memory grows with the backlog, and send media the receiver's
+    /// jitter buffer no longer wants. A dropped packet leaves a gap in the sequence numbers,
+    /// which the receiver handles as loss (a NACK nobody can answer, then a keyframe
+    /// request). `None` (the default) keeps every packet until it is sent.
+    pub fn set_send_queue_max_age(&mut self, max_age: Option<Duration>) {
+        self.send_queue.set_max_age(max_age);
+    }
+
+    /// ting patch: how many packets [`StreamTx::set_send_queue_max_age`] dropped.
+    pub fn send_queue_dropped(&self) -> u64 {
+        self.send_queue.dropped()
+    }
+
     /// Configure the RTX (resend) cache.
     ///
     /// This determines how old incoming NACKs we can reply to.
@@ -1477,6 +1495,39 @@ mod test {
         // The five queued packets are 0, 10, 20, 30 and 40 ms old.
         assert_eq!(snapshot.packet_count, 5);
         assert_eq!(snapshot.total_queue_time(now), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_packet_that_waited_past_the_max_age_is_never_sent() {
+        let start = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let pt = codecs.params()[0].pt();
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream = streams.declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
+        stream.set_send_queue_max_age(Some(Duration::from_millis(500)));
+        let mut buf = vec![];
+        // Two packets queued, and nothing sent for 600 ms.
+        for i in 0..2_u64 {
+            stream.write_rtp(RtpWrite::new(pt, i.into(), 0, start, vec![i as u8; 100]));
+        }
+        stream.send_queue.handle_timeout(start);
+        let later = start + Duration::from_millis(600);
+        stream.write_rtp(RtpWrite::new(pt, 2.into(), 0, later, vec![2; 100]));
+        stream.send_queue.handle_timeout(later);
+        assert_eq!(stream.send_queue_dropped(), 2);
+        // The fresh packet leaves under its own sequence number: the gap tells the
+        // receiver what was lost.
+        let sent = stream
+            .poll_packet(later, &exts, None, codecs.params(), &mut buf)
+            .expect("the fresh packet");
+        assert_eq!(*sent.seq_no, 2);
+        assert!(
+            stream
+                .poll_packet(later, &exts, None, codecs.params(), &mut buf)
+                .is_none()
+        );
+        assert_eq!(stream.queue_state(later).snapshot.packet_count, 0);
     }
 
     #[test]

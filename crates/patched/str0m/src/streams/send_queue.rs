@@ -11,6 +11,10 @@ pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
     total: TotalQueue,
     last_emitted: Option<Instant>,
+    /// ting patch: packets that waited longer than this are dropped unsent.
+    max_age: Option<Duration>,
+    /// ting patch: how many packets were dropped for waiting too long.
+    dropped: u64,
 }
 
 impl SendQueue {
@@ -19,7 +23,20 @@ impl SendQueue {
             queue: VecDeque::new(),
             total: TotalQueue::default(),
             last_emitted: None,
+            max_age: None,
+            dropped: 0,
         }
+    }
+
+    /// ting patch: packets that waited longer than `max_age` since they were timestamped
+    /// are dropped unsent at the next timeout; `None` keeps every packet until it is sent.
+    pub fn set_max_age(&mut self, max_age: Option<Duration>) {
+        self.max_age = max_age;
+    }
+
+    /// ting patch: how many packets were dropped for waiting longer than the max age.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     pub fn push(&mut self, mut packet: RtpPacket) {
@@ -39,6 +56,21 @@ impl SendQueue {
                 pkt.timestamp = now;
                 self.total.increase(now, pkt.payload.len());
             }
+        }
+        // ting patch: the oldest packets go first, and packets are timestamped
+        // contiguously from the front, so the stale ones are a prefix.
+        let Some(max_age) = self.max_age else {
+            return;
+        };
+        while let Some(front) = self.queue.front() {
+            let waited = now.saturating_duration_since(front.timestamp);
+            if front.timestamp == not_happening() || waited <= max_age {
+                break;
+            }
+            let packet = self.queue.pop_front().expect("front exists");
+            let queue_time = now - packet.timestamp;
+            self.total.decrease(now, packet.payload.len(), queue_time);
+            self.dropped += 1;
         }
     }
 
@@ -331,6 +363,76 @@ mod test {
             "expect handle_timeout to have timestamped every packet"
         );
         assert!(!queue.need_timeout());
+    }
+
+    fn packet(seq_no: u64) -> RtpPacket {
+        RtpPacket {
+            seq_no: seq_no.into(),
+            time: MediaTime::from_90khz(seq_no),
+            header: RtpHeader::default(),
+            payload: [seq_no as u8; 10].into(),
+            vp8_patch: None,
+            timestamp: Instant::now(),
+            last_sender_info: None,
+            nackable: true,
+        }
+    }
+
+    #[test]
+    fn stale_packets_are_dropped_oldest_first() {
+        let mut queue = SendQueue::new();
+        queue.set_max_age(Some(Duration::from_millis(500)));
+        let start = Instant::now();
+
+        queue.push(packet(0));
+        queue.push(packet(1));
+        queue.handle_timeout(start);
+        queue.push(packet(2));
+        queue.handle_timeout(start + Duration::from_millis(300));
+        // Written, not yet timestamped: its wait starts at the next timeout.
+        queue.push(packet(3));
+
+        // Exactly the max age is not too old.
+        queue.handle_timeout(start + Duration::from_millis(500));
+        assert_eq!(queue.dropped(), 0);
+        assert_eq!(queue.queue.len(), 4);
+
+        queue.handle_timeout(start + Duration::from_millis(501));
+        assert_eq!(queue.dropped(), 2, "the two oldest waited too long");
+        let left: Vec<u64> = queue.queue.iter().map(|p| *p.seq_no).collect();
+        assert_eq!(left, vec![2, 3]);
+        let snapshot = queue.snapshot(start + Duration::from_millis(501));
+        assert_eq!(snapshot.packet_count, 2);
+        assert_eq!(snapshot.byte_size, 20);
+
+        // What is left is sent in order; the queue's totals come back to nothing.
+        let now = start + Duration::from_millis(510);
+        assert_eq!(queue.pop(now).map(|p| *p.seq_no), Some(2));
+        assert_eq!(queue.pop(now).map(|p| *p.seq_no), Some(3));
+        assert!(queue.pop(now).is_none());
+        let snapshot = queue.snapshot(now);
+        assert_eq!((snapshot.packet_count, snapshot.byte_size), (0, 0));
+        assert_eq!(snapshot.total_queue_time_origin, Duration::ZERO);
+
+        // Every stale packet goes, down to an empty queue.
+        queue.push(packet(4));
+        queue.push(packet(5));
+        queue.handle_timeout(now);
+        queue.handle_timeout(now + Duration::from_secs(2));
+        assert_eq!(queue.dropped(), 4);
+        assert!(queue.is_empty());
+        assert_eq!(queue.snapshot(now + Duration::from_secs(2)).packet_count, 0);
+    }
+
+    #[test]
+    fn without_a_max_age_nothing_is_dropped() {
+        let mut queue = SendQueue::new();
+        let start = Instant::now();
+        queue.push(packet(0));
+        queue.handle_timeout(start);
+        queue.handle_timeout(start + Duration::from_secs(60));
+        assert_eq!(queue.dropped(), 0);
+        assert_eq!(queue.queue.len(), 1);
     }
 
     #[test]
