@@ -582,7 +582,7 @@ impl Collector for Scrape {
             "ting_rtp_packets_forwarded",
             "RTP packets forwarded to subscribers (one per subscriber), counted when written to the \
              subscriber's connection; those later dropped unsent for waiting too long are also \
-             counted in ting_dropped_total{reason=\"stale\"}.",
+             counted in ting_dropped_total with reason stale.",
             "kind",
             &per_kind(|w| &w.forwarded),
         )?;

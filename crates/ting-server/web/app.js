@@ -2506,9 +2506,9 @@ function exposeDebugHandle() {
       return Object.fromEntries([...meeting.participants.keys()].map((id) => [id, meeting.e2ee.status(id)]));
     },
     /** Decryption per participant and source: {id: {source: {ok, fail, kid, failing,
-     *  failedFrames, gapMaxMs, reason}}}: frames decrypted and not, the KID of the last one
-     *  decrypted, whether the tile shows "Can't decrypt", the longest gap between decrypted
-     *  frames since resetGaps(). */
+     *  failedFrames, gapMaxMs, gapMaxEnd, reason}}}: frames decrypted and not, the KID of the
+     *  last one decrypted, whether the tile shows "Can't decrypt", the longest gap between
+     *  decrypted frames since resetGaps() and when it ended (ms since the epoch). */
     get decryption() {
       if (!meeting) return {};
       return Object.fromEntries([...meeting.decryption].map(([id, d]) => [id, structuredClone(d.sources)]));

@@ -21,7 +21,7 @@
 // and hears back `{type: 'ready'}` once loaded, then at most every REPORT_MS and only when
 // something changed:
 //   {type: 'stats', receive: [{participant, source, ok, fail, kid, reason, failingMs,
-//    failedFrames, gapMaxMs}], send: {kid, frames: {source: n}, dropped}, samples}
+//    failedFrames, gapMaxMs, gapMaxEnd}], send: {kid, frames: {source: n}, dropped}, samples}
 //   {type: 'exhausted'}   the counter of the current key nears its end: a new key is due
 //
 // Transform options: {role: 'send', source: 'microphone'|'camera'|'screen', codec} or
@@ -84,6 +84,7 @@ onmessage = (event) => {
       // Gaps from the next decrypted frame on: not back to one before this.
       for (const c of counts.values()) {
         c.gapMax = 0;
+        c.gapMaxEnd = null;
         c.lastOkAt = null;
       }
       dirty = true;
@@ -203,7 +204,7 @@ function note(participant, source, kid, reason) {
   if (!c) {
     c = {
       participant, source, ok: 0, fail: 0, kid: null, reason: null,
-      lastOkAt: null, failSince: null, lastFailAt: null, runFails: 0, gapMax: 0,
+      lastOkAt: null, failSince: null, lastFailAt: null, runFails: 0, gapMax: 0, gapMaxEnd: null,
     };
     counts.set(key, c);
   }
@@ -211,7 +212,12 @@ function note(participant, source, kid, reason) {
   if (kid !== null) {
     c.ok++;
     c.kid = kid.toString();
-    if (c.lastOkAt !== null) c.gapMax = Math.max(c.gapMax, now - c.lastOkAt);
+    if (c.lastOkAt !== null && now - c.lastOkAt > c.gapMax) {
+      c.gapMax = now - c.lastOkAt;
+      // When the longest gap ended, in milliseconds since the epoch (a worker's clock and
+      // its page's have different origins).
+      c.gapMaxEnd = performance.timeOrigin + now;
+    }
     c.lastOkAt = now;
     c.failSince = null;
     c.runFails = 0;
@@ -242,6 +248,7 @@ setInterval(() => {
     failingMs: c.failSince === null ? 0 : Math.round(c.lastFailAt - c.failSince),
     failedFrames: c.runFails,
     gapMaxMs: Math.round(c.gapMax),
+    gapMaxEnd: c.gapMaxEnd === null ? null : Math.round(c.gapMaxEnd),
   }));
   postMessage({
     type: 'stats',

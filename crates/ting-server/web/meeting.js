@@ -461,7 +461,7 @@ export class Meeting extends EventTarget {
     this._worker = null;
     this._transformMode = null;
     /** What decrypting others' frames gives, per participant, from the worker's reports:
-     *  id -> {sources: {source: {ok, fail, kid, failing, failedFrames, gapMaxMs, reason}}}. */
+     *  id -> {sources: {source: {ok, fail, kid, failing, failedFrames, gapMaxMs, gapMaxEnd, reason}}}. */
     this.decryption = new Map();
     /** What the worker says of our own frames: {kid, frames: {source: n}, dropped}, and the
      *  plaintext samples asked for (test hook). */
@@ -1942,6 +1942,7 @@ export class Meeting extends EventTarget {
         failing: r.failingMs >= DECRYPT_FAILING_MS,
         failedFrames: r.failedFrames,
         gapMaxMs: r.gapMaxMs,
+        gapMaxEnd: r.gapMaxEnd,
       };
       next.set(r.participant, d);
     }
