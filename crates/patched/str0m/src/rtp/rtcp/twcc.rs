@@ -285,7 +285,15 @@ impl TwccRecvRegister {
     pub fn update_seq(&mut self, seq: TwccSeq, time: Instant) {
         self.receive_window.record_seq(seq);
 
-        match self.queue.binary_search_by_key(&seq, |r| r.seq) {
+        // ting patch: packets almost always arrive in order; appending needs no search
+        // (the same as what the search would find: insert at the end).
+        let newest = self.queue.back().map(|r| r.seq);
+        let found = if newest.is_none_or(|n| seq > n) {
+            Err(self.queue.len())
+        } else {
+            self.queue.binary_search_by_key(&seq, |r| r.seq)
+        };
+        match found {
             Ok(_) => {
                 // Exact same SeqNo found. This is an error where the sender potentially
                 // used the same twcc sequence number for two packets. Let's ignore it.
