@@ -1,4 +1,5 @@
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::rtp_::{Nack, NackEntry, ReportList, SeqNo};
@@ -22,6 +23,18 @@ pub struct NackRegister {
 
     /// Range of seq numbers considered NACK reporting.
     active: Option<Range<SeqNo>>,
+
+    /// ting patch: no seq number in the active range below this needs a NACK (received,
+    /// or out of attempts); scans start here (atomic only so that `&self` can advance it
+    /// and `Rtc` stays `Sync`). A loss nobody repairs keeps the range up to
+    /// `MAX_MISORDER` wide while it is in it, and every timeout scanned all of it.
+    scan_from: AtomicU64,
+
+    /// ting patch: whether a missing packet may never have been asked for, and the
+    /// earliest time a missing packet was last asked for. A NACK round returns at once
+    /// when neither can be due, instead of scanning the retries that wait for their time.
+    may_be_unasked: bool,
+    oldest_ask: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -108,6 +121,9 @@ impl NackRegister {
         let mut n = NackRegister {
             packets: vec![PacketStatus::default(); BUFFER_SIZE as usize],
             active: None,
+            scan_from: AtomicU64::new(0),
+            may_be_unasked: false,
+            oldest_ask: None,
         };
 
         if let Some(seq) = max_seq_no {
@@ -144,6 +160,10 @@ impl NackRegister {
         }
 
         let new = !self.packet_mut(seq).received || seq > active.end;
+        if *seq > *active.end + 1 {
+            // A gap opens: its packets have not been asked for.
+            self.may_be_unasked = true;
+        }
 
         let end = active.end.max(seq);
 
@@ -195,11 +215,20 @@ impl NackRegister {
     ///
     /// Includes retries that are waiting for their RTT deadline.
     pub fn has_pending_nacks(&self) -> bool {
-        let Some(active) = &self.active else {
-            return false;
-        };
+        self.first_pending().is_some()
+    }
 
-        (*active.start..=*active.end).any(|seq| self.packet(seq.into()).needs_nack())
+    /// The lowest seq number in the active range that still needs a NACK. Advances
+    /// `scan_from` past what does not: in the active range, a received packet stays
+    /// received and one out of attempts stays so (the range only moves up).
+    fn first_pending(&self) -> Option<u64> {
+        let active = self.active.as_ref()?;
+        let mut seq = (*active.start).max(self.scan_from.load(Ordering::Relaxed));
+        while seq <= *active.end && !self.packet(seq.into()).needs_nack() {
+            seq += 1;
+        }
+        self.scan_from.store(seq, Ordering::Relaxed);
+        (seq <= *active.end).then_some(seq)
     }
 
     /// Create NACK reports for packets whose requests are due.
@@ -212,27 +241,62 @@ impl NackRegister {
         rtt: Option<Duration>,
     ) -> Option<impl Iterator<Item = Nack>> {
         let retry_interval = rtt.unwrap_or(DEFAULT_RTT).saturating_add(NACK_RETRY_MARGIN);
-        let Range { start, end } = self.active.clone()?;
-        let start =
-            (*start..=*end).find(|s| self.packet((*s).into()).is_nack_due(now, retry_interval))?;
+        if !self.may_be_unasked
+            && self
+                .oldest_ask
+                .is_none_or(|at| now.saturating_duration_since(at) < retry_interval)
+        {
+            return None;
+        }
+        let end = self.active.as_ref()?.end;
+        let Some(first) = self.first_pending() else {
+            self.note_asks();
+            return None;
+        };
+        let Some(start) =
+            (first..=*end).find(|s| self.packet((*s).into()).is_nack_due(now, retry_interval))
+        else {
+            self.note_asks();
+            return None;
+        };
 
-        Some(
-            ReportList::lists_from_iter(NackIterator {
-                reg: self,
-                next: start,
-                end: *end,
-                now,
-                retry_interval,
-            })
-            .into_iter()
-            .map(|reports| {
-                Nack {
-                    sender_ssrc: 0.into(),
-                    ssrc: 0.into(), // changed when sending
-                    reports,
+        let lists = ReportList::lists_from_iter(NackIterator {
+            reg: self,
+            next: start,
+            end: *end,
+            now,
+            retry_interval,
+        });
+        self.note_asks();
+
+        Some(lists.into_iter().map(|reports| {
+            Nack {
+                sender_ssrc: 0.into(),
+                ssrc: 0.into(), // changed when sending
+                reports,
+            }
+        }))
+    }
+
+    /// ting patch: recomputes `may_be_unasked` and `oldest_ask` from the missing packets.
+    fn note_asks(&mut self) {
+        self.may_be_unasked = false;
+        self.oldest_ask = None;
+        let (Some(first), Some(end)) = (self.first_pending(), self.max_seq()) else {
+            return;
+        };
+        for seq in first..=*end {
+            let p = *self.packet(seq.into());
+            if !p.needs_nack() {
+                continue;
+            }
+            match p.last_nack_at {
+                None => self.may_be_unasked = true,
+                Some(at) => {
+                    self.oldest_ask = Some(self.oldest_ask.map_or(at, |o: Instant| o.min(at)));
                 }
-            }),
-        )
+            }
+        }
     }
 
     /// Deadline for abandoning missing packets in a candidate's preceding sequence range.
@@ -288,7 +352,7 @@ mod test {
     use crate::rtp_::NackEntry;
     use crate::streams::register_nack::MAX_MISORDER;
 
-    use super::NackRegister;
+    use super::{NackRegister, DEFAULT_RTT, NACK_RETRY_MARGIN};
 
     #[test]
     fn recovery_waits_for_final_nack_and_three_rtts() {
@@ -995,5 +1059,66 @@ mod test {
             reports[1].blp, 0,
             "No missing packets in blp bits following 19"
         );
+    }
+
+    /// ting patch: the scan cursor and the gate on due times change nothing. Random
+    /// arrivals (in order, gaps, reordering, late repairs, jumps past the window) against
+    /// a full scan of the active range, with NACK rounds at varying round-trip times in
+    /// between that use up attempts: the same packets are pending, due and asked for.
+    #[test]
+    fn scan_cursor_and_due_gate_agree_with_a_full_scan() {
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let base = Instant::now();
+        for _ in 0..20 {
+            let mut reg = NackRegister::new(None);
+            let mut seq: u64 = 1000;
+            let mut now = base;
+            let mut lost: Vec<u64> = Vec::new();
+            for _ in 0..2000 {
+                match next(20) {
+                    0..=11 => seq += 1,
+                    12..=14 => {
+                        let gap = 1 + next(5);
+                        lost.extend(seq + 1..seq + 1 + gap);
+                        seq += gap + 1;
+                    }
+                    15 => seq += 100 + next(150),
+                    _ => {
+                        // A late packet or a repair of one lost before.
+                        if !lost.is_empty() {
+                            let i = next(lost.len() as u64) as usize;
+                            reg.update(lost.swap_remove(i).into());
+                        }
+                        continue;
+                    }
+                }
+                reg.update(seq.into());
+                if next(4) == 0 {
+                    now += Duration::from_millis(1 + next(120));
+                    let rtt = [None, Some(Duration::from_millis(20 + next(300)))][next(2) as usize];
+                    let active = reg.active.clone().expect("active");
+                    let retry = rtt.unwrap_or(DEFAULT_RTT) + NACK_RETRY_MARGIN;
+                    let naive_pending = (*active.start..=*active.end)
+                        .any(|s| reg.packet(s.into()).needs_nack());
+                    let naive_due: Vec<u64> = (*active.start..=*active.end)
+                        .filter(|s| reg.packet((*s).into()).is_nack_due(now, retry))
+                        .collect();
+                    assert_eq!(reg.has_pending_nacks(), naive_pending);
+                    let entries = nack_entries(&mut reg, now, rtt);
+                    assert_eq!(
+                        entries.first().map(|e| e.pid),
+                        naive_due.first().map(|s| *s as u16)
+                    );
+                    let asked: u32 = entries.iter().map(|e| 1 + e.blp.count_ones()).sum();
+                    assert_eq!(asked as usize, naive_due.len());
+                }
+            }
+        }
     }
 }
