@@ -171,7 +171,8 @@ const SSRC_HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Hasher for SsrcHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The map picks buckets from the low bits, which a product mixes least.
+        self.0.rotate_left(26)
     }
 
     fn write(&mut self, bytes: &[u8]) {
