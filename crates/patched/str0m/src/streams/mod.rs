@@ -1,6 +1,5 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use crate::rtp_::{DlrrItem, Rtcp, RtcpFb, RtpHeader};
 use crate::rtp_::{MediaTime, SenderInfo};
 use crate::rtp_::{Mid, Rid, SeqNo};
 use crate::util::already_happened;
+use crate::util::LocalHashMap;
 
 pub use self::receive::StreamRx;
 pub use self::send::{RtpWrite, StreamTx, StreamTxQueueInfo};
@@ -134,8 +134,10 @@ pub(crate) struct Streams {
     /// Time we last cleaned up unused entries from source_keys_rx.
     last_rx_lookup_cleanup: Instant,
 
-    /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx, BuildHasherDefault<SsrcHasher>>,
+    /// All outgoing encoded streams. ting patch: looked up for every packet sent; send
+    /// SSRCs are this side's own choice, so a fast hash is enough (receive maps keep
+    /// SipHash: their keys come from the remote).
+    streams_tx: LocalHashMap<Ssrc, StreamTx>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
@@ -157,33 +159,6 @@ pub(crate) struct Streams {
     /// hard cap when selecting RTX cache entries for spurious padding.
     mtu_warn: usize,
     pause_threshold: Duration,
-}
-
-/// ting patch: a send stream is looked up by its SSRC for every packet sent, and SipHash
-/// was a measurable share of a forwarding server's time. Send SSRCs are this side's own
-/// choice, never the remote's, so a multiplicative hash is enough: there is no chosen key
-/// to defend against. (Receive streams keep the default hasher: their SSRCs come from the
-/// remote.)
-#[derive(Default, Clone, Copy)]
-pub(crate) struct SsrcHasher(u64);
-
-const SSRC_HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl Hasher for SsrcHasher {
-    fn finish(&self) -> u64 {
-        // The map picks buckets from the low bits, which a product mixes least.
-        self.0.rotate_left(26)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(SSRC_HASH_K);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(SSRC_HASH_K);
-    }
 }
 
 /// Delay between cleaning up the RxLookup.

@@ -6,6 +6,9 @@ pub(crate) use bit_pattern::BitPattern;
 
 pub(crate) mod value_history;
 
+mod local_hash;
+pub(crate) use local_hash::LocalHashMap;
+
 mod time_tricks;
 pub(crate) use time_tricks::{InstantExt, SystemTimeExt, not_happening};
 pub(crate) use time_tricks::{already_happened, epoch_to_beginning};
