@@ -25,8 +25,10 @@ impl LocalHasher {
 impl Hasher for LocalHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        // Maps pick buckets from the low bits, which a product mixes least.
-        self.0.rotate_left(26)
+        // A product's bit k depends only on the input's bits up to k, and maps pick buckets
+        // from the low bits: fold the high half down and multiply again, so a difference
+        // anywhere in the last word reaches them.
+        (self.0 ^ (self.0 >> 32)).wrapping_mul(K).rotate_left(26)
     }
 
     #[inline]
@@ -78,18 +80,45 @@ mod test {
         BuildHasherDefault::<LocalHasher>::default().hash_one(key) & 1023
     }
 
-    /// Keys that differ only in their high bits, or only in a string's last byte, still
-    /// spread over the low bits a map indexes by.
+    /// Keys that differ only in their high bits, or only in a string's first or last
+    /// byte, still spread over the low bits a map indexes by.
     #[test]
     fn structured_keys_spread() {
-        let high: HashSet<u64> = (0..256_u32).map(|i| bucket(Ssrc::from(i << 24))).collect();
-        assert!(high.len() > 200, "{} buckets of 256", high.len());
-        let low: HashSet<u64> = (0..256_u32).map(|i| bucket(Ssrc::from(i))).collect();
-        assert!(low.len() > 200, "{} buckets of 256", low.len());
-        let mids: HashSet<u64> = (0..100)
-            .map(|i| bucket(MidRid(Mid::from(format!("{i}").as_str()), Some(Rid::from("h")))))
-            .collect();
-        assert!(mids.len() > 90, "{} buckets of 100", mids.len());
+        let spread = |buckets: HashSet<u64>, of: usize| {
+            assert!(buckets.len() * 10 > of * 8, "{} buckets of {of}", buckets.len());
+        };
+        spread((0..256_u32).map(|i| bucket(Ssrc::from(i << 24))).collect(), 256);
+        spread((0..256_u32).map(|i| bucket(Ssrc::from(i))).collect(), 256);
+        let mid = |s: String| MidRid(Mid::from(s.as_str()), Some(Rid::from("h")));
+        spread((0..100).map(|i| bucket(mid(format!("{i}")))).collect(), 100);
+        // Sixteen characters: the difference is in the second word's last byte.
+        let chars = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let last = |c: u8| format!("abcdefghijklmno{}", c as char);
+        spread(chars.iter().map(|c| bucket(mid(last(*c)))).collect(), 36);
+        let rid = |c: u8| {
+            let rid = format!("layer_{}", c as char);
+            MidRid(Mid::from("0"), Some(Rid::from(rid.as_str())))
+        };
+        spread(chars.iter().map(|c| bucket(rid(*c))).collect(), 36);
+    }
+
+    /// Every byte of a write counts, the remainder of a word included.
+    #[test]
+    fn every_byte_counts() {
+        for len in 1..=17 {
+            let base = vec![7_u8; len];
+            let mut seen = HashSet::new();
+            for i in 0..len {
+                let mut bytes = base.clone();
+                bytes[i] = 8;
+                let mut h = LocalHasher::default();
+                h.write(&bytes);
+                assert!(seen.insert(h.finish()), "len {len}: byte {i} changed nothing");
+            }
+            let mut h = LocalHasher::default();
+            h.write(&base);
+            assert!(!seen.contains(&h.finish()), "len {len}");
+        }
     }
 
     #[test]
