@@ -1341,6 +1341,7 @@ impl Session {
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
         let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let buf = &buf[..receipt.packet_len()];
 
         let PacketReceipt {
             header,
@@ -1361,7 +1362,7 @@ impl Session {
         self.pacer.register_send(now, payload_size.into(), midrid);
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.to_vec())));
         }
 
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
@@ -1417,6 +1418,7 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
         let receipt = stream.poll_packet(now, exts, twcc, &self.codec_config, buf)?;
+        let buf = &buf[..receipt.packet_len()];
         let PacketReceipt {
             header,
             seq_no,
@@ -1727,6 +1729,14 @@ pub struct PacketReceipt {
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,
+}
+
+impl PacketReceipt {
+    /// ting patch: the packet's length at the start of the buffer `poll_packet` wrote it
+    /// to (the buffer is longer).
+    pub fn packet_len(&self) -> usize {
+        self.header.header_len + self.payload_size
+    }
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or

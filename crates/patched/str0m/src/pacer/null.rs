@@ -6,17 +6,17 @@ use super::QueueState;
 use crate::Reason;
 use crate::pacer::PacerReason;
 use crate::rtp_::{Bitrate, DataSize, MidRid, TwccClusterId};
-use crate::util::LocalHashMap;
 
 /// A null pacer that doesn't pace.
 #[derive(Debug, Default)]
 pub struct NullPacer {
-    /// ting patch: updated for every packet sent; a few entries per connection, so a
-    /// fast hash is enough.
-    last_sends: LocalHashMap<MidRid, Instant>,
     /// Snapshots from the last `handle_timeout`. `poll_queue` counts off
     /// each packet it hands out.
     queue_states: Vec<QueueState>,
+    /// ting patch: how many packets `poll_queue` handed out of each snapshot (same index as
+    /// `queue_states`). With the snapshot's last emission this orders the queues, in place
+    /// of a map of last sends updated for every packet sent.
+    handed_out: Vec<u32>,
     /// Set when `poll_queue` hands out a queue that `register_send` never confirms:
     /// the stream had nothing to send after all, so the snapshot is stale.
     unsent_since: Option<Instant>,
@@ -45,28 +45,33 @@ impl Pacer for NullPacer {
         self.unsent_since = None;
         self.queue_states.clear();
         self.queue_states.extend(iter);
+        self.handed_out.clear();
+        self.handed_out.resize(self.queue_states.len(), 0);
 
         None
     }
 
     fn poll_queue(&mut self) -> Option<(MidRid, Option<TwccClusterId>)> {
         // Pick a queue using round robin, prioritize the least recently sent on queue.
-        let queue = self
+        // ting patch: "least recently sent" is the fewest packets handed out of this
+        // snapshot, then the earliest last emission before it (a queue that never sent
+        // first), then the order of the snapshot: no bookkeeping per packet sent.
+        let (queue, handed_out) = self
             .queue_states
             .iter_mut()
-            .filter(|q| q.snapshot.packet_count > 0)
-            .min_by_key(|q| self.last_sends.get(&q.midrid))?;
+            .zip(self.handed_out.iter_mut())
+            .filter(|(q, _)| q.snapshot.packet_count > 0)
+            .min_by_key(|(q, handed_out)| (**handed_out, q.snapshot.last_emitted))?;
 
         queue.snapshot.packet_count -= 1;
+        *handed_out += 1;
         self.unsent_since = Some(queue.snapshot.created_at);
 
         Some((queue.midrid, None))
     }
 
-    fn register_send(&mut self, now: Instant, _packet_size: DataSize, from: MidRid) {
+    fn register_send(&mut self, _now: Instant, _packet_size: DataSize, _from: MidRid) {
         self.unsent_since = None;
-        let e = self.last_sends.entry(from).or_insert(now);
-        *e = now;
     }
 }
 
@@ -129,15 +134,45 @@ mod test {
     #[test]
     fn round_robin_by_least_recently_sent() {
         let now = Instant::now();
-        let mut pacer = NullPacer::default();
-        pacer.register_send(now, DataSize::bytes(100), MidRid("a".into(), None));
         let later = now + std::time::Duration::from_millis(1);
-        pacer.register_send(later, DataSize::bytes(100), MidRid("b".into(), None));
-        pacer.handle_timeout(
-            later,
-            [queue("a", 1, later), queue("b", 1, later)].into_iter(),
-        );
+        let mut pacer = NullPacer::default();
+        let mut a = queue("a", 1, later);
+        a.snapshot.last_emitted = Some(now);
+        let mut b = queue("b", 1, later);
+        b.snapshot.last_emitted = Some(later);
+        pacer.handle_timeout(later, [b, a].into_iter());
 
         assert_eq!(pacer.poll_queue(), Some((MidRid("a".into(), None), None)));
+    }
+
+    #[test]
+    fn a_queue_that_never_sent_goes_first() {
+        let now = Instant::now();
+        let mut pacer = NullPacer::default();
+        let mut a = queue("a", 1, now);
+        a.snapshot.last_emitted = Some(now);
+        pacer.handle_timeout(now, [a, queue("b", 1, now)].into_iter());
+
+        assert_eq!(pacer.poll_queue(), Some((MidRid("b".into(), None), None)));
+    }
+
+    #[test]
+    fn queues_take_turns_within_one_snapshot() {
+        // ting patch: the turns come from what this snapshot handed out, not from sends
+        // registered per packet.
+        let now = Instant::now();
+        let mut pacer = NullPacer::default();
+        let mut a = queue("a", 3, now);
+        a.snapshot.last_emitted = Some(now);
+        let mut b = queue("b", 2, now);
+        b.snapshot.last_emitted = Some(now + std::time::Duration::from_millis(1));
+        pacer.handle_timeout(now, [b, a, queue("c", 1, now)].into_iter());
+
+        let mut sent = vec![];
+        while let Some((midrid, _)) = pacer.poll_queue() {
+            pacer.register_send(now, DataSize::bytes(100), midrid);
+            sent.push(midrid.mid().to_string());
+        }
+        assert_eq!(sent, ["c", "a", "b", "a", "b", "a"]);
     }
 }

@@ -735,7 +735,12 @@ impl StreamTx {
             *twcc += 1;
         }
 
-        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        // ting patch: the scratch buffer keeps its length between packets, so it is zeroed
+        // once, not up to its whole length again for every packet; the packet is
+        // `buf[..PacketReceipt::packet_len()]` and what follows it is left over.
+        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        }
 
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
@@ -784,7 +789,6 @@ impl StreamTx {
             }
         };
 
-        buf.truncate(header_len + body_len);
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -1463,7 +1467,7 @@ mod test {
                 receipt.header.ext_vals.abs_send_time,
                 negotiated.then_some(now)
             );
-            let header = RtpHeader::parse(&buf, &exts).unwrap();
+            let header = RtpHeader::parse(&buf[..receipt.packet_len()], &exts).unwrap();
             assert_eq!(header.ext_vals.abs_send_time.is_some(), negotiated);
             assert_eq!(header.ext_vals.transport_cc, Some(42));
             assert!(header.ssrc.is_probe());
@@ -1495,6 +1499,38 @@ mod test {
         // The five queued packets are 0, 10, 20, 30 and 40 ms old.
         assert_eq!(snapshot.packet_count, 5);
         assert_eq!(snapshot.total_queue_time(now), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_short_packet_after_a_long_one_is_whole_and_nothing_more() {
+        // ting patch: the scratch buffer keeps the long packet's bytes past the short one.
+        let now = Instant::now();
+        let codecs = CodecConfig::new_with_defaults();
+        let pt = codecs.params()[0].pt();
+        let exts = ExtensionMap::standard();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream = streams.declare_stream_tx(42.into(), None, MidRid("vid".into(), None));
+        let mut buf = vec![];
+        stream.write_rtp(RtpWrite::new(pt, 0.into(), 0, now, vec![0xaa; 1100]));
+        stream.write_rtp(RtpWrite::new(pt, 1.into(), 90, now, vec![1, 2, 3]));
+        stream.send_queue.handle_timeout(now);
+
+        let long = stream
+            .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+            .expect("the long packet");
+        assert_eq!(long.payload_size, 1100);
+        assert!(buf[long.header.header_len..long.packet_len()].iter().all(|b| *b == 0xaa));
+
+        let short = stream
+            .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+            .expect("the short packet");
+        let packet = &buf[..short.packet_len()];
+        let header = RtpHeader::parse(packet, &exts).expect("a header");
+        assert_eq!(header.sequence_number, 1);
+        assert_eq!(header.timestamp, 90);
+        assert_eq!(header.header_len, short.header.header_len);
+        assert_eq!(&packet[header.header_len..], &[1, 2, 3]);
+        assert!(buf.len() > packet.len(), "the rest of the buffer is left over");
     }
 
     #[test]
@@ -1555,9 +1591,11 @@ mod test {
         assert_eq!(second.header.sequence_number, 0);
         assert_eq!(second.header.ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
-        assert_eq!(buf.len(), second.header.header_len + second.payload_size);
+        // The packet starts the buffer; the buffer is longer (ting patch).
+        let packet = &buf[..second.packet_len()];
+        assert_eq!(packet.len(), second.header.header_len + SRTP_BLOCK_SIZE);
         assert!(
-            RtpHeader::unpad_payload(&buf[second.header.header_len..])
+            RtpHeader::unpad_payload(&packet[second.header.header_len..])
                 .unwrap()
                 .is_empty()
         );
