@@ -93,6 +93,13 @@ mod test {
         }
     }
 
+    /// A queue whose stream last sent at `last_emitted`.
+    fn sent_queue(mid: &str, packet_count: u32, now: Instant, last_emitted: Instant) -> QueueState {
+        let mut q = queue(mid, packet_count, now);
+        q.snapshot.last_emitted = Some(last_emitted);
+        q
+    }
+
     #[test]
     fn drains_every_queue_without_another_timeout() {
         let now = Instant::now();
@@ -136,10 +143,8 @@ mod test {
         let now = Instant::now();
         let later = now + std::time::Duration::from_millis(1);
         let mut pacer = NullPacer::default();
-        let mut a = queue("a", 1, later);
-        a.snapshot.last_emitted = Some(now);
-        let mut b = queue("b", 1, later);
-        b.snapshot.last_emitted = Some(later);
+        let a = sent_queue("a", 1, later, now);
+        let b = sent_queue("b", 1, later, later);
         pacer.handle_timeout(later, [b, a].into_iter());
 
         assert_eq!(pacer.poll_queue(), Some((MidRid("a".into(), None), None)));
@@ -149,8 +154,7 @@ mod test {
     fn a_queue_that_never_sent_goes_first() {
         let now = Instant::now();
         let mut pacer = NullPacer::default();
-        let mut a = queue("a", 1, now);
-        a.snapshot.last_emitted = Some(now);
+        let a = sent_queue("a", 1, now, now);
         pacer.handle_timeout(now, [a, queue("b", 1, now)].into_iter());
 
         assert_eq!(pacer.poll_queue(), Some((MidRid("b".into(), None), None)));
@@ -162,10 +166,8 @@ mod test {
         // registered per packet.
         let now = Instant::now();
         let mut pacer = NullPacer::default();
-        let mut a = queue("a", 3, now);
-        a.snapshot.last_emitted = Some(now);
-        let mut b = queue("b", 2, now);
-        b.snapshot.last_emitted = Some(now + std::time::Duration::from_millis(1));
+        let a = sent_queue("a", 3, now, now);
+        let b = sent_queue("b", 2, now, now + std::time::Duration::from_millis(1));
         pacer.handle_timeout(now, [b, a, queue("c", 1, now)].into_iter());
 
         let mut sent = vec![];
