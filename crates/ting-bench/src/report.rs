@@ -231,6 +231,10 @@ pub struct ServerSample {
     /// count), if it has one.
     #[serde(skip)]
     pub internal_latency: Vec<(f64, u64)>,
+    /// Its timeout passes over connections so far, by cause (ting's
+    /// `ting_connection_ticks_total`), if it counts them.
+    #[serde(skip)]
+    pub ticks: Vec<(String, u64)>,
 }
 
 /// Percentiles in milliseconds.
@@ -368,6 +372,9 @@ pub struct ServerFigures {
     pub forwarded_packets: Option<u64>,
     /// Time inside the server per forwarded packet (its own histogram), when it reports one.
     pub internal_latency_ms: Option<Percentiles>,
+    /// Timeout passes over connections per second of the window, by cause, largest first
+    /// (empty when the server does not count them).
+    pub passes_per_second: Vec<(String, f64)>,
 }
 
 /// The figures the run is for.
@@ -426,6 +433,30 @@ pub struct Report {
 
 fn rate(n: u64, s: f64) -> String {
     human(n as f64 / s.max(1e-6))
+}
+
+/// Timeout passes per second between two samples of the server's counters, by cause,
+/// largest first. A cause missing from the earlier sample counts from zero.
+pub fn passes_per_second(
+    end: &[(String, u64)],
+    start: &[(String, u64)],
+    seconds: f64,
+) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = end
+        .iter()
+        .map(|(cause, n)| {
+            let before = start
+                .iter()
+                .find(|(c, _)| c == cause)
+                .map_or(0, |(_, b)| *b);
+            (
+                cause.clone(),
+                n.saturating_sub(before) as f64 / seconds.max(1e-6),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 /// 12345 -> "12.3 k".
@@ -571,6 +602,27 @@ impl Report {
                     sv.rss_end_bytes as f64 / 1e6
                 ),
             );
+            if !sv.passes_per_second.is_empty() {
+                let total: f64 = sv.passes_per_second.iter().map(|(_, v)| v).sum();
+                let by: Vec<String> = sv
+                    .passes_per_second
+                    .iter()
+                    .filter(|(_, v)| *v > 0.0)
+                    .map(|(cause, v)| format!("{cause} {}", human(*v)))
+                    .collect();
+                line(
+                    "passes",
+                    format!(
+                        "{}/s over connections ({})",
+                        human(total),
+                        if by.is_empty() {
+                            "none".to_string()
+                        } else {
+                            by.join(", ")
+                        }
+                    ),
+                );
+            }
         }
         let per_packet = match (
             self.harness_cpu_us_per_received_packet,
@@ -636,6 +688,29 @@ mod tests {
             slots: vec![slot],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn passes_are_counted_over_the_window_largest_first() {
+        let start = vec![("written".to_string(), 100), ("nack".to_string(), 10)];
+        let end = vec![
+            ("written".to_string(), 300),
+            ("nack".to_string(), 10),
+            ("pacer".to_string(), 900),
+        ];
+        let p = passes_per_second(&end, &start, 10.0);
+        assert_eq!(
+            p,
+            vec![
+                ("pacer".to_string(), 90.0),
+                ("written".to_string(), 20.0),
+                ("nack".to_string(), 0.0)
+            ]
+        );
+        // A counter that went backwards (a restarted server) counts as nothing, not as
+        // a wrapped-around huge number.
+        let p = passes_per_second(&start, &end, 10.0);
+        assert_eq!(p[0].1, 0.0);
     }
 
     #[test]

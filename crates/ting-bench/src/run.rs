@@ -615,6 +615,7 @@ pub async fn run(opts: BenchOptions) -> Report {
                     .zip(b.forwarded)
                     .map(|(x, y)| x.saturating_sub(y)),
                 internal_latency_ms: internal,
+                passes_per_second: report::passes_per_second(&a.ticks, &b.ticks, window),
             });
             Some(cpu)
         }

@@ -64,6 +64,11 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             s.rss_bytes = v as u64;
         } else if name.starts_with("ting_rtp_packets_forwarded_total") {
             *forwarded.get_or_insert(0) += v as u64;
+        } else if let Some(cause) = name
+            .strip_prefix("ting_connection_ticks_total{cause=\"")
+            .and_then(|c| c.strip_suffix("\"}"))
+        {
+            s.ticks.push((cause.to_string(), v as u64));
         } else if name == "ting_dropped_total{reason=\"stale\"}" {
             stale = v as u64;
         } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
@@ -117,6 +122,8 @@ mod tests {
             ting_rtp_packets_forwarded_total{kind=\"video\"} 40\n\
             ting_dropped_total{reason=\"malformed\"} 3\n\
             ting_dropped_total{reason=\"stale\"} 8\n\
+            ting_connection_ticks_total{cause=\"written\"} 6\n\
+            ting_connection_ticks_total{cause=\"nack\"} 0\n\
             ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n";
         let s = parse_metrics(text);
@@ -124,6 +131,10 @@ mod tests {
         assert_eq!(s.rss_bytes, 1000);
         assert_eq!(s.forwarded, Some(42));
         assert_eq!(s.internal_latency, vec![(1e-6, 1), (f64::INFINITY, 5)]);
+        assert_eq!(
+            s.ticks,
+            vec![("written".to_string(), 6), ("nack".to_string(), 0)]
+        );
     }
 
     #[test]

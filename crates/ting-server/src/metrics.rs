@@ -76,6 +76,72 @@ impl DropReason {
     }
 }
 
+/// Why a connection got a timeout pass (str0m's `handle_input(Timeout)`, which walks every
+/// timer and stream of the connection): where passes come from decides what making them
+/// rarer would take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickCause {
+    /// Forwarded media was written to it and could not leave at once (a probe cluster
+    /// running, keys or the stream not yet set up): the pass sends it.
+    Written = 0,
+    /// Its pacer's timer: a probe cluster's spacing and padding, or media queued behind it.
+    Pacer = 1,
+    /// Its bandwidth estimator's periodic update, probe control and probe results.
+    Estimator = 2,
+    /// Transport-wide congestion feedback due to the client.
+    TransportFeedback = 3,
+    /// Sender and receiver reports due.
+    Reports = 4,
+    /// A NACK round for packets it misses.
+    Nack = 5,
+    /// ICE consent and DTLS.
+    Connection = 6,
+    /// Anything else (pause checks, stream set-up, a pass asked for by a benchmark).
+    Other = 7,
+}
+
+impl TickCause {
+    pub const ALL: [TickCause; 8] = [
+        TickCause::Written,
+        TickCause::Pacer,
+        TickCause::Estimator,
+        TickCause::TransportFeedback,
+        TickCause::Reports,
+        TickCause::Nack,
+        TickCause::Connection,
+        TickCause::Other,
+    ];
+
+    /// The cause of a pass run because the connection's timer fell due for `reason`.
+    pub fn of(reason: str0m::Reason) -> TickCause {
+        use str0m::Reason;
+        match reason {
+            Reason::Pacer(_) => TickCause::Pacer,
+            Reason::BweDelayControl | Reason::BweProbeControl | Reason::BweProbeEstimator => {
+                TickCause::Estimator
+            }
+            Reason::Twcc => TickCause::TransportFeedback,
+            Reason::Feedback => TickCause::Reports,
+            Reason::Nack => TickCause::Nack,
+            Reason::Ice | Reason::DTLS => TickCause::Connection,
+            _ => TickCause::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TickCause::Written => "written",
+            TickCause::Pacer => "pacer",
+            TickCause::Estimator => "estimator",
+            TickCause::TransportFeedback => "transport_feedback",
+            TickCause::Reports => "reports",
+            TickCause::Nack => "nack",
+            TickCause::Connection => "connection",
+            TickCause::Other => "other",
+        }
+    }
+}
+
 /// Upper bounds of the forwarding-latency histogram, in nanoseconds: four per decade from
 /// 1 µs to 1 s, fine enough to read a p99 around a millisecond.
 pub const LATENCY_BOUNDS_NS: [u64; 25] = [
@@ -136,8 +202,9 @@ pub struct WorkerStats {
     pub layer_changes: u64,
     /// ICE restarts accepted (a client's network changed or went quiet).
     pub ice_restarts: u64,
-    /// Timeout passes over connections (each runs every timer and stream of one).
-    pub ticks: u64,
+    /// Timeout passes over connections (each runs every timer and stream of one), by
+    /// [`TickCause`].
+    pub ticks: [u64; TickCause::ALL.len()],
     /// CPU time of the worker thread, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -186,7 +253,7 @@ atomics! {
     lost_connections: AtomicU64,
     layer_changes: AtomicU64,
     ice_restarts: AtomicU64,
-    ticks: AtomicU64,
+    ticks: [AtomicU64; TickCause::ALL.len()],
     cpu_ns: AtomicU64,
 }
 
@@ -216,7 +283,7 @@ impl WorkerCounters {
         self.lost_connections.store(s.lost_connections, Relaxed);
         self.layer_changes.store(s.layer_changes, Relaxed);
         self.ice_restarts.store(s.ice_restarts, Relaxed);
-        self.ticks.store(s.ticks, Relaxed);
+        store(&self.ticks, &s.ticks);
         self.cpu_ns.store(s.cpu_ns, Relaxed);
     }
 }
@@ -614,11 +681,19 @@ impl Collector for Scrape {
             "ICE restarts accepted: a client whose network changed or went quiet reconnected its media without rejoining.",
             m.sum(|w| &w.ice_restarts),
         )?;
-        counter(
+        let ticks: Vec<(&'static str, u64)> = TickCause::ALL
+            .iter()
+            .map(|c| {
+                let i = *c as usize;
+                (c.label(), m.sum(|w| &w.ticks[i]))
+            })
+            .collect();
+        by_label(
             &mut e,
             "ting_connection_ticks",
-            "Timeout passes over media connections (timers, reports, queued media).",
-            m.sum(|w| &w.ticks),
+            "Timeout passes over media connections (each walks every timer and stream of one), by what asked for it.",
+            "cause",
+            &ticks,
         )?;
         let drops: Vec<(&'static str, u64)> = DropReason::ALL
             .iter()
@@ -727,6 +802,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timer_reasons_map_to_tick_causes() {
+        use str0m::{PacerReason, Reason};
+        assert_eq!(
+            TickCause::of(Reason::Pacer(PacerReason::Probe1)),
+            TickCause::Pacer
+        );
+        assert_eq!(TickCause::of(Reason::BweDelayControl), TickCause::Estimator);
+        assert_eq!(
+            TickCause::of(Reason::BweProbeEstimator),
+            TickCause::Estimator
+        );
+        assert_eq!(TickCause::of(Reason::Twcc), TickCause::TransportFeedback);
+        assert_eq!(TickCause::of(Reason::Feedback), TickCause::Reports);
+        assert_eq!(TickCause::of(Reason::Nack), TickCause::Nack);
+        assert_eq!(TickCause::of(Reason::DTLS), TickCause::Connection);
+        assert_eq!(TickCause::of(Reason::PauseCheck), TickCause::Other);
+        // Every cause has its own label, in the order of its index.
+        for (i, c) in TickCause::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert_eq!(
+                TickCause::ALL
+                    .iter()
+                    .filter(|o| o.label() == c.label())
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
     fn render_sums_workers_and_names_drop_reasons() {
         let m = Metrics::new(2);
         let mut a = WorkerStats {
@@ -742,8 +847,24 @@ mod tests {
             ..Default::default()
         };
         b.forwarded[1] = 11;
+        a.ticks[TickCause::Written as usize] = 4;
+        b.ticks[TickCause::Written as usize] = 2;
+        b.ticks[TickCause::TransportFeedback as usize] = 9;
+        m.workers[0].publish(&a);
         m.workers[1].publish(&b);
         let text = m.render();
+        assert!(
+            text.contains("ting_connection_ticks_total{cause=\"written\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ting_connection_ticks_total{cause=\"transport_feedback\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ting_connection_ticks_total{cause=\"nack\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("ting_datagrams_received_total 12"), "{text}");
         assert!(
             text.contains("ting_dropped_total{reason=\"malformed\"} 3"),

@@ -30,7 +30,9 @@ use super::{
     ConnectReq, ForwardExt, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd, WorkerEvent,
     WorkerHandle, WorkerId,
 };
-use crate::metrics::{DropReason, PUBLISH_INTERVAL, WorkerCounters, WorkerStats, thread_cpu_ns};
+use crate::metrics::{
+    DropReason, PUBLISH_INTERVAL, TickCause, WorkerCounters, WorkerStats, thread_cpu_ns,
+};
 use crate::udp;
 
 /// What a [`MediaCore`] needs to know about its place.
@@ -1218,7 +1220,8 @@ impl MediaCore {
             }
             peer.scheduled = None;
             if peer.next_timeout <= now {
-                self.tick(pi, now);
+                let cause = TickCause::of(peer.rtc.last_timeout_reason());
+                self.tick(pi, now, cause);
             } else {
                 let next = peer.next_timeout;
                 self.schedule(pi, next);
@@ -1226,11 +1229,11 @@ impl MediaCore {
         }
     }
 
-    fn tick(&mut self, pi: usize, now: Instant) {
+    fn tick(&mut self, pi: usize, now: Instant, cause: TickCause) {
         let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) else {
             return;
         };
-        self.stats.ticks += 1;
+        self.stats.ticks[cause as usize] += 1;
         peer.dirty = false;
         peer.last_tick = Some(now);
         // What was written to it leaves with this tick's output.
@@ -1276,7 +1279,7 @@ impl MediaCore {
     pub fn tick_all(&mut self, now: Instant) {
         for pi in 0..self.peers.len() {
             if self.peers[pi].is_some() {
-                self.tick(pi, now);
+                self.tick(pi, now, TickCause::Other);
             }
         }
     }
@@ -1295,7 +1298,7 @@ impl MediaCore {
         while self.dirty_at < self.dirty.len() {
             let pi = self.dirty[self.dirty_at];
             self.dirty_at += 1;
-            self.tick(pi, now);
+            self.tick(pi, now, TickCause::Written);
             if self.transmits.len() >= datagrams {
                 return self.dirty_at < self.dirty.len();
             }
