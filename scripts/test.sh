@@ -124,6 +124,9 @@ scripts/no-egress.sh
 step "ting-bench smoke run"
 scripts/bench-smoke.sh
 
+step "bench-ab's paired statistics (a run that died counts as no figure, not as zero)"
+python3 scripts/ab-stats.py --self-test
+
 step "ting-bench: a meeting of 100 (release build, 20 s)"
 scripts/bench-meeting.sh 100 20
 
