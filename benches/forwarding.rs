@@ -8,6 +8,9 @@
 //!
 //! `cargo bench --bench forwarding` prints criterion's time per forwarded packet and the
 //! heap allocations per forwarded packet on the whole path (str0m's included).
+//! `meeting_grid` runs a whole grid meeting in virtual time (many publishers, viewers with
+//! a tile for each, their feedback and the core's timeout passes) and prints, besides the
+//! core's time per forward, how that time divides between routing, feedback and passes.
 
 // Benchmarks report on stdout, like criterion itself.
 #![allow(clippy::print_stdout)]
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ting_bench::{SimPeer, SimPeerConfig};
-use ting_media::{Codec, EndpointId, Source, TrackId};
+use ting_media::{Codec, EndpointId, LayoutSpec, Source, TileSpec, TrackId, View};
 use ting_server::metrics::WorkerCounters;
 use ting_server::outbox::{OutboxRx, outbox};
 use ting_server::setup::PeerFactory;
@@ -38,33 +41,22 @@ static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const SERVER: &str = "10.0.0.1:5000";
 
-/// A worker core and its participants on an in-memory network.
-struct Room {
+/// A media worker's core on an in-memory network, and what it needs to accept connections.
+struct Server {
     core: MediaCore,
-    _handles: Arc<[WorkerHandle]>,
-    publisher: SimPeer,
-    /// The publisher's own clock: it runs ahead of real time so it can produce packets
-    /// faster than 30 frames a second.
-    publisher_now: Instant,
-    subscribers: Vec<SimPeer>,
-    by_addr: HashMap<SocketAddr, usize>,
-    _events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
-    _outboxes: Vec<OutboxRx>,
+    handles: Arc<[WorkerHandle]>,
+    factory: PeerFactory,
+    events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
+    outboxes: Vec<OutboxRx>,
 }
 
-impl Room {
-    fn new(n: usize) -> Room {
-        Room::with_slots(n, 1)
-    }
-
-    /// `n` subscribers with one audio slot and `slots` video slots each.
-    fn with_slots(n: usize, slots: u16) -> Room {
-        let now = Instant::now();
+impl Server {
+    fn new() -> Server {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
             .expect("certificate");
-        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let factory = PeerFactory {
             cert,
             limits: SlotLimits {
@@ -83,46 +75,104 @@ impl Room {
             media_grace: Duration::from_secs(20),
         };
         let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
-        let mut core = cores.remove(0);
-        let mut outboxes = Vec::new();
-        let mut connect = |core: &mut MediaCore, cfg: SimPeerConfig, addr: SocketAddr| {
-            let (mut peer, offer) = SimPeer::new(cfg.clone(), addr, now).expect("peer");
-            let (outbox, rx) = outbox(1 << 16);
-            outboxes.push(rx);
-            let pid = u64::from(cfg.id);
-            let accepted = factory
-                .accept(
-                    pid,
-                    RoomKey(1),
-                    &offer,
-                    SERVER.parse().unwrap(),
-                    outbox,
-                    now,
-                )
-                .expect("offer accepted");
-            handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
+        Server {
+            core: cores.remove(0),
+            handles,
+            factory,
+            events,
+            outboxes: Vec::new(),
+        }
+    }
+
+    /// Connects a simulated participant at `addr` (the handshakes follow as datagrams flow).
+    fn connect(
+        &mut self,
+        cfg: SimPeerConfig,
+        addr: SocketAddr,
+        layout: Option<LayoutSpec>,
+        now: Instant,
+    ) -> SimPeer {
+        let (mut peer, offer) = SimPeer::new(cfg.clone(), addr, now).expect("peer");
+        let (outbox, rx) = outbox(1 << 16);
+        self.outboxes.push(rx);
+        let pid = u64::from(cfg.id);
+        let accepted = self
+            .factory
+            .accept(
                 pid,
-                room: RoomKey(1),
-                accepted: Box::new(accepted),
-                tracks: Vec::new(),
-                workers: vec![WorkerId(0)],
-                layout: None,
-            })));
-            core.handle_commands(now);
-            let sdp = match events.try_recv() {
-                Ok(WorkerEvent::Connected { answer, .. }) => answer,
-                other => panic!("the core did not accept the offer: {other:?}"),
-            };
-            peer.accept_answer(&sdp, now).expect("accept");
-            peer
+                RoomKey(1),
+                &offer,
+                SERVER.parse().unwrap(),
+                outbox,
+                now,
+            )
+            .expect("offer accepted");
+        self.handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
+            pid,
+            room: RoomKey(1),
+            accepted: Box::new(accepted),
+            tracks: Vec::new(),
+            workers: vec![WorkerId(0)],
+            layout,
+        })));
+        self.core.handle_commands(now);
+        let sdp = match self.events.try_recv() {
+            Ok(WorkerEvent::Connected { answer, .. }) => answer,
+            other => panic!("the core did not accept the offer: {other:?}"),
         };
+        peer.accept_answer(&sdp, now).expect("accept");
+        peer
+    }
+
+    /// Announces a single-layer track of participant `pid`.
+    fn add_track(&mut self, pid: u64, source: Source, codec: Codec, now: Instant) {
+        self.handles[0].command(WorkerCmd::TrackAdded {
+            room: RoomKey(1),
+            track: TrackDesc {
+                id: TrackId::new(EndpointId(pid), source),
+                codec,
+                layers: 1,
+                worker: WorkerId(0),
+            },
+        });
+        self.core.handle_commands(now);
+    }
+}
+
+/// A subscriber's address: up to 200 per /24.
+fn subscriber_addr(i: usize) -> SocketAddr {
+    format!("10.0.2.{}:{}", i / 200 + 1, 2000 + i % 200)
+        .parse()
+        .unwrap()
+}
+
+/// A worker core, one publisher and its subscribers on an in-memory network.
+struct Room {
+    srv: Server,
+    publisher: SimPeer,
+    /// The publisher's own clock: it runs ahead of real time so it can produce packets
+    /// faster than 30 frames a second.
+    publisher_now: Instant,
+    subscribers: Vec<SimPeer>,
+    by_addr: HashMap<SocketAddr, usize>,
+}
+
+impl Room {
+    fn new(n: usize) -> Room {
+        Room::with_slots(n, 1)
+    }
+
+    /// `n` subscribers with one audio slot and `slots` video slots each.
+    fn with_slots(n: usize, slots: u16) -> Room {
+        let now = Instant::now();
+        let mut srv = Server::new();
         let mut pub_cfg = SimPeerConfig::new(1);
         pub_cfg.video_bps = vec![1_000_000];
         pub_cfg.audio_slots = 0;
         pub_cfg.video_slots = 0;
         pub_cfg.screen_slots = 0;
         pub_cfg.keyframe_interval = Duration::from_secs(3600);
-        let publisher = connect(&mut core, pub_cfg, "10.0.1.1:1000".parse().unwrap());
+        let publisher = srv.connect(pub_cfg, "10.0.1.1:1000".parse().unwrap(), None, now);
         let mut subscribers = Vec::new();
         let mut by_addr = HashMap::new();
         for i in 0..n {
@@ -132,36 +182,18 @@ impl Room {
             cfg.audio_slots = 1;
             cfg.video_slots = slots;
             cfg.screen_slots = 0;
-            let addr: SocketAddr = format!("10.0.2.{}:{}", i / 200 + 1, 2000 + i % 200)
-                .parse()
-                .unwrap();
+            let addr = subscriber_addr(i);
             by_addr.insert(addr, i);
-            subscribers.push(connect(&mut core, cfg, addr));
+            subscribers.push(srv.connect(cfg, addr, None, now));
         }
-        for (source, codec) in [
-            (Source::Microphone, Codec::Opus),
-            (Source::Camera, Codec::Vp8),
-        ] {
-            handles[0].command(WorkerCmd::TrackAdded {
-                room: RoomKey(1),
-                track: TrackDesc {
-                    id: TrackId::new(EndpointId(1), source),
-                    codec,
-                    layers: 1,
-                    worker: WorkerId(0),
-                },
-            });
-        }
-        core.handle_commands(now);
+        srv.add_track(1, Source::Microphone, Codec::Opus, now);
+        srv.add_track(1, Source::Camera, Codec::Vp8, now);
         let mut room = Room {
-            core,
-            _handles: handles,
+            srv,
             publisher,
             publisher_now: now,
             subscribers,
             by_addr,
-            _events: events,
-            _outboxes: outboxes,
         };
         // Handshakes and the first keyframe, in real time (the network is instant).
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -188,7 +220,7 @@ impl Room {
         }
         let from = self.publisher.local_addr();
         while let Some(t) = self.publisher.poll_transmit() {
-            self.core.handle_datagram(from, &t.contents, now);
+            self.srv.core.handle_datagram(from, &t.contents, now);
         }
         for s in &mut self.subscribers {
             if s.poll_timeout() <= now {
@@ -196,14 +228,14 @@ impl Room {
             }
             let from = s.local_addr();
             while let Some(t) = s.poll_transmit() {
-                self.core.handle_datagram(from, &t.contents, now);
+                self.srv.core.handle_datagram(from, &t.contents, now);
             }
         }
-        self.core.handle_timeout(now);
-        self.core.flush_connections(now);
+        self.srv.core.handle_timeout(now);
+        self.srv.core.flush_connections(now);
         let mut to_publisher = Vec::new();
         let mut to_subscribers = Vec::new();
-        for t in self.core.transmits() {
+        for t in self.srv.core.transmits() {
             if t.destination == from {
                 to_publisher.push(t.contents.to_vec());
             } else if let Some(&i) = self.by_addr.get(&t.destination) {
@@ -211,7 +243,7 @@ impl Room {
             }
         }
         let sent = to_publisher.len() + to_subscribers.len();
-        self.core.finish_send(
+        self.srv.core.finish_send(
             SendResult {
                 sent,
                 ..Default::default()
@@ -247,19 +279,20 @@ impl Room {
                 if t.contents.first().is_some_and(|b| b >> 6 == 2) && !(72..=76).contains(&pt) {
                     out.push(t.contents.to_vec());
                 } else {
-                    self.core.handle_datagram(from, &t.contents, now);
+                    self.srv.core.handle_datagram(from, &t.contents, now);
                 }
             }
-            self.core.flush_connections(now);
+            self.srv.core.flush_connections(now);
             let replies: Vec<Vec<u8>> = self
+                .srv
                 .core
                 .transmits()
                 .iter()
                 .filter(|t| t.destination == from)
                 .map(|t| t.contents.to_vec())
                 .collect();
-            let sent = self.core.transmits().len();
-            self.core.finish_send(
+            let sent = self.srv.core.transmits().len();
+            self.srv.core.finish_send(
                 SendResult {
                     sent,
                     ..Default::default()
@@ -290,11 +323,11 @@ impl Room {
         let mut produced = 0u64;
         for d in datagrams {
             let now = Instant::now();
-            self.core.handle_datagram(from, d, now);
-            self.core.flush_connections(now);
-            let n = self.core.transmits().len();
+            self.srv.core.handle_datagram(from, d, now);
+            self.srv.core.flush_connections(now);
+            let n = self.srv.core.transmits().len();
             produced += n as u64;
-            self.core.finish_send(
+            self.srv.core.finish_send(
                 SendResult {
                     sent: n,
                     ..Default::default()
@@ -304,6 +337,235 @@ impl Room {
         }
         produced
     }
+}
+
+/// A meeting in virtual time: publishers sending a camera each, viewers showing all of
+/// them as grid tiles. Unlike [`Room`] (one stream fanned out), each viewer's packets
+/// come from many publishers through a connection of many send streams, so the core
+/// works over the state of a whole meeting, as a live server does; viewers read what they
+/// receive and send their feedback, so connections stay as they are live (no NACK storms).
+struct Meeting {
+    srv: Server,
+    /// The publishers, then the viewers.
+    peers: Vec<SimPeer>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// Virtual time: everything here runs on it; only the core's work is timed in real time.
+    now: Instant,
+    /// Datagrams on their way to the core, with their senders (reused between steps).
+    inbound: Vec<(SocketAddr, Vec<u8>)>,
+    /// How many of `peers` publish (they come first).
+    publishers: usize,
+    /// The core's time by part since the last [`Meeting::report_parts`]: publishers' packets
+    /// (routing them writes and encrypts the forwards), viewers' packets (their feedback),
+    /// timeout passes, flushing and sending.
+    parts: [Duration; 4],
+    /// Media datagrams sent to viewers since the last [`Meeting::report_parts`].
+    forwards: u64,
+}
+
+impl Meeting {
+    /// `publishers` cameras (one 150 kbit/s layer at 30 frames a second in three temporal
+    /// layers, of which a 180-pixel tile gets 15) shown by each of `viewers` in a grid.
+    fn grid(publishers: usize, viewers: usize) -> Meeting {
+        let mut now = Instant::now();
+        let mut srv = Server::new();
+        let mut peers = Vec::new();
+        let mut by_addr = HashMap::new();
+        for p in 0..publishers {
+            let mut cfg = SimPeerConfig::new(1 + p as u32);
+            cfg.audio = false;
+            cfg.video_bps = vec![150_000];
+            cfg.audio_slots = 0;
+            cfg.video_slots = 0;
+            cfg.screen_slots = 0;
+            let addr: SocketAddr = format!("10.0.1.1:{}", 1000 + p).parse().unwrap();
+            by_addr.insert(addr, peers.len());
+            peers.push(srv.connect(cfg, addr, None, now));
+            srv.add_track(1 + p as u64, Source::Camera, Codec::Vp8, now);
+        }
+        let layout = LayoutSpec {
+            view: View::Grid,
+            tiles: (0..publishers)
+                .map(|p| TileSpec {
+                    endpoint: Some(EndpointId(1 + p as u64)),
+                    height: 180,
+                })
+                .collect(),
+        };
+        for i in 0..viewers {
+            let mut cfg = SimPeerConfig::new(1000 + i as u32);
+            cfg.audio = false;
+            cfg.video_bps = Vec::new();
+            cfg.audio_slots = 0;
+            cfg.video_slots = publishers as u16;
+            cfg.screen_slots = 0;
+            cfg.sample_every = 32;
+            let addr = subscriber_addr(i);
+            by_addr.insert(addr, peers.len());
+            peers.push(srv.connect(cfg, addr, Some(layout.clone()), now));
+        }
+        let mut meeting = Meeting {
+            srv,
+            peers,
+            by_addr,
+            now,
+            inbound: Vec::new(),
+            publishers,
+            parts: [Duration::ZERO; 4],
+            forwards: 0,
+        };
+        // Handshakes, then every tile of every viewer receiving (virtual time; a bound in
+        // real time too, in case something never connects).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let viewing = |m: &Meeting| {
+            m.peers[publishers..]
+                .iter()
+                .all(|v| v.stats().slots.iter().filter(|s| s.packets > 0).count() >= publishers)
+        };
+        while !viewing(&meeting) {
+            assert!(
+                Instant::now() < deadline,
+                "viewers never received every tile"
+            );
+            meeting.step(Duration::from_millis(5));
+            now = meeting.now;
+        }
+        // A few seconds of the meeting before any measurement: queues, caches and
+        // estimates in their steady state.
+        while meeting.now < now + Duration::from_secs(3) {
+            meeting.step(Duration::from_millis(1));
+        }
+        meeting.parts = [Duration::ZERO; 4];
+        meeting.forwards = 0;
+        meeting
+    }
+
+    /// Prints where the core's time per forward went since the last call.
+    fn report_parts(&mut self, what: &str) {
+        let per = |d: Duration| d.as_nanos() as f64 / self.forwards.max(1) as f64 / 1000.0;
+        let [publishers, viewers, timeouts, sending] = self.parts;
+        eprintln!(
+            "{what}: per forward {:.2} µs: publishers' packets (routed, forwards \
+             written and encrypted) {:.2}, viewers' feedback {:.2}, timeout passes {:.2}, \
+             flush and send {:.2} ({} forwards)",
+            per(publishers + viewers + timeouts + sending),
+            per(publishers),
+            per(viewers),
+            per(timeouts),
+            per(sending),
+            self.forwards,
+        );
+        self.parts = [Duration::ZERO; 4];
+        self.forwards = 0;
+    }
+
+    /// Advances virtual time by `dt`: participants send what is due, the core takes it in,
+    /// runs its timers and sends, participants receive. Returns the real time the core
+    /// spent and the media datagrams it sent to viewers.
+    fn step(&mut self, dt: Duration) -> (Duration, u64) {
+        self.now += dt;
+        let now = self.now;
+        let mut inbound = std::mem::take(&mut self.inbound);
+        for p in &mut self.peers {
+            if p.poll_timeout() <= now {
+                p.handle_timeout(now);
+            }
+            let from = p.local_addr();
+            while let Some(t) = p.poll_transmit() {
+                inbound.push((from, t.contents.to_vec()));
+            }
+        }
+        let core = &mut self.srv.core;
+        // Publishers' datagrams first, then the viewers' (their feedback), each part timed.
+        let t0 = Instant::now();
+        for (from, d) in &inbound {
+            if self.by_addr[from] < self.publishers {
+                core.handle_datagram(*from, d, now);
+            }
+        }
+        let t1 = Instant::now();
+        for (from, d) in &inbound {
+            if self.by_addr[from] >= self.publishers {
+                core.handle_datagram(*from, d, now);
+            }
+        }
+        let t2 = Instant::now();
+        if core.next_deadline().is_some_and(|at| at <= now) {
+            core.handle_timeout(now);
+        }
+        let t3 = Instant::now();
+        core.flush_connections(now);
+        let t4 = Instant::now();
+        self.parts[0] += t1 - t0;
+        self.parts[1] += t2 - t1;
+        self.parts[2] += t3 - t2;
+        self.parts[3] += t4 - t3;
+        let mut spent = t4 - t0;
+        inbound.clear();
+        self.inbound = inbound;
+
+        let mut out = Vec::with_capacity(core.transmits().len());
+        let mut media = 0u64;
+        for t in core.transmits() {
+            if let Some(&i) = self.by_addr.get(&t.destination) {
+                let rtp = t.contents.first().is_some_and(|b| b >> 6 == 2)
+                    && !(200..=204).contains(&t.contents.get(1).copied().unwrap_or(0));
+                media += u64::from(rtp);
+                out.push((i, t.contents.to_vec()));
+            }
+        }
+        let sent = core.transmits().len();
+        let start = Instant::now();
+        core.finish_send(
+            SendResult {
+                sent,
+                ..Default::default()
+            },
+            now,
+        );
+        let finish = start.elapsed();
+        self.parts[3] += finish;
+        spent += finish;
+        self.forwards += media;
+        let server: SocketAddr = SERVER.parse().unwrap();
+        for (i, d) in out {
+            self.peers[i].handle_receive(server, &d, now);
+        }
+        (spent, media)
+    }
+}
+
+/// The core's time per packet sent to a viewer in a grid meeting, by the number of
+/// viewers: the same publishers and tiles, a growing working set.
+fn meeting_grid(c: &mut Criterion) {
+    let mut g = c.benchmark_group("meeting_grid");
+    g.measurement_time(Duration::from_secs(6));
+    g.sample_size(20);
+    let publishers = 25;
+    for viewers in [25usize, 250] {
+        let mut meeting = Meeting::grid(publishers, viewers);
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(
+            BenchmarkId::new(format!("{publishers}_tiles_viewers"), viewers),
+            &viewers,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    let (mut spent, mut media) = (Duration::ZERO, 0u64);
+                    while media < iters {
+                        let (s, m) = meeting.step(Duration::from_millis(1));
+                        spent += s;
+                        media += m;
+                    }
+                    // The time of exactly `iters` packets, at the measured rate.
+                    spent.mul_f64(iters as f64 / media as f64)
+                });
+            },
+        );
+        meeting.report_parts(&format!(
+            "meeting_grid {publishers} tiles, {viewers} viewers"
+        ));
+    }
+    g.finish();
 }
 
 fn full_path(c: &mut Criterion) {
@@ -349,9 +611,9 @@ fn timeout_pass(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let now = Instant::now();
-                    room.core.tick_all(now);
-                    let n = room.core.transmits().len();
-                    room.core.finish_send(
+                    room.srv.core.tick_all(now);
+                    let n = room.srv.core.transmits().len();
+                    room.srv.core.finish_send(
                         SendResult {
                             sent: n,
                             ..Default::default()
@@ -366,5 +628,5 @@ fn timeout_pass(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, full_path, timeout_pass);
+criterion_group!(benches, full_path, timeout_pass, meeting_grid);
 criterion_main!(benches);

@@ -681,13 +681,18 @@ impl Collector for Scrape {
             "ICE restarts accepted: a client whose network changed or went quiet reconnected its media without rejoining.",
             m.sum(|w| &w.ice_restarts),
         )?;
-        let ticks: Vec<(&'static str, u64)> = TickCause::ALL
-            .iter()
-            .map(|c| {
-                let i = *c as usize;
-                (c.label(), m.sum(|w| &w.ticks[i]))
-            })
-            .collect();
+        // Each label with the workers' sum of the counter at its index in `f`'s array.
+        let per_index = |labels: &[(&'static str, usize)],
+                         f: fn(&WorkerCounters) -> &[AtomicU64]|
+         -> Vec<(&'static str, u64)> {
+            labels
+                .iter()
+                .map(|&(label, i)| (label, m.sum(|w| &f(w)[i])))
+                .collect()
+        };
+        let ticks = per_index(&TickCause::ALL.map(|c| (c.label(), c as usize)), |w| {
+            &w.ticks[..]
+        });
         by_label(
             &mut e,
             "ting_connection_ticks",
@@ -695,13 +700,9 @@ impl Collector for Scrape {
             "cause",
             &ticks,
         )?;
-        let drops: Vec<(&'static str, u64)> = DropReason::ALL
-            .iter()
-            .map(|r| {
-                let i = *r as usize;
-                (r.label(), m.sum(|w| &w.drops[i]))
-            })
-            .collect();
+        let drops = per_index(&DropReason::ALL.map(|r| (r.label(), r as usize)), |w| {
+            &w.drops[..]
+        });
         by_label(
             &mut e,
             "ting_dropped",
