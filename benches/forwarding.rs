@@ -442,6 +442,10 @@ impl Meeting {
 
     /// Prints where the core's time per forward went since the last call.
     fn report_parts(&mut self, what: &str) {
+        if self.forwards == 0 {
+            // Not measured (filtered out).
+            return;
+        }
         let per = |d: Duration| d.as_nanos() as f64 / self.forwards.max(1) as f64 / 1000.0;
         let [publishers, viewers, timeouts, sending] = self.parts;
         eprintln!(

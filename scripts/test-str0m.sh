@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs str0m's own unit tests (886, in its sources) against ting's patched copy in
+# Runs str0m's own unit tests (888, in its sources) against ting's patched copy in
 # crates/patched/str0m, plus the tests the patches add. The workspace builds str0m as a
 # dependency, which never compiles its tests; this builds it on its own, with the
 # dev-dependencies those tests use, in target/str0m-tests.

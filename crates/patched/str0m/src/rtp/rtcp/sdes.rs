@@ -12,11 +12,15 @@ pub struct Descriptions {
 }
 
 /// A single source description (SDES).
+///
+/// ting patch: `values` is a vector (at most [`Sdes::MAX_VALUES`] items when parsed), not a
+/// fixed list of 31 slots: that list made each `Sdes` about 1 KB and the
+/// `ReportList<Sdes>` of every SDES packet about 31 KB, copied for each sender report.
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sdes {
     pub ssrc: Ssrc,
-    pub values: ReportList<(SdesType, String)>,
+    pub values: Vec<(SdesType, String)>,
 }
 
 /// Types of SDES values.
@@ -82,6 +86,10 @@ impl RtcpPacket for Descriptions {
 }
 
 impl Sdes {
+    /// The most items kept from one received chunk (the capacity of the fixed list this
+    /// used to be).
+    pub const MAX_VALUES: usize = 31;
+
     fn write_to(&self, buf: &mut [u8]) -> usize {
         buf[..4].copy_from_slice(&self.ssrc.to_be_bytes());
         let mut tot = 4;
@@ -206,16 +214,15 @@ impl<'a> TryFrom<&'a [u8]> for Sdes {
         }
 
         let ssrc = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).into();
-        let mut values = ReportList::new();
+        let mut values = Vec::new();
 
         let mut buf = &buf[4..];
         let mut abs = 0;
 
         loop {
             // SDES items are END-terminated rather than count-bounded, so a
-            // malformed chunk could contain more than the ReportList capacity.
-            // Stop at the cap rather than panicking on the 32nd push.
-            if values.is_full() {
+            // malformed chunk could contain any number of items. Stop at the cap.
+            if values.len() >= Sdes::MAX_VALUES {
                 break;
             }
 
@@ -291,11 +298,10 @@ mod test {
         let mut buf = vec![0; 1500];
 
         for i in 1usize..=255 {
-            let mut r = ReportList::new();
-            r.push((
+            let r = vec![(
                 SdesType::CNAME,
                 String::from_utf8_lossy(&vec![b'a'; i][..]).to_string(),
-            ));
+            )];
             let sdes = Sdes {
                 ssrc: 1.into(),
                 values: r,
@@ -306,11 +312,10 @@ mod test {
 
     #[test]
     fn cname_serialize_deserialize() {
-        let mut s1 = Sdes {
+        let s1 = Sdes {
             ssrc: 1.into(),
-            values: ReportList::new(),
+            values: vec![(SdesType::CNAME, "abc123".into())],
         };
-        s1.values.push((SdesType::CNAME, "abc123".into()));
 
         let mut buf = vec![0; 50];
         let n = s1.write_to(&mut buf);
@@ -321,5 +326,28 @@ mod test {
         let s2: Sdes = buf.as_slice().try_into().unwrap();
 
         assert_eq!(s1, s2);
+    }
+
+    #[test]
+    fn a_chunk_of_many_items_keeps_the_first_31() {
+        // 40 one-byte items, then END and padding to the word.
+        let mut buf = vec![0, 0, 0, 7];
+        for i in 0..40u8 {
+            buf.extend_from_slice(&[SdesType::NOTE as u8, 1, b'a' + i % 26]);
+        }
+        buf.push(SdesType::END as u8);
+        while buf.len() % 4 != 0 {
+            buf.push(0);
+        }
+        let s: Sdes = buf.as_slice().try_into().unwrap();
+        assert_eq!(s.values.len(), Sdes::MAX_VALUES);
+        assert_eq!(s.values[30], (SdesType::NOTE, "e".to_string()));
+    }
+
+    #[test]
+    fn an_sdes_packet_is_small_to_move() {
+        // A sender report's SDES is built and moved for every send stream every second.
+        assert!(std::mem::size_of::<Sdes>() <= 32);
+        assert!(std::mem::size_of::<ReportList<Sdes>>() <= 31 * 32 + 32);
     }
 }
