@@ -322,12 +322,17 @@ async function scenario({ port, shots }) {
         return { ok, why: JSON.stringify(t) };
       }, 20000);
     }
+    // The tiles turn to "Can't decrypt" after the first second of failures, which may be
+    // before much has arrived: wait for the media itself, then check nothing decoded.
+    const dBytes = await waitFor('D to receive the others\' media (and fail to decrypt it)', async () => {
+      const stats = await sample(d);
+      const bytes = Object.values(stats.receivers).reduce((n, r) => n + r.bytesReceived, 0);
+      return { ok: bytes > 10000, why: `${bytes} bytes received`, bytes };
+    }, 10000).then((r) => r.bytes);
     const dStats = await sample(d);
     const dDecoded = Object.values(dStats.receivers).reduce((n, r) => n + r.framesDecoded, 0);
     const dDecrypted = Object.values((await e2ee(d)).decryption).flatMap((x) => Object.values(x)).reduce((n, x) => n + x.ok, 0);
-    const dBytes = Object.values(dStats.receivers).reduce((n, r) => n + r.bytesReceived, 0);
     if (dDecoded !== 0 || dDecrypted !== 0) throw new Error(`D decoded ${dDecoded} and decrypted ${dDecrypted} frames`);
-    if (!(dBytes > 10000)) throw new Error(`D received only ${dBytes} bytes: it should receive (and fail to decrypt) the others' media`);
     for (const p of friends) {
       await waitFor(`${p.label} to show "Can't decrypt ${d.name}"`, async () => {
         const t = await tileOf(p, d);
