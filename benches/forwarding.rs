@@ -17,127 +17,30 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ting_bench::{SimPeer, SimPeerConfig};
-use ting_media::{Codec, EndpointId, LayoutSpec, Source, TileSpec, TrackId, View};
-use ting_server::metrics::WorkerCounters;
-use ting_server::outbox::{OutboxRx, outbox};
-use ting_server::setup::PeerFactory;
+use ting_media::{Codec, EndpointId, LayoutSpec, Source, TileSpec, View};
 use ting_server::udp::SendResult;
-use ting_server::worker::peer::SlotLimits;
-use ting_server::worker::{
-    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
-    WorkerId, standalone_cores,
-};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/sim_core.rs"]
+#[allow(dead_code)] // the tests use more of it
+mod sim_core;
+
+use sim_core::{SERVER, SimCore};
+
+/// The core every benchmark here drives: 32 camera slots per connection, str0m's bandwidth
+/// estimate only with `TING_BENCH_BWE` set.
+fn server() -> SimCore {
+    let estimate = std::env::var_os("TING_BENCH_BWE").is_some();
+    SimCore::new(32, estimate, Duration::from_secs(20))
+}
 
 #[global_allocator]
 static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
-
-const SERVER: &str = "10.0.0.1:5000";
-
-/// A media worker's core on an in-memory network, and what it needs to accept connections.
-struct Server {
-    core: MediaCore,
-    handles: Arc<[WorkerHandle]>,
-    factory: PeerFactory,
-    events: tokio::sync::mpsc::UnboundedReceiver<WorkerEvent>,
-    outboxes: Vec<OutboxRx>,
-}
-
-impl Server {
-    fn new() -> Server {
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .expect("certificate");
-        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let factory = PeerFactory {
-            cert,
-            limits: SlotLimits {
-                audio: 3,
-                video: 32,
-                screen: 1,
-            },
-            estimate_bandwidth: std::env::var_os("TING_BENCH_BWE").is_some(),
-            opus_dtx: true,
-        };
-        let setup = CoreSetup {
-            id: WorkerId(0),
-            candidate: SERVER.parse().unwrap(),
-            events: events_tx,
-            counters: Arc::new(WorkerCounters::default()),
-            media_grace: Duration::from_secs(20),
-        };
-        let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
-        Server {
-            core: cores.remove(0),
-            handles,
-            factory,
-            events,
-            outboxes: Vec::new(),
-        }
-    }
-
-    /// Connects a simulated participant at `addr` (the handshakes follow as datagrams flow).
-    fn connect(
-        &mut self,
-        cfg: SimPeerConfig,
-        addr: SocketAddr,
-        layout: Option<LayoutSpec>,
-        now: Instant,
-    ) -> SimPeer {
-        let (mut peer, offer) = SimPeer::new(cfg.clone(), addr, now).expect("peer");
-        let (outbox, rx) = outbox(1 << 16);
-        self.outboxes.push(rx);
-        let pid = u64::from(cfg.id);
-        let accepted = self
-            .factory
-            .accept(
-                pid,
-                RoomKey(1),
-                &offer,
-                SERVER.parse().unwrap(),
-                outbox,
-                now,
-            )
-            .expect("offer accepted");
-        self.handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
-            pid,
-            room: RoomKey(1),
-            accepted: Box::new(accepted),
-            tracks: Vec::new(),
-            workers: vec![WorkerId(0)],
-            layout,
-        })));
-        self.core.handle_commands(now);
-        let sdp = match self.events.try_recv() {
-            Ok(WorkerEvent::Connected { answer, .. }) => answer,
-            other => panic!("the core did not accept the offer: {other:?}"),
-        };
-        peer.accept_answer(&sdp, now).expect("accept");
-        peer
-    }
-
-    /// Announces a single-layer track of participant `pid`.
-    fn add_track(&mut self, pid: u64, source: Source, codec: Codec, now: Instant) {
-        self.handles[0].command(WorkerCmd::TrackAdded {
-            room: RoomKey(1),
-            track: TrackDesc {
-                id: TrackId::new(EndpointId(pid), source),
-                codec,
-                layers: 1,
-                worker: WorkerId(0),
-            },
-        });
-        self.core.handle_commands(now);
-    }
-}
 
 /// A subscriber's address: up to 200 per /24.
 fn subscriber_addr(i: usize) -> SocketAddr {
@@ -148,7 +51,7 @@ fn subscriber_addr(i: usize) -> SocketAddr {
 
 /// A worker core, one publisher and its subscribers on an in-memory network.
 struct Room {
-    srv: Server,
+    srv: SimCore,
     publisher: SimPeer,
     /// The publisher's own clock: it runs ahead of real time so it can produce packets
     /// faster than 30 frames a second.
@@ -165,7 +68,7 @@ impl Room {
     /// `n` subscribers with one audio slot and `slots` video slots each.
     fn with_slots(n: usize, slots: u16) -> Room {
         let now = Instant::now();
-        let mut srv = Server::new();
+        let mut srv = server();
         let mut pub_cfg = SimPeerConfig::new(1);
         pub_cfg.video_bps = vec![1_000_000];
         pub_cfg.audio_slots = 0;
@@ -345,7 +248,7 @@ impl Room {
 /// works over the state of a whole meeting, as a live server does; viewers read what they
 /// receive and send their feedback, so connections stay as they are live (no NACK storms).
 struct Meeting {
-    srv: Server,
+    srv: SimCore,
     /// The publishers, then the viewers.
     peers: Vec<SimPeer>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -368,7 +271,7 @@ impl Meeting {
     /// layers, of which a 180-pixel tile gets 15) shown by each of `viewers` in a grid.
     fn grid(publishers: usize, viewers: usize) -> Meeting {
         let mut now = Instant::now();
-        let mut srv = Server::new();
+        let mut srv = server();
         let mut peers = Vec::new();
         let mut by_addr = HashMap::new();
         for p in 0..publishers {

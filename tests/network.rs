@@ -8,81 +8,47 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ting_bench::{SimPeer, SimPeerConfig};
-use ting_media::{Codec, EndpointId, Quality, Source, TrackId};
+use ting_media::{Codec, Quality, Source};
 use ting_proto::{ErrorCode, ErrorMsg};
-use ting_server::metrics::WorkerCounters;
-use ting_server::outbox::{OutboxRx, outbox};
-use ting_server::setup::PeerFactory;
 use ting_server::udp::SendResult;
-use ting_server::worker::peer::SlotLimits;
-use ting_server::worker::{
-    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
-    WorkerId, standalone_cores,
-};
-use tokio::sync::mpsc::UnboundedReceiver;
+use ting_server::worker::{WorkerCmd, WorkerEvent};
 
-const SERVER: &str = "10.0.0.1:5000";
+#[path = "../benches/support/sim_core.rs"]
+mod sim_core;
+
+use sim_core::{SERVER, SimCore};
+
 const STEP: Duration = Duration::from_millis(5);
 const PUBLISHER: u64 = 1;
 const SUBSCRIBER: u64 = 2;
 
 /// One worker core, a publisher and a subscriber, and the wire between them.
 struct Net {
-    core: MediaCore,
-    handles: Arc<[WorkerHandle]>,
+    sim: SimCore,
     peers: Vec<SimPeer>,
     /// The peers whose datagrams (both ways) the network drops.
     cut: Vec<bool>,
     /// Per peer: drop every n-th datagram it sends (`None`: none), and how many it sent.
     drop_every: Vec<Option<u32>>,
     sent: Vec<u32>,
-    events: UnboundedReceiver<WorkerEvent>,
     /// What the core told the conductor so far.
     log: Vec<WorkerEvent>,
-    _outboxes: Vec<OutboxRx>,
     now: Instant,
 }
 
 impl Net {
     fn new(media_grace: Duration) -> Net {
         let now = Instant::now();
-        let cert = str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-            .expect("certificate");
-        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let factory = PeerFactory {
-            cert,
-            limits: SlotLimits {
-                audio: 3,
-                video: 9,
-                screen: 1,
-            },
-            estimate_bandwidth: false,
-            opus_dtx: true,
-        };
-        let setup = CoreSetup {
-            id: WorkerId(0),
-            candidate: SERVER.parse().unwrap(),
-            events: events_tx,
-            counters: Arc::new(WorkerCounters::default()),
-            media_grace,
-        };
-        let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
         let mut net = Net {
-            core: cores.remove(0),
-            handles,
+            sim: SimCore::new(9, false, media_grace),
             peers: Vec::new(),
             cut: Vec::new(),
             drop_every: Vec::new(),
             sent: Vec::new(),
-            events,
             log: Vec::new(),
-            _outboxes: Vec::new(),
             now,
         };
 
@@ -97,57 +63,17 @@ impl Net {
         subscriber.audio_slots = 1;
         subscriber.video_slots = 1;
         subscriber.screen_slots = 0;
-        for (pid, cfg, addr) in [
-            (PUBLISHER, publisher, "10.0.1.1:1000"),
-            (SUBSCRIBER, subscriber, "10.0.2.1:2000"),
-        ] {
-            let (mut peer, offer) = SimPeer::new(cfg, addr.parse().unwrap(), now).expect("peer");
-            let (outbox, rx) = outbox(1 << 12);
-            net._outboxes.push(rx);
-            let accepted = factory
-                .accept(
-                    pid,
-                    RoomKey(1),
-                    &offer,
-                    SERVER.parse().unwrap(),
-                    outbox,
-                    now,
-                )
-                .expect("offer accepted");
-            net.handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
-                pid,
-                room: RoomKey(1),
-                accepted: Box::new(accepted),
-                tracks: Vec::new(),
-                workers: vec![WorkerId(0)],
-                layout: None,
-            })));
-            net.core.handle_commands(now);
-            let answer = match net.events.try_recv() {
-                Ok(WorkerEvent::Connected { answer, .. }) => answer,
-                other => panic!("the core did not accept the offer: {other:?}"),
-            };
-            peer.accept_answer(&answer, now).expect("answer");
+        for (cfg, addr) in [(publisher, "10.0.1.1:1000"), (subscriber, "10.0.2.1:2000")] {
+            let peer = net.sim.connect(cfg, addr.parse().unwrap(), None, now);
             net.peers.push(peer);
             net.cut.push(false);
             net.drop_every.push(None);
             net.sent.push(0);
         }
-        for (source, codec) in [
-            (Source::Microphone, Codec::Opus),
-            (Source::Camera, Codec::Vp8),
-        ] {
-            net.handles[0].command(WorkerCmd::TrackAdded {
-                room: RoomKey(1),
-                track: TrackDesc {
-                    id: TrackId::new(EndpointId(PUBLISHER), source),
-                    codec,
-                    layers: 1,
-                    worker: WorkerId(0),
-                },
-            });
-        }
-        net.core.handle_commands(now);
+        net.sim
+            .add_track(PUBLISHER, Source::Microphone, Codec::Opus, now);
+        net.sim
+            .add_track(PUBLISHER, Source::Camera, Codec::Vp8, now);
         net
     }
 
@@ -168,13 +94,13 @@ impl Net {
                 self.sent[i] += 1;
                 let dropped = self.drop_every[i].is_some_and(|n| self.sent[i].is_multiple_of(n));
                 if !self.cut[i] && !dropped {
-                    self.core.handle_datagram(from, &t.contents, now);
+                    self.sim.core.handle_datagram(from, &t.contents, now);
                 }
             }
         }
-        self.core.handle_commands(now);
-        self.core.handle_timeout(now);
-        self.core.flush_connections(now);
+        self.sim.core.handle_commands(now);
+        self.sim.core.handle_timeout(now);
+        self.sim.core.flush_connections(now);
         let by_addr: HashMap<SocketAddr, usize> = self
             .peers
             .iter()
@@ -182,7 +108,7 @@ impl Net {
             .map(|(i, p)| (p.local_addr(), i))
             .collect();
         let mut deliver = Vec::new();
-        for t in self.core.transmits() {
+        for t in self.sim.core.transmits() {
             // Datagrams to an address nobody has any more are lost on the way.
             if let Some(&i) = by_addr.get(&t.destination)
                 && !self.cut[i]
@@ -190,8 +116,8 @@ impl Net {
                 deliver.push((i, t.contents.to_vec()));
             }
         }
-        let sent = self.core.transmits().len();
-        self.core.finish_send(
+        let sent = self.sim.core.transmits().len();
+        self.sim.core.finish_send(
             SendResult {
                 sent,
                 ..Default::default()
@@ -233,14 +159,14 @@ impl Net {
     /// Sends `ice_restart` for `pid` to the core and returns its reply.
     fn ice_restart(&mut self, pid: u64, sdp: String) -> Result<String, ErrorMsg> {
         let (reply, mut rx) = tokio::sync::oneshot::channel();
-        self.handles[0].command(WorkerCmd::IceRestart { pid, sdp, reply });
-        self.core.handle_commands(self.now);
+        self.sim.handles[0].command(WorkerCmd::IceRestart { pid, sdp, reply });
+        self.sim.core.handle_commands(self.now);
         rx.try_recv()
             .expect("the core answers an ICE restart at once")
     }
 
     fn take_events(&mut self) {
-        while let Ok(e) = self.events.try_recv() {
+        while let Ok(e) = self.sim.events.try_recv() {
             self.log.push(e);
         }
     }
@@ -309,7 +235,7 @@ fn a_participant_whose_network_drops_and_moves_comes_back_by_ice_restart() {
         |n| n.video_received() > before + 30,
     );
     eprintln!("media back {back:?} (virtual) after the ICE restart's answer");
-    assert_eq!(net.core.stats().ice_restarts, 1);
+    assert_eq!(net.sim.core.stats().ice_restarts, 1);
     assert_eq!(
         net.media_failed(),
         Vec::<u64>::new(),
@@ -346,7 +272,7 @@ fn an_ice_restart_that_would_change_the_connection_is_refused_and_harms_nothing(
     );
     let e = net.ice_restart(77, "v=0".into()).unwrap_err();
     assert_eq!(e.code, ErrorCode::NotConnected);
-    assert_eq!(net.core.stats().ice_restarts, 0);
+    assert_eq!(net.sim.core.stats().ice_restarts, 0);
 
     let before = net.video_received();
     net.run_for(Duration::from_secs(3));

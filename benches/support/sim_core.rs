@@ -1,0 +1,129 @@
+//! One media worker's core on an in-memory network, without sockets, and the simulated
+//! participants (`ting_bench::SimPeer`) it accepts: the set-up shared by the benchmarks and
+//! the tests that drive a core in virtual time.
+//!
+//! Use: `#[path = "…/sim_core.rs"] mod sim_core;`, then `SimCore::new(..)`, `connect` a
+//! participant per offer, `add_track` what they publish, and move datagrams between
+//! `SimCore::core` and the peers yourself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ting_bench::{SimPeer, SimPeerConfig};
+use ting_media::{Codec, EndpointId, LayoutSpec, Source, TrackId};
+use ting_server::metrics::WorkerCounters;
+use ting_server::outbox::{OutboxRx, outbox};
+use ting_server::setup::PeerFactory;
+use ting_server::worker::peer::SlotLimits;
+use ting_server::worker::{
+    ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
+    WorkerId, standalone_cores,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The core's address on the in-memory network.
+pub const SERVER: &str = "10.0.0.1:5000";
+
+/// The room every participant joins.
+const ROOM: RoomKey = RoomKey(1);
+
+/// Datagrams a participant's outbox holds: the core's own, not a socket's.
+const OUTBOX_CAPACITY: usize = 1 << 16;
+
+/// A media worker's core and what it needs to accept connections.
+pub struct SimCore {
+    pub core: MediaCore,
+    pub handles: Arc<[WorkerHandle]>,
+    /// What the core tells the conductor (answers, quality, departures).
+    pub events: UnboundedReceiver<WorkerEvent>,
+    factory: PeerFactory,
+    /// Kept so that the connections' outboxes stay open.
+    outboxes: Vec<OutboxRx>,
+}
+
+impl SimCore {
+    /// A core whose connections offer `video_slots` camera slots (3 audio, 1 screen), with
+    /// or without str0m's bandwidth estimate, keeping a connection without media for
+    /// `media_grace`.
+    pub fn new(video_slots: u16, estimate_bandwidth: bool, media_grace: Duration) -> SimCore {
+        let cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("certificate");
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let factory = PeerFactory {
+            cert,
+            limits: SlotLimits {
+                audio: 3,
+                video: video_slots,
+                screen: 1,
+            },
+            estimate_bandwidth,
+            opus_dtx: true,
+        };
+        let setup = CoreSetup {
+            id: WorkerId(0),
+            candidate: SERVER.parse().unwrap(),
+            events: events_tx,
+            counters: Arc::new(WorkerCounters::default()),
+            media_grace,
+        };
+        let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
+        SimCore {
+            core: cores.remove(0),
+            handles,
+            events,
+            factory,
+            outboxes: Vec::new(),
+        }
+    }
+
+    /// Connects a simulated participant at `addr`: the core accepts its offer and the
+    /// participant its answer (the handshakes follow as datagrams flow).
+    pub fn connect(
+        &mut self,
+        cfg: SimPeerConfig,
+        addr: SocketAddr,
+        layout: Option<LayoutSpec>,
+        now: Instant,
+    ) -> SimPeer {
+        let pid = u64::from(cfg.id);
+        let (mut peer, offer) = SimPeer::new(cfg, addr, now).expect("peer");
+        let (outbox, rx) = outbox(OUTBOX_CAPACITY);
+        self.outboxes.push(rx);
+        let accepted = self
+            .factory
+            .accept(pid, ROOM, &offer, SERVER.parse().unwrap(), outbox, now)
+            .expect("offer accepted");
+        self.handles[0].command(WorkerCmd::Connect(Box::new(ConnectReq {
+            pid,
+            room: ROOM,
+            accepted: Box::new(accepted),
+            tracks: Vec::new(),
+            workers: vec![WorkerId(0)],
+            layout,
+        })));
+        self.core.handle_commands(now);
+        let answer = match self.events.try_recv() {
+            Ok(WorkerEvent::Connected { answer, .. }) => answer,
+            other => panic!("the core did not accept the offer: {other:?}"),
+        };
+        peer.accept_answer(&answer, now).expect("answer");
+        peer
+    }
+
+    /// Announces a single-layer track of participant `pid`.
+    pub fn add_track(&mut self, pid: u64, source: Source, codec: Codec, now: Instant) {
+        self.handles[0].command(WorkerCmd::TrackAdded {
+            room: ROOM,
+            track: TrackDesc {
+                id: TrackId::new(EndpointId(pid), source),
+                codec,
+                layers: 1,
+                worker: WorkerId(0),
+            },
+        });
+        self.core.handle_commands(now);
+    }
+}
