@@ -14,7 +14,7 @@ use crate::report::{
     self, Headline, LossMarks, Percentiles, Point, Report, ServerFigures, ServerSample, Totals,
 };
 use crate::signal::join_peer;
-use crate::usage::{ServerProbe, own_cpu_seconds};
+use crate::usage::{ServerProbe, own_cpu};
 
 /// The named scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -519,7 +519,7 @@ pub async fn run(opts: BenchOptions) -> Report {
     }
 
     // Measure.
-    let harness0 = own_cpu_seconds();
+    let harness0 = own_cpu();
     let server0: Option<ServerSample> = match &probe {
         Some(p) => p.sample().await,
         None => None,
@@ -586,8 +586,10 @@ pub async fn run(opts: BenchOptions) -> Report {
     report.window = totals;
     report.loss_ratio = totals.loss_ratio();
     report.latency_ms = Percentiles::of_histogram(&snap_end.latency.since(&snap0.latency));
-    let harness = own_cpu_seconds() - harness0;
+    let harness_cpu = own_cpu().since(harness0);
+    let harness = harness_cpu.total();
     report.harness_cpu_seconds = harness;
+    report.harness_kernel_cpu_seconds = harness_cpu.kernel;
     report.harness_cpu_percent = harness / window.max(1e-6) * 100.0;
     report.harness_cpu_us_per_received_packet =
         (totals.received() > 0).then(|| harness * 1e6 / totals.received() as f64);

@@ -87,8 +87,31 @@ pub fn parse_metrics(text: &str) -> ServerSample {
     s
 }
 
-/// CPU seconds (user + system, all threads) and resident bytes of a process.
-pub fn proc_usage(dir: &str) -> Option<(f64, u64)> {
+/// CPU time of a process, all threads, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// In the process's own code (`utime`).
+    pub user: f64,
+    /// In the kernel on its behalf: its system calls and what they run (`stime`).
+    pub kernel: f64,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> f64 {
+        self.user + self.kernel
+    }
+
+    /// What was spent since `earlier`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user - earlier.user,
+            kernel: self.kernel - earlier.kernel,
+        }
+    }
+}
+
+/// CPU time and resident bytes of a process.
+fn proc_times(dir: &str) -> Option<(CpuTimes, u64)> {
     let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -103,12 +126,21 @@ pub fn proc_usage(dir: &str) -> Option<(f64, u64)> {
             libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
         )
     };
-    Some(((utime + stime) / ticks, pages * page))
+    let cpu = CpuTimes {
+        user: utime / ticks,
+        kernel: stime / ticks,
+    };
+    Some((cpu, pages * page))
 }
 
-/// CPU seconds of this process (the harness itself).
-pub fn own_cpu_seconds() -> f64 {
-    proc_usage("/proc/self").map_or(0.0, |(c, _)| c)
+/// CPU seconds (user + system, all threads) and resident bytes of a process.
+pub fn proc_usage(dir: &str) -> Option<(f64, u64)> {
+    proc_times(dir).map(|(cpu, rss)| (cpu.total(), rss))
+}
+
+/// CPU time of this process (the harness itself).
+pub fn own_cpu() -> CpuTimes {
+    proc_times("/proc/self").map_or_else(CpuTimes::default, |(cpu, _)| cpu)
 }
 
 #[cfg(test)]
@@ -143,5 +175,24 @@ mod tests {
         assert!(cpu >= 0.0);
         assert!(rss > 0);
         assert!(proc_usage("/proc/0").is_none());
+    }
+
+    #[test]
+    fn kernel_time_is_told_apart() {
+        let before = own_cpu();
+        // System calls until the kernel's share has moved by a clock tick or more (the
+        // counters advance in ticks of 10 ms); bounded, so that it fails rather than hangs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut after = own_cpu();
+        while after.kernel - before.kernel < 0.02 && std::time::Instant::now() < deadline {
+            for _ in 0..1000 {
+                let _ = std::fs::metadata("/proc/self/stat");
+            }
+            after = own_cpu();
+        }
+        let spent = after.since(before);
+        assert!(spent.kernel >= 0.02, "no kernel time counted: {spent:?}");
+        assert!(spent.user >= 0.0);
+        assert!((spent.total() - (spent.user + spent.kernel)).abs() < 1e-9);
     }
 }
