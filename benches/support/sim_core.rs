@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ting_bench::{SimPeer, SimPeerConfig};
-use ting_media::{Codec, EndpointId, LayoutSpec, Source, TrackId};
+use ting_media::{Codec, EndpointId, LayoutSpec, RouterConfig, Source, TrackId};
 use ting_server::metrics::WorkerCounters;
 use ting_server::outbox::{OutboxRx, outbox};
 use ting_server::setup::PeerFactory;
@@ -68,6 +68,7 @@ impl SimCore {
             events: events_tx,
             counters: Arc::new(WorkerCounters::default()),
             media_grace,
+            router: RouterConfig::default(),
         };
         let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
         SimCore {

@@ -125,6 +125,7 @@ pub struct MediaConfig {
     pub spread_rooms_above: usize,
     pub bandwidth_estimation: bool,
     pub opus_dtx: bool,
+    pub thumbnail_temporal_layers: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +313,13 @@ impl Config {
                 "media.port",
                 self.media.port.to_string(),
                 "port + workers runs past 65535",
+            ));
+        }
+        if !(1..=3).contains(&self.media.thumbnail_temporal_layers) {
+            return Err(bad(
+                "media.thumbnail_temporal_layers",
+                self.media.thumbnail_temporal_layers.to_string(),
+                "must be 1 (a quarter of the frames), 2 (half) or 3 (every frame)",
             ));
         }
         if self.limits.max_message_bytes < 16 * 1024 || self.limits.max_message_bytes > 1 << 20 {
@@ -516,6 +524,15 @@ impl Config {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.media.workers
+        }
+    }
+
+    /// How each room's router picks what to forward, from the `media` settings.
+    pub fn router_config(&self) -> ting_media::RouterConfig {
+        ting_media::RouterConfig {
+            // Validated to 1..=3: the highest layer index is one below the count.
+            thumbnail_temporal_layer: self.media.thumbnail_temporal_layers.saturating_sub(1),
+            ..ting_media::RouterConfig::default()
         }
     }
 
@@ -749,6 +766,28 @@ mod tests {
         assert_eq!(c.media.workers, 3);
         assert_eq!(c.http.listen.port(), 9000);
         assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn thumbnails_get_the_temporal_layers_the_setting_names() {
+        let c = Config::default();
+        assert_eq!(c.media.thumbnail_temporal_layers, 2);
+        assert_eq!(c.router_config().thumbnail_temporal_layer, 1);
+        for (layers, cap) in [("1", 0), ("2", 1), ("3", 2)] {
+            let c = Config::load(None, &[o("media.thumbnail_temporal_layers", layers)]).unwrap();
+            assert_eq!(c.router_config().thumbnail_temporal_layer, cap, "{layers}");
+        }
+        for bad in ["0", "4", "255"] {
+            let e = Config::load(None, &[o("media.thumbnail_temporal_layers", bad)]).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("media.thumbnail_temporal_layers"), "{msg}");
+            assert!(msg.contains("must be 1"), "{msg}");
+        }
+        let e = Config::load(None, &[o("media.thumbnail_temporal_layers", "-1")]).unwrap_err();
+        assert!(
+            e.to_string().contains("media.thumbnail_temporal_layers"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl Server {
                     // A participant whose media went quiet gets as long to come back as one
                     // whose signalling did.
                     media_grace: config.participant_timeout(),
+                    router: config.router_config(),
                 },
             });
         }

@@ -71,6 +71,9 @@ struct Cli {
     /// media.opus_dtx: ask browsers not to send audio while their microphone is silent.
     #[arg(long, env = "TING_MEDIA_OPUS_DTX")]
     media_opus_dtx: Option<String>,
+    /// media.thumbnail_temporal_layers: VP8 temporal layers a thumbnail gets (1, 2 or 3).
+    #[arg(long, env = "TING_MEDIA_THUMBNAIL_TEMPORAL_LAYERS")]
+    media_thumbnail_temporal_layers: Option<String>,
     /// limits.max_rooms: rooms open at once.
     #[arg(long, env = "TING_LIMITS_MAX_ROOMS")]
     limits_max_rooms: Option<String>,
@@ -205,7 +208,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 54] = [
+        let table: [(&'static str, &Option<String>); 55] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("http.allow_plain_http", &self.http_allow_plain_http),
@@ -227,6 +230,10 @@ impl Cli {
                 &self.media_bandwidth_estimation,
             ),
             ("media.opus_dtx", &self.media_opus_dtx),
+            (
+                "media.thumbnail_temporal_layers",
+                &self.media_thumbnail_temporal_layers,
+            ),
             ("limits.max_rooms", &self.limits_max_rooms),
             (
                 "limits.max_participants_per_room",

@@ -45,6 +45,8 @@ pub struct CoreSetup {
     /// How long a connection whose ICE reports it lost may take to come back (an ICE
     /// restart after a network change, a burst of loss) before it is ended.
     pub media_grace: Duration,
+    /// How each room's router picks what to forward (`Config::router_config`).
+    pub router: RouterConfig,
 }
 
 impl std::fmt::Debug for CoreSetup {
@@ -113,6 +115,7 @@ pub struct MediaCore {
     wake: Vec<bool>,
     pub(super) shutdown: bool,
     media_grace: Duration,
+    router_config: RouterConfig,
     next_publish: Instant,
     next_quality: Instant,
     /// When the datagram being handled left the kernel.
@@ -208,6 +211,7 @@ impl MediaCore {
             wake: vec![false; n],
             shutdown: false,
             media_grace: setup.media_grace,
+            router_config: setup.router,
             next_publish: Instant::now(),
             next_quality: Instant::now(),
             received: Instant::now(),
@@ -450,7 +454,7 @@ impl MediaCore {
 
         let me = self.id;
         let rs = self.rooms.entry(room).or_insert_with(|| RoomState {
-            router: Router::new(RouterConfig::default()),
+            router: Router::new(self.router_config),
             others: Vec::new(),
             track_workers: FxHashMap::default(),
             peers: Vec::new(),
