@@ -418,6 +418,35 @@ fn thumbnails_get_half_the_frame_rate_and_large_tiles_all_of_it() {
 }
 
 #[test]
+fn thumbnails_set_to_the_base_temporal_layer_get_a_quarter_of_the_frames() {
+    // `media.thumbnail_temporal_layers = 1`: thumbnails get layer 0 only, the large tile
+    // is untouched. The sim checks that sequence numbers and picture ids continue by one
+    // across the three frames in four left out.
+    let mut sim = Sim::new(RouterConfig {
+        thumbnail_temporal_layer: 0,
+        ..RouterConfig::default()
+    });
+    sim.temporal = true;
+    let publisher = sim.join(1, 3, &[]);
+    let large = sim.join(2, 3, &browser_slots(4));
+    let small = sim.join(3, 3, &browser_slots(4));
+    sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
+    sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    sim.run(4000);
+    let big = frames_by_tid(sim.subs[&large].camera_slot(publisher).unwrap());
+    let little = frames_by_tid(sim.subs[&small].camera_slot(publisher).unwrap());
+    assert!(big[0] > 10 && big[1] > 10 && big[2] > 20, "{big:?}");
+    assert!(little[0] > 10, "{little:?}");
+    assert_eq!(
+        (little[1], little[2]),
+        (0, 0),
+        "only layer-0 frames: {little:?}"
+    );
+    let (b, l) = (big.iter().sum::<usize>(), little.iter().sum::<usize>());
+    assert!(l * 4 <= b + 8 && l * 4 + 8 >= b, "{l} frames against {b}");
+}
+
+#[test]
 fn a_thumbnail_at_half_the_frame_rate_costs_half_in_the_allocation() {
     // The same room and the same estimate, with cameras that send temporal layers and
     // with cameras that do not: thumbnails that get half the frames cost about half, so
