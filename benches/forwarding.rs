@@ -27,7 +27,7 @@ use ting_server::udp::SendResult;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "support/sim_core.rs"]
-#[allow(dead_code)] // the tests use more of it
+#[allow(dead_code)] // each user needs a part of it
 mod sim_core;
 
 use sim_core::{SERVER, SimCore};

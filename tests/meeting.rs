@@ -163,6 +163,16 @@ async fn three_participants_receive_each_other_byte_for_byte() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A meeting of three is far from filling a core: no worker sheds thumbnail frames,
+    // and the figures that would say so are there.
+    assert_eq!(
+        server.scrape("ting_media_workers_shedding ").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        server.scrape("ting_media_load_sheds_total ").await,
+        Some(0.0)
+    );
 
     // A late joiner is told who speaks now, without waiting for the speaker to change
     // (the two left both speak all the time, so the active speaker stays put; the joiner

@@ -17,6 +17,7 @@ use ting_server::udp::SendResult;
 use ting_server::worker::{WorkerCmd, WorkerEvent};
 
 #[path = "../benches/support/sim_core.rs"]
+#[allow(dead_code)] // each user needs a part of it
 mod sim_core;
 
 use sim_core::{SERVER, SimCore};

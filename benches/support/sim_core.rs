@@ -15,6 +15,7 @@ use ting_media::{Codec, EndpointId, LayoutSpec, RouterConfig, Source, TrackId};
 use ting_server::metrics::WorkerCounters;
 use ting_server::outbox::{OutboxRx, outbox};
 use ting_server::setup::PeerFactory;
+use ting_server::udp::SendResult;
 use ting_server::worker::peer::SlotLimits;
 use ting_server::worker::{
     ConnectReq, CoreSetup, MediaCore, RoomKey, TrackDesc, WorkerCmd, WorkerEvent, WorkerHandle,
@@ -47,6 +48,17 @@ impl SimCore {
     /// or without str0m's bandwidth estimate, keeping a connection without media for
     /// `media_grace`.
     pub fn new(video_slots: u16, estimate_bandwidth: bool, media_grace: Duration) -> SimCore {
+        SimCore::with_shedding(video_slots, estimate_bandwidth, media_grace, false)
+    }
+
+    /// As [`SimCore::new`], with `media.load_shedding` on: the test reports the load
+    /// (`MediaCore::observe_load`), since the thread's CPU time says nothing of virtual time.
+    pub fn with_shedding(
+        video_slots: u16,
+        estimate_bandwidth: bool,
+        media_grace: Duration,
+        load_shedding: bool,
+    ) -> SimCore {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -69,6 +81,7 @@ impl SimCore {
             counters: Arc::new(WorkerCounters::default()),
             media_grace,
             router: RouterConfig::default(),
+            load_shedding,
         };
         let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
         SimCore {
@@ -112,6 +125,36 @@ impl SimCore {
         };
         peer.accept_answer(&answer, now).expect("answer");
         peer
+    }
+
+    /// One step of virtual time: every peer's due timeout and datagrams into the core, the
+    /// core's passes and sends, and its datagrams delivered to the peers they are for.
+    pub fn exchange(&mut self, peers: &mut [SimPeer], now: Instant) {
+        for p in peers.iter_mut() {
+            if p.poll_timeout() <= now {
+                p.handle_timeout(now);
+            }
+            let from = p.local_addr();
+            while let Some(t) = p.poll_transmit() {
+                self.core.handle_datagram(from, &t.contents, now);
+            }
+        }
+        self.core.handle_commands(now);
+        self.core.handle_timeout(now);
+        self.core.flush_connections(now);
+        let sent = self.core.transmits().len();
+        for t in self.core.transmits() {
+            if let Some(p) = peers.iter_mut().find(|p| p.local_addr() == t.destination) {
+                p.handle_receive(SERVER.parse().unwrap(), &t.contents, now);
+            }
+        }
+        self.core.finish_send(
+            SendResult {
+                sent,
+                ..Default::default()
+            },
+            now,
+        );
     }
 
     /// Announces a single-layer track of participant `pid`.

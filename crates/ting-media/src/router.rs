@@ -898,6 +898,27 @@ impl Router {
         }
     }
 
+    /// Changes the highest VP8 temporal layer thumbnails get
+    /// ([`RouterConfig::thumbnail_temporal_layer`]), for the tiles shown now and those to
+    /// come: a worker whose core is full sheds load this way (`crate::load`). Each slot
+    /// lowers its layer at the start of the next frame and raises it at a layer-sync frame
+    /// or a keyframe, as when a tile changes size, so the stream stays continuous and no
+    /// keyframe is asked for. The allocation counts the new cost at its next tick.
+    pub fn set_thumbnail_temporal_layer(&mut self, cap: u8) {
+        if self.config.thumbnail_temporal_layer == cap {
+            return;
+        }
+        self.config.thumbnail_temporal_layer = cap;
+        for (_, sub) in self.subscribers.iter_mut() {
+            for slot in &mut sub.slots {
+                // Full-rate tiles (the stage, large tiles) and audio have no cap.
+                if slot.kind != SlotKind::Audio && slot.tid_cap != u8::MAX {
+                    slot.tid_cap = cap;
+                }
+            }
+        }
+    }
+
     /// Time passed: release held keyframe requests; on the tick, re-rank speakers and
     /// re-decide slots, layers and pausing.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -368,6 +368,17 @@ fn without_a_screen_slot_the_screen_share_takes_the_speaker_tile() {
     );
 }
 
+/// Where frames of temporal layer `tid` return among `frames` (tid, sync, keyframe): the
+/// first of them must need only what the receiver has, a layer-sync frame or a keyframe.
+fn comes_back_at_sync(frames: &[(u8, bool, bool)], tid: u8) -> usize {
+    let first = frames
+        .iter()
+        .position(|f| f.0 == tid)
+        .unwrap_or_else(|| panic!("layer-{tid} frames come back: {frames:?}"));
+    assert!(frames[first].1 || frames[first].2, "{:?}", frames[first]);
+    first
+}
+
 /// Frames received on a slot, by temporal layer.
 fn frames_by_tid(log: &sim::SlotLog) -> [usize; 3] {
     let mut n = [0; 3];
@@ -405,11 +416,7 @@ fn thumbnails_get_half_the_frame_rate_and_large_tiles_all_of_it() {
     let log = sim.subs[&small].camera_slot(publisher).unwrap();
     assert_eq!(log.layer_switches, switches, "no spatial switch");
     let after = &log.frames[mark..];
-    let first = after
-        .iter()
-        .position(|f| f.0 == 2)
-        .expect("layer-2 frames come back");
-    assert!(after[first].1 || after[first].2, "{:?}", after[first]);
+    let first = comes_back_at_sync(after, 2);
     assert!(after[first..].iter().filter(|f| f.0 == 2).count() > 8);
     assert!(
         !after[..first].iter().any(|f| f.2),
@@ -444,6 +451,66 @@ fn thumbnails_set_to_the_base_temporal_layer_get_a_quarter_of_the_frames() {
     );
     let (b, l) = (big.iter().sum::<usize>(), little.iter().sum::<usize>());
     assert!(l * 4 <= b + 8 && l * 4 + 8 >= b, "{l} frames against {b}");
+}
+
+#[test]
+fn a_worker_that_sheds_load_takes_thumbnails_to_the_base_layer_and_back() {
+    // What a saturated worker does to every room on it (`ting_media::load`): thumbnails
+    // go to layer 0 at the next frame, the large tile keeps every frame; when the load
+    // has gone, layer 1 comes back at a sync frame, without a keyframe. The sim checks
+    // that sequence numbers and picture ids stay continuous throughout.
+    let (mut sim, publisher, large, small) = large_and_small(true);
+    sim.run(3000);
+    let little = sim.subs[&small].camera_slot(publisher).unwrap();
+    assert!(frames_by_tid(little)[1] > 10, "{little:?}");
+    let (mark_small, mark_large) = (
+        little.frames.len(),
+        sim.subs[&large]
+            .camera_slot(publisher)
+            .unwrap()
+            .frames
+            .len(),
+    );
+    let keyframes_before = sim.subs[&small]
+        .camera_slot(publisher)
+        .unwrap()
+        .frames
+        .iter()
+        .filter(|f| f.2)
+        .count();
+
+    sim.router.set_thumbnail_temporal_layer(0);
+    sim.run(3000);
+    let little = sim.subs[&small].camera_slot(publisher).unwrap();
+    let shed = &little.frames[mark_small..];
+    assert!(shed.len() > 10, "{shed:?}");
+    // The frame under way when the cap fell may finish; after it, only layer 0.
+    assert!(shed[1..].iter().all(|f| f.0 == 0), "{shed:?}");
+    let big = &sim.subs[&large].camera_slot(publisher).unwrap().frames[mark_large..];
+    assert!(
+        big.iter().filter(|f| f.0 == 2).count() > 20,
+        "the large tile is untouched"
+    );
+    assert!(
+        big.len() > shed.len() * 3,
+        "{} against {}",
+        big.len(),
+        shed.len()
+    );
+
+    let mark = little.frames.len();
+    sim.router.set_thumbnail_temporal_layer(1);
+    sim.run(3000);
+    let little = sim.subs[&small].camera_slot(publisher).unwrap();
+    let back = &little.frames[mark..];
+    let first = comes_back_at_sync(back, 1);
+    assert!(back[first..].iter().filter(|f| f.0 == 1).count() > 8);
+    assert!(back.iter().all(|f| f.0 <= 1), "{back:?}");
+    let keyframes = little.frames.iter().filter(|f| f.2).count();
+    assert_eq!(
+        keyframes, keyframes_before,
+        "no keyframe was needed: {back:?}"
+    );
 }
 
 #[test]

@@ -126,6 +126,7 @@ pub struct MediaConfig {
     pub bandwidth_estimation: bool,
     pub opus_dtx: bool,
     pub thumbnail_temporal_layers: u8,
+    pub load_shedding: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -771,6 +772,9 @@ mod tests {
     #[test]
     fn thumbnails_get_the_temporal_layers_the_setting_names() {
         let c = Config::default();
+        assert!(c.media.load_shedding);
+        let off = Config::load(None, &[o("media.load_shedding", "false")]).unwrap();
+        assert!(!off.media.load_shedding);
         assert_eq!(c.media.thumbnail_temporal_layers, 2);
         assert_eq!(c.router_config().thumbnail_temporal_layer, 1);
         for (layers, cap) in [("1", 0), ("2", 1), ("3", 2)] {

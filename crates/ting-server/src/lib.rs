@@ -240,6 +240,7 @@ impl Server {
                     // whose signalling did.
                     media_grace: config.participant_timeout(),
                     router: config.router_config(),
+                    load_shedding: config.media.load_shedding,
                 },
             });
         }

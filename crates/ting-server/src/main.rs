@@ -74,6 +74,9 @@ struct Cli {
     /// media.thumbnail_temporal_layers: VP8 temporal layers a thumbnail gets (1, 2 or 3).
     #[arg(long, env = "TING_MEDIA_THUMBNAIL_TEMPORAL_LAYERS")]
     media_thumbnail_temporal_layers: Option<String>,
+    /// media.load_shedding: thumbnails get fewer frames while a worker's core is full.
+    #[arg(long, env = "TING_MEDIA_LOAD_SHEDDING")]
+    media_load_shedding: Option<String>,
     /// limits.max_rooms: rooms open at once.
     #[arg(long, env = "TING_LIMITS_MAX_ROOMS")]
     limits_max_rooms: Option<String>,
@@ -208,7 +211,7 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Vec<Override> {
-        let table: [(&'static str, &Option<String>); 55] = [
+        let table: [(&'static str, &Option<String>); 56] = [
             ("http.listen", &self.http_listen),
             ("http.public_url", &self.http_public_url),
             ("http.allow_plain_http", &self.http_allow_plain_http),
@@ -234,6 +237,7 @@ impl Cli {
                 "media.thumbnail_temporal_layers",
                 &self.media_thumbnail_temporal_layers,
             ),
+            ("media.load_shedding", &self.media_load_shedding),
             ("limits.max_rooms", &self.limits_max_rooms),
             (
                 "limits.max_participants_per_room",

@@ -207,6 +207,11 @@ pub struct WorkerStats {
     pub ticks: [u64; TickCause::ALL.len()],
     /// CPU time of the worker thread, nanoseconds.
     pub cpu_ns: u64,
+    /// 1 while the worker's core is full and its thumbnails get the base temporal layer
+    /// only (`ting_media::load`), else 0.
+    pub shedding: u64,
+    /// Times the worker started shedding.
+    pub sheds: u64,
 }
 
 impl WorkerStats {
@@ -255,6 +260,8 @@ atomics! {
     ice_restarts: AtomicU64,
     ticks: [AtomicU64; TickCause::ALL.len()],
     cpu_ns: AtomicU64,
+    shedding: AtomicU64,
+    sheds: AtomicU64,
 }
 
 fn store<const N: usize>(dst: &[AtomicU64; N], src: &[u64; N]) {
@@ -285,6 +292,8 @@ impl WorkerCounters {
         self.ice_restarts.store(s.ice_restarts, Relaxed);
         store(&self.ticks, &s.ticks);
         self.cpu_ns.store(s.cpu_ns, Relaxed);
+        self.shedding.store(s.shedding, Relaxed);
+        self.sheds.store(s.sheds, Relaxed);
     }
 }
 
@@ -537,6 +546,18 @@ impl Collector for Scrape {
             "ting_media_connections_poor",
             "Media connections whose network struggles (loss, a long round trip, too little bandwidth for what they show): their tiles say so.",
             m.sum(|w| &w.poor_connections) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "ting_media_workers_shedding",
+            "Media workers whose core is full, so that their thumbnails get a quarter of the frames (media.load_shedding).",
+            m.sum(|w| &w.shedding) as i64,
+        )?;
+        counter(
+            &mut e,
+            "ting_media_load_sheds",
+            "Times a media worker's core was full and it started shedding thumbnail frames.",
+            m.sum(|w| &w.sheds),
         )?;
         gauge(
             &mut e,

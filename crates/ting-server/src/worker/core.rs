@@ -17,12 +17,12 @@ use str0m::rtp::RtpWrite;
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use str0m::{Event, IceConnectionState, Input, Output};
 use ting_media::{
-    EndpointId, Forward, LayerId, MediaKind, Quality, QualitySample, Router, RouterConfig,
-    RouterOutput, RtpIn, SlotId, Source, TrackId, TrackInfo, Vp8Out,
+    EndpointId, Forward, LayerId, LoadConfig, LoadShedder, MediaKind, Quality, QualitySample,
+    Router, RouterConfig, RouterOutput, RtpIn, SlotId, Source, TrackId, TrackInfo, Vp8Out,
 };
 use ting_proto::{ErrorCode, ErrorMsg, ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::peer::{INITIAL_ESTIMATE_BPS, Peer, PeerEnd};
 use super::stun;
@@ -47,6 +47,9 @@ pub struct CoreSetup {
     pub media_grace: Duration,
     /// How each room's router picks what to forward (`Config::router_config`).
     pub router: RouterConfig,
+    /// Whether thumbnails drop to the base temporal layer while the core is full
+    /// (`media.load_shedding`; the worker loop reports the load, [`MediaCore::observe_load`]).
+    pub load_shedding: bool,
 }
 
 impl std::fmt::Debug for CoreSetup {
@@ -116,6 +119,8 @@ pub struct MediaCore {
     pub(super) shutdown: bool,
     media_grace: Duration,
     router_config: RouterConfig,
+    /// `None` with `media.load_shedding` off.
+    shedder: Option<LoadShedder>,
     next_publish: Instant,
     next_quality: Instant,
     /// When the datagram being handled left the kernel.
@@ -212,6 +217,9 @@ impl MediaCore {
             shutdown: false,
             media_grace: setup.media_grace,
             router_config: setup.router,
+            shedder: setup.load_shedding.then(|| {
+                LoadShedder::new(LoadConfig::default(), setup.router.thumbnail_temporal_layer)
+            }),
             next_publish: Instant::now(),
             next_quality: Instant::now(),
             received: Instant::now(),
@@ -1369,6 +1377,39 @@ impl MediaCore {
             self.stats.connections = self.by_pid.len() as u64;
             self.counters.publish(&self.stats);
             self.next_publish = now + PUBLISH_INTERVAL;
+        }
+    }
+
+    /// The share of its core the worker's thread used since the last call (the worker
+    /// loop reports it about once a second): a core that stays full sheds thumbnail frames
+    /// in every room on this worker, one that has room again restores them
+    /// (`ting_media::load`).
+    pub fn observe_load(&mut self, busy: f32, now: Instant) {
+        let Some(shedder) = self.shedder.as_mut() else {
+            return;
+        };
+        let Some(cap) = shedder.observe(busy, now) else {
+            return;
+        };
+        let shedding = shedder.is_shedding();
+        if shedding {
+            self.stats.sheds += 1;
+            warn!(
+                worker = self.id.0,
+                busy = format_args!("{:.0} %", busy * 100.0),
+                "media worker's core is full: thumbnails get a quarter of the frames until it is not"
+            );
+        } else {
+            info!(
+                worker = self.id.0,
+                busy = format_args!("{:.0} %", busy * 100.0),
+                "media worker has room again: thumbnails get their usual frames"
+            );
+        }
+        self.stats.shedding = u64::from(shedding);
+        self.router_config.thumbnail_temporal_layer = cap;
+        for rs in self.rooms.values_mut() {
+            rs.router.set_thumbnail_temporal_layer(cap);
         }
     }
 

@@ -37,7 +37,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -47,7 +47,7 @@ use ting_media::{
 };
 use tracing::{debug, info, warn};
 
-use crate::metrics::PUBLISH_INTERVAL;
+use crate::metrics::{PUBLISH_INTERVAL, thread_cpu_ns};
 use crate::udp::{self, RecvBatch};
 
 pub use core::{CoreSetup, MediaCore};
@@ -216,6 +216,9 @@ pub enum MediaMsg {
         layers: LayerSet,
     },
 }
+
+/// How often the worker reports the share of its core it used (`MediaCore::observe_load`).
+const LOAD_WINDOW: Duration = Duration::from_secs(1);
 
 const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -391,8 +394,17 @@ impl Worker {
         let id = self.core.id();
         info!(worker = id.0, addr = %self.core.candidate(), "media worker started");
         let mut events = Events::with_capacity(16);
+        // The thread's CPU time over about a second, for shedding load when the core is full.
+        let mut load_from = (Instant::now(), thread_cpu_ns());
         while !self.core.shutdown {
             let now = Instant::now();
+            let wall = now.saturating_duration_since(load_from.0);
+            if wall >= LOAD_WINDOW {
+                let cpu = thread_cpu_ns();
+                let busy = cpu.saturating_sub(load_from.1) as f64 / wall.as_nanos() as f64;
+                self.core.observe_load(busy as f32, now);
+                load_from = (now, cpu);
+            }
             self.core.handle_commands(now);
             // A bounded share of other workers' media, then the socket's: a busy
             // neighbour cannot keep this worker from reading its own socket.

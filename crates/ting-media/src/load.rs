@@ -1,0 +1,153 @@
+//! Shedding load when a media worker's core is full: thumbnails drop to the base VP8
+//! temporal layer (a quarter of a 30-frame camera's frames) while the core stays saturated,
+//! and come back once it has room for them again.
+//!
+//! A full core loses packets for everyone: the speaker's video, the audio, the screen share.
+//! Fewer frames in the thumbnails cost the meeting least: in grid view at 250 they are most
+//! of the forwards, and a 180-pixel tile at 7.5 frames a second is still a face. The
+//! decision is per worker, from the share of the core its thread used over the last
+//! second, with two thresholds and a hold on each so that it does not flap: shedding brings
+//! the load down, and the way back has to leave room for the frames that return.
+
+use std::time::{Duration, Instant};
+
+/// When to shed and when to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadConfig {
+    /// A share of the core at or above this, held for `shed_after`, sheds.
+    pub high: f32,
+    /// A share at or below this, held for `restore_after`, restores. Shedding removes
+    /// about a quarter to a third of a grid meeting's forwards (docs/performance.md), so
+    /// restoring below `high × 0.65` does not bring the core straight back to `high`.
+    pub low: f32,
+    pub shed_after: Duration,
+    pub restore_after: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            high: 0.95,
+            low: 0.6,
+            shed_after: Duration::from_secs(2),
+            restore_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The highest temporal layer a worker's thumbnails get, from its load.
+#[derive(Debug, Clone)]
+pub struct LoadShedder {
+    config: LoadConfig,
+    /// The configured cap (`media.thumbnail_temporal_layers` − 1).
+    normal: u8,
+    shedding: bool,
+    /// Since when the load has been on the side that would change the state.
+    over_since: Option<Instant>,
+}
+
+impl LoadShedder {
+    pub fn new(config: LoadConfig, normal: u8) -> LoadShedder {
+        LoadShedder {
+            config,
+            normal,
+            shedding: false,
+            over_since: None,
+        }
+    }
+
+    /// The cap thumbnails get now.
+    pub fn cap(&self) -> u8 {
+        if self.shedding { 0 } else { self.normal }
+    }
+
+    pub fn is_shedding(&self) -> bool {
+        self.shedding
+    }
+
+    /// Takes the share of the core used since the last sample (0.0–1.0; more is read as
+    /// full, a value that is not a number as idle); returns the new cap when it changes.
+    pub fn observe(&mut self, busy: f32, now: Instant) -> Option<u8> {
+        if self.normal == 0 {
+            // Thumbnails already get only the base layer: nothing left to shed.
+            return None;
+        }
+        let busy = if busy.is_nan() { 0.0 } else { busy };
+        let (towards, hold) = if self.shedding {
+            (busy <= self.config.low, self.config.restore_after)
+        } else {
+            (busy >= self.config.high, self.config.shed_after)
+        };
+        if !towards {
+            self.over_since = None;
+            return None;
+        }
+        let since = *self.over_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < hold {
+            return None;
+        }
+        self.shedding = !self.shedding;
+        self.over_since = None;
+        Some(self.cap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds one sample a second from `loads`; returns the cap after each.
+    fn run(s: &mut LoadShedder, start: Instant, from_sec: u64, loads: &[f32]) -> Vec<u8> {
+        loads
+            .iter()
+            .enumerate()
+            .map(|(i, &busy)| {
+                s.observe(busy, start + Duration::from_secs(from_sec + i as u64));
+                s.cap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sheds_only_when_the_core_stays_full() {
+        let t = Instant::now();
+        let mut s = LoadShedder::new(LoadConfig::default(), 1);
+        // A busy second between quieter ones is not saturation.
+        assert_eq!(run(&mut s, t, 0, &[0.5, 0.99, 0.7, 0.99, 0.9]), [1; 5]);
+        // Two seconds and more at the top is.
+        assert_eq!(run(&mut s, t, 5, &[0.97, 1.0, 1.0]), [1, 1, 0]);
+        assert!(s.is_shedding());
+    }
+
+    #[test]
+    fn comes_back_only_when_there_is_room_and_does_not_flap() {
+        let t = Instant::now();
+        let mut s = LoadShedder::new(LoadConfig::default(), 1);
+        assert_eq!(run(&mut s, t, 0, &[1.0, 1.0, 1.0]), [1, 1, 0]);
+        // Shedding brought the core down to 70–90 %: between the thresholds, it holds,
+        // however long.
+        let middle: Vec<f32> = (0..60).map(|i| 0.7 + (i % 3) as f32 * 0.1).collect();
+        assert!(run(&mut s, t, 3, &middle).iter().all(|&c| c == 0));
+        // People leave: ten seconds at or below 60 % restore, and a blip above resets
+        // the count.
+        let mut low = vec![0.5; 9];
+        low.push(0.8);
+        low.extend([0.4; 11]);
+        let caps = run(&mut s, t, 63, &low);
+        assert!(caps[..20].iter().all(|&c| c == 0), "{caps:?}");
+        assert_eq!(caps[20], 1, "{caps:?}");
+        assert!(!s.is_shedding());
+    }
+
+    #[test]
+    fn nothing_to_shed_below_the_base_layer_and_bad_samples_are_idle() {
+        let t = Instant::now();
+        let mut s = LoadShedder::new(LoadConfig::default(), 0);
+        assert_eq!(run(&mut s, t, 0, &[1.0; 10]), [0; 10]);
+        assert!(!s.is_shedding());
+        let mut s = LoadShedder::new(LoadConfig::default(), 2);
+        assert_eq!(run(&mut s, t, 0, &[f32::NAN; 5]), [2; 5]);
+        // Above 1.0 (a sample over a short window) counts as full.
+        assert_eq!(run(&mut s, t, 5, &[1.4, 3.0, 1.2]), [2, 2, 0]);
+    }
+}
