@@ -30,7 +30,15 @@ fn show(tiles: &[(Option<u64>, u16)], view: View) -> LayoutSpec {
 /// One publisher with three layers (and three temporal layers with `temporal`), one viewer
 /// showing it large (720 px, speaker view) and one showing it small (180 px, grid).
 fn large_and_small(temporal: bool) -> (Sim, EndpointId, EndpointId, EndpointId) {
-    let mut sim = Sim::new(RouterConfig::default());
+    large_and_small_with(RouterConfig::default(), temporal)
+}
+
+/// [`large_and_small`] with the router set up as `config` says.
+fn large_and_small_with(
+    config: RouterConfig,
+    temporal: bool,
+) -> (Sim, EndpointId, EndpointId, EndpointId) {
+    let mut sim = Sim::new(config);
     sim.temporal = temporal;
     let publisher = sim.join(1, 3, &[]);
     let large = sim.join(2, 3, &browser_slots(4));
@@ -429,16 +437,11 @@ fn thumbnails_set_to_the_base_temporal_layer_get_a_quarter_of_the_frames() {
     // `media.thumbnail_temporal_layers = 1`: thumbnails get layer 0 only, the large tile
     // is untouched. The sim checks that sequence numbers and picture ids continue by one
     // across the three frames in four left out.
-    let mut sim = Sim::new(RouterConfig {
+    let config = RouterConfig {
         thumbnail_temporal_layer: 0,
         ..RouterConfig::default()
-    });
-    sim.temporal = true;
-    let publisher = sim.join(1, 3, &[]);
-    let large = sim.join(2, 3, &browser_slots(4));
-    let small = sim.join(3, 3, &browser_slots(4));
-    sim.set_layout(large, Some(show(&[(Some(1), 720)], View::Speaker)));
-    sim.set_layout(small, Some(show(&[(Some(1), 180)], View::Grid)));
+    };
+    let (mut sim, publisher, large, small) = large_and_small_with(config, true);
     sim.run(4000);
     let big = frames_by_tid(sim.subs[&large].camera_slot(publisher).unwrap());
     let little = frames_by_tid(sim.subs[&small].camera_slot(publisher).unwrap());
