@@ -278,8 +278,10 @@ impl Driver {
                     if let Some(i) = self.index(id)
                         && let Some(slot) = self.peers[i].take()
                     {
+                        let mut slot = slot;
                         let fd = slot.socket.as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        slot.peer.account_headers();
                         self.gone.push(slot.peer.stats().clone());
                         self.gone_latency.merge(slot.peer.latency());
                     }
@@ -381,7 +383,10 @@ impl Driver {
         sock::send_batch(&slot.socket, &datagrams);
     }
 
-    fn snapshot(&self) -> DriverSnapshot {
+    fn snapshot(&mut self) -> DriverSnapshot {
+        for s in self.peers.iter_mut().flatten() {
+            s.peer.account_headers();
+        }
         let mut peers = self.gone.clone();
         let mut latency = self.gone_latency.clone();
         for s in self.peers.iter().flatten() {

@@ -11,6 +11,7 @@
 //! The end-to-end tests in `tests/` use the same participants.
 
 pub mod driver;
+pub mod header;
 pub mod http;
 pub mod janus;
 pub mod payload;

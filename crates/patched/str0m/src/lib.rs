@@ -887,6 +887,56 @@ pub struct UnverifiedRtp {
     pub duplicate: bool,
 }
 
+/// ting patch: the clear header fields of one received SRTP packet, for
+/// [`Rtc::handle_rtp_headers`], which fills in `seq_no` and `duplicate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeaderOnly {
+    /// When the packet arrived.
+    pub at: Instant,
+    /// The packet's SSRC.
+    pub ssrc: rtp::Ssrc,
+    /// The packet's payload type.
+    pub payload_type: media::Pt,
+    /// The packet's 16-bit sequence number.
+    pub sequence_number: u16,
+    /// The packet's RTP timestamp.
+    pub timestamp: u32,
+    /// The transport-wide sequence number from the header extension, if the packet has one.
+    pub transport_cc: Option<u16>,
+    /// The datagram's length less the RTP header (the SRTP tag is still in it).
+    pub after_header: usize,
+    /// Set by [`Rtc::handle_rtp_headers`]: the extended sequence number, or `None` when
+    /// the packet was not accounted for (not a known main stream's media).
+    pub seq_no: Option<rtp::SeqNo>,
+    /// Set by [`Rtc::handle_rtp_headers`]: the packet was seen before; nothing was updated.
+    pub duplicate: bool,
+}
+
+impl RtpHeaderOnly {
+    /// The header fields of a packet, not yet accounted for.
+    pub fn new(
+        at: Instant,
+        ssrc: rtp::Ssrc,
+        payload_type: media::Pt,
+        sequence_number: u16,
+        timestamp: u32,
+        transport_cc: Option<u16>,
+        after_header: usize,
+    ) -> Self {
+        RtpHeaderOnly {
+            at,
+            ssrc,
+            payload_type,
+            sequence_number,
+            timestamp,
+            transport_cc,
+            after_header,
+            seq_no: None,
+            duplicate: false,
+        }
+    }
+}
+
 /// Instance that does WebRTC. Main struct of the entire library.
 ///
 /// ## Usage
@@ -2344,7 +2394,11 @@ impl Rtc {
     /// stream (the full path maps it from the header extensions), it is a repair (RTX)
     /// packet whose original sequence number is inside the encrypted payload, it carries
     /// padding, or it is a bandwidth probe.
-    pub fn handle_rtp_unverified(&mut self, now: Instant, datagram: &[u8]) -> Option<UnverifiedRtp> {
+    pub fn handle_rtp_unverified(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Option<UnverifiedRtp> {
         // `now` is the packet's arrival time, which may be earlier than the last timeout
         // handled (a receive timestamp from the kernel): that is fine for accounting.
         if self.state == RtcState::Closed {
@@ -2354,6 +2408,34 @@ impl Rtc {
             session, readiness, ..
         } = self;
         session.handle_rtp_unverified(now, datagram, &mut readiness.wake())
+    }
+
+    /// ting patch: [`Rtc::handle_rtp_unverified`] for many packets at once, from header
+    /// fields the caller has read out of the datagrams.
+    ///
+    /// Each packet updates what [`Rtc::handle_rtp_unverified`] updates (duplicate window,
+    /// NACK and receiver-report register, transport-wide feedback, byte counts), in the
+    /// order given, which should be the order of arrival. What the per-packet call does for
+    /// every packet is done here once per run of packets of one SSRC: parsing the header
+    /// and its extensions, the lookups of the SSRC's stream and payload type. On return
+    /// each packet's `seq_no` is its extended sequence number (`duplicate` set for one seen
+    /// before), or `None` where it was not accounted for: the connection has no SRTP keys,
+    /// the SSRC is not (or no longer) a known main stream, or the payload type is not that
+    /// stream's media (repairs, RED, probes). Such packets are lost to the connection; leave
+    /// them out, or send them through [`Rtc::handle_input`] instead.
+    ///
+    /// **The packets are not authenticated.** As for [`Rtc::handle_rtp_unverified`].
+    pub fn handle_rtp_headers(&mut self, packets: &mut [RtpHeaderOnly]) {
+        if self.state == RtcState::Closed {
+            for p in packets.iter_mut() {
+                p.seq_no = None;
+            }
+            return;
+        }
+        let Rtc {
+            session, readiness, ..
+        } = self;
+        session.handle_rtp_headers(packets, &mut readiness.wake())
     }
 
     /// Obtain handle for writing to a data channel.

@@ -25,6 +25,7 @@ use crate::poll::Wake;
 use crate::rtp::{Extension, RawPacket};
 use crate::rtp_::Direction;
 use crate::rtp_::ExtensionValues;
+use crate::rtp_::Frequency;
 use crate::rtp_::MediaTime;
 use crate::rtp_::MidRid;
 use crate::rtp_::Pli;
@@ -694,6 +695,138 @@ impl Session {
             seq_no,
             duplicate: false,
         })
+    }
+
+    /// ting patch: accounts for packets from their header fields, all packets of one SSRC
+    /// together, then their transport-wide sequence numbers in the order given. See
+    /// [`crate::Rtc::handle_rtp_headers`].
+    pub(crate) fn handle_rtp_headers(
+        &mut self,
+        packets: &mut [crate::RtpHeaderOnly],
+        wake: &mut Wake,
+    ) {
+        // Nothing to deliver: no event. Timeouts (feedback, NACK) may move.
+        wake.no_events();
+        for p in packets.iter_mut() {
+            p.seq_no = None;
+            p.duplicate = false;
+        }
+        let Some(tag) = self.srtp_rx.as_ref().map(|s| s.rtp_tag_len()) else {
+            wake.no_timeout();
+            return;
+        };
+        let Session {
+            streams,
+            codec_config,
+            twcc_rx_register,
+            max_rx_seq_lookup,
+            media_bytes_rx,
+            ..
+        } = self;
+        // SSRCs already handled, by the index of their first packet.
+        let mut done = vec![false; packets.len()];
+        for first in 0..packets.len() {
+            if done[first] {
+                continue;
+            }
+            let ssrc = packets[first].ssrc;
+            let latest = packets[first..]
+                .iter()
+                .filter(|p| p.ssrc == ssrc)
+                .map(|p| p.at)
+                .max()
+                .unwrap_or(packets[first].at);
+            // Only a main stream's own SSRC: repairs carry their original sequence number
+            // in the encrypted payload.
+            let is_main = streams
+                .mid_ssrc_rx_by_ssrc_or_rtx(latest, ssrc)
+                .is_some_and(|(_, main)| main == ssrc);
+            let mut stream = if is_main {
+                streams.stream_rx(&ssrc)
+            } else {
+                None
+            };
+            let mut header = RtpHeader {
+                ssrc,
+                ..Default::default()
+            };
+            // The clock rate of the payload type, looked up when it changes.
+            let mut clock: Option<(Pt, Option<Frequency>)> = None;
+            let mut accepted = false;
+            for (i, p) in packets.iter_mut().enumerate().skip(first) {
+                if p.ssrc != ssrc {
+                    continue;
+                }
+                done[i] = true;
+                let Some(stream) = stream.as_deref_mut() else {
+                    continue;
+                };
+                let clock_rate = match clock {
+                    Some((pt, rate)) if pt == p.payload_type => rate,
+                    _ => {
+                        let rate = main_payload_params(codec_config, p.payload_type)
+                            .filter(|params| {
+                                params.pt() == p.payload_type
+                                    || params.red() == Some(p.payload_type)
+                            })
+                            .map(|params| params.spec().rtp_clock_rate());
+                        clock = Some((p.payload_type, rate));
+                        rate
+                    }
+                };
+                let Some(clock_rate) = clock_rate else {
+                    continue;
+                };
+                header.payload_type = p.payload_type;
+                header.sequence_number = p.sequence_number;
+                header.timestamp = p.timestamp;
+                let seq_no =
+                    stream.extend_seq(&header, false, make_max_seq_lookup(max_rx_seq_lookup));
+                p.seq_no = Some(seq_no);
+                if !stream.is_new_packet(false, seq_no) {
+                    p.duplicate = true;
+                    continue;
+                }
+                let payload = p.after_header.saturating_sub(tag);
+                stream.update_register(p.at, &header, clock_rate, false, seq_no);
+                stream.count_unverified(payload);
+                *media_bytes_rx += payload as u64;
+                accepted = true;
+            }
+            // The sequence numbers seen per SSRC, with one map lookup per SSRC.
+            if accepted {
+                let mut window: Option<&mut SeqNoWindow> = None;
+                for p in packets[first..]
+                    .iter()
+                    .filter(|p| p.ssrc == ssrc && !p.duplicate)
+                {
+                    let Some(seq_no) = p.seq_no else { continue };
+                    match window.as_deref_mut() {
+                        Some(w) => w.update(seq_no),
+                        None => {
+                            window = Some(match max_rx_seq_lookup.entry(ssrc) {
+                                std::collections::hash_map::Entry::Occupied(e) => {
+                                    let w = e.into_mut();
+                                    w.update(seq_no);
+                                    w
+                                }
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    e.insert(SeqNoWindow::new(seq_no))
+                                }
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        // Transport-wide arrivals in the order the packets came.
+        for p in packets.iter() {
+            if let (Some(_), false, Some(transport_cc)) = (p.seq_no, p.duplicate, p.transport_cc) {
+                let prev = twcc_rx_register.max_seq();
+                let extended = extend_u16(prev.map(|s| *s), transport_cc);
+                twcc_rx_register.update_seq(extended.into(), p.at);
+            }
+        }
     }
 
     pub(crate) fn handle_rtp(&mut self, now: Instant, mut header: RtpHeader, buf: &[u8]) {
@@ -1806,6 +1939,104 @@ mod tests {
         let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
         session.set_keying_material(mat, crypto, profile, true);
         session
+    }
+
+    // ting patch: header fields handed over in a batch account for packets exactly as the
+    // per-datagram header-only path does.
+    #[test]
+    fn rtp_headers_account_as_unverified_datagrams_do() {
+        let base = Instant::now();
+        let (video, audio): (Ssrc, Ssrc) = (1234.into(), 5678.into());
+        let mut one = keyed_session();
+        let mut two = keyed_session();
+        for s in [&mut one, &mut two] {
+            s.streams
+                .expect_stream_rx(video, None, MidRid("vid".into(), None), false);
+            s.streams
+                .expect_stream_rx(audio, None, MidRid("aud".into(), None), false);
+        }
+        let twcc_id = one.exts.id_of(Extension::TransportSequenceNumber).unwrap();
+        // Video: a rollover, a loss (1), a duplicate (2), a late packet (65535 after 0);
+        // audio in between, with a loss of its own (12).
+        let arrivals: [(Ssrc, u8, u16); 12] = [
+            (video, 96, 65532),
+            (audio, 111, 10),
+            (video, 96, 65533),
+            (video, 96, 65534),
+            (audio, 111, 11),
+            (video, 96, 0),
+            (video, 96, 65535),
+            (audio, 111, 13),
+            (video, 96, 2),
+            (video, 96, 2),
+            (audio, 111, 14),
+            (video, 96, 3),
+        ];
+        let mut records = Vec::new();
+        for (i, &(ssrc, pt, seq)) in arrivals.iter().enumerate() {
+            let at = base + Duration::from_millis(5 * i as u64);
+            let twcc = 100 + i as u16;
+            let ts = 3000 * u32::from(seq);
+            let mut d = vec![0x90, pt];
+            d.extend(seq.to_be_bytes());
+            d.extend(ts.to_be_bytes());
+            d.extend((*ssrc).to_be_bytes());
+            d.extend([0xbe, 0xde, 0, 1, (twcc_id << 4) | 1]);
+            d.extend(twcc.to_be_bytes());
+            d.push(0);
+            d.extend([7; 100 + 16]);
+            let got = one.handle_rtp_unverified(at, &d, &mut Readiness::idle().wake());
+            let got = got.map(|u| (u.seq_no, u.duplicate));
+            let header =
+                crate::RtpHeaderOnly::new(at, ssrc, pt.into(), seq, ts, Some(twcc), d.len() - 20);
+            records.push((got, header));
+        }
+        let mut batch: Vec<_> = records.iter().map(|r| r.1).collect();
+        two.handle_rtp_headers(&mut batch, &mut Readiness::idle().wake());
+        for ((want, _), got) in records.iter().zip(&batch) {
+            assert!(want.is_some());
+            assert_eq!(*want, got.seq_no.map(|s| (s, got.duplicate)));
+        }
+        assert!(batch[9].duplicate);
+        assert_eq!(*batch[5].seq_no.unwrap(), 65536);
+        assert_eq!(one.media_bytes_rx, two.media_bytes_rx);
+        assert_eq!(one.media_bytes_rx, 11 * 100);
+        let report = |s: &mut Session| {
+            let mut fb = VecDeque::new();
+            let now = base + Duration::from_millis(200);
+            for ssrc in [video, audio] {
+                let rx = s.streams.stream_rx(&ssrc).unwrap();
+                rx.create_rr_and_update(now, 1.into(), &mut fb);
+                rx.maybe_create_nack(now, 1.into(), &mut fb);
+            }
+            let twcc = s.twcc_rx_register.build_report(1000);
+            let max =
+                [video, audio].map(|ssrc| s.max_rx_seq_lookup.get(&ssrc).map(|w| w.max_seq()));
+            // (Extended reports carry the wall clock time of their making.)
+            fb.retain(|r| !matches!(r, Rtcp::ExtendedReport(_)));
+            (format!("{fb:?}"), format!("{twcc:?}"), format!("{max:?}"))
+        };
+        let (a, b) = (report(&mut one), report(&mut two));
+        assert_eq!(
+            a.0.matches("Nack(").count(),
+            2,
+            "both losses are asked for: {}",
+            a.0
+        );
+        assert_eq!(a, b);
+        assert_eq!(one.poll_timeout(), two.poll_timeout());
+
+        // Another SSRC, a repair payload type, and a session without keys: not accounted.
+        let mut other = [
+            crate::RtpHeaderOnly::new(base, 99.into(), 96.into(), 1, 0, None, 100),
+            crate::RtpHeaderOnly::new(base, video, 97.into(), 4, 0, None, 100),
+        ];
+        two.handle_rtp_headers(&mut other, &mut Readiness::idle().wake());
+        assert!(other.iter().all(|p| p.seq_no.is_none()));
+        let mut unkeyed = Session::new(&RtcConfig::default());
+        let mut one_more = [batch[0]];
+        unkeyed.handle_rtp_headers(&mut one_more, &mut Readiness::idle().wake());
+        assert!(one_more[0].seq_no.is_none());
     }
 
     #[test]
