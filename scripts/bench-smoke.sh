@@ -31,6 +31,9 @@ r = json.load(open('$out/report.json'))
 assert r['joins']['succeeded'] == 4, r['joins']
 assert r['window']['received_packets'][1] > 0, 'no video received'
 assert r['headline']['cpu_us_per_forwarded_packet'], 'no CPU figure'
+# ting's own counters reach the report: load shedding (none in a meeting of four).
+assert r['server']['load_sheds'] == 0, r['server']
+assert r['server']['shedding_workers_at_end'] == 0, r['server']
 print('smoke run: %d forwarded packets/s, %.1f us server CPU per forwarded packet' % (
     r['headline']['forwarded_per_second'], r['headline']['cpu_us_per_forwarded_packet']))
 "

@@ -235,6 +235,13 @@ pub struct ServerSample {
     /// `ting_connection_ticks_total`), if it counts them.
     #[serde(skip)]
     pub ticks: Vec<(String, u64)>,
+    /// Times its media workers started shedding thumbnail frames so far
+    /// (`ting_media_load_sheds_total`), and how many shed now
+    /// (`ting_media_workers_shedding`), if it reports them.
+    #[serde(skip)]
+    pub load_sheds: Option<u64>,
+    #[serde(skip)]
+    pub shedding_workers: Option<u64>,
 }
 
 /// Percentiles in milliseconds.
@@ -375,6 +382,34 @@ pub struct ServerFigures {
     /// Timeout passes over connections per second of the window, by cause, largest first
     /// (empty when the server does not count them).
     pub passes_per_second: Vec<(String, f64)>,
+    /// Times a media worker's core was full and it started shedding thumbnail frames
+    /// during the window, and the workers still shedding at its end (ting's load
+    /// shedding; `None` when the server does not report it).
+    pub load_sheds: Option<u64>,
+    pub shedding_workers_at_end: Option<u64>,
+}
+
+impl ServerFigures {
+    /// What the report says of load shedding, if the server reports it.
+    pub fn shedding_text(&self) -> Option<String> {
+        let sheds = self.load_sheds?;
+        let now = self.shedding_workers_at_end.unwrap_or(0);
+        Some(match (sheds, now) {
+            (0, 0) => "none (no media worker's core was full)".to_string(),
+            (n, 0) => format!(
+                "thumbnails cut to the base layer for a full core: started {n} time(s) in \
+                 the window, none at its end"
+            ),
+            (0, w) => format!(
+                "thumbnails cut to the base layer for a full core: {w} worker(s), since \
+                 before the window"
+            ),
+            (n, w) => format!(
+                "thumbnails cut to the base layer for a full core: started {n} time(s) in \
+                 the window, {w} worker(s) at its end"
+            ),
+        })
+    }
 }
 
 /// The figures the run is for.
@@ -634,6 +669,9 @@ impl Report {
                     sv.rss_end_bytes as f64 / 1e6
                 ),
             );
+            if let Some(text) = sv.shedding_text() {
+                line("shedding", text);
+            }
             if !sv.passes_per_second.is_empty() {
                 let total: f64 = sv.passes_per_second.iter().map(|(_, v)| v).sum();
                 let by: Vec<String> = sv
@@ -731,6 +769,33 @@ mod tests {
             idle.harness_line(),
             "cpu 0.00 s (0 % of a core, 0 % of it in the kernel)"
         );
+    }
+
+    #[test]
+    fn shedding_is_reported_when_the_server_counts_it() {
+        let mut sv = ServerFigures::default();
+        assert_eq!(sv.shedding_text(), None);
+        sv.load_sheds = Some(0);
+        sv.shedding_workers_at_end = Some(0);
+        assert_eq!(
+            sv.shedding_text().unwrap(),
+            "none (no media worker's core was full)"
+        );
+        sv.load_sheds = Some(2);
+        sv.shedding_workers_at_end = Some(1);
+        let text = sv.shedding_text().unwrap();
+        assert!(text.ends_with("started 2 time(s) in the window, 1 worker(s) at its end"));
+        sv.load_sheds = Some(0);
+        let text = sv.shedding_text().unwrap();
+        assert!(
+            text.ends_with("1 worker(s), since before the window"),
+            "{text}"
+        );
+        let r = Report {
+            server: Some(sv),
+            ..Default::default()
+        };
+        assert!(r.summary().contains("shedding"), "{}", r.summary());
     }
 
     #[test]

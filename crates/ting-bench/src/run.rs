@@ -618,6 +618,10 @@ pub async fn run(opts: BenchOptions) -> Report {
                     .map(|(x, y)| x.saturating_sub(y)),
                 internal_latency_ms: internal,
                 passes_per_second: report::passes_per_second(&a.ticks, &b.ticks, window),
+                load_sheds: a
+                    .load_sheds
+                    .map(|end| end.saturating_sub(b.load_sheds.unwrap_or(0))),
+                shedding_workers_at_end: a.shedding_workers,
             });
             Some(cpu)
         }

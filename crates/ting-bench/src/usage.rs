@@ -69,6 +69,10 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             .and_then(|c| c.strip_suffix("\"}"))
         {
             s.ticks.push((cause.to_string(), v as u64));
+        } else if name == "ting_media_load_sheds_total" {
+            s.load_sheds = Some(v as u64);
+        } else if name == "ting_media_workers_shedding" {
+            s.shedding_workers = Some(v as u64);
         } else if name == "ting_dropped_total{reason=\"stale\"}" {
             stale = v as u64;
         } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
@@ -156,11 +160,14 @@ mod tests {
             ting_dropped_total{reason=\"stale\"} 8\n\
             ting_connection_ticks_total{cause=\"written\"} 6\n\
             ting_connection_ticks_total{cause=\"nack\"} 0\n\
+            ting_media_load_sheds_total 3\n\
+            ting_media_workers_shedding 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n";
         let s = parse_metrics(text);
         assert_eq!(s.cpu_seconds, 12.5);
         assert_eq!(s.rss_bytes, 1000);
+        assert_eq!((s.load_sheds, s.shedding_workers), (Some(3), Some(1)));
         assert_eq!(s.forwarded, Some(42));
         assert_eq!(s.internal_latency, vec![(1e-6, 1), (f64::INFINITY, 5)]);
         assert_eq!(
