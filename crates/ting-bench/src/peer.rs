@@ -240,8 +240,8 @@ pub struct SimPeer {
     needs_pass: bool,
     /// When a packet last went through the header-only path without a drain after it.
     last_unverified: Option<Instant>,
-    /// Headers of this batch's unsampled packets, for the connection at the batch's end,
-    /// and per header its receive slot and payload size.
+    /// Headers of the unsampled packets since the connection last took them (see
+    /// `SimPeer::account_headers`), and per header its receive slot and payload size.
     headers: Vec<RtpHeaderOnly>,
     header_slots: Vec<(usize, usize)>,
     /// The transport-wide sequence number's extension id in the server's packets, once
