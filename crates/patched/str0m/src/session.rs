@@ -752,7 +752,6 @@ impl Session {
             };
             // The clock rate of the payload type, looked up when it changes.
             let mut clock: Option<(Pt, Option<Frequency>)> = None;
-            let mut accepted = false;
             for (i, p) in packets.iter_mut().enumerate().skip(first) {
                 if p.ssrc != ssrc {
                     continue;
@@ -791,32 +790,19 @@ impl Session {
                 stream.update_register(p.at, &header, clock_rate, false, seq_no);
                 stream.count_unverified(payload);
                 *media_bytes_rx += payload as u64;
-                accepted = true;
             }
-            // The sequence numbers seen per SSRC, with one map lookup per SSRC.
-            if accepted {
-                let mut window: Option<&mut SeqNoWindow> = None;
-                for p in packets[first..]
-                    .iter()
-                    .filter(|p| p.ssrc == ssrc && !p.duplicate)
-                {
-                    let Some(seq_no) = p.seq_no else { continue };
-                    match window.as_deref_mut() {
-                        Some(w) => w.update(seq_no),
-                        None => {
-                            window = Some(match max_rx_seq_lookup.entry(ssrc) {
-                                std::collections::hash_map::Entry::Occupied(e) => {
-                                    let w = e.into_mut();
-                                    w.update(seq_no);
-                                    w
-                                }
-                                std::collections::hash_map::Entry::Vacant(e) => {
-                                    e.insert(SeqNoWindow::new(seq_no))
-                                }
-                            })
-                        }
-                    }
-                }
+            // The sequence numbers seen per SSRC, with one map lookup per SSRC (a new
+            // window updated with its own first number is unchanged).
+            let mut seen = packets[first..]
+                .iter()
+                .filter(|p| p.ssrc == ssrc && !p.duplicate)
+                .filter_map(|p| p.seq_no);
+            if let Some(seq_no) = seen.next() {
+                let window = max_rx_seq_lookup
+                    .entry(ssrc)
+                    .or_insert_with(|| SeqNoWindow::new(seq_no));
+                window.update(seq_no);
+                seen.for_each(|seq_no| window.update(seq_no));
             }
         }
         // Transport-wide arrivals in the order the packets came.
