@@ -238,7 +238,9 @@ pub struct SimPeer {
     sample_second: Vec<bool>,
     /// A packet written could not be sent at once; the next timeout runs a pass.
     needs_pass: bool,
-    /// When a packet last went through the header-only path without a drain after it.
+    /// The first packet since the connection's next timeout was last learned (counted
+    /// from its header, or sampled and polled only until it was handed over): a pass is
+    /// due within [`FEEDBACK_CHECK`] of it.
     last_unverified: Option<Instant>,
     /// Headers of the unsampled packets since the connection last took them (see
     /// `SimPeer::account_headers`), and per header its receive slot and payload size.
@@ -629,7 +631,8 @@ impl SimPeer {
             return;
         };
         // Connected: no timeout pass after each datagram (the timer heap drives those).
-        let result = if self.rtc.is_connected() {
+        let connected = self.rtc.is_connected();
+        let result = if connected {
             self.rtc.handle_receive(at, recv)
         } else {
             self.rtc.handle_input(Input::Receive(at, recv))
@@ -637,7 +640,12 @@ impl SimPeer {
         if result.is_err() {
             return;
         }
-        self.drain(at);
+        let rtcp = data.len() >= 2 && (192..=223).contains(&data[1]);
+        if connected && !rtcp {
+            self.drain_to_packet(at);
+        } else {
+            self.drain(at);
+        }
     }
 
     /// The end of a batch of datagrams. The unsampled packets' headers wait for the
@@ -1040,6 +1048,36 @@ impl SimPeer {
                 if queued && !sent {
                     // Not sendable this way yet: the next pass sends it.
                     self.needs_pass = true;
+                }
+            }
+        }
+    }
+
+    /// After a sampled RTP packet: polls the connection until it hands the packet over,
+    /// and leaves the rest (learning its next timeout, which walks every stream) to the
+    /// pass that [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`], as for the
+    /// packets counted from their headers. Receiving RTP sends nothing at once; what it
+    /// arms (NACK, feedback) is due at that pass at the latest.
+    fn drain_to_packet(&mut self, now: Instant) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_timeout = t;
+                    self.last_unverified = None;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => self.out.push_back(t),
+                Ok(Output::Event(e)) => {
+                    let packet = matches!(e, Event::RtpPacket(_));
+                    self.handle_event(e, now);
+                    if packet {
+                        self.last_unverified.get_or_insert(now);
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.alive = false;
+                    return;
                 }
             }
         }
