@@ -99,7 +99,7 @@ impl Net {
                 }
             }
         }
-        self.sim.core.handle_commands(now);
+        while self.sim.core.handle_commands(now) {}
         self.sim.core.handle_timeout(now);
         self.sim.core.flush_connections(now);
         let by_addr: HashMap<SocketAddr, usize> = self
@@ -161,7 +161,7 @@ impl Net {
     fn ice_restart(&mut self, pid: u64, sdp: String) -> Result<String, ErrorMsg> {
         let (reply, mut rx) = tokio::sync::oneshot::channel();
         self.sim.handles[0].command(WorkerCmd::IceRestart { pid, sdp, reply });
-        self.sim.core.handle_commands(self.now);
+        while self.sim.core.handle_commands(self.now) {}
         rx.try_recv()
             .expect("the core answers an ICE restart at once")
     }

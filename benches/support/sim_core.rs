@@ -118,7 +118,7 @@ impl SimCore {
             workers: vec![WorkerId(0)],
             layout,
         })));
-        self.core.handle_commands(now);
+        while self.core.handle_commands(now) {}
         let answer = match self.events.try_recv() {
             Ok(WorkerEvent::Connected { answer, .. }) => answer,
             other => panic!("the core did not accept the offer: {other:?}"),
@@ -139,7 +139,7 @@ impl SimCore {
                 self.core.handle_datagram(from, &t.contents, now);
             }
         }
-        self.core.handle_commands(now);
+        while self.core.handle_commands(now) {}
         self.core.handle_timeout(now);
         self.core.flush_connections(now);
         let sent = self.core.transmits().len();
@@ -168,6 +168,6 @@ impl SimCore {
                 worker: WorkerId(0),
             },
         });
-        self.core.handle_commands(now);
+        while self.core.handle_commands(now) {}
     }
 }

@@ -21,7 +21,9 @@ pub struct TestServer {
 }
 
 /// Starts ting in-process: HTTP and media on loopback, ports chosen by the system, two
-/// media workers (so rooms span workers and the queues between them are exercised).
+/// media workers. Rooms of up to `media.spread_rooms_above` (16) stay on one of them;
+/// `tests/spread.rs` sets it lower so that a room spans both and the queues between them
+/// carry its media.
 pub async fn start_server(extra: &[(&'static str, &str)]) -> TestServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))

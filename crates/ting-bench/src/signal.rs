@@ -232,6 +232,8 @@ pub struct JoinedPeer {
     pub participant: String,
     /// The UDP address its media comes from.
     pub local: SocketAddr,
+    /// The server's media address its answer gave (the worker that holds the connection).
+    pub server_media: Option<SocketAddr>,
     pub welcome: Welcome,
     /// From the start of the join to the answer applied.
     pub join_time: Duration,
@@ -277,6 +279,7 @@ pub async fn join_peer(
     let mut early = Vec::new();
     let answer = signal.offer(offer, |m| early.push(m)).await?;
     peer.accept_answer(&answer, Instant::now())?;
+    let server_media = answer_candidate(&answer);
     for m in &early {
         peer.handle_signal(m);
     }
@@ -316,10 +319,25 @@ pub async fn join_peer(
         id,
         participant: welcome.participant.0.clone(),
         local,
+        server_media,
         welcome,
         join_time,
         control: control_tx,
         task,
+    })
+}
+
+/// The address of the first ICE candidate in an SDP (`a=candidate:foundation component
+/// transport priority address port typ …`).
+fn answer_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|line| {
+        let fields: Vec<&str> = line
+            .strip_prefix("a=candidate:")?
+            .split_whitespace()
+            .collect();
+        let ip: IpAddr = fields.get(4)?.parse().ok()?;
+        let port: u16 = fields.get(5)?.parse().ok()?;
+        Some(SocketAddr::new(ip, port))
     })
 }
 
@@ -549,5 +567,35 @@ async fn run_signal(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_candidate;
+
+    #[test]
+    fn the_answers_candidate_names_the_servers_media_address() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 40123 typ host\r\n\
+                   a=candidate:2 1 udp 2130706430 ::1 40124 typ host\r\n";
+        assert_eq!(
+            answer_candidate(sdp),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_candidate_without_an_address_or_port_is_no_address() {
+        assert_eq!(
+            answer_candidate("a=candidate:1 1 udp 5 nowhere 9 typ host"),
+            None
+        );
+        assert_eq!(answer_candidate("a=candidate:1 1 udp 5 127.0.0.1"), None);
+        assert_eq!(
+            answer_candidate("a=candidate:1 1 udp 5 127.0.0.1 99999 typ host"),
+            None
+        );
+        assert_eq!(answer_candidate("v=0"), None);
     }
 }

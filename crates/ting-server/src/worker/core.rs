@@ -27,8 +27,8 @@ use tracing::{debug, info, trace, warn};
 use super::peer::{INITIAL_ESTIMATE_BPS, Peer, PeerEnd};
 use super::stun;
 use super::{
-    ConnectReq, ForwardExt, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd, WorkerEvent,
-    WorkerHandle, WorkerId,
+    COMMAND_BUDGET, ConnectReq, ForwardExt, MediaMsg, OutMsg, RECV_BUDGET, RoomKey, WorkerCmd,
+    WorkerEvent, WorkerHandle, WorkerId,
 };
 use crate::metrics::{
     DropReason, PUBLISH_INTERVAL, TickCause, WorkerCounters, WorkerStats, thread_cpu_ns,
@@ -322,17 +322,20 @@ impl MediaCore {
         &self.handles[self.id.0]
     }
 
-    pub fn handle_commands(&mut self, now: Instant) {
-        loop {
+    /// Handles commands from the conductor: returns false once the queue is empty, true
+    /// when its share of the loop was used with more waiting.
+    pub fn handle_commands(&mut self, now: Instant) -> bool {
+        for _ in 0..COMMAND_BUDGET {
             match self.commands.try_recv() {
                 Ok(cmd) => self.handle_command(cmd, now),
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => return false,
                 Err(TryRecvError::Disconnected) => {
                     self.shutdown = true;
-                    break;
+                    return false;
                 }
             }
         }
+        !self.commands.is_empty()
     }
 
     fn handle_command(&mut self, cmd: WorkerCmd, now: Instant) {
@@ -1575,5 +1578,69 @@ fn handle_event(
         Event::IceConnectionStateChange(_) => peer.disconnected_since = None,
         Event::Closed => peer.ended = Some(PeerEnd::MediaFailed),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::standalone_cores;
+    use ting_media::{EndpointId, LayerId, RouterConfig, Source, TrackId};
+
+    fn core() -> (Arc<[WorkerHandle]>, MediaCore) {
+        let (events, _) = mpsc::unbounded_channel();
+        let setup = CoreSetup {
+            id: WorkerId(0),
+            candidate: "127.0.0.1:40000".parse().unwrap(),
+            events,
+            counters: Arc::new(WorkerCounters::default()),
+            media_grace: Duration::from_secs(5),
+            router: RouterConfig::default(),
+            load_shedding: false,
+        };
+        let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
+        (handles, cores.remove(0))
+    }
+
+    /// How many turns of the worker loop a queue takes to empty.
+    fn turns(mut handle: impl FnMut() -> bool) -> usize {
+        let mut turns = 1;
+        while handle() {
+            turns += 1;
+            assert!(turns < 1000, "the queue never empties");
+        }
+        turns
+    }
+
+    #[test]
+    fn a_flood_from_other_workers_is_handled_a_share_per_turn() {
+        let (handles, mut core) = core();
+        let track = TrackId::new(EndpointId(7), Source::Camera);
+        for _ in 0..2 * RECV_BUDGET + 1 {
+            assert!(handles[0].push_media(MediaMsg::KeyframeRequest {
+                room: RoomKey(1),
+                track,
+                layer: LayerId(0),
+            }));
+        }
+        let now = Instant::now();
+        assert!(core.handle_media_queue(now), "the whole flood in one turn");
+        assert_eq!(core.media.len(), RECV_BUDGET + 1);
+        assert_eq!(turns(|| core.handle_media_queue(now)), 2);
+        assert!(!core.has_queued());
+    }
+
+    #[test]
+    fn a_burst_of_commands_is_handled_a_share_per_turn() {
+        let (handles, mut core) = core();
+        for pid in 0..2 * COMMAND_BUDGET as u64 + 1 {
+            handles[0].command(WorkerCmd::Disconnect { pid });
+        }
+        let now = Instant::now();
+        assert!(core.handle_commands(now), "the whole burst in one turn");
+        assert_eq!(core.commands.len(), COMMAND_BUDGET + 1);
+        assert_eq!(turns(|| core.handle_commands(now)), 2);
+        assert!(!core.has_queued());
+        assert!(!core.shutdown);
     }
 }

@@ -224,6 +224,10 @@ const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
 /// Datagrams read per loop before the rest of the loop gets a turn.
 const RECV_BUDGET: usize = 8 * udp::BATCH;
+/// Commands from the conductor handled per loop. A connect builds a connection and its
+/// answer (the most expensive command); a burst of joins then waits a few turns instead of
+/// keeping the worker from its socket.
+const COMMAND_BUDGET: usize = 32;
 /// Forwarded packets produced before they are sent. Sending everything a burst produced at
 /// once would make the first packet of a keyframe fanned out to 50 subscribers wait for the
 /// encryption and sending of all the others; 32 keeps sendmmsg batches full while bounding
@@ -405,12 +409,13 @@ impl Worker {
                 self.core.observe_load(busy as f32, now);
                 load_from = (now, cpu);
             }
-            self.core.handle_commands(now);
-            // A bounded share of other workers' media, then the socket's: a busy
-            // neighbour cannot keep this worker from reading its own socket.
+            // A bounded share of the conductor's commands and of other workers' media,
+            // then the socket's: a burst of joins or a busy neighbour cannot keep this
+            // worker from reading its own socket.
+            let more_commands = self.core.handle_commands(now);
             let more_media = self.core.handle_media_queue(now);
             self.flush(now);
-            let more = self.receive() || more_media;
+            let more = self.receive() || more_media || more_commands;
             let now = Instant::now();
             self.core.handle_timeout(now);
             self.flush(now);
