@@ -63,7 +63,7 @@ struct Cli {
     /// Camera slots per receiving participant (meeting, webinar); a grid page needs 25.
     #[arg(long, default_value_t = 25)]
     video_slots: u16,
-    /// What each participant shows (meeting, webinar): the active speaker large and eight
+    /// What each participant shows (meeting, webinar): the active speaker large and nine
     /// thumbnails, a 5x5 grid page of the first 25 who joined, or no layout at all.
     #[arg(long, value_enum, default_value_t = BenchLayout::Speaker)]
     layout: BenchLayout,
