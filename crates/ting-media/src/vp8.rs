@@ -361,6 +361,48 @@ mod tests {
     }
 
     #[test]
+    fn tl0picidx_and_keyidx_keep_the_source_steps_through_skips_and_continue_at_a_switch() {
+        let mut r = Vp8Rewriter::default();
+        let fields = |out: Vp8Out| (out.picture_id, out.tl0picidx, out.keyidx);
+        let pic = |pid: u16, tl0: u8, keyidx: u8| {
+            Vp8Header::parse(&packet(true, false, pid, tl0, keyidx)).unwrap()
+        };
+        let a = Vp8Header::parse(&packet(true, true, 100, 9, 1)).unwrap();
+        assert_eq!(fields(r.rewrite(1, &a)), (Some(100), Some(9), Some(1)));
+        // Pictures of the upper temporal layers left out move the picture ids only: the
+        // TL0PICIDX of what follows is the source's, which did not count them.
+        r.skip_picture(&pic(101, 9, 1));
+        assert_eq!(
+            fields(r.rewrite(3, &pic(102, 9, 1))),
+            (Some(101), Some(9), Some(1))
+        );
+        r.skip_picture(&pic(103, 9, 1));
+        assert_eq!(
+            fields(r.rewrite(5, &pic(104, 10, 1))),
+            (Some(102), Some(10), Some(1))
+        );
+        // Another source: its keyframe continues both one up, and its own steps follow,
+        // KEYIDX wrapping at 32.
+        r.switch_source();
+        let b = Vp8Header::parse(&packet(true, true, 7000, 200, 30)).unwrap();
+        assert_eq!(fields(r.rewrite(900, &b)), (Some(103), Some(11), Some(2)));
+        assert_eq!(
+            fields(r.rewrite(901, &pic(7001, 201, 30))),
+            (Some(104), Some(12), Some(2))
+        );
+        let b_key = Vp8Header::parse(&packet(true, true, 7002, 202, 31)).unwrap();
+        assert_eq!(
+            fields(r.rewrite(902, &b_key)),
+            (Some(105), Some(13), Some(3))
+        );
+        let b_key = Vp8Header::parse(&packet(true, true, 7003, 203, 0)).unwrap();
+        assert_eq!(
+            fields(r.rewrite(903, &b_key)),
+            (Some(106), Some(14), Some(4))
+        );
+    }
+
+    #[test]
     fn picture_ids_wrap_within_their_width() {
         let mut r = Vp8Rewriter::default();
         let a = Vp8Header::parse(&packet(true, true, 0x7fff, 255, 31)).unwrap();

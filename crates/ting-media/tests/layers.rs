@@ -1,9 +1,12 @@
 //! Layers per viewer, in virtual time: what a tile shows decides the layer, the estimate
 //! caps it, switches happen only at keyframes, and what nobody watches is paused at the
 //! sender and comes back when someone looks. The simulated subscribers in `sim` check
-//! every forwarded packet for continuity (sequence numbers, timestamps, VP8 picture ids).
+//! every forwarded packet for continuity (sequence numbers, timestamps, VP8 picture ids,
+//! TL0PICIDX and KEYIDX).
 
 mod sim;
+
+use std::collections::BTreeSet;
 
 use sim::{Sim, browser_slots};
 use ting_media::{
@@ -252,6 +255,98 @@ fn a_speaker_tile_follows_the_active_speaker() {
         sim.subs[&viewer].camera_slot(e(3)).is_some(),
         "the speaker tile shows the previous speaker"
     );
+}
+
+#[test]
+fn without_a_layout_thumbnails_follow_the_most_recent_speakers_not_the_join_order() {
+    let mut sim = Sim::new(RouterConfig::default());
+    // The viewer joins first and reports no layout: its four camera slots get the
+    // server's default, the active speaker large and three thumbnails. Eleven people join
+    // after it, in order.
+    let viewer = sim.join(1, 3, &browser_slots(4));
+    for n in 2..=12 {
+        sim.join(n, 3, &[]);
+        sim.run(20);
+    }
+    sim.run(1000);
+    // Who the viewer's camera slots carry, and who is in the large one (the slot that
+    // gets the top layer: the large tile is 720 px, thumbnails 180).
+    let shown = |sim: &Sim| -> (BTreeSet<u64>, Vec<u64>) {
+        let sub = &sim.subs[&viewer];
+        let mut all = BTreeSet::new();
+        let mut large = Vec::new();
+        for (i, (slot, kind)) in sub.slots.iter().zip(&sub.kinds).enumerate() {
+            if let (SlotKind::Camera, Some(track)) = (kind, slot.track) {
+                all.insert(track.endpoint.0);
+                if sim.layers_of(viewer, i as u16).1 == Some(LayerId(2)) {
+                    large.push(track.endpoint.0);
+                }
+            }
+        }
+        (all, large)
+    };
+    // Nobody has spoken: the newest cameras, not the first to join.
+    assert_eq!(
+        shown(&sim).0,
+        BTreeSet::from([9, 10, 11, 12]),
+        "before anyone speaks"
+    );
+
+    // People from the middle of the join order speak in turn. Neither the first joiners
+    // (2, 3, 4) nor the newest cameras (9 to 12) are what the viewer should end up with.
+    let turns = [7u64, 5, 10, 6, 8];
+    for (i, &who) in turns.iter().enumerate() {
+        if i > 0 {
+            sim.set_speaking(e(turns[i - 1]), false);
+        }
+        sim.set_speaking(e(who), true);
+        sim.run(3000);
+        assert_eq!(sim.active_speaker, Some(e(who)), "turn {i}");
+        let (all, large) = shown(&sim);
+        assert_eq!(
+            large,
+            vec![who],
+            "turn {i}: the large tile shows {large:?}, not the speaker {who}"
+        );
+        // The speakers before, most recent first, take the thumbnails; while there have
+        // been fewer than three, the newest cameras fill the rest.
+        let recent: Vec<u64> = turns[..i].iter().rev().take(3).copied().collect();
+        for r in &recent {
+            assert!(
+                all.contains(r),
+                "turn {i}: recent speaker {r} has no thumbnail, the viewer sees {all:?}"
+            );
+        }
+        assert_eq!(all.len(), 4, "turn {i}: {all:?}");
+        assert!(
+            !all.iter().any(|n| (2..=4).contains(n)),
+            "turn {i}: a first joiner, who never spoke, has a tile: {all:?}"
+        );
+    }
+    // The last four speakers, and only them: the first speaker (7) has been pushed out by
+    // more recent ones, the first joiners never came in.
+    let (all, large) = shown(&sim);
+    assert_eq!(
+        all,
+        BTreeSet::from([5, 6, 8, 10]),
+        "the viewer sees {all:?} after the turns {turns:?}"
+    );
+    assert_eq!(large, vec![8]);
+    // And the tiles carry media: the speaker at the top layer, the thumbnails at the
+    // bottom one.
+    let before: Vec<[u64; 3]> = [8, 10, 6, 5]
+        .iter()
+        .map(|&n| sim.subs[&viewer].camera_slot(e(n)).unwrap().per_layer)
+        .collect();
+    sim.run(1000);
+    for (&n, was) in [8u64, 10, 6, 5].iter().zip(&before) {
+        let now = sim.subs[&viewer].camera_slot(e(n)).unwrap().per_layer;
+        let layer = if n == 8 { 2 } else { 0 };
+        assert!(
+            now[layer] > was[layer] + 10,
+            "{n}'s tile got {was:?} -> {now:?} packets per layer in a second"
+        );
+    }
 }
 
 #[test]

@@ -81,6 +81,15 @@ fn meeting_of_250_in_virtual_time() {
         sim.run(200);
     }
     assert_eq!(heard_checks, turns.len());
+    // Each turn hands the floor over once (every turn's speaker differs from the one
+    // before): a few more changes than turns would be the floor flapping between the
+    // speaker going and the one coming, or to someone who is not speaking.
+    let turns_changes = sim.speaker_changes;
+    assert!(
+        turns_changes <= turns.len() as u64 + 1,
+        "the active speaker changed {turns_changes} times in {} turns",
+        turns.len()
+    );
     let speaker = EndpointId(*turns.last().unwrap());
 
     let window_ms = 1000;
@@ -95,6 +104,10 @@ fn meeting_of_250_in_virtual_time() {
         .map(|s| (s.id, s.slots.iter().map(|l| l.packets).collect()))
         .collect();
     sim.run(window_ms);
+    assert_eq!(
+        sim.speaker_changes, turns_changes,
+        "the active speaker changed while {speaker} kept speaking"
+    );
 
     // Every subscriber receives what its layout shows, bounded by it.
     for (id, packets_before) in &before {
@@ -118,6 +131,13 @@ fn meeting_of_250_in_virtual_time() {
                     big.per_layer[2] > 0,
                     "{id} sees the speaker at {:?}",
                     big.per_layer
+                );
+            }
+            // The thumbnails follow the most recent speakers: all five who spoke fit.
+            for who in turns.iter().filter(|w| **w != id.0) {
+                assert!(
+                    sub.camera_slot(EndpointId(*who)).is_some(),
+                    "{id} has no tile for {who}, who spoke recently"
                 );
             }
             assert!(flowing <= 3 + 9, "{id}: {flowing} streams");

@@ -9,8 +9,11 @@
 //! Subscribers check every packet the router forwards them, per slot: it is from the
 //! track the slot was said to carry, never their own; sequence numbers go up by exactly
 //! one (the simulated network loses nothing); timestamps never go back; VP8 picture ids go
-//! up by one per frame across every switch; a slot starts, and switches, only at a
-//! keyframe; nothing arrives while a slot is paused. Any violation panics with the slot.
+//! up by one per frame across every switch; TL0PICIDX goes up by one at each frame of
+//! temporal layer 0 and stays the same at every other frame, KEYIDX goes up by one at
+//! each keyframe and stays the same at every other frame, across every switch and every
+//! frame left out; a slot starts, and switches, only at a keyframe; nothing arrives while
+//! a slot is paused. Any violation panics with the slot.
 
 #![allow(dead_code)]
 
@@ -34,7 +37,10 @@ struct LayerSim {
     seq: u64,
     ts_offset: u32,
     pid: u16,
+    /// TL0PICIDX: one up at each frame of temporal layer 0 (RFC 7741, section 4.2).
     tl0: u8,
+    /// KEYIDX: one up at each keyframe, 5 bits.
+    keyidx: u8,
     /// Frames since the last keyframe (the position in the temporal pattern).
     since_key: u32,
     keyframe_due: bool,
@@ -75,6 +81,9 @@ pub struct SlotLog {
     pub last_seq: Option<u64>,
     pub last_ts: Option<u32>,
     pub last_pid: Option<u16>,
+    /// TL0PICIDX and KEYIDX of the last VP8 packet received.
+    pub last_tl0: Option<u8>,
+    pub last_keyidx: Option<u8>,
     /// The next packet must start a keyframe (the slot starts or switches).
     pub expect_keyframe: bool,
     pub last_layer: Option<u8>,
@@ -196,6 +205,7 @@ impl Sim {
                 .wrapping_add(l as u32 * 77_777),
             pid: ((n * 31 + l * 1009) & 0x7fff) as u16,
             tl0: (n * 3 + l) as u8,
+            keyidx: ((n * 5 + l) & 0x1f) as u8,
             since_key: 0,
             keyframe_due: true,
             active: l < u64::from(layers),
@@ -307,6 +317,7 @@ impl Sim {
                     ls.pid = (ls.pid + 1) & 0x7fff;
                     if key {
                         ls.since_key = 0;
+                        ls.keyidx = (ls.keyidx + 1) & 0x1f;
                     }
                     // Position 0: layer 0; 1: layer 2, sync; 2: layer 1, sync; 3: layer 2.
                     let pos = ls.since_key % 4;
@@ -317,7 +328,8 @@ impl Sim {
                         (true, 2) => (1, true),
                         _ => (2, false),
                     };
-                    if tid == 0 && (temporal || key) {
+                    // Without temporal layers every frame is in layer 0 and counts.
+                    if tid == 0 {
                         ls.tl0 = ls.tl0.wrapping_add(1);
                     }
                     let n = LAYER_PACKETS[l] * if key { 3 } else { 1 };
@@ -325,9 +337,15 @@ impl Sim {
                     for i in 0..n {
                         ls.seq += 1;
                         ls.sent += 1;
-                        let payload =
-                            vp8_payload(i == 0, key, ls.pid, ls.tl0, (tid, sync), p.id, l as u8);
-                        let mut payload = payload;
+                        let mut payload = vp8_payload(
+                            i == 0,
+                            key,
+                            ls.pid,
+                            (ls.tl0, ls.keyidx),
+                            (tid, sync),
+                            p.id,
+                            l as u8,
+                        );
                         payload.resize(LAYER_BYTES[l], 0);
                         packets.push((
                             RtpIn {
@@ -388,9 +406,12 @@ impl Sim {
                     let vp8 = f.vp8.expect("VP8 fields for a VP8 packet");
                     let pid = vp8.picture_id.expect("a picture id");
                     let start = pkt.payload[0] & 0x10 != 0;
+                    // The router rewrites picture id, TL0PICIDX and KEYIDX (`f.vp8`, what
+                    // the server writes into the packet); TID and Y pass through as sent.
+                    let tid = pkt.payload[5] >> 6;
                     if start {
                         let t = pkt.payload[5];
-                        log.frames.push((t >> 6, t & 0x20 != 0, *is_key));
+                        log.frames.push((tid, t & 0x20 != 0, *is_key));
                     }
                     if let Some(last) = log.last_pid {
                         let step = pid.wrapping_sub(last) & 0x7fff;
@@ -398,6 +419,34 @@ impl Sim {
                         assert_eq!(step, want, "{at:?}: picture id {last} -> {pid}");
                     }
                     log.last_pid = Some(pid);
+                    // The router keeps the source's TL0PICIDX and KEYIDX steps and, at a
+                    // switch (always at a keyframe, of layer 0), continues one up from
+                    // what it sent last; leaving frames of upper layers out moves neither.
+                    // The cameras here step both as RFC 7741 says, so the receiver must
+                    // see: TL0PICIDX one up at each frame of layer 0, KEYIDX one up at
+                    // each keyframe, both the same at every other frame and packet.
+                    let tl0 = vp8.tl0picidx.expect("a TL0PICIDX");
+                    if let Some(last) = log.last_tl0 {
+                        let want = u8::from(start && tid == 0);
+                        assert_eq!(
+                            tl0.wrapping_sub(last),
+                            want,
+                            "{at:?}: TL0PICIDX {last} -> {tl0} at a packet of layer {tid} \
+                             (frame start: {start})"
+                        );
+                    }
+                    log.last_tl0 = Some(tl0);
+                    let keyidx = vp8.keyidx.expect("a KEYIDX");
+                    if let Some(last) = log.last_keyidx {
+                        let want = u8::from(start && *is_key);
+                        assert_eq!(
+                            keyidx.wrapping_sub(last) & 0x1f,
+                            want,
+                            "{at:?}: KEYIDX {last} -> {keyidx} (keyframe start: {})",
+                            start && *is_key
+                        );
+                    }
+                    log.last_keyidx = Some(keyidx);
                     log.last_layer = Some(*layer);
                     log.per_layer[usize::from(*layer)] += 1;
                 }
@@ -503,24 +552,25 @@ impl Sim {
     }
 }
 
-/// A VP8 payload: descriptor with a 15-bit picture id, TL0PICIDX and TID; a frame header
-/// (with the 9d 01 2a start code and a size on keyframes); then the sender and layer.
+/// A VP8 payload: descriptor with a 15-bit picture id, TL0PICIDX, TID and KEYIDX; a frame
+/// header (with the 9d 01 2a start code and a size on keyframes); then the sender and
+/// layer. Browsers leave KEYIDX out; other encoders send it, and the router rewrites it.
 pub fn vp8_payload(
     start: bool,
     key: bool,
     pid: u16,
-    tl0: u8,
+    (tl0, keyidx): (u8, u8),
     (tid, sync): (u8, bool),
     sender: EndpointId,
     layer: u8,
 ) -> Vec<u8> {
     let mut p = vec![
         0x80 | if start { 0x10 } else { 0 },
-        0xe0,
+        0xf0,
         0x80 | (pid >> 8) as u8,
         pid as u8,
         tl0,
-        (tid << 6) | if sync { 0x20 } else { 0 },
+        (tid << 6) | if sync { 0x20 } else { 0 } | (keyidx & 0x1f),
     ];
     if start {
         p.extend_from_slice(&[if key { 0x10 } else { 0x11 }, 0x02, 0x00]);
