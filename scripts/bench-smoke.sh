@@ -38,4 +38,21 @@ print('smoke run: %d forwarded packets/s, %.1f us server CPU per forwarded packe
     r['headline']['forwarded_per_second'], r['headline']['cpu_us_per_forwarded_packet']))
 "
 grep -q '<polyline' "$out/report.svg"
+
+# A 5x5 grid page, in a room with a name a person could open: every tile is small, so
+# viewers receive only the low camera layer. (Publishers are told to pause the upper
+# layers 3 s after the last viewer stops receiving them, inside this short window; the
+# pausing itself is tested in ting-media and in the browser.)
+"$bin/ting-bench" meeting --target "$url" --participants 4 --duration 5 --ramp 20 \
+  --layout grid --video-slots 25 --room smoke-grid --speaking 0.5 --max-loss 1 \
+  -q --json "$out/grid.json"
+python3 -c "
+import json
+r = json.load(open('$out/grid.json'))
+assert r['joins']['succeeded'] == 4, r['joins']
+assert r['options']['layout'] == 'grid', r['options']
+low, mid, top = r['window']['received_layer_packets']
+assert low > 0 and mid == 0 and top == 0, ('grid tiles got upper layers', low, mid, top)
+print('grid smoke run: received camera layers %d / %d / %d' % (low, mid, top))
+"
 echo "report and plot in $out/"
