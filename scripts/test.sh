@@ -25,7 +25,8 @@
 #      must show no connection or send anywhere but to its clients (scripts/no-egress.sh);
 #   6. a short ting-bench run against a real ting (report and plot included), and a meeting
 #      of 100 simulated participants against a release build for 20 s, which fails on a
-#      missing join or media, or loss above 0.5 %.
+#      missing join or media, loss above 0.5 %, or more than a quarter of the publishers
+#      still sending a camera layer at the end (pausing).
 # It installs what the tests need when it is missing (Debian's chromium, strace, iproute2,
 # python3-venv and GStreamer with webrtcbin, playwright-core from npm, aiortc from PyPI
 # into tests/interop/.venv,
@@ -129,5 +130,15 @@ python3 scripts/ab-stats.py --self-test
 
 step "ting-bench: a meeting of 100 (release build, 20 s)"
 scripts/bench-meeting.sh 100 20
+# Pausing, end to end: in speaker view (one large tile, nine thumbnails) each layer is
+# wanted from a few publishers only; the rest must have been told to stop sending it.
+python3 -c "
+import json
+r = json.load(open('target/bench-meeting/report.json'))
+n, sending = r['camera_publishers'], r['camera_layers_sending_at_end']
+assert n == 100, r['camera_publishers']
+assert all(k <= n // 4 for k in sending), ('layers nobody watches still sent upstream', sending, n)
+print('publishers sending camera layers at the end (low / mid / top): %d / %d / %d of %d' % (*sending, n))
+"
 
 step "all tests passed"

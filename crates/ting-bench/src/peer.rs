@@ -206,6 +206,11 @@ pub struct PeerStats {
     pub speaker_known_after_ms: Option<u64>,
     /// Camera packets and bytes sent per simulcast layer.
     pub sent_layers: [Flow; 3],
+    /// The camera layers this participant sends now, lowest first: false for a layer it
+    /// does not publish and for one the server asked it to pause (`send_layers`).
+    pub camera_layers_on: [bool; 3],
+    /// How many camera layers this participant publishes (0: no camera).
+    pub camera_layers: u8,
     /// Received packets whose payload was decrypted and checked.
     pub sampled: u64,
     /// Headers the connection did not account for (their stream had changed); such
@@ -383,7 +388,7 @@ impl SimPeer {
         let (offer, pending) = api
             .apply()
             .ok_or(PeerError::NoStream("an offer (nothing to negotiate)"))?;
-        let peer = SimPeer {
+        let mut peer = SimPeer {
             stats: PeerStats {
                 id: cfg.id,
                 slots,
@@ -416,6 +421,7 @@ impl SimPeer {
             received: 0,
             directory: Vec::new(),
         };
+        peer.note_camera_layers();
         Ok((
             peer,
             Offer {
@@ -846,6 +852,7 @@ impl SimPeer {
                     }
                     t.active = on;
                 }
+                self.note_camera_layers();
             }
             ServerMsg::ActiveSpeaker {
                 participant: Some(_),
@@ -855,6 +862,18 @@ impl SimPeer {
             ServerMsg::Error(e) => self.stats.errors.push(e.message.clone()),
             _ => {}
         }
+    }
+
+    /// Records which camera layers are being sent, for the report.
+    fn note_camera_layers(&mut self) {
+        let mut on = [false; 3];
+        let mut layers = 0;
+        for t in self.tx.iter().filter(|t| t.kind == StreamKind::Video) {
+            on[usize::from(t.layer.min(2))] |= t.active;
+            layers += 1;
+        }
+        self.stats.camera_layers_on = on;
+        self.stats.camera_layers = layers;
     }
 
     /// The simulated id of a room participant, if it is one of ours.
@@ -1194,5 +1213,50 @@ impl SimPeer {
                 s.unstamped += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(layers: usize, honour: bool) -> SimPeer {
+        let mut cfg = SimPeerConfig::new(7);
+        cfg.video_bps = [150_000, 500_000, 1_500_000][..layers].to_vec();
+        cfg.honour_send_layers = honour;
+        let local = "127.0.0.1:40000".parse().unwrap();
+        SimPeer::new(cfg, local, Instant::now()).unwrap().0
+    }
+
+    fn send_layers(source: ting_proto::Source, active: &[bool]) -> ServerMsg {
+        ServerMsg::SendLayers {
+            source,
+            active: active.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_camera_layers_sent_follow_send_layers() {
+        use ting_proto::Source;
+        let mut p = publisher(3, true);
+        assert_eq!(p.stats().camera_layers, 3);
+        assert_eq!(p.stats().camera_layers_on, [true, true, true]);
+        p.handle_signal(&send_layers(Source::Camera, &[true, false, false]));
+        assert_eq!(p.stats().camera_layers_on, [true, false, false]);
+        // Another source's pause leaves the camera alone.
+        p.handle_signal(&send_layers(Source::Screen, &[false]));
+        assert_eq!(p.stats().camera_layers_on, [true, false, false]);
+        p.handle_signal(&send_layers(Source::Camera, &[false, false, true]));
+        assert_eq!(p.stats().camera_layers_on, [false, false, true]);
+
+        // A publisher that ignores pausing (`--no-pause`) keeps sending everything.
+        let mut deaf = publisher(3, false);
+        deaf.handle_signal(&send_layers(Source::Camera, &[false, false, false]));
+        assert_eq!(deaf.stats().camera_layers_on, [true, true, true]);
+
+        // One layer: only the lowest exists.
+        let single = publisher(1, true);
+        assert_eq!(single.stats().camera_layers, 1);
+        assert_eq!(single.stats().camera_layers_on, [true, false, false]);
     }
 }

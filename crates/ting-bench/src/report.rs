@@ -449,6 +449,10 @@ pub struct Report {
     pub options: serde_json::Value,
     pub joins: Joins,
     pub window: Totals,
+    /// Participants publishing a camera, and how many of them send each camera layer
+    /// (lowest first) at the end of the window: what pausing left flowing upstream.
+    pub camera_publishers: usize,
+    pub camera_layers_sending_at_end: [usize; 3],
     pub loss_ratio: f64,
     /// One-way latency, sender to receiver through the server, ms.
     pub latency_ms: Percentiles,
@@ -467,6 +471,22 @@ pub struct Report {
     pub series: Vec<Point>,
     /// Why the run failed, if it did (the exit code is then non-zero).
     pub failures: Vec<String>,
+}
+
+/// How many peers publish a camera, and how many send each of its layers now.
+pub fn camera_layer_senders(peers: &[PeerStats]) -> (usize, [usize; 3]) {
+    let mut sending = [0; 3];
+    let mut publishers = 0;
+    for p in peers {
+        if p.camera_layers == 0 {
+            continue;
+        }
+        publishers += 1;
+        for (n, &on) in sending.iter_mut().zip(&p.camera_layers_on) {
+            *n += usize::from(on);
+        }
+    }
+    (publishers, sending)
 }
 
 fn rate(n: u64, s: f64) -> String {
@@ -610,10 +630,14 @@ impl Report {
         line(
             "layers",
             format!(
-                "camera pkt/s by layer (low / mid / top): sent {} ({:.1} Mbit/s) | received {}",
+                "camera pkt/s by layer (low / mid / top): sent {} ({:.1} Mbit/s) | received {} | publishers sending at the end {} / {} / {} of {}",
                 per(&w.sent_layer_packets),
                 w.sent_layer_bytes.iter().sum::<u64>() as f64 * 8.0 / s / 1e6,
-                per(&w.received_layer_packets)
+                per(&w.received_layer_packets),
+                self.camera_layers_sending_at_end[0],
+                self.camera_layers_sending_at_end[1],
+                self.camera_layers_sending_at_end[2],
+                self.camera_publishers,
             ),
         );
         line(
@@ -768,6 +792,35 @@ mod tests {
         assert_eq!(
             idle.harness_line(),
             "cpu 0.00 s (0 % of a core, 0 % of it in the kernel)"
+        );
+    }
+
+    #[test]
+    fn layers_sending_at_the_end_count_camera_publishers_only() {
+        let with = |layers: u8, on: [bool; 3]| PeerStats {
+            camera_layers: layers,
+            camera_layers_on: on,
+            ..Default::default()
+        };
+        let peers = [
+            with(3, [true, true, true]),
+            with(3, [true, false, false]),
+            with(3, [false, false, false]),
+            with(1, [true, false, false]),
+            // Audio only: not a camera publisher, whatever else it says.
+            with(0, [false; 3]),
+        ];
+        assert_eq!(camera_layer_senders(&peers), (4, [3, 1, 1]));
+        let r = Report {
+            camera_publishers: 4,
+            camera_layers_sending_at_end: [3, 1, 1],
+            ..Default::default()
+        };
+        assert!(
+            r.summary()
+                .contains("publishers sending at the end 3 / 1 / 1 of 4"),
+            "{}",
+            r.summary()
         );
     }
 

@@ -584,6 +584,10 @@ pub async fn run(opts: BenchOptions) -> Report {
         .since(&totals0)
         .with_window_loss(&snap_end.peers, &marks0);
     report.window = totals;
+    (
+        report.camera_publishers,
+        report.camera_layers_sending_at_end,
+    ) = report::camera_layer_senders(&snap_end.peers);
     report.loss_ratio = totals.loss_ratio();
     report.latency_ms = Percentiles::of_histogram(&snap_end.latency.since(&snap0.latency));
     let harness_cpu = own_cpu().since(harness0);
