@@ -32,7 +32,7 @@ def run_figures(path):
     server = r.get("server") or {}
     harness = r.get("harness_cpu_us_per_received_packet")
     return (us, server.get("cpu_percent", 0.0), 100.0 * r.get("loss_ratio", 0.0),
-            (harness / us) if harness else None)
+            (harness / us) if harness else None, server.get("rss_end_bytes", 0) / 1e6)
 
 
 def compare(runs):
@@ -43,7 +43,8 @@ def compare(runs):
         def show(x):
             if isinstance(x, str):
                 return x
-            return f"{x[0]:.2f} µs/forward, {x[1]:.0f} % of a core, loss {x[2]:.3f} %"
+            return (f"{x[0]:.2f} µs/forward, {x[1]:.0f} % of a core, loss {x[2]:.3f} %, "
+                    f"RSS {x[4]:.0f} MB")
         line = f"pair {k}: A {show(a)} | B {show(b)}"
         if not isinstance(a, str) and not isinstance(b, str):
             ratios.append(b[0] / a[0])
@@ -63,10 +64,11 @@ def verdict(ratios, pairs):
 
 
 def self_test():
-    ok = (10.0, 80.0, 0.0, 0.8)
-    lines, ratios = compare([(ok, (9.0, 72.0, 0.0, 0.8)), (ok, (11.0, 88.0, 0.0, 0.8)),
-                             (ok, (9.5, 76.0, 0.0, 0.8))])
+    ok = (10.0, 80.0, 0.0, 0.8, 250.0)
+    lines, ratios = compare([(ok, (9.0, 72.0, 0.0, 0.8, 240.0)), (ok, (11.0, 88.0, 0.0, 0.8, 1)),
+                             (ok, (9.5, 76.0, 0.0, 0.8, 1))])
     assert ratios == [0.9, 1.1, 0.95], ratios
+    assert "RSS 250 MB" in lines[0] and "RSS 240 MB" in lines[0], lines
     code, text = verdict(ratios, 3)
     assert code == 0 and "median 0.950" in text and "cheaper in 2 of them" in text, text
     # A run that died is reported with its reason and leaves its pair out.
@@ -87,10 +89,11 @@ def self_test():
         assert run_figures(p).startswith("failed: loss 12 %")
         assert run_figures(os.path.join(d, "none.json")).startswith("no report")
         with open(p, "w") as f:
-            json.dump({"failures": [], "loss_ratio": 0.001, "server": {"cpu_percent": 70.0},
+            json.dump({"failures": [], "loss_ratio": 0.001,
+                       "server": {"cpu_percent": 70.0, "rss_end_bytes": 300e6},
                        "harness_cpu_us_per_received_packet": 4.0,
                        "headline": {"cpu_us_per_forwarded_packet": 8.0}}, f)
-        assert run_figures(p) == (8.0, 70.0, 0.1, 0.5), run_figures(p)
+        assert run_figures(p) == (8.0, 70.0, 0.1, 0.5, 300.0), run_figures(p)
     print("ab-stats self-test passed")
 
 

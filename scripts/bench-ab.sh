@@ -7,8 +7,8 @@
 #
 # Usage: scripts/bench-ab.sh TING_A TING_B [pairs] [participants] [more ting-bench options…]
 #   e.g. scripts/bench-ab.sh /tmp/ting-before target/release/ting 6 150 --layout speaker
-# Defaults: 4 pairs of 150 participants, speaker layout, 20 s after a 20 s ramp (about six
-# minutes). Exits 1 when fewer than half of the pairs ran cleanly.
+# Defaults: 4 pairs of 150 participants, speaker layout with 10 video slots (grid:
+# `--layout grid --video-slots 25`), 20 s after a 20 s ramp (about six minutes). Exits 1 when fewer than half of the pairs ran cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
@@ -43,8 +43,10 @@ run() { # run NAME BINARY [ting-bench options…]
     kill $ting 2>/dev/null || true; wait $ting 2>/dev/null || true
     return
   fi
+  local slots=(--video-slots 10)
+  [[ " $* " == *" --video-slots "* ]] && slots=()
   "${bench_cpu[@]}" target/release/ting-bench meeting --target "$url" \
-    --participants "$participants" --duration 20 --ramp 20 --video-slots 10 \
+    --participants "$participants" --duration 20 --ramp 20 "${slots[@]}" \
     --sample-every 32 --screen -q --json "$out/$name.json" "$@" >"$out/$name.txt" 2>&1 || true
   echo "$name: $(grep -h HEADLINE "$out/$name.txt" || echo "no headline (see $out/$name.txt)")"
   kill $ting 2>/dev/null || true; wait $ting 2>/dev/null || true

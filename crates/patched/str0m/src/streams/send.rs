@@ -789,7 +789,6 @@ impl StreamTx {
             }
         };
 
-
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
             let queued_at = match next.kind {
@@ -896,23 +895,19 @@ impl StreamTx {
         let seq_no = loop {
             let resend = self.resends.pop_front()?;
 
-            let pkt = self.rtx_cache.get_cached_packet_by_seq_no(resend.seq_no);
-
             // The seq_no could simply be too old to exist in the buffer, in which
-            // case we will not do a resend.
-            let Some(pkt) = pkt else {
-                continue;
-            };
-
-            // Cached packets must be nackable. This is ensured before adding the
-            // entry to the self.rtx_cache.
-            assert!(pkt.nackable);
-
-            break pkt.seq_no;
+            // case we will not do a resend. (ting patch: asked without rebuilding the
+            // packet, which the cache keeps compact.)
+            if self.rtx_cache.cached_payload_len(resend.seq_no).is_some() {
+                break resend.seq_no;
+            }
         };
 
-        // Borrow checker gymnastics.
         let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+
+        // Cached packets must be nackable. This is ensured before adding the
+        // entry to the self.rtx_cache.
+        assert!(pkt.nackable);
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -1041,11 +1036,12 @@ impl StreamTx {
         use RtcpFb::*;
         match fb {
             ReceptionReport(r) => {
-                if let Some(rtx_ssrc) = self.rtx {
-                    if rtx_ssrc == r.ssrc {
-                        // Receiver has bound MidRid to RTX SSRC
-                        self.remote_acked_rtx_ssrc = true;
-                    }
+                // ting patch: a report on the main SSRC acks it whether or not the stream
+                // has an RTX SSRC (it used to ack only streams without one, so those with
+                // RTX carried their MID and RID in every packet for good).
+                if self.rtx == Some(r.ssrc) {
+                    // Receiver has bound MidRid to RTX SSRC
+                    self.remote_acked_rtx_ssrc = true;
                 } else if r.ssrc == self.ssrc {
                     // Receiver has bound MidRid to SSRC
                     self.remote_acked_ssrc = true;
@@ -1086,7 +1082,7 @@ impl StreamTx {
 
         // Schedule all resends. They will be handled on next poll_packet
         for seq_no in iter {
-            let Some(packet) = self.rtx_cache.get_cached_packet_by_seq_no(seq_no) else {
+            let Some(payload_size) = self.rtx_cache.cached_payload_len(seq_no) else {
                 // Packet was not available in RTX cache, it has probably expired.
                 continue;
             };
@@ -1094,7 +1090,7 @@ impl StreamTx {
             let resend = Resend {
                 seq_no,
                 queued_at: now,
-                payload_size: packet.payload.len(),
+                payload_size,
             };
             self.resends.push_back(resend);
         }
@@ -1427,6 +1423,34 @@ struct Resend {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn reception_reports_ack_the_main_and_the_rtx_ssrc() {
+        let now = Instant::now();
+        let report = |ssrc: u32| {
+            RtcpFb::ReceptionReport(crate::rtp_::ReceptionReport {
+                ssrc: ssrc.into(),
+                fraction_lost: 0,
+                packets_lost: 0,
+                max_seq: 0,
+                jitter: 0,
+                last_sr_time: 0,
+                last_sr_delay: 0,
+            })
+        };
+        for rtx in [None, Some(44.into())] {
+            let mut stream = StreamTx::new(42.into(), rtx, MidRid("vid".into(), None), false, 1200);
+            stream.handle_rtcp(now, report(7));
+            assert!(!stream.remote_acked_ssrc && !stream.remote_acked_rtx_ssrc);
+            stream.handle_rtcp(now, report(42));
+            assert!(stream.remote_acked_ssrc, "rtx {rtx:?}");
+            assert!(!stream.remote_acked_rtx_ssrc);
+            if rtx.is_some() {
+                stream.handle_rtcp(now, report(44));
+                assert!(stream.remote_acked_rtx_ssrc);
+            }
+        }
+    }
 
     #[test]
     fn regular_padding_does_not_search_probe_negotiation() {
