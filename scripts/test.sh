@@ -3,7 +3,7 @@
 #   1. the gate: formatting and clippy with warnings as errors;
 #   2. the Rust tests: unit tests, the virtual-time meeting of 50, the end-to-end tests
 #      against a real server over loopback UDP;
-#   3. str0m's and dimpl's own unit tests, run against the patched copies in
+#   3. str0m's, dimpl's and tungstenite's own unit tests, run against the patched copies in
 #      crates/patched/;
 #   4. the browser tests in headless Chromium through the real web client: three pages
 #      meet (meeting), four pages with simulcast get the layers their tiles call for and
@@ -101,6 +101,9 @@ scripts/test-str0m.sh
 
 step "dimpl's own unit tests against the patched copy"
 scripts/test-dimpl.sh
+
+step "tungstenite's own unit tests against the patched copy"
+scripts/test-tungstenite.sh
 
 step "end-to-end encryption: the web client's frame format and key exchange (Node)"
 node --test tests/browser/e2ee-frame.test.mjs
