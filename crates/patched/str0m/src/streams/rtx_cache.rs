@@ -31,6 +31,9 @@ pub(crate) struct RtxCache {
     // ting patch: the MID and RID the stream's packets carry until the receiver has bound
     // its SSRC, kept once instead of in every cached packet.
     mid_rid: Option<MidRid>,
+
+    // ting patch: what the scratch packet holds between resends (see `release_rebuilt`).
+    no_payload: Arc<[u8]>,
 }
 
 type MidRid = (Option<Mid>, Option<Rid>);
@@ -109,15 +112,30 @@ impl CachedHeader {
         let pair = (h.ext_vals.mid, h.ext_vals.rid);
         let mid_rid = pair != (None, None);
         let mid_rid_known = !mid_rid || *known.get_or_insert(pair) == pair;
+        // Every field named here too: a field added to `RtpHeader` must be decided here.
+        let RtpHeader {
+            version,
+            has_padding,
+            has_extension,
+            csrc_count,
+            marker: _,
+            payload_type: _,
+            sequence_number,
+            timestamp: _,
+            ssrc: _,
+            csrc,
+            ext_vals: _,
+            header_len,
+        } = &h;
         let plain = plain_ext
             && mid_rid_known
-            && h.version == d.version
-            && h.has_padding == d.has_padding
-            && h.has_extension == d.has_extension
-            && h.csrc_count == d.csrc_count
-            && h.csrc == d.csrc
-            && h.header_len == d.header_len
-            && h.sequence_number == *seq_no as u16;
+            && *version == d.version
+            && *has_padding == d.has_padding
+            && *has_extension == d.has_extension
+            && *csrc_count == d.csrc_count
+            && *csrc == d.csrc
+            && *header_len == d.header_len
+            && *sequence_number == *seq_no as u16;
         if !plain {
             return CachedHeader::Full(Box::new(h));
         }
@@ -210,6 +228,7 @@ impl RtxCache {
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
             scratch: None,
             mid_rid: None,
+            no_payload: Arc::from(&[][..]),
         }
     }
 
@@ -240,6 +259,14 @@ impl RtxCache {
             .get_or_insert_with(|| Box::new(RtpPacket::blank()));
         cached.rebuild_into(scratch, self.mid_rid);
         Some(scratch)
+    }
+
+    /// Lets go of the payload of the packet last rebuilt, once it has been sent: it
+    /// would otherwise stay alive after the cache let go of it.
+    pub fn release_rebuilt(&mut self) {
+        if let Some(scratch) = &mut self.scratch {
+            scratch.payload = self.no_payload.clone();
+        }
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
@@ -427,7 +454,8 @@ mod test {
         let mut variants = vec![first, sent(now, 69_999), sent(now, 70_000)];
         // The MID without that RID.
         variants[1].header.ext_vals.mid = Some("1".into());
-        // Beyond the compact form: a CSRC, a MID, other extension values, padding.
+        // Beyond the compact form: a CSRC, another MID and RID, other extension values,
+        // other header fields.
         let mut p = sent(now, 70_001);
         p.header.csrc_count = 1;
         p.header.csrc[0] = 5;
@@ -442,6 +470,24 @@ mod test {
         variants.push(p);
         let mut p = sent(now, 70_004);
         p.header.sequence_number = 3;
+        variants.push(p);
+        let mut p = sent(now, 70_006);
+        p.header.has_padding = true;
+        variants.push(p);
+        let mut p = sent(now, 70_007);
+        p.header.has_extension = false;
+        variants.push(p);
+        let mut p = sent(now, 70_008);
+        p.header.header_len = 24;
+        variants.push(p);
+        let mut p = sent(now, 70_009);
+        p.header.ext_vals.rid_repair = Some("r".into());
+        variants.push(p);
+        let mut p = sent(now, 70_010);
+        p.header.ext_vals.transport_cc = Some(9);
+        variants.push(p);
+        let mut p = sent(now, 70_011);
+        p.header.version = 1;
         variants.push(p);
         let mut p = sent(now, 70_005);
         p.header.ext_vals.user_values.set(5_u8);
@@ -464,6 +510,12 @@ mod test {
             assert_eq!(got.vp8_patch, p.vp8_patch);
             assert_eq!(got.timestamp, p.timestamp);
         }
+        // Its payload is let go once sent, and comes back with the next lookup.
+        let seq = variants[2].seq_no;
+        cache.get_cached_packet_by_seq_no(seq).unwrap();
+        cache.release_rebuilt();
+        assert!(cache.scratch.as_ref().unwrap().payload.is_empty());
+        assert_eq!(cache.get_cached_packet_by_seq_no(seq).unwrap(), &variants[2]);
         // Changing what was looked up does not change the cache.
         let seq = variants[0].seq_no;
         cache

@@ -835,6 +835,10 @@ impl StreamTx {
             if pkt.nackable {
                 self.rtx_cache.cache_sent_packet(pkt, now);
             }
+        } else {
+            // ting patch: a resend or spurious padding was rebuilt from the cache; its
+            // payload is written out.
+            self.rtx_cache.release_rebuilt();
         }
 
         Some(PacketReceipt {
@@ -1424,6 +1428,8 @@ struct Resend {
 mod test {
     use super::*;
 
+    // (A report on the RTX SSRC never gets here: `Session::handle_rtcp` finds send streams
+    // by their main SSRC. So resends and padding keep their MID and RID.)
     #[test]
     fn reception_reports_ack_the_main_and_the_rtx_ssrc() {
         let now = Instant::now();

@@ -234,13 +234,16 @@ impl FrameCodec {
         Ok(Some(frame))
     }
 
-    /// ting patch: once a frame larger than the read size has been split off and nothing
-    /// is left to read, start a fresh buffer of the read size. The remaining (empty)
-    /// buffer shares the large frame's allocation, and kept it, and so the memory of the
-    /// largest frame a connection ever sent, for the connection's life.
+    /// ting patch: once a frame larger than the read size has been split off, start a
+    /// fresh buffer of the read size with what was read after it (at most a read's worth).
+    /// The rest of the buffer shares the large frame's allocation, and kept it, and so the
+    /// memory of the largest frame a connection ever sent, for the connection's life.
     fn release_large_in_buffer(&mut self, frame_len: usize) {
-        if self.in_buffer.is_empty() && frame_len > self.in_buf_max_read {
-            self.in_buffer = BytesMut::with_capacity(self.in_buf_max_read);
+        let rest = self.in_buffer.len();
+        if frame_len > self.in_buf_max_read && rest <= self.in_buf_max_read {
+            let mut fresh = BytesMut::with_capacity(self.in_buf_max_read + rest);
+            fresh.extend_from_slice(&self.in_buffer);
+            self.in_buffer = fresh;
         }
     }
 
@@ -360,6 +363,8 @@ mod tests {
         let mut raw = Vec::new();
         let binary = |data: Vec<u8>| Frame::message(data, OpCode::Data(Data::Binary), true);
         binary(big.clone()).format_into_buf(&mut raw).unwrap();
+        // A small frame right behind it, read together with the large frame's end.
+        Frame::pong(vec![1, 2, 3]).format_into_buf(&mut raw).unwrap();
         let mut stream = Cursor::new(raw);
         let mut codec = FrameCodec::new(8 * 1024);
         let frame = codec.read_frame(&mut stream, None, false, true).unwrap().unwrap();
@@ -370,11 +375,11 @@ mod tests {
         let after_frame = payload.as_ptr() as usize + payload.len();
         assert_ne!(codec.in_buffer.as_ptr() as usize, after_frame);
         assert!(codec.in_buffer.capacity() <= 16 * 1024, "{}", codec.in_buffer.capacity());
-        // What comes next is read as before.
-        let mut raw = Vec::new();
-        Frame::pong(vec![1, 2, 3]).format_into_buf(&mut raw).unwrap();
-        let pong = codec.read_frame(&mut Cursor::new(raw), None, false, true).unwrap().unwrap();
+        // What was read after it is kept.
+        assert!(!codec.in_buffer.is_empty());
+        let pong = codec.read_frame(&mut stream, None, false, true).unwrap().unwrap();
         assert_eq!(pong.into_payload(), &[1, 2, 3][..]);
+        assert!(codec.read_frame(&mut stream, None, false, true).unwrap().is_none());
 
         // Written: the buffer goes back to its small size once it is out.
         let mut out = Vec::new();
