@@ -231,6 +231,9 @@ pub struct ServerSample {
     /// count), if it has one.
     #[serde(skip)]
     pub internal_latency: Vec<(f64, u64)>,
+    /// The same for audio packets alone, if it has one.
+    #[serde(skip)]
+    pub internal_audio_latency: Vec<(f64, u64)>,
     /// Its timeout passes over connections so far, by cause (ting's
     /// `ting_connection_ticks_total`), if it counts them.
     #[serde(skip)]
@@ -379,6 +382,8 @@ pub struct ServerFigures {
     pub forwarded_packets: Option<u64>,
     /// Time inside the server per forwarded packet (its own histogram), when it reports one.
     pub internal_latency_ms: Option<Percentiles>,
+    /// The same for audio packets alone, when it reports that.
+    pub internal_audio_latency_ms: Option<Percentiles>,
     /// Timeout passes over connections per second of the window, by cause, largest first
     /// (empty when the server does not count them).
     pub passes_per_second: Vec<(String, f64)>,
@@ -677,9 +682,12 @@ impl Report {
             format!("{} layer, {} source", w.layer_switches, w.source_switches),
         );
         if let Some(sv) = &self.server {
+            let audio = sv.internal_audio_latency_ms.map_or(String::new(), |p| {
+                format!(" (audio p50 {:.3} ms p99 {:.3} ms)", p.p50, p.p99)
+            });
             let internal = sv.internal_latency_ms.map_or(String::new(), |p| {
                 format!(
-                    ", inside the server p50 {:.3} ms p99 {:.3} ms",
+                    ", inside the server p50 {:.3} ms p99 {:.3} ms{audio}",
                     p.p50, p.p99
                 )
             });

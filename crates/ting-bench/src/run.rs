@@ -601,16 +601,20 @@ pub async fn run(opts: BenchOptions) -> Report {
     let server_cpu = match (&server_end, &server0) {
         (Some(a), Some(b)) => {
             let cpu = a.cpu_seconds - b.cpu_seconds;
-            let internal = (!a.internal_latency.is_empty()).then(|| {
-                let d = report::bucket_delta(&a.internal_latency, &b.internal_latency);
-                Percentiles {
-                    p50: report::bucket_quantile_ms(&d, 0.50).unwrap_or(0.0),
-                    p95: report::bucket_quantile_ms(&d, 0.95).unwrap_or(0.0),
-                    p99: report::bucket_quantile_ms(&d, 0.99).unwrap_or(0.0),
-                    max: report::bucket_quantile_ms(&d, 1.0).unwrap_or(0.0),
-                    mean: 0.0,
-                }
-            });
+            let window_of = |end: &[(f64, u64)], start: &[(f64, u64)]| {
+                (!end.is_empty()).then(|| {
+                    let d = report::bucket_delta(end, start);
+                    Percentiles {
+                        p50: report::bucket_quantile_ms(&d, 0.50).unwrap_or(0.0),
+                        p95: report::bucket_quantile_ms(&d, 0.95).unwrap_or(0.0),
+                        p99: report::bucket_quantile_ms(&d, 0.99).unwrap_or(0.0),
+                        max: report::bucket_quantile_ms(&d, 1.0).unwrap_or(0.0),
+                        mean: 0.0,
+                    }
+                })
+            };
+            let internal = window_of(&a.internal_latency, &b.internal_latency);
+            let internal_audio = window_of(&a.internal_audio_latency, &b.internal_audio_latency);
             report.server = Some(ServerFigures {
                 cpu_seconds: cpu,
                 cpu_percent: cpu / window.max(1e-6) * 100.0,
@@ -621,6 +625,7 @@ pub async fn run(opts: BenchOptions) -> Report {
                     .zip(b.forwarded)
                     .map(|(x, y)| x.saturating_sub(y)),
                 internal_latency_ms: internal,
+                internal_audio_latency_ms: internal_audio,
                 passes_per_second: report::passes_per_second(&a.ticks, &b.ticks, window),
                 load_sheds: a
                     .load_sheds

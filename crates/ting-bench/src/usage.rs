@@ -77,18 +77,27 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             stale = v as u64;
         } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
         {
-            let le = rest.trim_end_matches("\"}");
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap_or(f64::INFINITY)
-            };
-            s.internal_latency.push((le, v as u64));
+            s.internal_latency.push((bucket_bound(rest), v as u64));
+        } else if let Some(rest) =
+            name.strip_prefix("ting_audio_forwarding_latency_seconds_bucket{le=\"")
+        {
+            s.internal_audio_latency
+                .push((bucket_bound(rest), v as u64));
         }
     }
     // Written to a subscriber and dropped unsent as too old is not forwarded.
     s.forwarded = forwarded.map(|f| f.saturating_sub(stale));
     s
+}
+
+/// The upper bound of a histogram bucket from the rest of its line after `le="`.
+fn bucket_bound(rest: &str) -> f64 {
+    let le = rest.trim_end_matches("\"}");
+    if le == "+Inf" {
+        f64::INFINITY
+    } else {
+        le.parse().unwrap_or(f64::INFINITY)
+    }
 }
 
 /// CPU time of a process, all threads, in seconds.
@@ -163,13 +172,19 @@ mod tests {
             ting_media_load_sheds_total 3\n\
             ting_media_workers_shedding 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
-            ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n";
+            ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n\
+            ting_audio_forwarding_latency_seconds_bucket{le=\"0.001\"} 2\n\
+            ting_audio_forwarding_latency_seconds_bucket{le=\"+Inf\"} 3\n";
         let s = parse_metrics(text);
         assert_eq!(s.cpu_seconds, 12.5);
         assert_eq!(s.rss_bytes, 1000);
         assert_eq!((s.load_sheds, s.shedding_workers), (Some(3), Some(1)));
         assert_eq!(s.forwarded, Some(42));
         assert_eq!(s.internal_latency, vec![(1e-6, 1), (f64::INFINITY, 5)]);
+        assert_eq!(
+            s.internal_audio_latency,
+            vec![(0.001, 2), (f64::INFINITY, 3)]
+        );
         assert_eq!(
             s.ticks,
             vec![("written".to_string(), 6), ("nack".to_string(), 0)]

@@ -191,9 +191,10 @@ pub struct WorkerStats {
     /// subscriber's send queue for its connection's next timeout pass.
     pub forwarded_deferred: [u64; 2],
     pub drops: [u64; DropReason::ALL.len()],
-    pub latency_buckets: [u64; BUCKETS],
-    pub latency_sum_ns: u64,
-    pub latency_count: u64,
+    /// Forwarding latency by [`KindIndex`].
+    pub latency_buckets: [[u64; BUCKETS]; 2],
+    pub latency_sum_ns: [u64; 2],
+    pub latency_count: [u64; 2],
     pub connections: u64,
     /// Of those, how many were poor and how many lost at the last quality sample.
     pub poor_connections: u64,
@@ -219,15 +220,16 @@ impl WorkerStats {
         self.drops[reason as usize] += n;
     }
 
-    /// Records one forwarded packet's time inside the server.
-    pub fn observe_latency(&mut self, ns: u64) {
+    /// Records one forwarded packet's time inside the server, by kind.
+    pub fn observe_latency(&mut self, kind: KindIndex, ns: u64) {
         let i = LATENCY_BOUNDS_NS
             .iter()
             .position(|b| ns <= *b)
             .unwrap_or(BUCKETS - 1);
-        self.latency_buckets[i] += 1;
-        self.latency_sum_ns += ns;
-        self.latency_count += 1;
+        let k = kind.min(1);
+        self.latency_buckets[k][i] += 1;
+        self.latency_sum_ns[k] += ns;
+        self.latency_count[k] += 1;
     }
 }
 
@@ -250,9 +252,9 @@ atomics! {
     forwarded_bytes: [AtomicU64; 2],
     forwarded_deferred: [AtomicU64; 2],
     drops: [AtomicU64; DropReason::ALL.len()],
-    latency_buckets: [AtomicU64; BUCKETS],
-    latency_sum_ns: AtomicU64,
-    latency_count: AtomicU64,
+    latency_buckets: [[AtomicU64; BUCKETS]; 2],
+    latency_sum_ns: [AtomicU64; 2],
+    latency_count: [AtomicU64; 2],
     connections: AtomicU64,
     poor_connections: AtomicU64,
     lost_connections: AtomicU64,
@@ -282,9 +284,11 @@ impl WorkerCounters {
         store(&self.forwarded_bytes, &s.forwarded_bytes);
         store(&self.forwarded_deferred, &s.forwarded_deferred);
         store(&self.drops, &s.drops);
-        store(&self.latency_buckets, &s.latency_buckets);
-        self.latency_sum_ns.store(s.latency_sum_ns, Relaxed);
-        self.latency_count.store(s.latency_count, Relaxed);
+        for (d, s) in self.latency_buckets.iter().zip(&s.latency_buckets) {
+            store(d, s);
+        }
+        store(&self.latency_sum_ns, &s.latency_sum_ns);
+        store(&self.latency_count, &s.latency_count);
         self.connections.store(s.connections, Relaxed);
         self.poor_connections.store(s.poor_connections, Relaxed);
         self.lost_connections.store(s.lost_connections, Relaxed);
@@ -733,23 +737,46 @@ impl Collector for Scrape {
         )?;
 
         // Forwarding latency: received from the socket -> handed to the socket, per
-        // forwarded packet. The encoder takes per-bucket counts and accumulates them.
-        let mut buckets = Vec::with_capacity(BUCKETS);
-        for i in 0..BUCKETS {
-            let bound = LATENCY_BOUNDS_NS
-                .get(i)
-                .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
-            buckets.push((bound, m.sum(|w| &w.latency_buckets[i])));
+        // forwarded packet, of all media and of audio alone. The encoder takes per-bucket
+        // counts and accumulates them.
+        let histograms: [(&str, &str, &[KindIndex]); 2] = [
+            (
+                "ting_forwarding_latency_seconds",
+                "Time inside the server per forwarded packet: received from the socket to handed to the socket.",
+                &[0, 1],
+            ),
+            (
+                "ting_audio_forwarding_latency_seconds",
+                "Time inside the server per forwarded audio packet: received from the socket to handed to the socket.",
+                &[0],
+            ),
+        ];
+        for (name, help, kinds) in histograms {
+            let mut buckets = Vec::with_capacity(BUCKETS);
+            for i in 0..BUCKETS {
+                let bound = LATENCY_BOUNDS_NS
+                    .get(i)
+                    .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
+                let n = kinds
+                    .iter()
+                    .map(|&k| m.sum(|w| &w.latency_buckets[k][i]))
+                    .sum::<u64>();
+                buckets.push((bound, n));
+            }
+            let sum = kinds
+                .iter()
+                .map(|&k| m.sum(|w| &w.latency_sum_ns[k]))
+                .sum::<u64>() as f64
+                / 1e9;
+            let count = kinds
+                .iter()
+                .map(|&k| m.sum(|w| &w.latency_count[k]))
+                .sum::<u64>();
+            let mut h = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            h.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum, count, &buckets, None,
+            )?;
         }
-        let sum = m.sum(|w| &w.latency_sum_ns) as f64 / 1e9;
-        let count = m.sum(|w| &w.latency_count);
-        let mut h = e.encode_descriptor(
-            "ting_forwarding_latency_seconds",
-            "Time inside the server per forwarded packet: received from the socket to handed to the socket.",
-            None,
-            MetricType::Histogram,
-        )?;
-        h.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
 
         counter(
             &mut e,
@@ -861,14 +888,15 @@ mod tests {
             ..Default::default()
         };
         a.drop(DropReason::Malformed, 3);
-        a.observe_latency(40_000);
-        a.observe_latency(2_000_000);
+        a.observe_latency(1, 40_000);
+        a.observe_latency(0, 2_000_000);
         m.workers[0].publish(&a);
         let mut b = WorkerStats {
             datagrams_in: 7,
             ..Default::default()
         };
         b.forwarded[1] = 11;
+        b.observe_latency(0, 500_000);
         a.ticks[TickCause::Written as usize] = 4;
         b.ticks[TickCause::Written as usize] = 2;
         b.ticks[TickCause::TransportFeedback as usize] = 9;
@@ -896,20 +924,22 @@ mod tests {
             text.contains("ting_rtp_packets_forwarded_total{kind=\"video\"} 11"),
             "{text}"
         );
+        // All media (two workers, audio and video) and audio alone.
+        for line in [
+            "ting_forwarding_latency_seconds_count 3",
+            "ting_forwarding_latency_seconds_bucket{le=\"0.000056\"} 1",
+            "ting_forwarding_latency_seconds_bucket{le=\"0.00056\"} 2",
+            "ting_forwarding_latency_seconds_bucket{le=\"0.0018\"} 2",
+            "ting_forwarding_latency_seconds_bucket{le=\"0.0032\"} 3",
+            "ting_audio_forwarding_latency_seconds_count 2",
+            "ting_audio_forwarding_latency_seconds_bucket{le=\"0.000056\"} 0",
+            "ting_audio_forwarding_latency_seconds_bucket{le=\"0.00056\"} 1",
+            "ting_audio_forwarding_latency_seconds_bucket{le=\"0.0032\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
-            text.contains("ting_forwarding_latency_seconds_count 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ting_forwarding_latency_seconds_bucket{le=\"0.000056\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ting_forwarding_latency_seconds_bucket{le=\"0.0018\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 2"),
+            text.contains("ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 3"),
             "buckets are cumulative once, not twice: {text}"
         );
         assert!(text.contains("process_resident_memory_bytes"), "{text}");

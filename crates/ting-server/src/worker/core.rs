@@ -31,7 +31,7 @@ use super::{
     WorkerEvent, WorkerHandle, WorkerId,
 };
 use crate::metrics::{
-    DropReason, PUBLISH_INTERVAL, TickCause, WorkerCounters, WorkerStats, thread_cpu_ns,
+    DropReason, KindIndex, PUBLISH_INTERVAL, TickCause, WorkerCounters, WorkerStats, thread_cpu_ns,
 };
 use crate::udp;
 
@@ -109,7 +109,7 @@ pub struct MediaCore {
     slot_updates: Vec<usize>,
     /// Datagrams to send, and for each forwarded packet among them when it was received.
     transmits: Vec<str0m::net::Transmit>,
-    forwarded_at: Vec<Instant>,
+    forwarded_at: Vec<(Instant, KindIndex)>,
     /// Forwarded packets written to connections that were not ticked since.
     unflushed: usize,
     /// How far `dirty` has been ticked.
@@ -846,9 +846,9 @@ impl MediaCore {
     /// Routes the media received since the last call, a part at a time: returns true when
     /// `transmits` datagrams are ready and more is left (send them, then call again).
     ///
-    /// Forwards are ordered by subscriber and slot, not by arrival: the packets of one
-    /// frame to one subscriber then leave back to back, which the kernel takes as one GSO
-    /// message instead of one send each. Order within a stream is kept.
+    /// Forwards are ordered audio first, then by subscriber and slot, not by arrival: the
+    /// packets of one frame to one subscriber then leave back to back, which the kernel
+    /// takes as one GSO message instead of one send each. Order within a stream is kept.
     pub fn route_some(&mut self, now: Instant, transmits: usize) -> bool {
         if self.batch_at >= self.batch.len() {
             self.batch.clear();
@@ -918,9 +918,17 @@ impl MediaCore {
             self.drain_router(room, now);
         }
         self.pending.rtp = rtp;
-        // Stable: a stream's packets stay in the order they came.
-        self.batch
-            .sort_by_key(|b| (b.forward.subscriber, b.forward.slot));
+        // Audio first: a voice packet read with a keyframe's burst leaves before the burst's
+        // fan-out, not after up to a whole batch of it (a frame waits for its last packet in
+        // the receiver's jitter buffer anyway; a voice packet is played as it comes). Stable:
+        // a stream's packets stay in the order they came.
+        let pkts = &self.batch_pkts;
+        self.batch.sort_by_key(|b| {
+            let video = pkts
+                .get(b.pkt as usize)
+                .is_none_or(|p| p.pkt.track.source.kind() != MediaKind::Audio);
+            (video, b.forward.subscriber, b.forward.slot)
+        });
     }
 
     /// Writes one planned forward to its subscriber and sends what it can at once.
@@ -963,10 +971,10 @@ impl MediaCore {
             sent = true;
         }
         if sent {
-            self.forwarded_at.push(p.received);
+            self.forwarded_at.push((p.received, k));
         } else {
             self.stats.forwarded_deferred[k] += 1;
-            peer.written.push(p.received);
+            peer.written.push((p.received, k));
             self.unflushed += 1;
             if !peer.dirty {
                 peer.dirty = true;
@@ -1061,12 +1069,12 @@ impl MediaCore {
                 sent = true;
             }
             if sent {
-                self.forwarded_at.push(received);
+                self.forwarded_at.push((received, k));
             } else {
                 // Not yet sendable this way (the stream's first timeout is still to come):
                 // the connection's next tick sends it.
                 self.stats.forwarded_deferred[k] += 1;
-                peer.written.push(received);
+                peer.written.push((received, k));
                 self.unflushed += 1;
                 if !peer.dirty {
                     peer.dirty = true;
@@ -1346,9 +1354,9 @@ impl MediaCore {
         self.stats
             .drop(DropReason::SendBufferFull, result.dropped as u64);
         self.transmits.clear();
-        for at in self.forwarded_at.drain(..) {
+        for (at, k) in self.forwarded_at.drain(..) {
             let ns = sent.saturating_duration_since(at).as_nanos() as u64;
-            self.stats.observe_latency(ns);
+            self.stats.observe_latency(k, ns);
         }
         for pi in std::mem::take(&mut self.slot_updates) {
             if let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut) {

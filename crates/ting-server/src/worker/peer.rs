@@ -16,6 +16,7 @@ use ting_media::{
 use ting_proto::{Offer, SlotAssignment};
 
 use super::{Outbox, RoomKey};
+use crate::metrics::KindIndex;
 
 /// How many receive slots of each kind a client may open.
 #[derive(Debug, Clone, Copy)]
@@ -139,8 +140,9 @@ pub struct Peer {
     pub scheduled: Option<Instant>,
     /// Written to since the last tick.
     pub dirty: bool,
-    /// When each packet written since the last tick was received (for the latency figure).
-    pub written: Vec<Instant>,
+    /// When each packet written since the last tick was received, and its kind (for the
+    /// latency figures).
+    pub written: Vec<(Instant, KindIndex)>,
     /// ICE and DTLS are up and the router knows this subscriber.
     pub connected: bool,
     /// When ICE last reported the connection lost, if it has not come back since.
