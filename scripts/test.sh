@@ -100,10 +100,10 @@ step "str0m's own unit tests against the patched copy"
 scripts/test-str0m.sh
 
 step "dimpl's own unit tests against the patched copy"
-scripts/test-dimpl.sh
+scripts/test-patched.sh dimpl
 
 step "tungstenite's own unit tests against the patched copy"
-scripts/test-tungstenite.sh
+scripts/test-patched.sh tungstenite
 
 step "end-to-end encryption: the web client's frame format and key exchange (Node)"
 node --test tests/browser/e2ee-frame.test.mjs
