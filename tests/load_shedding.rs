@@ -1,12 +1,14 @@
 //! A media worker whose core stays full sheds load (`media.load_shedding`): its thumbnails
 //! get the base temporal layer only, a quarter of a camera's frames, and their usual
-//! frames again once the core has room. Driven in virtual time through a real worker core
+//! frames again once the core has room; its connections stop probing for bandwidth until
+//! then. Driven in virtual time through a real worker core
 //! and real str0m peers; the load the worker loop would measure is reported by the test.
 
 use std::time::{Duration, Instant};
 
 use ting_bench::{SimPeer, SimPeerConfig};
 use ting_media::{Codec, EndpointId, LayoutSpec, Source, TileSpec, View};
+use ting_server::metrics::TickCause;
 
 #[path = "../benches/support/sim_core.rs"]
 #[allow(dead_code)] // each user needs a part of it
@@ -15,6 +17,28 @@ mod sim_core;
 use sim_core::SimCore;
 
 const STEP: Duration = Duration::from_millis(5);
+
+/// Participant 1: a camera of one VP8 layer in three temporal layers at `bps`, nothing else.
+fn camera(bps: u32) -> SimPeerConfig {
+    let mut c = SimPeerConfig::new(1);
+    c.audio = false;
+    c.video_bps = vec![bps];
+    c.audio_slots = 0;
+    c.video_slots = 0;
+    c.screen_slots = 0;
+    c
+}
+
+/// Participant 2: sends nothing, shows one camera.
+fn viewer() -> SimPeerConfig {
+    let mut c = SimPeerConfig::new(2);
+    c.audio = false;
+    c.video_bps = Vec::new();
+    c.audio_slots = 0;
+    c.video_slots = 1;
+    c.screen_slots = 0;
+    c
+}
 
 struct Room {
     sim: SimCore,
@@ -28,18 +52,6 @@ impl Room {
     fn new() -> Room {
         let now = Instant::now();
         let mut sim = SimCore::with_shedding(9, false, Duration::from_secs(20), true);
-        let mut publisher = SimPeerConfig::new(1);
-        publisher.audio = false;
-        publisher.video_bps = vec![300_000];
-        publisher.audio_slots = 0;
-        publisher.video_slots = 0;
-        publisher.screen_slots = 0;
-        let mut viewer = SimPeerConfig::new(2);
-        viewer.audio = false;
-        viewer.video_bps = Vec::new();
-        viewer.audio_slots = 0;
-        viewer.video_slots = 1;
-        viewer.screen_slots = 0;
         let layout = LayoutSpec {
             view: View::Grid,
             tiles: vec![TileSpec {
@@ -48,8 +60,13 @@ impl Room {
             }],
         };
         let peers = vec![
-            sim.connect(publisher, "10.0.1.1:1000".parse().unwrap(), None, now),
-            sim.connect(viewer, "10.0.2.1:2000".parse().unwrap(), Some(layout), now),
+            sim.connect(camera(300_000), "10.0.1.1:1000".parse().unwrap(), None, now),
+            sim.connect(
+                viewer(),
+                "10.0.2.1:2000".parse().unwrap(),
+                Some(layout),
+                now,
+            ),
         ];
         sim.add_track(1, Source::Camera, Codec::Vp8, now);
         Room { sim, peers, now }
@@ -130,4 +147,70 @@ fn a_full_core_sheds_thumbnail_frames_and_takes_them_back_when_it_has_room() {
         .expect("a camera slot");
     assert!(slot.packets > 100, "{slot:?}");
     assert_eq!(slot.missing(), 0, "{slot:?}");
+}
+
+/// Timeout passes a probe cluster causes so far: the pacer's, and those that send media
+/// held back while a cluster runs.
+fn probe_passes(sim: &SimCore) -> u64 {
+    let t = &sim.core.stats().ticks;
+    t[TickCause::Pacer as usize] + t[TickCause::Written as usize]
+}
+
+/// A publisher and a viewer joining a core with bandwidth estimation on, shedding or not
+/// from the start; the probe passes of their first three seconds, and the room.
+fn join_and_count_probes(full_core: bool) -> (u64, SimCore, Vec<SimPeer>, Instant) {
+    let mut now = Instant::now();
+    let mut sim = SimCore::with_shedding(9, true, Duration::from_secs(20), true);
+    if full_core {
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            sim.core.observe_load(1.0, now);
+        }
+        assert_eq!(sim.core.stats().shedding, 1, "a full core sheds");
+    }
+    let mut peers = vec![
+        sim.connect(camera(600_000), "10.0.1.1:1000".parse().unwrap(), None, now),
+        sim.connect(viewer(), "10.0.2.1:2000".parse().unwrap(), None, now),
+    ];
+    sim.add_track(1, Source::Camera, Codec::Vp8, now);
+    for _ in 0..600 {
+        now += STEP;
+        sim.exchange(&mut peers, now);
+    }
+    assert!(
+        peers[1].stats().received_video.packets > 100,
+        "the viewer sees the camera"
+    );
+    (probe_passes(&sim), sim, peers, now)
+}
+
+#[test]
+fn a_full_core_does_not_probe_for_bandwidth_and_probes_again_when_it_has_room() {
+    let (probing, _, _, _) = join_and_count_probes(false);
+    assert!(
+        probing >= 10,
+        "a joining viewer's connection probes its downlink: {probing} probe passes"
+    );
+    let (paused, mut sim, mut peers, mut now) = join_and_count_probes(true);
+    assert!(
+        paused * 10 <= probing,
+        "{paused} probe passes on a full core against {probing} on one with room"
+    );
+
+    // Ten seconds with room: probing starts over.
+    for _ in 0..11 {
+        now += Duration::from_secs(1);
+        sim.core.observe_load(0.3, now);
+    }
+    assert_eq!(sim.core.stats().shedding, 0);
+    let before = probe_passes(&sim);
+    for _ in 0..600 {
+        now += STEP;
+        sim.exchange(&mut peers, now);
+    }
+    let after = probe_passes(&sim) - before;
+    assert!(
+        after >= 10,
+        "{after} probe passes in the three seconds after the core had room again"
+    );
 }

@@ -277,6 +277,18 @@ mod tests {
     }
 
     #[test]
+    fn readiness_bwe_set_probing_paused_only_wakes_timeout() {
+        // ting patch 20.
+        let mut rtc = idle_rtc();
+        rtc.bwe().set_probing_paused(true);
+        assert!(!rtc.readiness.wants_events());
+        assert!(rtc.readiness.wants_timeout());
+        assert!(rtc.session.poll_event().is_none());
+        let expected = rtc.poll_timeout();
+        assert!(matches!(rtc.poll_output().unwrap(), Output::Timeout(at) if at == expected));
+    }
+
+    #[test]
     fn readiness_bwe_reset_only_wakes_timeout() {
         let mut rtc = idle_rtc();
         rtc.bwe().reset(Bitrate::kbps(900));

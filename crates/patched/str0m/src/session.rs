@@ -105,6 +105,8 @@ pub(crate) struct Session {
 
     bwe: Option<Bwe>,
     bwe_last_event: Option<(Bitrate, bool)>,
+    /// ting patch: no new probe clusters while set (`Bwe::set_probing_paused`).
+    bwe_probing_paused: bool,
 
     enable_twcc_feedback: bool,
 
@@ -216,6 +218,7 @@ impl Session {
             twcc_tx_register: TwccSendRegister::new(1000),
             max_rx_seq_lookup: HashMap::new(),
             bwe,
+            bwe_probing_paused: false,
             bwe_last_event: None,
             enable_twcc_feedback: false,
             pacer,
@@ -372,7 +375,8 @@ impl Session {
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
         let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
-        let do_probe = probe_media.is_some();
+        // ting patch: paused probing is handled as when there is nothing to probe with.
+        let do_probe = probe_media.is_some() && !self.bwe_probing_paused;
         let bwe = self.bwe.as_mut()?;
 
         if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {
@@ -1698,6 +1702,11 @@ impl Session {
             bwe.set_bitrate(minimum, desired);
             self.configure_pacer();
         }
+    }
+
+    /// ting patch: see [`crate::bwe::Bwe::set_probing_paused`].
+    pub fn set_bwe_probing_paused(&mut self, paused: bool) {
+        self.bwe_probing_paused = paused;
     }
 
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {

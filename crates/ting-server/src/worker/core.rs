@@ -462,6 +462,12 @@ impl MediaCore {
         self.by_pid.insert(pid, pi);
         self.by_ufrag.insert(ufrag, pi);
         self.handles[self.id.0].load.fetch_add(1, Ordering::Relaxed);
+        if self.shedding()
+            && let Some(peer) = self.peers.get_mut(pi).and_then(Option::as_mut)
+        {
+            // A full core probes for no bandwidth (see `MediaCore::observe_load`).
+            peer.rtc.bwe().set_probing_paused(true);
+        }
 
         let me = self.id;
         let rs = self.rooms.entry(room).or_insert_with(|| RoomState {
@@ -1408,13 +1414,13 @@ impl MediaCore {
             warn!(
                 worker = self.id.0,
                 busy = format_args!("{:.0} %", busy * 100.0),
-                "media worker's core is full: thumbnails get a quarter of the frames until it is not"
+                "media worker's core is full: thumbnails get a quarter of the frames and connections stop probing until it is not"
             );
         } else {
             info!(
                 worker = self.id.0,
                 busy = format_args!("{:.0} %", busy * 100.0),
-                "media worker has room again: thumbnails get their usual frames"
+                "media worker has room again: thumbnails get their usual frames and connections probe again"
             );
         }
         self.stats.shedding = u64::from(shedding);
@@ -1422,6 +1428,17 @@ impl MediaCore {
         for rs in self.rooms.values_mut() {
             rs.router.set_thumbnail_temporal_layer(cap);
         }
+        // Nor do its connections probe for more bandwidth: the core, not the path, limits
+        // what they can be sent, and a probe cluster's paced padding and held-back media
+        // cost timeout passes. Probing starts over when the core has room again.
+        for peer in self.peers.iter_mut().flatten() {
+            peer.rtc.bwe().set_probing_paused(shedding);
+        }
+    }
+
+    /// Whether the worker's core is full and it sheds load (`media.load_shedding`).
+    fn shedding(&self) -> bool {
+        self.shedder.as_ref().is_some_and(LoadShedder::is_shedding)
     }
 
     /// Whether commands or media from other workers wait.

@@ -91,6 +91,24 @@ impl<'a> Bwe<'a> {
         m.no_events();
     }
 
+    /// ting patch: pause or resume probing.
+    ///
+    /// While paused, no new probe cluster starts and queued ones are dropped, as when no
+    /// media section can carry a probe; one already running is sent to its end but not
+    /// measured. The estimate goes on from media and its feedback alone. On resuming, probing starts over as at the
+    /// beginning (the initial probes included), since the estimate may have been held low
+    /// while it was paused.
+    ///
+    /// A sender whose own CPU is the bottleneck can pause probing: a probe measures the
+    /// path, and the sender could not use more of the path anyway, while the probe's
+    /// paced padding and held-back media cost it timeout passes.
+    pub fn set_probing_paused(&mut self, paused: bool) {
+        let mut m = self.0.mutate();
+        m.session.set_bwe_probing_paused(paused);
+        // Only the next timeout's probing changes; no event is queued.
+        m.no_events();
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again
