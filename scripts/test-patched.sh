@@ -8,6 +8,7 @@
 #
 # Usage: scripts/test-patched.sh dimpl|tungstenite [cargo test arguments…]
 set -euo pipefail
+usage=$(sed -n '2,9p' "$0")
 cd "$(dirname "$0")/.."
 crate=${1:-}
 case "$crate" in
@@ -15,7 +16,7 @@ case "$crate" in
   # none of that.
   dimpl) dev='bytes = "1"\nenv_logger = "0.11"\nlibc = "0.2"\nx509-parser = "0.18"' ;;
   tungstenite) dev='env_logger = "0.11"\nrand = "0.9"' ;;
-  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac
 shift
 root=$PWD

@@ -156,61 +156,106 @@ fn probe_passes(sim: &SimCore) -> u64 {
     t[TickCause::Pacer as usize] + t[TickCause::Written as usize]
 }
 
-/// A publisher and a viewer joining a core with bandwidth estimation on, shedding or not
-/// from the start; the probe passes of their first three seconds, and the room.
-fn join_and_count_probes(full_core: bool) -> (u64, SimCore, Vec<SimPeer>, Instant) {
-    let mut now = Instant::now();
-    let mut sim = SimCore::with_shedding(9, true, Duration::from_secs(20), true);
-    if full_core {
-        for _ in 0..3 {
-            now += Duration::from_secs(1);
-            sim.core.observe_load(1.0, now);
+/// A camera and a viewer on a core with bandwidth estimation on.
+struct Probing {
+    sim: SimCore,
+    peers: Vec<SimPeer>,
+    now: Instant,
+}
+
+impl Probing {
+    /// The core, shedding from the start or not, before anyone joins.
+    fn new(full_core: bool) -> Probing {
+        let mut p = Probing {
+            sim: SimCore::with_shedding(9, true, Duration::from_secs(20), true),
+            peers: Vec::new(),
+            now: Instant::now(),
+        };
+        if full_core {
+            p.load(1.0, 3);
+            assert_eq!(p.sim.core.stats().shedding, 1, "a full core sheds");
         }
-        assert_eq!(sim.core.stats().shedding, 1, "a full core sheds");
+        p
     }
-    let mut peers = vec![
-        sim.connect(camera(600_000), "10.0.1.1:1000".parse().unwrap(), None, now),
-        sim.connect(viewer(), "10.0.2.1:2000".parse().unwrap(), None, now),
-    ];
-    sim.add_track(1, Source::Camera, Codec::Vp8, now);
-    for _ in 0..600 {
-        now += STEP;
-        sim.exchange(&mut peers, now);
+
+    fn join(&mut self) {
+        let now = self.now;
+        self.peers = vec![
+            self.sim
+                .connect(camera(600_000), "10.0.1.1:1000".parse().unwrap(), None, now),
+            self.sim
+                .connect(viewer(), "10.0.2.1:2000".parse().unwrap(), None, now),
+        ];
+        self.sim.add_track(1, Source::Camera, Codec::Vp8, now);
     }
-    assert!(
-        peers[1].stats().received_video.packets > 100,
-        "the viewer sees the camera"
-    );
-    (probe_passes(&sim), sim, peers, now)
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            self.sim.exchange(&mut self.peers, self.now);
+        }
+    }
+
+    /// Reports `busy` once a second for `secs` seconds, media flowing meanwhile.
+    fn load(&mut self, busy: f32, secs: u32) {
+        for _ in 0..secs {
+            self.run_for(Duration::from_secs(1));
+            self.sim.core.observe_load(busy, self.now);
+        }
+    }
+
+    /// Probe passes over the next three seconds.
+    fn probes_over_3s(&mut self) -> u64 {
+        let before = probe_passes(&self.sim);
+        self.run_for(Duration::from_secs(3));
+        probe_passes(&self.sim) - before
+    }
 }
 
 #[test]
 fn a_full_core_does_not_probe_for_bandwidth_and_probes_again_when_it_has_room() {
-    let (probing, _, _, _) = join_and_count_probes(false);
+    let mut room = Probing::new(false);
+    room.join();
+    let probing = room.probes_over_3s();
     assert!(
         probing >= 10,
         "a joining viewer's connection probes its downlink: {probing} probe passes"
     );
-    let (paused, mut sim, mut peers, mut now) = join_and_count_probes(true);
+    assert!(room.peers[1].stats().received_video.packets > 100);
+
+    let mut full = Probing::new(true);
+    full.join();
+    let paused = full.probes_over_3s();
     assert!(
         paused * 10 <= probing,
         "{paused} probe passes on a full core against {probing} on one with room"
     );
-
-    // Ten seconds with room: probing starts over.
-    for _ in 0..11 {
-        now += Duration::from_secs(1);
-        sim.core.observe_load(0.3, now);
-    }
-    assert_eq!(sim.core.stats().shedding, 0);
-    let before = probe_passes(&sim);
-    for _ in 0..600 {
-        now += STEP;
-        sim.exchange(&mut peers, now);
-    }
-    let after = probe_passes(&sim) - before;
     assert!(
-        after >= 10,
-        "{after} probe passes in the three seconds after the core had room again"
+        full.peers[1].stats().received_video.packets > 100,
+        "the viewer sees the camera all the same"
+    );
+
+    // Ten seconds with room: the connections there probe again, from the estimate they
+    // have (it did not change meanwhile).
+    full.load(0.3, 11);
+    assert_eq!(full.sim.core.stats().shedding, 0);
+    let resumed = full.probes_over_3s();
+    assert!(
+        resumed >= 5,
+        "{resumed} probe passes in the three seconds after the core had room again"
+    );
+
+    // Full again: the connections stop probing, even when their estimator starts over
+    // (the viewer's network was out for three seconds: its estimate is reset 2.5 s after
+    // it is heard again, and a new estimator probes at once).
+    full.load(1.0, 3);
+    assert_eq!(full.sim.core.stats().shedding, 1);
+    full.now += Duration::from_secs(3);
+    full.run_for(Duration::from_millis(2600));
+    let after_outage = full.probes_over_3s();
+    assert!(
+        after_outage * 10 <= probing,
+        "{after_outage} probe passes after an outage on a full core"
     );
 }

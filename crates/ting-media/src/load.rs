@@ -66,12 +66,11 @@ impl LoadShedder {
     }
 
     /// Takes the share of the core used since the last sample (0.0–1.0; more is read as
-    /// full, a value that is not a number as idle); returns the new cap when it changes.
+    /// full, a value that is not a number as idle); returns the cap when shedding starts
+    /// or ends. With thumbnails at the base layer already (`normal` 0) the cap stays 0, but
+    /// the state still changes: the worker sheds other work too (its connections stop
+    /// probing for bandwidth).
     pub fn observe(&mut self, busy: f32, now: Instant) -> Option<u8> {
-        if self.normal == 0 {
-            // Thumbnails already get only the base layer: nothing left to shed.
-            return None;
-        }
         let busy = if busy.is_nan() { 0.0 } else { busy };
         let (towards, hold) = if self.shedding {
             (busy <= self.config.low, self.config.restore_after)
@@ -140,11 +139,17 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_shed_below_the_base_layer_and_bad_samples_are_idle() {
+    fn thumbnails_at_the_base_layer_stay_there_and_bad_samples_are_idle() {
         let t = Instant::now();
         let mut s = LoadShedder::new(LoadConfig::default(), 0);
-        assert_eq!(run(&mut s, t, 0, &[1.0; 10]), [0; 10]);
-        assert!(!s.is_shedding());
+        // Nothing left to cut from the thumbnails, but the worker still sheds (and says
+        // so once): its connections stop probing.
+        let changes: Vec<_> = (0..10)
+            .filter_map(|i| s.observe(1.0, t + Duration::from_secs(i)))
+            .collect();
+        assert_eq!(changes, [0]);
+        assert!(s.is_shedding());
+        assert_eq!(s.cap(), 0);
         let mut s = LoadShedder::new(LoadConfig::default(), 2);
         assert_eq!(run(&mut s, t, 0, &[f32::NAN; 5]), [2; 5]);
         // Above 1.0 (a sample over a short window) counts as full.

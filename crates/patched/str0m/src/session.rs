@@ -375,8 +375,12 @@ impl Session {
         // payload type supporting TWCC feedback. No prior media packet or RTX
         // stream is required. The Direct API uses its configured capabilities.
         let probe_media = self.srtp_tx.as_ref().and_then(|_| self.probe_media());
-        // ting patch: paused probing is handled as when there is nothing to probe with.
+        // ting patch: paused probing is handled as when there is nothing to probe with, and
+        // a cluster the pacer queued behind the running one does not start.
         let do_probe = probe_media.is_some() && !self.bwe_probing_paused;
+        if self.bwe_probing_paused {
+            self.pacer.drop_queued_probes();
+        }
         let bwe = self.bwe.as_mut()?;
 
         if let Some(probe_config) = bwe.handle_timeout(now, do_probe) {

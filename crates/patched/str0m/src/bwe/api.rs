@@ -93,11 +93,12 @@ impl<'a> Bwe<'a> {
 
     /// ting patch: pause or resume probing.
     ///
-    /// While paused, no new probe cluster starts and queued ones are dropped, as when no
-    /// media section can carry a probe; one already running is sent to its end but not
-    /// measured. The estimate goes on from media and its feedback alone. On resuming, probing starts over as at the
-    /// beginning (the initial probes included), since the estimate may have been held low
-    /// while it was paused.
+    /// While paused, no new probe cluster starts, and queued ones (in the estimator and in
+    /// the pacer) are dropped, as when no media section can carry a probe; one already
+    /// running is sent to its end but not measured. The estimate goes on from media and
+    /// its feedback alone. On resuming, probing starts over from the current estimate as
+    /// at the beginning (the initial probes included), since the estimate may have been
+    /// held low while it was paused.
     ///
     /// A sender whose own CPU is the bottleneck can pause probing: a probe measures the
     /// path, and the sender could not use more of the path anyway, while the probe's

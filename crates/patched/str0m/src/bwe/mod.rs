@@ -324,6 +324,13 @@ impl SendSideBandwidthEstimator {
         // Update probe control with desired bitrate.
         self.probe_control.set_desired_bitrate(desired_bitrate);
 
+        // ting patch: probing that starts again (patch 20) starts from the current
+        // estimate, which disabling it forgot; otherwise it would wait for the estimate to
+        // change before it could probe at all.
+        if do_probe && !self.probe_control.is_enabled() {
+            self.last_updated_estimate = None;
+        }
+
         // Empty media queues are application-limited too. Advance the budget
         // without charging probe/padding bytes, including before the first media.
         if do_probe {

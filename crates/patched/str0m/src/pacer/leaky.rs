@@ -195,6 +195,12 @@ impl LeakyBucketPacer {
         self.request_immediate_timeout();
     }
 
+    /// ting patch: drops the probe clusters queued behind the running one (patch 20); the
+    /// running one is sent to its end.
+    pub(crate) fn drop_queued_probes(&mut self) {
+        self.probe_queue.truncate(1);
+    }
+
     /// ting patch: time passed while another pacer sent the media. Moves the clock on
     /// (forgiving the debt of that time) without picking a queue, so a probe started
     /// later is timed from now.

@@ -50,6 +50,15 @@ impl PacerImpl {
         }
     }
 
+    /// ting patch: drops the probe clusters queued behind the running one (patch 20).
+    pub fn drop_queued_probes(&mut self) {
+        match self {
+            PacerImpl::Null(_) => {}
+            PacerImpl::LeakyBucket(v) => v.drop_queued_probes(),
+            PacerImpl::ProbesOnly(v) => v.drop_queued_probes(),
+        }
+    }
+
     pub fn active_cluster(&self) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,

@@ -41,6 +41,10 @@ impl ProbesOnlyPacer {
         self.probe.active_cluster()
     }
 
+    pub(crate) fn drop_queued_probes(&mut self) {
+        self.probe.drop_queued_probes();
+    }
+
     pub(crate) fn check_probe_complete(&mut self, now: Instant) -> Option<TwccClusterId> {
         self.probe.check_probe_complete(now)
     }

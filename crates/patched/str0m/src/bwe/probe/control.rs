@@ -127,6 +127,11 @@ impl ProbeControl {
         Self::default()
     }
 
+    /// ting patch: whether probing is enabled (patch 20).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn enable(&mut self, v: bool) {
         if !self.enabled && v {
             self.enabled = true;
