@@ -145,6 +145,8 @@ struct BatchPacket {
 struct BatchForward {
     /// Index into the batch's packets.
     pkt: u32,
+    /// Its packet is video (or a screen share): it sorts after the batch's audio.
+    video: bool,
     forward: Forward,
 }
 
@@ -911,8 +913,10 @@ impl MediaCore {
             } else {
                 None
             };
+            let video = pkt.track.source.kind() != MediaKind::Audio;
             self.batch.extend(forwards.iter().map(|f| BatchForward {
                 pkt: ix,
+                video,
                 forward: *f,
             }));
             self.batch_pkts.push(BatchPacket {
@@ -928,13 +932,8 @@ impl MediaCore {
         // fan-out, not after up to a whole batch of it (a frame waits for its last packet in
         // the receiver's jitter buffer anyway; a voice packet is played as it comes). Stable:
         // a stream's packets stay in the order they came.
-        let pkts = &self.batch_pkts;
-        self.batch.sort_by_key(|b| {
-            let video = pkts
-                .get(b.pkt as usize)
-                .is_none_or(|p| p.pkt.track.source.kind() != MediaKind::Audio);
-            (video, b.forward.subscriber, b.forward.slot)
-        });
+        self.batch
+            .sort_by_key(|b| (b.video, b.forward.subscriber, b.forward.slot));
     }
 
     /// Writes one planned forward to its subscriber and sends what it can at once.
@@ -1414,7 +1413,7 @@ impl MediaCore {
             warn!(
                 worker = self.id.0,
                 busy = format_args!("{:.0} %", busy * 100.0),
-                "media worker's core is full: thumbnails get a quarter of the frames and connections stop probing until it is not"
+                "media worker's core is full: thumbnails drop to the base temporal layer and connections stop probing until it is not"
             );
         } else {
             info!(
