@@ -163,6 +163,22 @@ async fn three_participants_receive_each_other_byte_for_byte() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every datagram read was stamped by the kernel and its wait in the socket recorded;
+    // a worker that keeps up with a meeting of three reads most within milliseconds (a
+    // debug build's handshakes hold a few back).
+    let waits = server.metric("ting_receive_queue_wait_seconds_count").await;
+    let read = server.metric("ting_datagrams_received_total").await;
+    assert!(
+        waits > 0.0 && waits <= read,
+        "{waits} receive waits for {read} datagrams"
+    );
+    let quick = server
+        .metric("ting_receive_queue_wait_seconds_bucket{le=\"0.1\"}")
+        .await;
+    assert!(
+        quick >= waits * 0.5,
+        "{quick} of {waits} read within 100 ms"
+    );
     // A meeting of three is far from filling a core: no worker sheds thumbnail frames,
     // and the figures that would say so are there.
     assert_eq!(

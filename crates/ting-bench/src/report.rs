@@ -245,6 +245,14 @@ pub struct ServerSample {
     pub load_sheds: Option<u64>,
     #[serde(skip)]
     pub shedding_workers: Option<u64>,
+    /// How long datagrams waited in its media sockets before it read them (ting's
+    /// `ting_receive_queue_wait_seconds`, cumulative buckets as above), if it reports it.
+    #[serde(skip)]
+    pub receive_wait: Vec<(f64, u64)>,
+    /// Datagrams the kernel dropped unread for a full receive buffer so far
+    /// (`ting_dropped_total{reason="receive_buffer_full"}`), if it reports them.
+    #[serde(skip)]
+    pub receive_buffer_drops: Option<u64>,
 }
 
 /// Percentiles in milliseconds.
@@ -392,9 +400,27 @@ pub struct ServerFigures {
     /// shedding; `None` when the server does not report it).
     pub load_sheds: Option<u64>,
     pub shedding_workers_at_end: Option<u64>,
+    /// How long datagrams waited in the server's media sockets before it read them, and
+    /// how many the kernel dropped there unread in the window (a full receive buffer), when
+    /// it reports them. Part of the one-way latency and of the loss before the server.
+    pub receive_wait_ms: Option<Percentiles>,
+    pub receive_buffer_drops: Option<u64>,
 }
 
 impl ServerFigures {
+    /// What the report says of the server's socket queue, if the server reports it.
+    pub fn socket_text(&self) -> Option<String> {
+        let wait = self.receive_wait_ms?;
+        let drops = match self.receive_buffer_drops {
+            Some(0) | None => "none dropped unread".to_string(),
+            Some(n) => format!("{n} dropped unread for a full receive buffer"),
+        };
+        Some(format!(
+            "datagrams waited p50 {:.3} ms p99 {:.3} ms before the server read them, {drops}",
+            wait.p50, wait.p99
+        ))
+    }
+
     /// What the report says of load shedding, if the server reports it.
     pub fn shedding_text(&self) -> Option<String> {
         let sheds = self.load_sheds?;
@@ -701,6 +727,9 @@ impl Report {
                     sv.rss_end_bytes as f64 / 1e6
                 ),
             );
+            if let Some(text) = sv.socket_text() {
+                line("socket", text);
+            }
             if let Some(text) = sv.shedding_text() {
                 line("shedding", text);
             }
@@ -829,6 +858,27 @@ mod tests {
                 .contains("publishers sending at the end 3 / 1 / 1 of 4"),
             "{}",
             r.summary()
+        );
+    }
+
+    #[test]
+    fn the_servers_socket_queue_is_reported_when_it_counts_it() {
+        let mut sv = ServerFigures::default();
+        assert_eq!(sv.socket_text(), None, "a server without the histogram");
+        sv.receive_wait_ms = Some(Percentiles {
+            p50: 0.01,
+            p99: 320.0,
+            ..Default::default()
+        });
+        assert_eq!(
+            sv.socket_text().unwrap(),
+            "datagrams waited p50 0.010 ms p99 320.000 ms before the server read them, none dropped unread"
+        );
+        sv.receive_buffer_drops = Some(629);
+        assert!(
+            sv.socket_text()
+                .unwrap()
+                .ends_with(", 629 dropped unread for a full receive buffer")
         );
     }
 

@@ -631,6 +631,10 @@ pub async fn run(opts: BenchOptions) -> Report {
                     .load_sheds
                     .map(|end| end.saturating_sub(b.load_sheds.unwrap_or(0))),
                 shedding_workers_at_end: a.shedding_workers,
+                receive_wait_ms: window_of(&a.receive_wait, &b.receive_wait),
+                receive_buffer_drops: a
+                    .receive_buffer_drops
+                    .map(|end| end.saturating_sub(b.receive_buffer_drops.unwrap_or(0))),
             });
             Some(cpu)
         }

@@ -75,6 +75,11 @@ pub fn parse_metrics(text: &str) -> ServerSample {
             s.shedding_workers = Some(v as u64);
         } else if name == "ting_dropped_total{reason=\"stale\"}" {
             stale = v as u64;
+        } else if name == "ting_dropped_total{reason=\"receive_buffer_full\"}" {
+            s.receive_buffer_drops = Some(v as u64);
+        } else if let Some(rest) = name.strip_prefix("ting_receive_queue_wait_seconds_bucket{le=\"")
+        {
+            s.receive_wait.push((bucket_bound(rest), v as u64));
         } else if let Some(rest) = name.strip_prefix("ting_forwarding_latency_seconds_bucket{le=\"")
         {
             s.internal_latency.push((bucket_bound(rest), v as u64));
@@ -174,7 +179,10 @@ mod tests {
             ting_forwarding_latency_seconds_bucket{le=\"1.0e-6\"} 1\n\
             ting_forwarding_latency_seconds_bucket{le=\"+Inf\"} 5\n\
             ting_audio_forwarding_latency_seconds_bucket{le=\"0.001\"} 2\n\
-            ting_audio_forwarding_latency_seconds_bucket{le=\"+Inf\"} 3\n";
+            ting_audio_forwarding_latency_seconds_bucket{le=\"+Inf\"} 3\n\
+            ting_dropped_total{reason=\"receive_buffer_full\"} 21\n\
+            ting_receive_queue_wait_seconds_bucket{le=\"0.32\"} 4\n\
+            ting_receive_queue_wait_seconds_bucket{le=\"+Inf\"} 6\n";
         let s = parse_metrics(text);
         assert_eq!(s.cpu_seconds, 12.5);
         assert_eq!(s.rss_bytes, 1000);
@@ -185,6 +193,8 @@ mod tests {
             s.internal_audio_latency,
             vec![(0.001, 2), (f64::INFINITY, 3)]
         );
+        assert_eq!(s.receive_buffer_drops, Some(21));
+        assert_eq!(s.receive_wait, vec![(0.32, 4), (f64::INFINITY, 6)]);
         assert_eq!(
             s.ticks,
             vec![("written".to_string(), 6), ("nack".to_string(), 0)]

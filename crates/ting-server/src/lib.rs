@@ -226,6 +226,9 @@ impl Server {
             let socket =
                 UdpSocket::bind(addr).map_err(|source| ServerError::BindMedia { addr, source })?;
             udp::set_buffer_sizes(&socket, config.media.socket_buffer_bytes);
+            if let Err(e) = udp::enable_receive_info(&socket) {
+                tracing::warn!(error = %e, "the kernel does not report the media socket's receive waits or drops");
+            }
             let bound = socket
                 .local_addr()
                 .map_err(|source| ServerError::BindMedia { addr, source })?;

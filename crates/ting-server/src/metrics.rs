@@ -46,10 +46,14 @@ pub enum DropReason {
     /// (a saturated core, a long bandwidth probe): dropped unsent, as the receiver's
     /// jitter buffer has moved past them.
     Stale = 8,
+    /// The media socket's receive buffer was full: the kernel dropped the datagram before
+    /// the worker read it (a worker whose core cannot keep up). Counted as the kernel
+    /// reports it, with the next datagram read after the drops.
+    ReceiveBufferFull = 9,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownSource,
         DropReason::Malformed,
         DropReason::Rejected,
@@ -59,6 +63,7 @@ impl DropReason {
         DropReason::SendBufferFull,
         DropReason::Unauthenticated,
         DropReason::Stale,
+        DropReason::ReceiveBufferFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -72,6 +77,7 @@ impl DropReason {
             DropReason::SendBufferFull => "send_buffer_full",
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::Stale => "stale",
+            DropReason::ReceiveBufferFull => "receive_buffer_full",
         }
     }
 }
@@ -195,6 +201,11 @@ pub struct WorkerStats {
     pub latency_buckets: [[u64; BUCKETS]; 2],
     pub latency_sum_ns: [u64; 2],
     pub latency_count: [u64; 2],
+    /// Time each datagram waited in the media socket's receive queue before the worker
+    /// read it (the kernel's arrival stamp to the read).
+    pub receive_wait_buckets: [u64; BUCKETS],
+    pub receive_wait_sum_ns: u64,
+    pub receive_wait_count: u64,
     pub connections: u64,
     /// Of those, how many were poor and how many lost at the last quality sample.
     pub poor_connections: u64,
@@ -231,6 +242,17 @@ impl WorkerStats {
         self.latency_sum_ns[k] += ns;
         self.latency_count[k] += 1;
     }
+
+    /// Records how long one datagram waited in the socket before it was read.
+    pub fn observe_receive_wait(&mut self, ns: u64) {
+        let i = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|b| ns <= *b)
+            .unwrap_or(BUCKETS - 1);
+        self.receive_wait_buckets[i] += 1;
+        self.receive_wait_sum_ns = self.receive_wait_sum_ns.saturating_add(ns);
+        self.receive_wait_count += 1;
+    }
 }
 
 macro_rules! atomics {
@@ -255,6 +277,9 @@ atomics! {
     latency_buckets: [[AtomicU64; BUCKETS]; 2],
     latency_sum_ns: [AtomicU64; 2],
     latency_count: [AtomicU64; 2],
+    receive_wait_buckets: [AtomicU64; BUCKETS],
+    receive_wait_sum_ns: AtomicU64,
+    receive_wait_count: AtomicU64,
     connections: AtomicU64,
     poor_connections: AtomicU64,
     lost_connections: AtomicU64,
@@ -289,6 +314,10 @@ impl WorkerCounters {
         }
         store(&self.latency_sum_ns, &s.latency_sum_ns);
         store(&self.latency_count, &s.latency_count);
+        store(&self.receive_wait_buckets, &s.receive_wait_buckets);
+        self.receive_wait_sum_ns
+            .store(s.receive_wait_sum_ns, Relaxed);
+        self.receive_wait_count.store(s.receive_wait_count, Relaxed);
         self.connections.store(s.connections, Relaxed);
         self.poor_connections.store(s.poor_connections, Relaxed);
         self.lost_connections.store(s.lost_connections, Relaxed);
@@ -778,6 +807,29 @@ impl Collector for Scrape {
             )?;
         }
 
+        // Before that: how long datagrams waited in the media sockets' receive queues. A
+        // worker that keeps up reads within microseconds; a full core shows here first.
+        let buckets: Vec<(f64, u64)> = (0..BUCKETS)
+            .map(|i| {
+                let bound = LATENCY_BOUNDS_NS
+                    .get(i)
+                    .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
+                (bound, m.sum(|w| &w.receive_wait_buckets[i]))
+            })
+            .collect();
+        let mut h = e.encode_descriptor(
+            "ting_receive_queue_wait_seconds",
+            "Time a datagram waited in a media socket's receive queue before its worker read it (the kernel's arrival stamp to the read).",
+            None,
+            MetricType::Histogram,
+        )?;
+        h.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            m.sum(|w| &w.receive_wait_sum_ns) as f64 / 1e9,
+            m.sum(|w| &w.receive_wait_count),
+            &buckets,
+            None,
+        )?;
+
         counter(
             &mut e,
             "ting_worker_cpu_seconds",
@@ -897,6 +949,9 @@ mod tests {
         };
         b.forwarded[1] = 11;
         b.observe_latency(0, 500_000);
+        a.observe_receive_wait(4_000_000);
+        b.observe_receive_wait(40_000_000);
+        b.drop(DropReason::ReceiveBufferFull, 17);
         a.ticks[TickCause::Written as usize] = 4;
         b.ticks[TickCause::Written as usize] = 2;
         b.ticks[TickCause::TransportFeedback as usize] = 9;
@@ -935,6 +990,17 @@ mod tests {
             "ting_audio_forwarding_latency_seconds_bucket{le=\"0.000056\"} 0",
             "ting_audio_forwarding_latency_seconds_bucket{le=\"0.00056\"} 1",
             "ting_audio_forwarding_latency_seconds_bucket{le=\"0.0032\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // The wait before the read, from both workers.
+        for line in [
+            "ting_receive_queue_wait_seconds_count 2",
+            "ting_receive_queue_wait_seconds_bucket{le=\"0.0032\"} 0",
+            "ting_receive_queue_wait_seconds_bucket{le=\"0.0056\"} 1",
+            "ting_receive_queue_wait_seconds_bucket{le=\"0.032\"} 1",
+            "ting_receive_queue_wait_seconds_bucket{le=\"0.056\"} 2",
+            "ting_dropped_total{reason=\"receive_buffer_full\"} 17",
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }

@@ -12,9 +12,19 @@ use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
+
+/// Room for an SCM_TIMESTAMPNS and an SO_RXQ_OVFL control message (cmsghdrs, a timespec
+/// and a u32, aligned).
+const RECV_CONTROL_LEN: usize = 64;
+
+/// A control-message buffer, aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct RecvControl([u8; RECV_CONTROL_LEN]);
 
 /// The largest datagram read. WebRTC keeps packets under the path MTU (~1200–1500 bytes);
 /// anything larger than this is truncated by the kernel and then fails to parse.
@@ -24,7 +34,14 @@ pub const MAX_DATAGRAM: usize = 2048;
 pub struct RecvBatch {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     addrs: Box<[libc::sockaddr_storage]>,
+    controls: Box<[RecvControl]>,
     lens: [usize; BATCH],
+    /// How long each datagram waited in the socket's receive queue, nanoseconds (`None`:
+    /// the kernel did not stamp it; see [`enable_receive_info`]).
+    waited_ns: [Option<u64>; BATCH],
+    /// The socket's count of datagrams the kernel dropped for a full receive buffer, as
+    /// of the last datagram read (`SO_RXQ_OVFL`; `None`: not reported).
+    overflows: Option<u32>,
     count: usize,
 }
 
@@ -43,7 +60,10 @@ impl Default for RecvBatch {
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; BATCH]
                 .into_boxed_slice(),
+            controls: vec![RecvControl([0; RECV_CONTROL_LEN]); BATCH].into_boxed_slice(),
             lens: [0; BATCH],
+            waited_ns: [None; BATCH],
+            overflows: None,
             count: 0,
         }
     }
@@ -58,6 +78,67 @@ impl RecvBatch {
             Some((addr, &self.bufs[i][..self.lens[i]]))
         })
     }
+
+    /// How long each datagram of the last receive waited in the socket's receive queue
+    /// before it was read, for those the kernel stamped.
+    pub fn waited(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.waited_ns[..self.count]
+            .iter()
+            .flatten()
+            .map(|&ns| Duration::from_nanos(ns))
+    }
+
+    /// The socket's running count of datagrams the kernel dropped because its receive
+    /// buffer was full, as of the last receive (a 32-bit counter that wraps), if the kernel
+    /// reports it.
+    pub fn overflows(&self) -> Option<u32> {
+        self.overflows
+    }
+}
+
+/// Asks the kernel to stamp each datagram the socket receives with its arrival time
+/// (`SO_TIMESTAMPNS`) and to report with each read how many datagrams it has dropped for a
+/// full receive buffer (`SO_RXQ_OVFL`): a worker that cannot keep up shows as time waited
+/// and datagrams lost before it read them. Either may be refused (a kernel without it);
+/// the first error is returned after trying both, and reading works as before.
+pub fn enable_receive_info(socket: &UdpSocket) -> io::Result<()> {
+    let stamps = set_socket_option(socket, libc::SO_TIMESTAMPNS, 1);
+    let drops = set_socket_option(socket, libc::SO_RXQ_OVFL, 1);
+    stamps.and(drops)
+}
+
+/// The arrival stamp (time since the Unix epoch) and the drop count among a received
+/// message's control messages.
+fn recv_control(hdr: &libc::msghdr) -> (Option<Duration>, Option<u32>) {
+    let (mut stamp, mut overflows) = (None, None);
+    if hdr.msg_controllen == 0 {
+        return (stamp, overflows);
+    }
+    // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
+    // the buffer `msg_control` points at, which the caller still borrows;
+    // CMSG_FIRSTHDR/NXTHDR stay within it. The data of an SCM_TIMESTAMPNS message is one
+    // timespec, of an SO_RXQ_OVFL message one u32; both are read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                if let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec))
+                    && nanos < 1_000_000_000
+                {
+                    stamp = Some(Duration::new(secs, nanos));
+                }
+            } else if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_RXQ_OVFL {
+                overflows = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<u32>(),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    (stamp, overflows)
 }
 
 /// Reads up to [`BATCH`] datagrams without blocking. Returns how many; `WouldBlock` when
@@ -76,14 +157,17 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
         hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = iovs[i].as_mut_ptr();
         hdr.msg_iovlen = 1;
+        hdr.msg_control = batch.controls[i].0.as_mut_ptr().cast();
+        hdr.msg_controllen = RECV_CONTROL_LEN as _;
         hdrs[i].write(libc::mmsghdr {
             msg_hdr: hdr,
             msg_len: 0,
         });
     }
-    // SAFETY: every header points at a live buffer of MAX_DATAGRAM bytes and a live
-    // sockaddr_storage, both borrowed mutably from `batch` for the duration of the call;
-    // the iovec array outlives the call. MSG_DONTWAIT makes the call non-blocking.
+    // SAFETY: every header points at a live buffer of MAX_DATAGRAM bytes, a live
+    // sockaddr_storage and a live control buffer of RECV_CONTROL_LEN bytes, all borrowed
+    // mutably from `batch` for the duration of the call; the iovec array outlives the
+    // call. MSG_DONTWAIT makes the call non-blocking.
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
@@ -98,10 +182,20 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
+    // Arrival stamps are wall-clock time; a clock stepped back reads as no wait.
+    let read_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     for (i, hdr) in hdrs.iter().enumerate().take(n) {
         // SAFETY: the kernel filled the first `n` headers; we initialised all of them.
         let hdr = unsafe { hdr.assume_init_ref() };
         batch.lens[i] = (hdr.msg_len as usize).min(MAX_DATAGRAM);
+        let (stamp, overflows) = recv_control(&hdr.msg_hdr);
+        batch.waited_ns[i] =
+            stamp.map(|at| read_at.saturating_sub(at).as_nanos().min(u64::MAX as u128) as u64);
+        if overflows.is_some() {
+            batch.overflows = overflows;
+        }
     }
     batch.count = n;
     Ok(n)
@@ -322,34 +416,37 @@ pub struct SendResult {
 /// Asks for bigger socket buffers so bursts (a keyframe to 50 subscribers) are not dropped.
 /// The kernel caps the request at `net.core.{r,w}mem_max`; as root it is forced past that.
 pub fn set_buffer_sizes(socket: &UdpSocket, bytes: usize) {
-    let fd = socket.as_raw_fd();
     let v = bytes.min(i32::MAX as usize) as libc::c_int;
     for (force, plain) in [
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
     ] {
-        // SAFETY: setsockopt reads sizeof(c_int) bytes from a live c_int.
-        let forced = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                force,
-                (&v as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    plain,
-                    (&v as *const libc::c_int).cast(),
-                    mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+        if set_socket_option(socket, force, v).is_err() {
+            let _ = set_socket_option(socket, plain, v);
         }
+    }
+}
+
+/// Sets an integer `SOL_SOCKET` option.
+fn set_socket_option(
+    socket: &UdpSocket,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt reads sizeof(c_int) bytes from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -445,6 +542,86 @@ mod tests {
             assert_eq!(*from, a.local_addr().unwrap());
             assert_eq!(d, &payloads[i]);
         }
+    }
+
+    #[test]
+    fn a_datagram_read_late_shows_how_long_it_waited() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        enable_receive_info(&b).unwrap();
+        let mut batch = RecvBatch::default();
+        // The kernel may switch arrival stamping on a moment after it is asked (until then
+        // it stamps at the read, a wait of ~0): a few tries.
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            a.send_to(b"early", b.local_addr().unwrap()).unwrap();
+            // The datagram sits in b's queue while nobody reads.
+            std::thread::sleep(Duration::from_millis(40));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match recv_batch(&b, &mut batch) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let waited: Vec<Duration> = batch.waited().collect();
+            assert_eq!(waited.len(), 1, "one stamped datagram");
+            seen.push(waited[0]);
+            if waited[0] >= Duration::from_millis(35) {
+                break;
+            }
+        }
+        let last = *seen.last().unwrap();
+        assert!(
+            last >= Duration::from_millis(35) && last < Duration::from_secs(5),
+            "{seen:?}"
+        );
+        // Nothing was dropped, so the kernel reports no count.
+        assert_eq!(batch.overflows(), None);
+    }
+
+    #[test]
+    fn datagrams_dropped_for_a_full_receive_buffer_are_counted() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        enable_receive_info(&b).unwrap();
+        // The smallest buffer the kernel allows: a handful of datagrams.
+        set_socket_option(&b, libc::SO_RCVBUF, 1).unwrap();
+        let sent = 60;
+        for i in 0..sent {
+            a.send_to(&[i as u8; 1000], b.local_addr().unwrap())
+                .unwrap();
+        }
+        // Loopback delivers (or drops) within the send call; read what was kept. The
+        // kernel tells the count with datagrams queued after the drops, so one more follows
+        // once the queue has room.
+        let mut batch = RecvBatch::default();
+        let mut got = 0;
+        let read_all = |batch: &mut RecvBatch| {
+            let mut n = 0;
+            loop {
+                match recv_batch(&b, batch) {
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        got += read_all(&mut batch);
+        assert!(got > 0 && got < sent, "kept {got} of {sent}");
+        a.send_to(b"after", b.local_addr().unwrap()).unwrap();
+        assert_eq!(read_all(&mut batch), 1);
+        assert_eq!(
+            batch.overflows(),
+            Some((sent - got) as u32),
+            "kept {got} of {sent}"
+        );
     }
 
     fn receive_all(b: &UdpSocket, want: usize) -> Vec<(SocketAddr, Vec<u8>)> {

@@ -125,6 +125,9 @@ pub struct MediaCore {
     next_quality: Instant,
     /// When the datagram being handled left the kernel.
     received: Instant,
+    /// The socket's running count of datagrams the kernel dropped for a full receive
+    /// buffer, as last reported.
+    receive_overflows: u32,
     /// The packets of the batch being routed, and their forwards in sending order.
     batch_pkts: Vec<BatchPacket>,
     batch: Vec<BatchForward>,
@@ -225,6 +228,7 @@ impl MediaCore {
             next_publish: Instant::now(),
             next_quality: Instant::now(),
             received: Instant::now(),
+            receive_overflows: 0,
             batch_pkts: Vec::new(),
             batch: Vec::new(),
             batch_at: 0,
@@ -649,6 +653,26 @@ impl MediaCore {
     pub fn handle_datagram(&mut self, source: SocketAddr, data: &[u8], now: Instant) {
         self.handle_datagram_received(source, data, now, now);
         while self.route_some(now, usize::MAX) {}
+    }
+
+    /// What the socket said of a receive batch: how long each datagram waited in its queue,
+    /// and its running count of datagrams dropped for a full buffer (a 32-bit counter that
+    /// wraps; counted here from 0, the count of a new socket).
+    pub fn observe_receive(
+        &mut self,
+        waited: impl Iterator<Item = Duration>,
+        overflows: Option<u32>,
+    ) {
+        for w in waited {
+            self.stats
+                .observe_receive_wait(w.as_nanos().min(u128::from(u64::MAX)) as u64);
+        }
+        if let Some(count) = overflows {
+            let new = count.wrapping_sub(self.receive_overflows);
+            self.receive_overflows = count;
+            self.stats
+                .drop(DropReason::ReceiveBufferFull, u64::from(new));
+        }
     }
 
     /// A datagram that left the kernel at `received` (the start of its receive batch, which
@@ -1627,6 +1651,26 @@ mod tests {
     }
 
     /// How many turns of the worker loop a queue takes to empty.
+    #[test]
+    fn the_sockets_drop_count_is_counted_once_and_across_its_wrap() {
+        let (_h, mut core) = core();
+        let drops = |c: &MediaCore| c.stats().drops[DropReason::ReceiveBufferFull as usize];
+        let ms = Duration::from_millis;
+        core.observe_receive([ms(2), ms(300)].into_iter(), None);
+        assert_eq!(drops(&core), 0);
+        assert_eq!(core.stats().receive_wait_count, 2);
+        core.observe_receive(std::iter::empty(), Some(7));
+        core.observe_receive(std::iter::empty(), Some(7));
+        assert_eq!(drops(&core), 7, "a count repeated adds nothing");
+        core.observe_receive(std::iter::empty(), Some(u32::MAX));
+        core.observe_receive(std::iter::empty(), Some(3));
+        assert_eq!(
+            drops(&core),
+            u64::from(u32::MAX) + 4,
+            "the 32-bit count wrapped"
+        );
+    }
+
     fn turns(mut handle: impl FnMut() -> bool) -> usize {
         let mut turns = 1;
         while handle() {

@@ -453,6 +453,8 @@ impl Worker {
                     // The time these datagrams left the kernel: forwarding latency counts
                     // from here.
                     let now = Instant::now();
+                    self.core
+                        .observe_receive(self.recv.waited(), self.recv.overflows());
                     for (source, data) in self.recv.iter() {
                         self.core
                             .handle_datagram_received(source, data, now, Instant::now());
