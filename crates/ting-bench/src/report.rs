@@ -309,6 +309,16 @@ pub fn bucket_quantile_ms(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
         .map(|(le, _)| le * 1000.0)
 }
 
+/// A quantile read from a server's histogram, in words: beyond its last finite bucket it
+/// is only known to be longer than that.
+pub fn histogram_ms(ms: f64) -> String {
+    if ms.is_finite() {
+        format!("{ms:.3} ms")
+    } else {
+        "over 1 s".to_string()
+    }
+}
+
 /// The difference of two cumulative histograms with the same buckets.
 pub fn bucket_delta(later: &[(f64, u64)], earlier: &[(f64, u64)]) -> Vec<(f64, u64)> {
     later
@@ -416,8 +426,9 @@ impl ServerFigures {
             Some(n) => format!("{n} dropped unread for a full receive buffer"),
         };
         Some(format!(
-            "datagrams waited p50 {:.3} ms p99 {:.3} ms before the server read them, {drops}",
-            wait.p50, wait.p99
+            "datagrams waited p50 {} p99 {} before the server read them, {drops}",
+            histogram_ms(wait.p50),
+            histogram_ms(wait.p99)
         ))
     }
 
@@ -709,12 +720,17 @@ impl Report {
         );
         if let Some(sv) = &self.server {
             let audio = sv.internal_audio_latency_ms.map_or(String::new(), |p| {
-                format!(" (audio p50 {:.3} ms p99 {:.3} ms)", p.p50, p.p99)
+                format!(
+                    " (audio p50 {} p99 {})",
+                    histogram_ms(p.p50),
+                    histogram_ms(p.p99)
+                )
             });
             let internal = sv.internal_latency_ms.map_or(String::new(), |p| {
                 format!(
-                    ", inside the server p50 {:.3} ms p99 {:.3} ms{audio}",
-                    p.p50, p.p99
+                    ", inside the server p50 {} p99 {}{audio}",
+                    histogram_ms(p.p50),
+                    histogram_ms(p.p99)
                 )
             });
             line(
@@ -873,6 +889,16 @@ mod tests {
         assert_eq!(
             sv.socket_text().unwrap(),
             "datagrams waited p50 0.010 ms p99 320.000 ms before the server read them, none dropped unread"
+        );
+        sv.receive_wait_ms = Some(Percentiles {
+            p50: 0.01,
+            p99: f64::INFINITY,
+            ..Default::default()
+        });
+        assert!(
+            sv.socket_text().unwrap().contains("p99 over 1 s before"),
+            "beyond the last bucket: {}",
+            sv.socket_text().unwrap()
         );
         sv.receive_buffer_drops = Some(629);
         assert!(

@@ -47,7 +47,7 @@ pub mod vp8;
 pub use codec::Codec;
 pub use id::{EndpointId, LayerId, LayerSet, MediaKind, SlotId, SlotKind, Source, TrackId};
 pub use layout::{LayoutSpec, TileSpec, View};
-pub use load::{LoadConfig, LoadShedder};
+pub use load::{LATE_WAIT, LoadConfig, LoadShedder};
 pub use quality::{Quality, QualityConfig, QualityMeter, QualitySample};
 pub use router::{Forward, Router, RouterConfig, RouterError, RouterOutput, RtpIn, TrackInfo};
 pub use speaker::SpeakerConfig;

@@ -6,10 +6,20 @@
 //! Fewer frames in the thumbnails cost the meeting least: in grid view at 250 they are most
 //! of the forwards, and a 180-pixel tile at 7.5 frames a second is still a face. The
 //! decision is per worker, from the share of the core its thread used over the last
-//! second, with two thresholds and a hold on each so that it does not flap: shedding brings
-//! the load down, and the way back has to leave room for the frames that return.
+//! second and from how many of the datagrams it read had waited in its socket, with two
+//! thresholds and a hold on each so that it does not flap: shedding brings the load down,
+//! and the way back has to leave room for the frames that return.
+//!
+//! The wait is the direct sign: a worker whose thread is busy 85 % of the time can still
+//! fall behind when other threads take the rest of the core (joins, signalling, a
+//! neighbour), and then only its socket's queue shows it.
 
 use std::time::{Duration, Instant};
+
+/// A datagram that waited this long in the socket before the worker read it was read late.
+/// A worker that keeps up reads within a millisecond or two; bursts (a keyframe's fan-out)
+/// hold a few for several.
+pub const LATE_WAIT: Duration = Duration::from_millis(20);
 
 /// When to shed and when to stop.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +30,11 @@ pub struct LoadConfig {
     /// about a quarter to a third of a grid meeting's forwards (docs/performance.md), so
     /// restoring below `high × 0.65` does not bring the core straight back to `high`.
     pub low: f32,
+    /// A share of the datagrams read late ([`LATE_WAIT`]) at or above this is full too,
+    /// whatever the thread's share of the core.
+    pub late_high: f32,
+    /// Restoring also needs the late share at or below this.
+    pub late_low: f32,
     pub shed_after: Duration,
     pub restore_after: Duration,
 }
@@ -29,6 +44,8 @@ impl Default for LoadConfig {
         LoadConfig {
             high: 0.95,
             low: 0.6,
+            late_high: 0.05,
+            late_low: 0.01,
             shed_after: Duration::from_secs(2),
             restore_after: Duration::from_secs(10),
         }
@@ -65,17 +82,20 @@ impl LoadShedder {
         self.shedding
     }
 
-    /// Takes the share of the core used since the last sample (0.0–1.0; more is read as
-    /// full, a value that is not a number as idle); returns the cap when shedding starts
-    /// or ends. With thumbnails at the base layer already (`normal` 0) the cap stays 0, but
-    /// the state still changes: the worker sheds other work too (its connections stop
-    /// probing for bandwidth).
-    pub fn observe(&mut self, busy: f32, now: Instant) -> Option<u8> {
+    /// Takes the share of the core the worker's thread used since the last sample, and the
+    /// share of the datagrams it read in that time that were read late (both 0.0–1.0; more
+    /// is read as full, a value that is not a number as none); returns the cap when
+    /// shedding starts or ends. With thumbnails at the base layer already (`normal` 0) the
+    /// cap stays 0, but the state still changes: the worker sheds other work too (its
+    /// connections stop probing for bandwidth).
+    pub fn observe(&mut self, busy: f32, late: f32, now: Instant) -> Option<u8> {
         let busy = if busy.is_nan() { 0.0 } else { busy };
+        let late = if late.is_nan() { 0.0 } else { late };
+        let c = &self.config;
         let (towards, hold) = if self.shedding {
-            (busy <= self.config.low, self.config.restore_after)
+            (busy <= c.low && late <= c.late_low, c.restore_after)
         } else {
-            (busy >= self.config.high, self.config.shed_after)
+            (busy >= c.high || late >= c.late_high, c.shed_after)
         };
         if !towards {
             self.over_since = None;
@@ -101,7 +121,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &busy)| {
-                s.observe(busy, start + Duration::from_secs(from_sec + i as u64));
+                s.observe(busy, 0.0, start + Duration::from_secs(from_sec + i as u64));
                 s.cap()
             })
             .collect()
@@ -139,13 +159,42 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_read_late_shed_whatever_the_threads_share_and_hold_the_way_back() {
+        let t = Instant::now();
+        let at = |i: u64| t + Duration::from_secs(i);
+        let mut s = LoadShedder::new(LoadConfig::default(), 1);
+        // The thread at 80 % (other threads take the rest of the core), one late second
+        // between timely ones: not yet.
+        assert_eq!(s.observe(0.8, 0.2, at(0)), None);
+        assert_eq!(s.observe(0.8, 0.0, at(1)), None);
+        // Two seconds and more with a twentieth or more of the reads late: shed.
+        assert_eq!(s.observe(0.8, 0.06, at(2)), None);
+        assert_eq!(s.observe(0.8, 0.3, at(3)), None);
+        assert_eq!(s.observe(0.8, 0.05, at(4)), Some(0));
+        // Idle thread but reads still late: no way back however long.
+        for i in 5..30 {
+            assert_eq!(s.observe(0.3, 0.02, at(i)), None);
+        }
+        // Both low for the restore hold: back.
+        let back: Vec<_> = (30..42)
+            .filter_map(|i| s.observe(0.3, 0.005, at(i)))
+            .collect();
+        assert_eq!(back, [1]);
+        // A sample that is not a number reads as no late reads.
+        let mut s = LoadShedder::new(LoadConfig::default(), 1);
+        for i in 0..5 {
+            assert_eq!(s.observe(0.5, f32::NAN, at(i)), None);
+        }
+    }
+
+    #[test]
     fn thumbnails_at_the_base_layer_stay_there_and_bad_samples_are_idle() {
         let t = Instant::now();
         let mut s = LoadShedder::new(LoadConfig::default(), 0);
         // Nothing left to cut from the thumbnails, but the worker still sheds (and says
         // so once): its connections stop probing.
         let changes: Vec<_> = (0..10)
-            .filter_map(|i| s.observe(1.0, t + Duration::from_secs(i)))
+            .filter_map(|i| s.observe(1.0, 0.0, t + Duration::from_secs(i)))
             .collect();
         assert_eq!(changes, [0]);
         assert!(s.is_shedding());

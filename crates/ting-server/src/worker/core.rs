@@ -17,8 +17,9 @@ use str0m::rtp::RtpWrite;
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 use str0m::{Event, IceConnectionState, Input, Output};
 use ting_media::{
-    EndpointId, Forward, LayerId, LoadConfig, LoadShedder, MediaKind, Quality, QualitySample,
-    Router, RouterConfig, RouterOutput, RtpIn, SlotId, Source, TrackId, TrackInfo, Vp8Out,
+    EndpointId, Forward, LATE_WAIT, LayerId, LoadConfig, LoadShedder, MediaKind, Quality,
+    QualitySample, Router, RouterConfig, RouterOutput, RtpIn, SlotId, Source, TrackId, TrackInfo,
+    Vp8Out,
 };
 use ting_proto::{ErrorCode, ErrorMsg, ParticipantRef, ServerMsg};
 use tokio::sync::mpsc;
@@ -128,6 +129,10 @@ pub struct MediaCore {
     /// The socket's running count of datagrams the kernel dropped for a full receive
     /// buffer, as last reported.
     receive_overflows: u32,
+    /// Datagrams read since the last load sample, and of them those read late
+    /// (`ting_media::load::LATE_WAIT`).
+    reads: u64,
+    late_reads: u64,
     /// The packets of the batch being routed, and their forwards in sending order.
     batch_pkts: Vec<BatchPacket>,
     batch: Vec<BatchForward>,
@@ -229,6 +234,8 @@ impl MediaCore {
             next_quality: Instant::now(),
             received: Instant::now(),
             receive_overflows: 0,
+            reads: 0,
+            late_reads: 0,
             batch_pkts: Vec::new(),
             batch: Vec::new(),
             batch_at: 0,
@@ -666,6 +673,8 @@ impl MediaCore {
         for w in waited {
             self.stats
                 .observe_receive_wait(w.as_nanos().min(u128::from(u64::MAX)) as u64);
+            self.reads += 1;
+            self.late_reads += u64::from(w >= LATE_WAIT);
         }
         if let Some(count) = overflows {
             let new = count.wrapping_sub(self.receive_overflows);
@@ -1421,14 +1430,21 @@ impl MediaCore {
     }
 
     /// The share of its core the worker's thread used since the last call (the worker
-    /// loop reports it about once a second): a core that stays full sheds thumbnail frames
-    /// in every room on this worker, one that has room again restores them
-    /// (`ting_media::load`).
+    /// loop reports it about once a second): a core that stays full, or a socket whose
+    /// datagrams are read late (counted since the last call from what
+    /// [`MediaCore::observe_receive`] saw), sheds thumbnail frames in every room on this
+    /// worker; one that has room again restores them (`ting_media::load`).
     pub fn observe_load(&mut self, busy: f32, now: Instant) {
+        let late = if self.reads == 0 {
+            0.0
+        } else {
+            self.late_reads as f32 / self.reads as f32
+        };
+        (self.reads, self.late_reads) = (0, 0);
         let Some(shedder) = self.shedder.as_mut() else {
             return;
         };
-        let Some(cap) = shedder.observe(busy, now) else {
+        let Some(cap) = shedder.observe(busy, late, now) else {
             return;
         };
         let shedding = shedder.is_shedding();
@@ -1437,6 +1453,7 @@ impl MediaCore {
             warn!(
                 worker = self.id.0,
                 busy = format_args!("{:.0} %", busy * 100.0),
+                read_late = format_args!("{:.0} %", late * 100.0),
                 "media worker's core is full: thumbnails drop to the base temporal layer and connections stop probing until it is not"
             );
         } else {
@@ -1636,6 +1653,10 @@ mod tests {
     use ting_media::{EndpointId, LayerId, RouterConfig, Source, TrackId};
 
     fn core() -> (Arc<[WorkerHandle]>, MediaCore) {
+        core_with(false)
+    }
+
+    fn core_with(load_shedding: bool) -> (Arc<[WorkerHandle]>, MediaCore) {
         let (events, _) = mpsc::unbounded_channel();
         let setup = CoreSetup {
             id: WorkerId(0),
@@ -1644,13 +1665,45 @@ mod tests {
             counters: Arc::new(WorkerCounters::default()),
             media_grace: Duration::from_secs(5),
             router: RouterConfig::default(),
-            load_shedding: false,
+            load_shedding,
         };
         let (handles, mut cores) = standalone_cores(vec![setup]).expect("core");
         (handles, cores.remove(0))
     }
 
     /// How many turns of the worker loop a queue takes to empty.
+    #[test]
+    fn a_socket_read_late_sheds_load_though_the_thread_has_room() {
+        let (_h, mut core) = core_with(true);
+        let t = Instant::now();
+        let second = |i: u64| t + Duration::from_secs(i);
+        let reads = |late: usize| {
+            let mut w = vec![Duration::from_micros(50); 100 - late];
+            w.extend(vec![LATE_WAIT + Duration::from_millis(5); late]);
+            w.into_iter()
+        };
+        // The thread at 80 % of its core, reads on time: nothing to shed.
+        for i in 0..4 {
+            core.observe_receive(reads(0), None);
+            core.observe_load(0.8, second(i));
+        }
+        assert_eq!(core.stats().shedding, 0);
+        // A tenth of each second's reads late, the thread still at 80 %: it sheds once the
+        // hold has passed.
+        for i in 4..7 {
+            core.observe_receive(reads(10), None);
+            core.observe_load(0.8, second(i));
+        }
+        assert_eq!(core.stats().shedding, 1);
+        assert_eq!(core.stats().sheds, 1);
+        // The late share is per sample: a quiet second with no reads counts as none late,
+        // but the thread's share still holds it.
+        for i in 7..20 {
+            core.observe_load(0.7, second(i));
+        }
+        assert_eq!(core.stats().shedding, 1);
+    }
+
     #[test]
     fn the_sockets_drop_count_is_counted_once_and_across_its_wrap() {
         let (_h, mut core) = core();
