@@ -31,8 +31,12 @@ pub struct LoadConfig {
     /// restoring below `high × 0.65` does not bring the core straight back to `high`.
     pub low: f32,
     /// A share of the datagrams read late ([`LATE_WAIT`]) at or above this is full too,
-    /// whatever the thread's share of the core.
+    /// when the thread itself uses at least `late_busy` of the core: then its own work is
+    /// what falls behind, and shedding some of it helps. (A thread that is mostly idle and
+    /// still reads late is kept from its core by something else, which shedding would not
+    /// cure.)
     pub late_high: f32,
+    pub late_busy: f32,
     /// Restoring also needs the late share at or below this.
     pub late_low: f32,
     pub shed_after: Duration,
@@ -45,6 +49,7 @@ impl Default for LoadConfig {
             high: 0.95,
             low: 0.6,
             late_high: 0.05,
+            late_busy: 0.5,
             late_low: 0.01,
             shed_after: Duration::from_secs(2),
             restore_after: Duration::from_secs(10),
@@ -95,7 +100,10 @@ impl LoadShedder {
         let (towards, hold) = if self.shedding {
             (busy <= c.low && late <= c.late_low, c.restore_after)
         } else {
-            (busy >= c.high || late >= c.late_high, c.shed_after)
+            (
+                busy >= c.high || (late >= c.late_high && busy >= c.late_busy),
+                c.shed_after,
+            )
         };
         if !towards {
             self.over_since = None;
@@ -185,6 +193,12 @@ mod tests {
         for i in 0..5 {
             assert_eq!(s.observe(0.5, f32::NAN, at(i)), None);
         }
+        // A thread that is mostly idle and reads late is held back by something else
+        // (another process on its core): its own work is not what to shed.
+        for i in 5..15 {
+            assert_eq!(s.observe(0.2, 0.5, at(i)), None);
+        }
+        assert!(!s.is_shedding());
     }
 
     #[test]
