@@ -127,6 +127,18 @@ impl SimCore {
         peer
     }
 
+    /// The signalling messages queued for the `i`-th participant connected (JSON text),
+    /// taken out of its outbox.
+    pub fn take_messages(&mut self, i: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(rx) = self.outboxes.get_mut(i) {
+            while let Some(m) = rx.try_recv() {
+                out.push(m.text.to_string());
+            }
+        }
+        out
+    }
+
     /// One step of virtual time: every peer's due timeout and datagrams into the core, the
     /// core's passes and sends, and its datagrams delivered to the peers they are for.
     pub fn exchange(&mut self, peers: &mut [SimPeer], now: Instant) {

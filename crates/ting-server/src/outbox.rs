@@ -100,6 +100,11 @@ impl OutboxRx {
         self.rx.recv().await
     }
 
+    /// The next message if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<OutMsg> {
+        self.rx.try_recv().ok()
+    }
+
     /// Notified once a message could not be queued because the queue was full.
     pub fn overflow(&self) -> Arc<Notify> {
         self.overflow.clone()

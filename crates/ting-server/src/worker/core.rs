@@ -34,6 +34,7 @@ use super::{
 use crate::metrics::{
     DropReason, KindIndex, PUBLISH_INTERVAL, TickCause, WorkerCounters, WorkerStats, thread_cpu_ns,
 };
+use crate::outbox::Outbox;
 use crate::udp;
 
 /// What a [`MediaCore`] needs to know about its place.
@@ -410,13 +411,7 @@ impl MediaCore {
                         slots: peer.slot_message(),
                     }));
                     if let Some(rs) = self.rooms.get(&peer.room) {
-                        let speaking = rs.router.speaking();
-                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Speaking {
-                            participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
-                        }));
-                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::ActiveSpeaker {
-                            participant: rs.router.active_speaker().map(participant_ref),
-                        }));
+                        tell_speakers(&peer.outbox, &rs.router, true);
                     }
                 }
             }
@@ -501,6 +496,11 @@ impl MediaCore {
             }
         }
         rs.peers.push(pi);
+        // Who speaks now, with the answer: a joiner knows it before its media connects,
+        // however long the handshakes take on a busy core.
+        if let Some(peer) = self.peers.get(pi).and_then(Option::as_ref) {
+            tell_speakers(&peer.outbox, &rs.router, false);
+        }
         let _ = self.events.send(WorkerEvent::Connected {
             pid,
             worker: me,
@@ -863,19 +863,9 @@ impl MediaCore {
                 let _ = rs
                     .router
                     .add_subscriber_with_layout(endpoint, &kinds, layout, now);
-                // Who speaks now, so a joiner does not wait for the next change to see it.
+                // Who speaks now, again: it may have changed since the answer.
                 if let Some(peer) = self.peers.get(pi).and_then(Option::as_ref) {
-                    let speaking = rs.router.speaking();
-                    if !speaking.is_empty() {
-                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::Speaking {
-                            participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
-                        }));
-                    }
-                    if let Some(speaker) = rs.router.active_speaker() {
-                        let _ = peer.outbox.send(OutMsg::new(&ServerMsg::ActiveSpeaker {
-                            participant: Some(participant_ref(speaker)),
-                        }));
-                    }
+                    tell_speakers(&peer.outbox, &rs.router, false);
                 }
             }
             debug!(pid = %format_args!("{:016x}", endpoint.0), "media connected");
@@ -1524,6 +1514,25 @@ fn coalesce(deadline: Instant, last_tick: Option<Instant>, rtc: &str0m::Rtc) -> 
 }
 
 /// A participant id as the protocol writes it.
+/// Tells one participant who speaks now and who the active speaker is, as a room's
+/// `speaking` and `active_speaker` messages would: to a joiner, so that it does not wait
+/// for the next change, and after a `resume`. With `always` false, says nothing of an
+/// empty set or of no speaker yet (what a fresh client assumes anyway).
+fn tell_speakers(outbox: &Outbox, router: &Router, always: bool) {
+    let speaking = router.speaking();
+    if always || !speaking.is_empty() {
+        let _ = outbox.send(OutMsg::new(&ServerMsg::Speaking {
+            participants: speaking.iter().map(|e| participant_ref(*e)).collect(),
+        }));
+    }
+    let active = router.active_speaker();
+    if always || active.is_some() {
+        let _ = outbox.send(OutMsg::new(&ServerMsg::ActiveSpeaker {
+            participant: active.map(participant_ref),
+        }));
+    }
+}
+
 fn participant_ref(e: EndpointId) -> ParticipantRef {
     ParticipantRef(format!("{:016x}", e.0))
 }
