@@ -154,6 +154,9 @@ def srtp(label, scenario):
         return ", ".join(sorted({l.split(": ")[-1] for l in lines if l.strip()})) or "?"
     except FileNotFoundError:
         return "?"
+def ms(v):
+    # A quantile beyond a histogram's last bucket is infinite, which JSON writes as null.
+    return f"{v:.2f}" if v is not None else ">1000"
 rows = []
 print(f"\nserver pinned to cores {cores}; figures from one run, same machine, same scenario\n")
 print(f"{'scenario':<10} {'server':<6} {'joins':>7} {'fwd pkt/s':>10} {'CPU us/pkt':>10} {'pkt/s/core':>11} "
@@ -179,10 +182,10 @@ for scenario in ("fanout", "meeting"):
             vs = f"{us / f:.2f}x"
         j = r["joins"]
         inner = (r.get("server") or {}).get("internal_latency_ms")
-        inside = f"{inner['p99']:.2f}" if inner else "-"
+        inside = ms(inner["p99"]) if inner else "-"
         print(f"{scenario:<10} {label:<6} {j['succeeded']:>3}/{j['attempted']:<3} {h['forwarded_per_second']:>10.0f} "
               f"{(us or 0):>10.2f} {(h.get('forwarded_per_core_second') or 0):>11.0f} "
-              f"{r['loss_ratio']*100:>7.3f} {r['latency_ms']['p50']:>7.2f} {r['latency_ms']['p99']:>7.2f} {inside:>10} {vs:>8}  {srtp(label, scenario)}")
+              f"{r['loss_ratio']*100:>7.3f} {ms(r['latency_ms']['p50']):>7} {ms(r['latency_ms']['p99']):>7} {inside:>10} {vs:>8}  {srtp(label, scenario)}")
     if figures.get("ting") and figures.get("janus"):
         print(f"{'':<10} ting / janus CPU per forwarded packet: {figures['ting'] / figures['janus']:.2f}")
 print(f"\nreports, plots and logs: {out}/")
