@@ -6,7 +6,7 @@
 //! the one-way latency). The rest of the payload is a filler derived from the running number,
 //! so a receiver can tell whether the bytes arrived unchanged without keeping a copy.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MAGIC: [u8; 2] = *b"tb";
 
@@ -184,6 +184,13 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// One-way latency in µs of a packet stamped at `sent_us` (wall clock), read at `now_us`
+/// after it `waited` in the receiver's socket: to its arrival, not to its reading.
+pub fn one_way_us(sent_us: u64, now_us: u64, waited: Duration) -> u64 {
+    let waited = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+    now_us.saturating_sub(sent_us).saturating_sub(waited)
+}
+
 fn filler(counter: u64, i: usize) -> u8 {
     (counter as u8)
         .wrapping_mul(31)
@@ -252,6 +259,18 @@ pub fn read(payload: &[u8], prefix_len: usize, check_all: bool) -> Result<Stamp,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_way_latency_ends_at_arrival_not_at_reading() {
+        // Sent at 1.000 s, read at 1.060 s after 50 ms in the socket: 10 ms on the way.
+        let ms = Duration::from_millis;
+        assert_eq!(one_way_us(1_000_000, 1_060_000, ms(50)), 10_000);
+        assert_eq!(one_way_us(1_000_000, 1_060_000, ms(0)), 60_000);
+        // Clocks that disagree by more than the flight clamp at zero, not wrap.
+        assert_eq!(one_way_us(1_000_000, 1_010_000, ms(50)), 0);
+        assert_eq!(one_way_us(2_000_000, 1_000_000, ms(0)), 0);
+        assert_eq!(one_way_us(0, 5, Duration::MAX), 0);
+    }
 
     #[test]
     fn e2ee_headers_follow_rfc_9605() {

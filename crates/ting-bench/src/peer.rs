@@ -1158,10 +1158,10 @@ impl SimPeer {
             }
         };
         let Some(slot) = slot else { return };
-        let at = p.timestamp;
+        let arrived = p.timestamp;
         let seq: u64 = *p.seq_no;
         let len = p.payload.len();
-        if !self.count_arrival(slot, seq, len, at) {
+        if !self.count_arrival(slot, seq, len, arrived) {
             return;
         }
         // The second of a sampled pair comes next (unless this was it).
@@ -1188,7 +1188,10 @@ impl SimPeer {
         };
         match payload::read(&p.payload, prefix, check_all) {
             Ok(stamp) => {
-                let latency = payload::now_us().saturating_sub(stamp.sent_us);
+                // To the kernel's arrival time, not to now: the thread looks at its
+                // sockets only every few milliseconds (`driver::COALESCE`).
+                let waited = Instant::now().saturating_duration_since(arrived);
+                let latency = payload::one_way_us(stamp.sent_us, payload::now_us(), waited);
                 self.latency.record(latency);
                 let mapped = self.stats.slots[slot]
                     .mapped_to
