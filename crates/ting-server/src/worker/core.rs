@@ -1513,7 +1513,6 @@ fn coalesce(deadline: Instant, last_tick: Option<Instant>, rtc: &str0m::Rtc) -> 
     }
 }
 
-/// A participant id as the protocol writes it.
 /// Tells one participant who speaks now and who the active speaker is, as a room's
 /// `speaking` and `active_speaker` messages would: to a joiner, so that it does not wait
 /// for the next change, and after a `resume`. With `always` false, says nothing of an
@@ -1533,6 +1532,7 @@ fn tell_speakers(outbox: &Outbox, router: &Router, always: bool) {
     }
 }
 
+/// A participant id as the protocol writes it.
 fn participant_ref(e: EndpointId) -> ParticipantRef {
     ParticipantRef(format!("{:016x}", e.0))
 }
@@ -1680,7 +1680,6 @@ mod tests {
         (handles, cores.remove(0))
     }
 
-    /// How many turns of the worker loop a queue takes to empty.
     #[test]
     fn a_socket_read_late_sheds_load_though_the_thread_has_room() {
         let (_h, mut core) = core_with(true);
@@ -1733,6 +1732,7 @@ mod tests {
         );
     }
 
+    /// How many turns of the worker loop a queue takes to empty.
     fn turns(mut handle: impl FnMut() -> bool) -> usize {
         let mut turns = 1;
         while handle() {
