@@ -6,12 +6,13 @@
 //! with the kernel's arrival time, so the transport-wide feedback a participant sends the
 //! server tells when packets arrived, not when this thread got round to them.
 //!
-//! That stamp also lets the thread look at its sockets at most once every [`COALESCE`]:
+//! That stamp also lets the thread look at its sockets at most once every [`READ_EVERY`]:
 //! what arrived meanwhile waits in the kernel and is read in one batch per socket, with
 //! its true arrival time, instead of a wake-up, a system call and a connection pass per
-//! packet, and one-way latency is measured to that arrival time too. The simulated
-//! participants' timers are served as late as that, at most: a browser's media and
-//! feedback timers are not more punctual than a few milliseconds either.
+//! packet, and one-way latency is measured to that arrival time too. The thread wakes
+//! more often, at most once every [`COALESCE`], for the simulated participants' timers
+//! (media, feedback), which are served as late as that at most: a browser's are not more
+//! punctual than a few milliseconds either.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -32,12 +33,19 @@ use crate::sock::{self, Clock, RecvBatch};
 use crate::stats::Histogram;
 
 const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken from the kernel per look.
+const EVENTS: usize = 256;
 /// The longest a driver sleeps without looking at its commands.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
-/// The shortest time between two looks at the sockets (see the module docs). 3 ms cost
-/// 3-17 % (median 6 %) less harness CPU per received packet than 1 ms at 150 in grid view
-/// (`docs/performance.md`).
+/// The shortest time between two wake-ups of the thread (see the module docs): timers
+/// are served this late at most. 3 ms cost 3-17 % (median 6 %) less harness CPU per
+/// received packet than 1 ms at 150 in grid view (`docs/performance.md`).
 const COALESCE: Duration = Duration::from_millis(3);
+/// The shortest time between two looks at the sockets. Longer than [`COALESCE`]: reading
+/// later changes no measured time (arrival is the kernel's stamp), only how many
+/// datagrams one system call returns, while the media the participants send keeps the
+/// timers' finer pace.
+const READ_EVERY: Duration = Duration::from_millis(10);
 /// How often quiet streams are checked for (see `SlotStats::check_silence`).
 const SILENCE_CHECK: Duration = Duration::from_millis(100);
 /// Receive buffer per participant socket: a keyframe burst to a participant with many
@@ -196,8 +204,9 @@ impl Driver {
     }
 
     fn run(mut self) {
-        let mut events = Events::with_capacity(256);
+        let mut events = Events::with_capacity(EVENTS);
         let mut woke = Instant::now();
+        let mut read_at = woke;
         loop {
             if !self.handle_commands() {
                 break;
@@ -206,24 +215,46 @@ impl Driver {
             if busy < COALESCE {
                 std::thread::sleep(COALESCE - busy);
             }
-            let timeout = self
+            // Before the next look at the sockets only timers and commands wake the
+            // thread: the sockets are not asked about (a zero timeout when a timer is due).
+            let now = Instant::now();
+            let timer = self
                 .timers
                 .peek()
-                .map(|r| r.0.0.saturating_duration_since(Instant::now()))
+                .map(|r| r.0.0.saturating_duration_since(now))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+            let read = now >= read_at;
+            let timeout = if read {
+                timer
+            } else {
+                timer.min(read_at - now)
+            };
+            let polled = if read {
+                self.poll.poll(&mut events, Some(timeout))
+            } else {
+                events.clear();
+                std::thread::sleep(timeout);
+                Ok(())
+            };
+            if let Err(e) = polled
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 break;
             }
             let now = Instant::now();
             woke = now;
+            let mut looked = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
                 }
+                looked = true;
                 self.receive(ev.token().0);
+            }
+            // A full list of events may have left sockets unreported: look again at once.
+            if looked && events.iter().count() < EVENTS {
+                read_at = now + READ_EVERY;
             }
             self.expire(now);
             if now >= self.next_silence_check {

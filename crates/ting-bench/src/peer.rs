@@ -1189,7 +1189,7 @@ impl SimPeer {
         match payload::read(&p.payload, prefix, check_all) {
             Ok(stamp) => {
                 // To the kernel's arrival time, not to now: the thread looks at its
-                // sockets only every few milliseconds (`driver::COALESCE`).
+                // sockets only every few milliseconds (`driver::READ_EVERY`).
                 let waited = Instant::now().saturating_duration_since(arrived);
                 let latency = payload::one_way_us(stamp.sent_us, payload::now_us(), waited);
                 self.latency.record(latency);
