@@ -35,6 +35,9 @@ struct Net {
     /// Per peer: drop every n-th datagram it sends (`None`: none), and how many it sent.
     drop_every: Vec<Option<u32>>,
     sent: Vec<u32>,
+    /// Per peer: drop every n-th datagram the server sends it, and how many it sent.
+    drop_to_every: Vec<Option<u32>>,
+    sent_to: Vec<u32>,
     /// What the core told the conductor so far.
     log: Vec<WorkerEvent>,
     now: Instant,
@@ -49,6 +52,8 @@ impl Net {
             cut: Vec::new(),
             drop_every: Vec::new(),
             sent: Vec::new(),
+            drop_to_every: Vec::new(),
+            sent_to: Vec::new(),
             log: Vec::new(),
             now,
         };
@@ -70,6 +75,8 @@ impl Net {
             net.cut.push(false);
             net.drop_every.push(None);
             net.sent.push(0);
+            net.drop_to_every.push(None);
+            net.sent_to.push(0);
         }
         net.sim
             .add_track(PUBLISHER, Source::Microphone, Codec::Opus, now);
@@ -114,7 +121,11 @@ impl Net {
             if let Some(&i) = by_addr.get(&t.destination)
                 && !self.cut[i]
             {
-                deliver.push((i, t.contents.to_vec()));
+                self.sent_to[i] += 1;
+                let n = self.sent_to[i];
+                if !self.drop_to_every[i].is_some_and(|every| n.is_multiple_of(every)) {
+                    deliver.push((i, t.contents.to_vec()));
+                }
             }
         }
         let sent = self.sim.core.transmits().len();
@@ -351,4 +362,38 @@ fn lasting_loss_shows_as_a_poor_connection_and_an_outage_as_a_lost_one() {
     );
     // The subscriber's own connection was fine throughout.
     assert_eq!(net.quality_of(SUBSCRIBER), vec![]);
+}
+
+#[test]
+fn loss_on_a_viewers_downlink_shows_from_its_transport_wide_feedback() {
+    // The server learns of loss on the way to a viewer only from the feedback the viewer
+    // sends: the load harness's participants take theirs from str0m without a timeout
+    // pass (`Rtc::poll_twcc_feedback`), and it must report what did not arrive.
+    let mut net = Net::new(Duration::from_secs(20));
+    net.run_until("first video", Duration::from_secs(20), |n| {
+        n.video_received() > 30
+    });
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(
+        net.quality_of(SUBSCRIBER),
+        vec![],
+        "a clean network is good"
+    );
+
+    // One datagram in eight lost on the way to the subscriber.
+    net.drop_to_every[1] = Some(8);
+    let poor = net.run_until(
+        "the subscriber to show as poor",
+        Duration::from_secs(10),
+        |n| n.quality_of(SUBSCRIBER) == [Quality::Poor],
+    );
+    eprintln!("12.5 % downlink loss showed as poor after {poor:?}");
+    net.drop_to_every[1] = None;
+    net.run_until(
+        "the subscriber to show as good again",
+        Duration::from_secs(15),
+        |n| n.quality_of(SUBSCRIBER) == [Quality::Poor, Quality::Good],
+    );
+    // The publisher's own connection was fine throughout.
+    assert_eq!(net.quality_of(PUBLISHER), vec![]);
 }

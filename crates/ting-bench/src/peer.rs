@@ -12,10 +12,12 @@
 //!
 //! Receiving is made cheap so the harness costs far less than the server it loads: every
 //! packet is counted from its clear RTP header ([`crate::header`]), handed to the connection
-//! with the others that arrived since its last timeout pass (`Rtc::handle_rtp_headers`,
-//! which keeps NACK, receiver reports and transport-wide feedback truthful, with the
-//! kernel's arrival times), and one packet pair in [`SimPeerConfig::sample_every`] per slot
-//! is authenticated, decrypted and checked in full.
+//! with the others that arrived since its last timeout (`Rtc::handle_rtp_headers`, which
+//! keeps NACK, receiver reports and transport-wide feedback truthful, with the kernel's
+//! arrival times), and one packet pair in [`SimPeerConfig::sample_every`] per slot is
+//! authenticated, decrypted and checked in full. Transport-wide feedback is taken from the
+//! connection every 50 ms while packets arrive (`Rtc::poll_twcc_feedback`), without the
+//! timeout pass over every stream that str0m's own feedback timer costs.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,9 +38,13 @@ use crate::header::ClearHeader;
 use crate::payload::{self, Stamp, StreamKind};
 use crate::stats::{Flow, Histogram, SlotStats};
 
-/// How soon after a packet counted from its header the connection gets a timeout pass,
-/// at the latest: str0m sends transport-wide feedback every 50 ms.
+/// How soon after a packet arrived the transport-wide feedback that reports it goes out,
+/// at the latest: every 50 ms while packets arrive, as str0m's own timer and a browser
+/// receiving a few megabits a second send it.
 const FEEDBACK_CHECK: Duration = Duration::from_millis(50);
+
+/// Transport-wide feedback packets sent at once, at most (each covers what fits the MTU).
+const MAX_FEEDBACK_PACKETS: usize = 8;
 
 /// Headers counted from unsampled packets wait for the connection's next pass, at most
 /// this many (see `SimPeer::account_headers`).
@@ -243,10 +249,10 @@ pub struct SimPeer {
     sample_second: Vec<bool>,
     /// A packet written could not be sent at once; the next timeout runs a pass.
     needs_pass: bool,
-    /// The first packet since the connection's next timeout was last learned (counted
-    /// from its header, or sampled and polled only until it was handed over): a pass is
-    /// due within [`FEEDBACK_CHECK`] of it.
-    last_unverified: Option<Instant>,
+    /// The arrival of the first RTP packet not yet reported in transport-wide feedback:
+    /// the feedback, and a look at the connection's next timeout (which the packets'
+    /// accounting may have moved: a gap arms NACK), are due [`FEEDBACK_CHECK`] after it.
+    unreported_since: Option<Instant>,
     /// Headers of the unsampled packets since the connection last took them (see
     /// `SimPeer::account_headers`), and per header its receive slot and payload size.
     headers: Vec<RtpHeaderOnly>,
@@ -283,6 +289,8 @@ impl SimPeer {
         now: Instant,
     ) -> Result<(SimPeer, Offer), PeerError> {
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        // Feedback is sent by `handle_timeout`, without a pass over every stream.
+        rtc.set_twcc_feedback_polled(true);
         let candidate =
             Candidate::host(local, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -405,7 +413,7 @@ impl SimPeer {
             sample_in: vec![0; slot_mids.len()],
             sample_second: vec![false; slot_mids.len()],
             needs_pass: false,
-            last_unverified: None,
+            unreported_since: None,
             headers: Vec::new(),
             header_slots: Vec::new(),
             twcc_id: None,
@@ -443,6 +451,8 @@ impl SimPeer {
         now: Instant,
     ) -> Result<(SimPeer, String), PeerError> {
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
+        // Feedback is sent by `handle_timeout`, without a pass over every stream.
+        rtc.set_twcc_feedback_polled(true);
         let candidate =
             Candidate::host(local, "udp").map_err(|e| PeerError::Candidate(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -471,7 +481,7 @@ impl SimPeer {
             sample_in: vec![0; slot_mids.len()],
             sample_second: vec![false; slot_mids.len()],
             needs_pass: false,
-            last_unverified: None,
+            unreported_since: None,
             headers: Vec::new(),
             header_slots: Vec::new(),
             twcc_id: None,
@@ -624,7 +634,7 @@ impl SimPeer {
                 // 12-byte header, its extensions and the 16-byte SRTP tag, roughly.
                 let len = data.len().saturating_sub(12 + 16 + 8);
                 self.header_slots.push((slot, len));
-                self.last_unverified.get_or_insert(at);
+                self.unreported_since.get_or_insert(at);
                 if self.headers.len() >= MAX_HEADERS {
                     self.account_headers();
                 }
@@ -647,7 +657,12 @@ impl SimPeer {
             return;
         }
         let rtcp = data.len() >= 2 && (192..=223).contains(&data[1]);
-        if connected && !rtcp {
+        let rtp = !rtcp && (128..=191).contains(&data[0]);
+        if rtp {
+            // Its arrival (media, padding, a repair) may be in the feedback register.
+            self.unreported_since.get_or_insert(at);
+        }
+        if connected && rtp {
             self.drain_to_packet(at);
         } else {
             self.drain(at);
@@ -655,7 +670,7 @@ impl SimPeer {
     }
 
     /// The end of a batch of datagrams. The unsampled packets' headers wait for the
-    /// connection's next timeout pass (see [`SimPeer::account_headers`]), which
+    /// connection's next timeout (see [`SimPeer::account_headers`]), which
     /// [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`] of the first of them.
     pub fn finish_receive(&mut self, _now: Instant) {}
 
@@ -663,11 +678,12 @@ impl SimPeer {
     /// (`Rtc::handle_rtp_headers`, which keeps NACK, receiver reports and transport-wide
     /// feedback truthful, with the kernel's arrival times) and counts what it accepted.
     ///
-    /// Called before the connection's timeout pass, before a packet takes the full path
-    /// (so the connection sees packets in the order they arrived), when [`MAX_HEADERS`]
-    /// are waiting, and before statistics are read. A connection's state is then touched
-    /// once for tens of packets, while its pass needs it anyway, instead of once per
-    /// packet among a few hundred other connections' (cache misses are most of the cost).
+    /// Called before the connection's timeout pass and before its transport-wide feedback
+    /// is taken, before a packet takes the full path (so the connection sees packets in
+    /// the order they arrived), when [`MAX_HEADERS`] are waiting, and before statistics
+    /// are read. A connection's state is then touched once for tens of packets, when it
+    /// is needed anyway, instead of once per packet among a few hundred other
+    /// connections' (cache misses are most of the cost).
     pub fn account_headers(&mut self) {
         if self.headers.is_empty() {
             return;
@@ -764,9 +780,8 @@ impl SimPeer {
         } else {
             None
         };
-        // Packets counted from their headers move the connection's feedback deadline
-        // without a drain to learn it: look again within the feedback interval.
-        let rtc = match self.last_unverified {
+        // Packets that arrived are reported within the feedback interval.
+        let rtc = match self.unreported_since {
             Some(at) => self.rtc_timeout.min(at + FEEDBACK_CHECK),
             None => self.rtc_timeout,
         };
@@ -775,18 +790,41 @@ impl SimPeer {
 
     /// Sends the media that is due and advances the connection's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.account_headers();
         if self.sending && self.rtc.is_connected() {
             self.send_media(now);
         }
+        let pass = now >= self.rtc_timeout || std::mem::take(&mut self.needs_pass);
         let feedback_due = self
-            .last_unverified
+            .unreported_since
             .is_some_and(|at| now >= at + FEEDBACK_CHECK);
-        if now >= self.rtc_timeout || feedback_due || std::mem::take(&mut self.needs_pass) {
-            if self.rtc.handle_input(Input::Timeout(now)).is_err() {
-                self.alive = false;
+        // The headers wait for the connection to need them: tens of packets then cost a
+        // few lookups of each stream's state instead of one per packet.
+        if pass || feedback_due {
+            self.account_headers();
+        }
+        if pass && self.rtc.handle_input(Input::Timeout(now)).is_err() {
+            self.alive = false;
+        }
+        if feedback_due {
+            self.unreported_since = None;
+            // One packet covers what fits the MTU; a few hundred arrivals fit one.
+            for _ in 0..MAX_FEEDBACK_PACKETS {
+                let Some(t) = self.rtc.poll_twcc_feedback(now) else {
+                    break;
+                };
+                self.out.push_back(t);
             }
+        }
+        if pass {
             self.drain(now);
+        } else if feedback_due {
+            // The accounting of the packets it reports may have opened a gap, which arms
+            // the connection's NACK timer: learn that alone, without the drain's walk of
+            // every stream for every timer. The rest of what packets move (a stream's
+            // first report, a pause check) waits for the next pass.
+            if let Some(at) = self.rtc.nack_at() {
+                self.rtc_timeout = self.rtc_timeout.min(at);
+            }
         }
     }
 
@@ -1074,15 +1112,14 @@ impl SimPeer {
 
     /// After a sampled RTP packet: polls the connection until it hands the packet over,
     /// and leaves the rest (learning its next timeout, which walks every stream) to the
-    /// pass that [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`], as for the
+    /// feedback that [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`], as for the
     /// packets counted from their headers. Receiving RTP sends nothing at once; what it
-    /// arms (NACK, feedback) is due at that pass at the latest.
+    /// arms (NACK) is learned then at the latest.
     fn drain_to_packet(&mut self, now: Instant) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
                     self.rtc_timeout = t;
-                    self.last_unverified = None;
                     return;
                 }
                 Ok(Output::Transmit(t)) => self.out.push_back(t),
@@ -1090,7 +1127,6 @@ impl SimPeer {
                     let packet = matches!(e, Event::RtpPacket(_));
                     self.handle_event(e, now);
                     if packet {
-                        self.last_unverified.get_or_insert(now);
                         return;
                     }
                 }
@@ -1103,7 +1139,6 @@ impl SimPeer {
     }
 
     fn drain(&mut self, now: Instant) {
-        self.last_unverified = None;
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {

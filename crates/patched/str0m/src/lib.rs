@@ -2326,18 +2326,30 @@ impl Rtc {
     /// later. The connection's own timers (reports, NACK, feedback) still need
     /// `handle_input(Input::Timeout)` at the time [`Rtc::poll_output`] asks for.
     pub fn poll_stream_tx(&mut self, now: Instant, ssrc: rtp::Ssrc) -> Option<net::Transmit> {
+        // Sending moves no event; its timers (reports, estimator) may move.
+        self.send_now(true, |session| session.poll_stream_tx(now, ssrc))
+    }
+
+    /// ting patch: a datagram `make` has the session build outside a timeout pass,
+    /// addressed along the ICE route and counted; `None` when the connection is not alive
+    /// or has no route yet (checked first, so nothing is built in vain). Building it queues
+    /// no event; `timeout_moved` says whether it may have moved a timer.
+    fn send_now(
+        &mut self,
+        timeout_moved: bool,
+        make: impl FnOnce(&mut Session) -> Option<net::DatagramSend>,
+    ) -> Option<net::Transmit> {
         if self.state != RtcState::Alive {
             return None;
         }
         let send = self.send_addr.as_ref()?;
         let (proto, source, destination) = (send.proto, send.source, send.destination);
-        let Rtc {
-            session, readiness, ..
-        } = self;
-        let contents = session.poll_stream_tx(now, ssrc)?;
-        // Sending moves no event; its timers (reports, estimator) may move.
-        let mut wake = readiness.wake();
+        let contents = make(&mut self.session)?;
+        let mut wake = self.readiness.wake();
         wake.no_events();
+        if !timeout_moved {
+            wake.no_timeout();
+        }
         drop(wake);
         self.peer_bytes_tx += contents.len() as u64;
         Some(net::Transmit {
@@ -2348,29 +2360,46 @@ impl Rtc {
         })
     }
 
+    /// ting patch: the caller, not a timer, decides when transport-wide feedback goes out.
+    ///
+    /// Feedback is otherwise made by a timeout pass 50 ms after the last one whenever
+    /// something arrived since, and a pass walks every stream of the connection. A load
+    /// generator receiving on hundreds of connections with dozens of streams each paid
+    /// most of its passes for that. With `polled`, no timer is set for it and passes make
+    /// none; the caller takes it with [`Rtc::poll_twcc_feedback`] as often as it wants it
+    /// sent (a browser: every 50 to 250 ms). Arrivals are registered as before, by every
+    /// receive path.
+    pub fn set_twcc_feedback_polled(&mut self, polled: bool) {
+        self.session.set_twcc_feedback_polled(polled);
+        // The next timeout loses or regains the feedback timer.
+        drop(self.readiness.wake());
+    }
+
+    /// ting patch: transport-wide feedback on the packets that arrived since the last
+    /// feedback, encrypted and addressed, now, without a timeout pass; `None` when nothing
+    /// is unreported (or feedback was not negotiated, or before keys and an ICE route). One
+    /// packet covers what fits the MTU: call until `None`. See
+    /// [`Rtc::set_twcc_feedback_polled`].
+    pub fn poll_twcc_feedback(&mut self, now: Instant) -> Option<net::Transmit> {
+        // The feedback timer moved, which only matters when it is in use (not polled).
+        let polled = self.session.twcc_feedback_polled();
+        self.send_now(!polled, |session| session.poll_twcc_feedback(now))
+    }
+
+    /// ting patch: when the next NACK round is due, if a receive stream misses packets it
+    /// may still ask for; `None` otherwise. Cheaper than the timeout [`Rtc::poll_output`]
+    /// computes (which walks every stream for every timer) for a caller that accounts for
+    /// packets without events, [`Rtc::handle_rtp_headers`], and only needs to know whether
+    /// they opened a gap.
+    pub fn nack_at(&self) -> Option<Instant> {
+        self.session.nack_at()
+    }
+
     /// ting patch: sends the repairs (RTX) that NACKs received through
     /// [`Rtc::handle_receive`] asked for, without a timeout pass; one datagram per call,
     /// `None` when none is owed. See [`Rtc::poll_stream_tx`].
     pub fn poll_resend_tx(&mut self, now: Instant) -> Option<net::Transmit> {
-        if self.state != RtcState::Alive {
-            return None;
-        }
-        let send = self.send_addr.as_ref()?;
-        let (proto, source, destination) = (send.proto, send.source, send.destination);
-        let Rtc {
-            session, readiness, ..
-        } = self;
-        let contents = session.poll_resend_tx(now)?;
-        let mut wake = readiness.wake();
-        wake.no_events();
-        drop(wake);
-        self.peer_bytes_tx += contents.len() as u64;
-        Some(net::Transmit {
-            proto,
-            source,
-            destination,
-            contents,
-        })
+        self.send_now(true, |session| session.poll_resend_tx(now))
     }
 
     /// ting patch: accounts for a received SRTP packet without decrypting it.

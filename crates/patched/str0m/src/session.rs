@@ -109,6 +109,9 @@ pub(crate) struct Session {
     bwe_probing_paused: bool,
 
     enable_twcc_feedback: bool,
+    /// ting patch: the caller takes transport-wide feedback with `poll_twcc_feedback` (see
+    /// [`crate::Rtc::set_twcc_feedback_polled`]); no timer or pass makes it.
+    twcc_feedback_polled: bool,
 
     /// A pacer for sending RTP at specific rate.
     pacer: PacerImpl,
@@ -221,6 +224,7 @@ impl Session {
             bwe_probing_paused: false,
             bwe_last_event: None,
             enable_twcc_feedback: false,
+            twcc_feedback_polled: false,
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
@@ -475,6 +479,36 @@ impl Session {
         trace!("Created feedback TWCC: {:?}", twcc);
         self.feedback_tx.push_front(Rtcp::Twcc(twcc));
         Some(())
+    }
+
+    /// ting patch: see [`crate::Rtc::set_twcc_feedback_polled`].
+    pub(crate) fn set_twcc_feedback_polled(&mut self, polled: bool) {
+        self.twcc_feedback_polled = polled;
+    }
+
+    pub(crate) fn twcc_feedback_polled(&self) -> bool {
+        self.twcc_feedback_polled
+    }
+
+    /// ting patch: the transport-wide feedback on what arrived since the last one, alone in
+    /// an SRTCP packet, now; `None` when nothing is unreported, feedback was not
+    /// negotiated or there are no keys yet. See [`crate::Rtc::poll_twcc_feedback`].
+    pub(crate) fn poll_twcc_feedback(&mut self, now: Instant) -> Option<DatagramSend> {
+        if !self.enable_twcc_feedback
+            || self.srtp_tx.is_none()
+            || !self.twcc_rx_register.has_unreported()
+        {
+            return None;
+        }
+        let sender_ssrc = self.streams.first_ssrc_local();
+        let mut queue = VecDeque::with_capacity(1);
+        std::mem::swap(&mut queue, &mut self.feedback_tx);
+        self.create_twcc_feedback(sender_ssrc, now);
+        let datagram = self.poll_feedback();
+        // Whatever the regular path had queued waits for it, in its order.
+        std::mem::swap(&mut queue, &mut self.feedback_tx);
+        self.feedback_tx.extend(queue);
+        datagram
     }
 
     /// Enqueue an application-specific feedback message (PSFB FMT=15, PT=206) for
@@ -1634,7 +1668,7 @@ impl Session {
         self.streams.paused_at()
     }
 
-    fn nack_at(&self) -> Option<Instant> {
+    pub(crate) fn nack_at(&self) -> Option<Instant> {
         // Paused streams stop counting as NACK-enabled once their pending retries finish,
         // so an idle session doesn't wake every NACK_MIN_INTERVAL for as long as it lives.
         if !self.streams.any_nack_enabled() {
@@ -1652,6 +1686,10 @@ impl Session {
     }
 
     fn twcc_at(&self) -> Option<Instant> {
+        // ting patch: the caller polls it.
+        if self.twcc_feedback_polled {
+            return None;
+        }
         // Early RTX padding can create transport receipts before any receive stream exists.
         // Scheduling by pending receipts ensures that padding still receives timely feedback.
         if self.enable_twcc_feedback && self.twcc_rx_register.has_unreported() {
@@ -2036,6 +2074,87 @@ mod tests {
         let mut one_more = [batch[0]];
         unkeyed.handle_rtp_headers(&mut one_more, &mut Readiness::idle().wake());
         assert!(one_more[0].seq_no.is_none());
+    }
+
+    // ting patch: feedback the caller polls is the feedback a pass would have made, sent
+    // alone, and while it is polled no timer or pass makes it.
+    #[test]
+    fn polled_twcc_feedback_is_what_a_pass_would_make() {
+        let base = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let video: Ssrc = 1234.into();
+        let mut stock = keyed_session();
+        let mut polled = keyed_session();
+        for s in [&mut stock, &mut polled] {
+            s.streams
+                .expect_stream_rx(video, None, MidRid("vid".into(), None), false);
+            s.enable_twcc_feedback();
+        }
+        polled.set_twcc_feedback_polled(true);
+        // Twenty packets 3 ms apart, of which 3, 10 and 17 never arrive.
+        let headers: Vec<_> = (0..20u16)
+            .filter(|i| i % 7 != 3)
+            .map(|i| {
+                let at = base + ms(3 * u64::from(i));
+                let (seq, ts, twcc) = (100 + i, 3000 * u32::from(i), 500 + i);
+                crate::RtpHeaderOnly::new(at, video, 96.into(), seq, ts, Some(twcc), 100)
+            })
+            .collect();
+        for s in [&mut stock, &mut polled] {
+            let mut batch = headers.clone();
+            s.handle_rtp_headers(&mut batch, &mut Readiness::idle().wake());
+            assert!(batch.iter().all(|h| h.seq_no.is_some()));
+        }
+        assert!(stock.twcc_at().is_some());
+        assert_eq!(polled.twcc_at(), None);
+        assert_ne!(polled.poll_timeout().1, Reason::Twcc);
+
+        // A pass queues other feedback (the first receiver report) but no TWCC.
+        let now = base + ms(100);
+        polled.handle_timeout(now, &mut Readiness::idle().wake()).unwrap();
+        assert!(polled.twcc_rx_register.has_unreported());
+        assert!(!polled.feedback_tx.iter().any(|r| matches!(r, Rtcp::Twcc(_))));
+        let queued = format!("{:?}", polled.feedback_tx);
+
+        // The stock path's feedback, made the way its pass makes it, alone.
+        let sender = stock.streams.first_ssrc_local();
+        stock.create_twcc_feedback(sender, now);
+        let want = stock.poll_feedback().unwrap();
+        let got = polled.poll_twcc_feedback(now).unwrap();
+        assert!(!polled.twcc_rx_register.has_unreported());
+        assert!(polled.poll_twcc_feedback(now + ms(50)).is_none());
+        // What the regular path had queued is still there, in its order.
+        assert_eq!(format!("{:?}", polled.feedback_tx), queued);
+
+        // The same feedback, from its own session's SSRC (each session picks one), and it
+        // says what arrived when: the peer reads 17 received, 3 lost.
+        let mut peer = keyed_session();
+        let mut read = |datagram: &[u8], ssrc: Ssrc| {
+            let srtp = peer.srtp_rx.as_mut().unwrap();
+            let plain = srtp.unprotect_rtcp(datagram).unwrap();
+            let mut read = VecDeque::new();
+            Rtcp::read_packet(&plain, &mut read);
+            assert_eq!(read.len(), 1, "one packet, alone: {read:?}");
+            let Some(Rtcp::Twcc(twcc)) = read.pop_front() else {
+                panic!("not transport-wide feedback: {read:?}");
+            };
+            assert_eq!(twcc.sender_ssrc, ssrc);
+            crate::rtp_::Twcc {
+                sender_ssrc: 0.into(),
+                ..twcc
+            }
+        };
+        let twcc = read(&got, polled.streams.first_ssrc_local());
+        assert_eq!(
+            format!("{twcc:?}"),
+            format!("{:?}", read(&want, sender))
+        );
+        let seen: Vec<_> = twcc
+            .into_iter(base, 500.into())
+            .map(|(seq, _, at)| (*seq, at.is_some()))
+            .collect();
+        let arrived: Vec<_> = (0..20u64).map(|i| (500 + i, i % 7 != 3)).collect();
+        assert_eq!(seen, arrived);
     }
 
     #[test]
