@@ -85,6 +85,19 @@ impl Net {
         net
     }
 
+    /// A net whose video has flowed for three seconds, both connections good so far.
+    fn flowing() -> Net {
+        let mut net = Net::new(Duration::from_secs(20));
+        net.run_until("first video", Duration::from_secs(20), |n| {
+            n.video_received() > 30
+        });
+        net.run_for(Duration::from_secs(3));
+        for pid in [PUBLISHER, SUBSCRIBER] {
+            assert_eq!(net.quality_of(pid), vec![], "a clean network is good");
+        }
+        net
+    }
+
     fn video_received(&self) -> u64 {
         self.peers[1].stats().received_video.packets
     }
@@ -318,12 +331,7 @@ fn a_connection_that_never_comes_back_ends_after_the_grace() {
 
 #[test]
 fn lasting_loss_shows_as_a_poor_connection_and_an_outage_as_a_lost_one() {
-    let mut net = Net::new(Duration::from_secs(20));
-    net.run_until("first video", Duration::from_secs(20), |n| {
-        n.video_received() > 30
-    });
-    net.run_for(Duration::from_secs(3));
-    assert_eq!(net.quality_of(PUBLISHER), vec![], "a clean network is good");
+    let mut net = Net::flowing();
 
     // One datagram in eight lost on the publisher's uplink.
     net.drop_every[0] = Some(8);
@@ -369,16 +377,7 @@ fn loss_on_a_viewers_downlink_shows_from_its_transport_wide_feedback() {
     // The server learns of loss on the way to a viewer only from the feedback the viewer
     // sends: the load harness's participants take theirs from str0m without a timeout
     // pass (`Rtc::poll_twcc_feedback`), and it must report what did not arrive.
-    let mut net = Net::new(Duration::from_secs(20));
-    net.run_until("first video", Duration::from_secs(20), |n| {
-        n.video_received() > 30
-    });
-    net.run_for(Duration::from_secs(3));
-    assert_eq!(
-        net.quality_of(SUBSCRIBER),
-        vec![],
-        "a clean network is good"
-    );
+    let mut net = Net::flowing();
 
     // One datagram in eight lost on the way to the subscriber.
     net.drop_to_every[1] = Some(8);
