@@ -2467,6 +2467,29 @@ impl Rtc {
         session.handle_rtp_headers(packets, &mut readiness.wake())
     }
 
+    /// ting patch: the transport-wide arrivals of packets whose other accounting the caller
+    /// does later with [`Rtc::handle_rtp_headers`], with `transport_cc: None` in their
+    /// headers so that they are not recorded twice.
+    ///
+    /// Each `(transport-wide sequence number, arrival)` goes into the register that
+    /// transport-wide feedback is built from, in the order given (the order of arrival),
+    /// as [`Rtc::handle_rtp_headers`] records it. Feedback then reports packets as soon as
+    /// they arrive, while the accounting per stream (duplicates, NACK, receiver reports),
+    /// which touches each stream's state, can wait until a stream has several packets to
+    /// account at once. Ignored while the connection has no SRTP keys.
+    ///
+    /// **The packets are not authenticated.** As for [`Rtc::handle_rtp_unverified`]; and
+    /// whether a packet is a duplicate, or of a known stream, is the caller's to judge.
+    pub fn handle_twcc_arrivals(&mut self, arrivals: &[(u16, Instant)]) {
+        if self.state == RtcState::Closed {
+            return;
+        }
+        let Rtc {
+            session, readiness, ..
+        } = self;
+        session.handle_twcc_arrivals(arrivals, &mut readiness.wake())
+    }
+
     /// Obtain handle for writing to a data channel.
     ///
     /// This is first available when a [`ChannelId`] is advertised via [`Event::ChannelOpen`].

@@ -850,10 +850,20 @@ impl Session {
         // Transport-wide arrivals in the order the packets came.
         for p in packets.iter() {
             if let (Some(_), false, Some(transport_cc)) = (p.seq_no, p.duplicate, p.transport_cc) {
-                let prev = twcc_rx_register.max_seq();
-                let extended = extend_u16(prev.map(|s| *s), transport_cc);
-                twcc_rx_register.update_seq(extended.into(), p.at);
+                record_twcc_arrival(twcc_rx_register, transport_cc, p.at);
             }
+        }
+    }
+
+    /// ting patch: see [`crate::Rtc::handle_twcc_arrivals`].
+    pub(crate) fn handle_twcc_arrivals(&mut self, arrivals: &[(u16, Instant)], wake: &mut Wake) {
+        wake.no_events();
+        if self.srtp_rx.is_none() {
+            wake.no_timeout();
+            return;
+        }
+        for &(transport_cc, at) in arrivals {
+            record_twcc_arrival(&mut self.twcc_rx_register, transport_cc, at);
         }
     }
 
@@ -1959,6 +1969,13 @@ fn update_max_seq(map: &mut HashMap<Ssrc, SeqNoWindow>, ssrc: Ssrc, seq_no: SeqN
         .or_insert_with(|| SeqNoWindow::new(seq_no));
 }
 
+/// ting patch: one transport-wide arrival into the register feedback is built from.
+fn record_twcc_arrival(register: &mut TwccRecvRegister, transport_cc: u16, at: Instant) {
+    let prev = register.max_seq();
+    let extended = extend_u16(prev.map(|s| *s), transport_cc);
+    register.update_seq(extended.into(), at);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2043,7 +2060,7 @@ mod tests {
             let now = base + Duration::from_millis(200);
             for ssrc in [video, audio] {
                 let rx = s.streams.stream_rx(&ssrc).unwrap();
-                rx.create_rr_and_update(now, 1.into(), &mut fb);
+                rx.create_rr_and_update(now, 1.into(), &mut fb, true);
                 rx.maybe_create_nack(now, 1.into(), &mut fb);
             }
             let twcc = s.twcc_rx_register.build_report(1000);
@@ -2061,6 +2078,37 @@ mod tests {
             a.0
         );
         assert_eq!(a, b);
+
+        // The transport-wide arrivals first, as they come (less the duplicate, which the
+        // caller knows), and the rest later, a stream at a time: the same state.
+        let mut three = keyed_session();
+        three
+            .streams
+            .expect_stream_rx(video, None, MidRid("vid".into(), None), false);
+        three
+            .streams
+            .expect_stream_rx(audio, None, MidRid("aud".into(), None), false);
+        let twccs: Vec<(u16, Instant)> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 9)
+            .map(|(_, r)| (r.1.transport_cc.unwrap(), r.1.at))
+            .collect();
+        three.handle_twcc_arrivals(&twccs, &mut Readiness::idle().wake());
+        for ssrc in [audio, video] {
+            let mut later: Vec<_> = records
+                .iter()
+                .map(|r| r.1)
+                .filter(|h| h.ssrc == ssrc)
+                .map(|mut h| {
+                    h.transport_cc = None;
+                    h
+                })
+                .collect();
+            three.handle_rtp_headers(&mut later, &mut Readiness::idle().wake());
+        }
+        assert_eq!(one.media_bytes_rx, three.media_bytes_rx);
+        assert_eq!(a, report(&mut three));
         assert_eq!(one.poll_timeout(), two.poll_timeout());
 
         // Another SSRC, a repair payload type, and a session without keys: not accounted.

@@ -452,13 +452,16 @@ impl Streams {
             }
         }
 
+        // ting patch: one RRTR for the reports that go out together (see
+        // `StreamRx::create_rr_and_update`).
+        let mut xr = true;
         for stream in self.streams_rx.values_mut() {
             stream.maybe_create_keyframe_request(sender_ssrc, feedback);
             stream.maybe_create_remb_request(sender_ssrc, feedback);
 
             // All StreamRx belonging to the same Mid are reported together.
             if self.mids_to_report.contains(&stream.mid()) {
-                stream.create_rr_and_update(now, sender_ssrc, feedback);
+                stream.create_rr_and_update(now, sender_ssrc, feedback, std::mem::take(&mut xr));
             }
 
             if do_nack {

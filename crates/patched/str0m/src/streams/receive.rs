@@ -722,11 +722,21 @@ impl StreamRx {
         now >= self.receiver_report_at(intervals)
     }
 
+    /// Queues this stream's reception report and, with `xr`, an extended report with the
+    /// RRTR that lets the remote answer with the round trip.
+    ///
+    /// ting patch: the report joins a receiver report of the same sender already queued
+    /// (up to 31 blocks), instead of queueing one per stream for `Rtcp::pack` to merge:
+    /// the wire is the same, without moving and comparing tens of queued items of nearly
+    /// a kilobyte each. And the RRTR is the sender's, not the stream's (the remote keeps
+    /// the latest per sender SSRC, and its DLRR feeds every receive stream), so streams
+    /// reported together need only one: `Streams::handle_timeout` asks the first for it.
     pub(crate) fn create_rr_and_update(
         &mut self,
         now: Instant,
         sender_ssrc: Ssrc,
         feedback: &mut VecDeque<Rtcp>,
+        xr: bool,
     ) {
         let mut rr = self.create_receiver_report(now);
         rr.sender_ssrc = sender_ssrc;
@@ -737,14 +747,26 @@ impl StreamRx {
             self.stats.jitter = report.jitter;
         }
 
-        let xr = self.create_extended_receiver_report(now, sender_ssrc);
-
-        trace!(
-            "Created feedback RR/XR ({:?}): {:?} {:?}",
-            self.midrid, rr, xr
-        );
-        feedback.push_back(Rtcp::ReceiverReport(rr));
-        feedback.push_back(Rtcp::ExtendedReport(xr));
+        trace!("Created feedback RR ({:?}): {:?}", self.midrid, rr);
+        let queued = feedback.iter_mut().rev().find_map(|f| match f {
+            Rtcp::ReceiverReport(q) if q.sender_ssrc == sender_ssrc && !q.reports.is_full() => {
+                Some(q)
+            }
+            _ => None,
+        });
+        match queued {
+            Some(q) if !rr.reports.is_empty() => {
+                q.reports.append_all_possible(&mut rr.reports, usize::MAX);
+            }
+            // Nothing to report (no packets yet): an empty report is dropped by the pack.
+            Some(_) => {}
+            None => feedback.push_back(Rtcp::ReceiverReport(rr)),
+        }
+        if xr {
+            let xr = self.create_extended_receiver_report(now, sender_ssrc);
+            trace!("Created feedback XR ({:?}): {:?}", self.midrid, xr);
+            feedback.push_back(Rtcp::ExtendedReport(xr));
+        }
 
         self.last_receiver_report = now;
     }
@@ -1123,6 +1145,53 @@ mod tests {
             stream.update_register(now, &header, Frequency::FORTY_EIGHT_KHZ, false, seq_no);
         }
         stream
+    }
+
+    #[test]
+    fn reports_made_together_share_a_receiver_report_and_one_rrtr() {
+        // 33 streams with packets, as a subscriber with many slots: their blocks fill one
+        // receiver report of 31 and start a second, and one RRTR goes with them.
+        let now = Instant::now();
+        let mut feedback = VecDeque::new();
+        let mut blocks = vec![];
+        for (i, ssrc) in (100..133u32).enumerate() {
+            let mut stream = stream_with(&[(1, 0), (2, 960), (4, 2880)]);
+            stream.ssrc = ssrc.into();
+            stream.create_rr_and_update(now, 1.into(), &mut feedback, i == 0);
+            stream.maybe_create_nack(now, 1.into(), &mut feedback);
+            blocks.push(Ssrc::from(ssrc));
+        }
+        let rrs: Vec<Vec<Ssrc>> = feedback
+            .iter()
+            .filter_map(|f| match f {
+                Rtcp::ReceiverReport(rr) => Some(rr.reports.iter().map(|r| r.ssrc).collect()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rrs, vec![blocks[..31].to_vec(), blocks[31..].to_vec()]);
+        let xrs = feedback
+            .iter()
+            .filter(|f| matches!(f, Rtcp::ExtendedReport(_)))
+            .count();
+        assert_eq!(xrs, 1);
+        // Each block is the stream's own: 1 of 4 packets lost.
+        let Some(Rtcp::ReceiverReport(rr)) = feedback.front() else {
+            panic!("a receiver report first: {feedback:?}");
+        };
+        assert!(rr.reports.iter().all(|r| r.packets_lost == 1 && r.max_seq == 4));
+        // And the queue packs into packets as before.
+        let mut buf = vec![0; 1200];
+        let mut written = vec![];
+        while !feedback.is_empty() {
+            let n = Rtcp::write_packet(&mut feedback, &mut buf, |_| {});
+            assert!(n > 0, "every item fits a packet");
+            written.push(n);
+        }
+        // 33 blocks of 24 bytes in two reports (8-byte headers), 33 NACKs, one XR.
+        assert_eq!(
+            written.iter().sum::<usize>(),
+            2 * 8 + 33 * 24 + 33 * 16 + 20
+        );
     }
 
     #[test]
