@@ -1,5 +1,7 @@
 //! Drives many simulated participants on one thread: their UDP sockets in one epoll, their
-//! timers in one heap. Commands come in over a channel; statistics go out as snapshots,
+//! timers in one heap. On loopback up to [`GROUP`] participants share a socket
+//! ([`sock::bind_group`]), each with an address of its own, so one system call reads or
+//! sends the datagrams of many. Commands come in over a channel; statistics go out as snapshots,
 //! taken only when asked for, so a quiet harness costs nothing.
 //!
 //! Datagrams are read and sent in batches ([`crate::sock`]), each received one stamped
@@ -16,8 +18,9 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::HashMap;
 use std::io;
-use std::net::UdpSocket;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::net::Transmit;
 use ting_proto::ServerMsg;
 
 use crate::peer::{PeerStats, SimPeer};
@@ -51,6 +55,10 @@ const SILENCE_CHECK: Duration = Duration::from_millis(100);
 /// Receive buffer per participant socket: a keyframe burst to a participant with many
 /// slots must not overflow it while the thread serves others.
 const RCVBUF: usize = 1 << 20;
+/// Participants per shared socket. Its receive buffer is theirs together
+/// (`GROUP * RCVBUF`, where the kernel allows: net.core.rmem_max caps it without
+/// privilege).
+pub const GROUP: usize = 64;
 
 /// Everything a driver's peers counted, at one moment.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +73,9 @@ pub struct DriverSnapshot {
 /// Commands to a driver.
 #[derive(Debug)]
 pub enum DriverCmd {
-    Add(Box<SimPeer>, UdpSocket),
+    Add(Box<SimPeer>, PeerSocket),
+    /// A socket participants will share ([`DriverSender::local_socket`]).
+    AddGroup(UdpSocket),
     Signal(u32, Box<ServerMsg>),
     SetSending(u32, bool),
     Remove(u32),
@@ -73,11 +83,29 @@ pub enum DriverCmd {
     Stop,
 }
 
+/// The socket of a participant: its own, or a shared one's (by its port), where its
+/// address is its own ([`sock::group_address`]).
+#[derive(Debug)]
+pub enum PeerSocket {
+    Own(UdpSocket),
+    Group(u16),
+}
+
+/// The shared socket new participants join, and whether shared sockets work here.
+#[derive(Debug, Default)]
+struct Groups {
+    /// The open group's port and how many have joined it.
+    open: Option<(u16, usize)>,
+    /// Binding one failed (no loopback device to bind to): participants get their own.
+    unavailable: bool,
+}
+
 /// The handle that controls a driver thread.
 #[derive(Debug)]
 pub struct DriverHandle {
     tx: Sender<DriverCmd>,
     waker: Arc<Waker>,
+    groups: Arc<Mutex<Groups>>,
     last: Arc<Mutex<DriverSnapshot>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -95,6 +123,7 @@ impl DriverHandle {
         Ok(DriverHandle {
             tx,
             waker,
+            groups: Arc::default(),
             last,
             thread: Some(thread),
         })
@@ -107,7 +136,7 @@ impl DriverHandle {
     }
 
     pub fn add(&self, peer: SimPeer, socket: UdpSocket) {
-        self.send(DriverCmd::Add(Box::new(peer), socket));
+        self.send(DriverCmd::Add(Box::new(peer), PeerSocket::Own(socket)));
     }
 
     /// A sender other tasks can use to reach this driver.
@@ -115,6 +144,7 @@ impl DriverHandle {
         DriverSender {
             tx: self.tx.clone(),
             waker: self.waker.clone(),
+            groups: self.groups.clone(),
         }
     }
 
@@ -159,6 +189,7 @@ impl Drop for DriverHandle {
 pub struct DriverSender {
     tx: Sender<DriverCmd>,
     waker: Arc<Waker>,
+    groups: Arc<Mutex<Groups>>,
 }
 
 impl DriverSender {
@@ -167,22 +198,84 @@ impl DriverSender {
             let _ = self.waker.wake();
         }
     }
+
+    /// The local address and socket of simulated participant `id`, whose media binds to
+    /// `ip`. On IPv4 loopback it shares a socket with up to [`GROUP`] - 1 others of this
+    /// driver, at an address of its own; elsewhere (and where a shared socket cannot be
+    /// bound) it gets a socket of its own.
+    pub fn local_socket(&self, ip: IpAddr, id: u32) -> io::Result<(SocketAddr, PeerSocket)> {
+        let own = || -> io::Result<(SocketAddr, PeerSocket)> {
+            let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+            Ok((socket.local_addr()?, PeerSocket::Own(socket)))
+        };
+        let address = match ip {
+            IpAddr::V4(v4) if v4.is_loopback() => sock::group_address(id),
+            _ => None,
+        };
+        let Some(address) = address else {
+            return own();
+        };
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if groups.unavailable {
+            return own();
+        }
+        let port = match groups.open {
+            Some((port, n)) if n < GROUP => {
+                groups.open = Some((port, n + 1));
+                port
+            }
+            _ => {
+                let bound = sock::bind_group().and_then(|s| Ok((s.local_addr()?.port(), s)));
+                let Ok((port, socket)) = bound else {
+                    groups.unavailable = true;
+                    return own();
+                };
+                // Sent before any participant of the group can be: the driver knows the
+                // socket when they arrive.
+                self.send(DriverCmd::AddGroup(socket));
+                groups.open = Some((port, 1));
+                port
+            }
+        };
+        Ok((SocketAddr::from((address, port)), PeerSocket::Group(port)))
+    }
 }
 
 struct Slot {
     peer: SimPeer,
-    socket: UdpSocket,
+    /// Index of its socket in `Driver::sockets`.
+    socket: usize,
     scheduled: Option<Instant>,
 }
+
+/// A socket of the driver: one participant's, or shared by a group.
+struct Socket {
+    socket: UdpSocket,
+    /// The participant of a socket of its own; `None` for a shared one.
+    owner: Option<usize>,
+}
+
+/// Datagrams waiting for the next send of a socket's, with the source address of a shared
+/// socket's.
+type Outbox = Vec<(Option<Ipv4Addr>, Transmit)>;
 
 struct Driver {
     poll: Poll,
     rx: Receiver<DriverCmd>,
     last: Arc<Mutex<DriverSnapshot>>,
     peers: Vec<Option<Slot>>,
+    sockets: Vec<Option<Socket>>,
+    /// Per socket, by the same index.
+    outboxes: Vec<Outbox>,
+    /// Shared sockets by port.
+    groups: HashMap<u16, usize>,
+    /// The participant at each address of a shared socket: (socket, address).
+    by_address: HashMap<(usize, Ipv4Addr), usize>,
     /// Stats of removed peers, kept for the final report.
     gone: Vec<PeerStats>,
-    gone_latency: Histogram,
+    /// One-way latency of every stamped packet received by any peer, as taken from them
+    /// (at every silence check, removal and snapshot).
+    latency: Histogram,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     recv: Box<RecvBatch>,
     next_silence_check: Instant,
@@ -195,8 +288,12 @@ impl Driver {
             rx,
             last,
             peers: Vec::new(),
+            sockets: Vec::new(),
+            outboxes: Vec::new(),
+            groups: HashMap::new(),
+            by_address: HashMap::new(),
             gone: Vec::new(),
-            gone_latency: Histogram::default(),
+            latency: Histogram::default(),
             timers: BinaryHeap::new(),
             recv: Box::default(),
             next_silence_check: Instant::now(),
@@ -257,10 +354,12 @@ impl Driver {
                 read_at = now + READ_EVERY;
             }
             self.expire(now);
+            self.send_out();
             if now >= self.next_silence_check {
                 self.next_silence_check = now + SILENCE_CHECK;
                 for s in self.peers.iter_mut().flatten() {
                     s.peer.check_silence(now);
+                    s.peer.take_latency(&mut self.latency);
                 }
             }
         }
@@ -275,19 +374,25 @@ impl Driver {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 DriverCmd::Add(peer, socket) => {
-                    if sock::prepare(&socket, RCVBUF).is_err() {
-                        continue;
-                    }
                     let i = self.peers.len();
-                    let fd = socket.as_raw_fd();
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut SourceFd(&fd), Token(i), Interest::READABLE)
-                        .is_err()
-                    {
-                        continue;
-                    }
+                    let local = peer.local_addr();
+                    let socket = match socket {
+                        PeerSocket::Own(socket) => {
+                            let Some(k) = self.register(socket, Some(i), RCVBUF) else {
+                                continue;
+                            };
+                            k
+                        }
+                        PeerSocket::Group(port) => {
+                            let (Some(&k), IpAddr::V4(address)) =
+                                (self.groups.get(&port), local.ip())
+                            else {
+                                continue;
+                            };
+                            self.by_address.insert((k, address), i);
+                            k
+                        }
+                    };
                     self.peers.push(Some(Slot {
                         peer: *peer,
                         socket,
@@ -295,6 +400,15 @@ impl Driver {
                     }));
                     self.flush(i);
                     self.schedule(i);
+                    self.send_out();
+                }
+                DriverCmd::AddGroup(socket) => {
+                    let Ok(port) = socket.local_addr().map(|a| a.port()) else {
+                        continue;
+                    };
+                    if let Some(k) = self.register(socket, None, RCVBUF * GROUP) {
+                        self.groups.insert(port, k);
+                    }
                 }
                 DriverCmd::Signal(id, msg) => {
                     if let Some(s) = self.find(id) {
@@ -314,11 +428,20 @@ impl Driver {
                         && let Some(slot) = self.peers[i].take()
                     {
                         let mut slot = slot;
-                        let fd = slot.socket.as_raw_fd();
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        let own = self.sockets[slot.socket]
+                            .as_ref()
+                            .is_some_and(|s| s.owner.is_some());
+                        if own {
+                            if let Some(s) = self.sockets[slot.socket].take() {
+                                let fd = s.socket.as_raw_fd();
+                                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                            }
+                        } else if let IpAddr::V4(a) = slot.peer.local_addr().ip() {
+                            self.by_address.remove(&(slot.socket, a));
+                        }
                         slot.peer.account_headers();
                         self.gone.push(slot.peer.stats().clone());
-                        self.gone_latency.merge(slot.peer.latency());
+                        slot.peer.take_latency(&mut self.latency);
                     }
                 }
                 DriverCmd::Snapshot(reply) => {
@@ -340,17 +463,67 @@ impl Driver {
         self.peers.iter_mut().flatten().find(|s| s.peer.id() == id)
     }
 
-    fn receive(&mut self, i: usize) {
-        let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
+    /// Prepares `socket` and adds it to the epoll, as the socket of participant `owner`
+    /// or a shared one; returns its index.
+    fn register(
+        &mut self,
+        socket: UdpSocket,
+        owner: Option<usize>,
+        rcvbuf: usize,
+    ) -> Option<usize> {
+        sock::prepare(&socket, rcvbuf).ok()?;
+        let k = self.sockets.len();
+        let fd = socket.as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), Token(k), Interest::READABLE)
+            .ok()?;
+        self.sockets.push(Some(Socket { socket, owner }));
+        self.outboxes.push(Outbox::new());
+        Some(k)
+    }
+
+    /// Reads socket `k` until it is empty and hands each datagram to the participant it
+    /// was sent to. A participant answers (its sends queued, its timer set) when the
+    /// datagrams for it end, while its state is still in the cache: the server sends runs
+    /// to one participant, which arrive together.
+    fn receive(&mut self, k: usize) {
+        let Some(socket) = self.sockets.get(k).and_then(Option::as_ref) else {
             return;
         };
+        let mut current: Option<usize> = None;
         loop {
-            match sock::recv_batch(&slot.socket, &mut self.recv) {
+            match sock::recv_batch(&socket.socket, &mut self.recv) {
                 Ok(n) => {
                     let clock = Clock::now();
-                    for (from, data, stamp) in self.recv.iter() {
-                        let at = stamp.map_or(clock.instant(Duration::MAX), |w| clock.instant(w));
-                        slot.peer.handle_datagram(from, data, at);
+                    for m in 0..self.recv.messages() {
+                        let i = match (socket.owner, self.recv.destination(m)) {
+                            (Some(i), _) => i,
+                            (None, Some(to)) => match self.by_address.get(&(k, to)) {
+                                Some(&i) => i,
+                                // Sent to no participant of ours (one that left): dropped.
+                                None => continue,
+                            },
+                            (None, None) => continue,
+                        };
+                        if let Some(done) = current.filter(|&c| c != i) {
+                            Self::answer(
+                                &mut self.peers,
+                                &self.sockets,
+                                &mut self.outboxes,
+                                &mut self.timers,
+                                done,
+                            );
+                        }
+                        current = Some(i);
+                        let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
+                            continue;
+                        };
+                        for (from, data, stamp) in self.recv.datagrams(m) {
+                            let at =
+                                stamp.map_or(clock.instant(Duration::MAX), |w| clock.instant(w));
+                            slot.peer.handle_datagram(from, data, at);
+                        }
                     }
                     if n < sock::BATCH {
                         break;
@@ -362,9 +535,32 @@ impl Driver {
                 Err(_) => break,
             }
         }
+        if let Some(done) = current {
+            Self::answer(
+                &mut self.peers,
+                &self.sockets,
+                &mut self.outboxes,
+                &mut self.timers,
+                done,
+            );
+        }
+        self.send_out();
+    }
+
+    /// After datagrams for participant `i`: queues what it sends and sets its timer.
+    fn answer(
+        peers: &mut [Option<Slot>],
+        sockets: &[Option<Socket>],
+        outboxes: &mut [Outbox],
+        timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+        i: usize,
+    ) {
+        let Some(slot) = peers.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
         slot.peer.finish_receive(Instant::now());
-        self.flush(i);
-        self.schedule(i);
+        Self::flush_slot(slot, sockets, outboxes);
+        Self::schedule_slot(slot, timers, i);
     }
 
     fn expire(&mut self, now: Instant) {
@@ -389,48 +585,80 @@ impl Driver {
     }
 
     fn schedule(&mut self, i: usize) {
-        let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
-            return;
-        };
-        let at = slot.peer.poll_timeout();
-        if slot.scheduled.is_none_or(|s| at < s) {
-            slot.scheduled = Some(at);
-            self.timers.push(Reverse((at, i)));
+        if let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) {
+            Self::schedule_slot(slot, &mut self.timers, i);
         }
     }
 
+    fn schedule_slot(
+        slot: &mut Slot,
+        timers: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+        i: usize,
+    ) {
+        let at = slot.peer.poll_timeout();
+        if slot.scheduled.is_none_or(|s| at < s) {
+            slot.scheduled = Some(at);
+            timers.push(Reverse((at, i)));
+        }
+    }
+
+    /// Moves what participant `i` has to send to its socket's outbox.
     fn flush(&mut self, i: usize) {
-        let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) else {
+        if let Some(slot) = self.peers.get_mut(i).and_then(Option::as_mut) {
+            Self::flush_slot(slot, &self.sockets, &mut self.outboxes);
+        }
+    }
+
+    fn flush_slot(slot: &mut Slot, sockets: &[Option<Socket>], outboxes: &mut [Outbox]) {
+        let (Some(socket), Some(outbox)) = (
+            sockets.get(slot.socket).and_then(Option::as_ref),
+            outboxes.get_mut(slot.socket),
+        ) else {
             return;
         };
-        let mut out = Vec::new();
+        let from = match (socket.owner, slot.peer.local_addr().ip()) {
+            (None, IpAddr::V4(a)) => Some(a),
+            _ => None,
+        };
         while let Some(t) = slot.peer.poll_transmit() {
-            out.push(t);
+            outbox.push((from, t));
         }
-        if out.is_empty() {
-            return;
+    }
+
+    /// Sends every socket's outbox, a batch of datagrams per system call.
+    fn send_out(&mut self) {
+        for (socket, outbox) in self.sockets.iter().zip(&mut self.outboxes) {
+            let Some(socket) = socket else {
+                outbox.clear();
+                continue;
+            };
+            if outbox.is_empty() {
+                continue;
+            }
+            let datagrams: Vec<(Option<Ipv4Addr>, SocketAddr, &[u8])> = outbox
+                .iter()
+                .map(|(from, t)| (*from, t.destination, &t.contents[..]))
+                .collect();
+            // Loss on a full socket buffer is what a real network does; the receivers
+            // count it.
+            sock::send_batch(&socket.socket, &datagrams);
+            drop(datagrams);
+            outbox.clear();
         }
-        let datagrams: Vec<(std::net::SocketAddr, &[u8])> = out
-            .iter()
-            .map(|t| (t.destination, &t.contents[..]))
-            .collect();
-        // Loss on a full socket buffer is what a real network does; the receivers count it.
-        sock::send_batch(&slot.socket, &datagrams);
     }
 
     fn snapshot(&mut self) -> DriverSnapshot {
         for s in self.peers.iter_mut().flatten() {
             s.peer.account_headers();
+            s.peer.take_latency(&mut self.latency);
         }
         let mut peers = self.gone.clone();
-        let mut latency = self.gone_latency.clone();
         for s in self.peers.iter().flatten() {
             peers.push(s.peer.stats().clone());
-            latency.merge(s.peer.latency());
         }
         DriverSnapshot {
             peers,
-            latency,
+            latency: self.latency.clone(),
             cpu_ns: thread_cpu_ns(),
         }
     }

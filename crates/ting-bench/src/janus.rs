@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::driver::{DriverCmd, DriverHandle, DriverSender};
+use crate::driver::{DriverCmd, DriverHandle, DriverSender, PeerSocket};
 use crate::http;
 use crate::peer::{SimPeer, SimPeerConfig};
 use crate::run::{BenchOptions, Joined};
@@ -280,7 +280,7 @@ async fn publish(
             .as_u64()
             .ok_or(JanusError::Timeout("feed id"))?,
     };
-    driver.send(DriverCmd::Add(Box::new(peer), socket));
+    driver.send(DriverCmd::Add(Box::new(peer), PeerSocket::Own(socket)));
     Ok((
         s,
         h,
@@ -339,7 +339,7 @@ async fn subscribe(
         Some(json!({"type": "answer", "sdp": answer, "trickle": false})),
     )
     .await?;
-    driver.send(DriverCmd::Add(Box::new(peer), socket));
+    driver.send(DriverCmd::Add(Box::new(peer), PeerSocket::Own(socket)));
     Ok(s)
 }
 

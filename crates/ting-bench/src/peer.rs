@@ -11,13 +11,18 @@
 //! keyframe), and answers keyframe requests.
 //!
 //! Receiving is made cheap so the harness costs far less than the server it loads: every
-//! packet is counted from its clear RTP header ([`crate::header`]), handed to the connection
-//! with the others that arrived since its last timeout (`Rtc::handle_rtp_headers`, which
-//! keeps NACK, receiver reports and transport-wide feedback truthful, with the kernel's
-//! arrival times), and one packet pair in [`SimPeerConfig::sample_every`] per slot is
-//! authenticated, decrypted and checked in full. Transport-wide feedback is taken from the
-//! connection every 50 ms while packets arrive (`Rtc::poll_twcc_feedback`), without the
-//! timeout pass over every stream that str0m's own feedback timer costs.
+//! packet is counted from its clear RTP header ([`crate::header`]) as it is read, and one
+//! packet pair in [`SimPeerConfig::sample_every`] per incoming stream is authenticated,
+//! decrypted and checked in full. The connection learns of the other packets in two parts,
+//! with the kernel's arrival times: their transport-wide arrivals every 50 ms, just before
+//! it is asked for the transport-wide feedback that reports them
+//! (`Rtc::handle_twcc_arrivals`, `Rtc::poll_twcc_feedback`, without the timeout pass over
+//! every stream that str0m's own feedback timer costs), and the rest of their accounting
+//! per stream (duplicates, NACK, receiver reports: `Rtc::handle_rtp_headers`) in batches,
+//! when a stream has several packets to account at once (see
+//! [`SimPeer::account_headers`]). A packet receives a participant's stream every 70 ms or
+//! so in a big meeting, and its state is out of the cache each time: one touch for many
+//! packets is most of the saving.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -46,9 +51,12 @@ const FEEDBACK_CHECK: Duration = Duration::from_millis(50);
 /// Transport-wide feedback packets sent at once, at most (each covers what fits the MTU).
 const MAX_FEEDBACK_PACKETS: usize = 8;
 
-/// Headers counted from unsampled packets wait for the connection's next pass, at most
-/// this many (see `SimPeer::account_headers`).
-const MAX_HEADERS: usize = 128;
+/// Headers counted from unsampled packets wait for the connection's accounting per stream
+/// at most this many (see `SimPeer::account_headers`)...
+const MAX_HEADERS: usize = 512;
+/// ...and at most this long, unless a pass, a gap in a stream or a sampled packet of the
+/// same stream needs it sooner.
+const ACCOUNT_EVERY: Duration = Duration::from_millis(500);
 
 /// The largest payload a simulated video packet carries (like a browser's packetizer).
 pub const MAX_VIDEO_PAYLOAD: usize = 1100;
@@ -98,7 +106,7 @@ pub struct SimPeerConfig {
     /// the stamp of every sampled packet is read.
     pub verify_every: u64,
     /// Decrypt and check a pair of consecutive packets once every this many packets per
-    /// slot (1: every packet; everything is always counted from its header).
+    /// incoming stream (1: every packet; everything is always counted from its header).
     pub sample_every: u64,
     /// Stop and restart layers as the server's `send_layers` asks (a browser does).
     pub honour_send_layers: bool,
@@ -192,6 +200,36 @@ struct TxStream {
     active: bool,
 }
 
+/// An incoming stream a participant has seen: its receive slot (`None`: not a slot's main
+/// stream, e.g. repair) and where it is in its sampling: packets until the next sampled
+/// pair, and whether the next is the pair's second.
+#[derive(Debug, Clone, Copy)]
+struct RxStream {
+    ssrc: Ssrc,
+    /// The highest extended sequence number seen: the connection's for a decrypted
+    /// packet, extended the same way from the header for the others.
+    max_seq: Option<u64>,
+    sample_in: u32,
+    slot: Option<u16>,
+    second: bool,
+}
+
+/// The extended sequence number of 16-bit `seq` nearest to `max` (the highest so far), as
+/// RTP receivers extend them across the wrap.
+fn extend_seq(max: Option<u64>, seq: u16) -> u64 {
+    let Some(max) = max else {
+        return u64::from(seq);
+    };
+    let here = (max & !0xffff) | u64::from(seq);
+    if here + 0x8000 < max {
+        here + 0x1_0000
+    } else if here > max + 0x8000 && here >= 0x1_0000 {
+        here - 0x1_0000
+    } else {
+        here
+    }
+}
+
 /// What a simulated participant has done and seen.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PeerStats {
@@ -241,12 +279,9 @@ pub struct SimPeer {
     e2ee_ctr: u64,
     /// Receive slots: mid and what the offer said they are for.
     slot_mids: Vec<Mid>,
-    /// Incoming SSRC -> receive slot (`None`: not a slot's main stream, e.g. repair).
-    rx_by_ssrc: Vec<(Ssrc, Option<usize>)>,
-    /// Per slot: packets until the next sampled pair, and whether the next is the pair's
-    /// second.
-    sample_in: Vec<u64>,
-    sample_second: Vec<bool>,
+    /// The incoming streams seen, with their receive slot and sampling state: one small
+    /// array searched and updated for every packet, in a cache line or a few.
+    rx_streams: Vec<RxStream>,
     /// A packet written could not be sent at once; the next timeout runs a pass.
     needs_pass: bool,
     /// The arrival of the first RTP packet not yet reported in transport-wide feedback:
@@ -254,9 +289,15 @@ pub struct SimPeer {
     /// accounting may have moved: a gap arms NACK), are due [`FEEDBACK_CHECK`] after it.
     unreported_since: Option<Instant>,
     /// Headers of the unsampled packets since the connection last took them (see
-    /// `SimPeer::account_headers`), and per header its receive slot and payload size.
+    /// `SimPeer::account_headers`), their transport-wide arrivals not yet handed over,
+    /// when the first of them arrived, and whether a stream showed a gap meanwhile (which
+    /// NACK should learn of with the next feedback, as before).
     headers: Vec<RtpHeaderOnly>,
-    header_slots: Vec<(usize, usize)>,
+    twcc_arrivals: Vec<(u16, Instant)>,
+    headers_since: Option<Instant>,
+    gap_seen: bool,
+    /// Reused for one stream's headers (`SimPeer::account_headers_of`).
+    scratch: Vec<RtpHeaderOnly>,
     /// The transport-wide sequence number's extension id in the server's packets, once
     /// looked up (inner `None`: not negotiated).
     twcc_id: Option<Option<u8>>,
@@ -268,7 +309,10 @@ pub struct SimPeer {
     dtx_asked: bool,
     alive: bool,
     stats: PeerStats,
-    latency: Histogram,
+    /// One-way latencies measured since the driver last took them (microseconds): a few
+    /// a second, where a histogram of its own per participant would be 16 KiB to merge at
+    /// every snapshot.
+    latency: Vec<u64>,
     buf: Vec<u8>,
     received: u64,
     /// Participant ids of the room -> simulated ids (from `sim-<id>` names).
@@ -408,17 +452,18 @@ impl SimPeer {
             local,
             pending: Some(pending),
             moving_to: None,
-            latency: Histogram::default(),
+            latency: Vec::new(),
             tx,
-            sample_in: vec![0; slot_mids.len()],
-            sample_second: vec![false; slot_mids.len()],
             needs_pass: false,
             unreported_since: None,
             headers: Vec::new(),
-            header_slots: Vec::new(),
+            twcc_arrivals: Vec::new(),
+            headers_since: None,
+            gap_seen: false,
+            scratch: Vec::new(),
             twcc_id: None,
             slot_mids,
-            rx_by_ssrc: Vec::new(),
+            rx_streams: Vec::new(),
             out: VecDeque::new(),
             rtc_timeout: now,
             created: now,
@@ -476,17 +521,18 @@ impl SimPeer {
             local,
             pending: None,
             moving_to: None,
-            latency: Histogram::default(),
+            latency: Vec::new(),
             tx: Vec::new(),
-            sample_in: vec![0; slot_mids.len()],
-            sample_second: vec![false; slot_mids.len()],
             needs_pass: false,
             unreported_since: None,
             headers: Vec::new(),
-            header_slots: Vec::new(),
+            twcc_arrivals: Vec::new(),
+            headers_since: None,
+            gap_seen: false,
+            scratch: Vec::new(),
             twcc_id: None,
             slot_mids,
-            rx_by_ssrc: Vec::new(),
+            rx_streams: Vec::new(),
             out: VecDeque::new(),
             rtc_timeout: now,
             created: now,
@@ -618,31 +664,58 @@ impl SimPeer {
     /// A datagram arrived at `at` (the kernel's receive time). Call
     /// [`SimPeer::finish_receive`] after a batch.
     pub fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], at: Instant) {
-        if let Some(slot) = self.unsampled_slot(data) {
+        if let Some((k, slot)) = self.unsampled_stream(data) {
             let twcc_id = self.twcc_id(slot);
             if let Some(h) = ClearHeader::read(data, twcc_id) {
+                let rx = &mut self.rx_streams[k];
+                let seq = extend_seq(rx.max_seq, h.seq);
+                self.gap_seen |= rx.max_seq.is_some_and(|m| seq > m + 1);
+                rx.max_seq = Some(rx.max_seq.map_or(seq, |m| m.max(seq)));
+                // The payload length as the full path would see it: the datagram less the
+                // 12-byte header, its extensions and the 16-byte SRTP tag, roughly.
+                let len = data.len().saturating_sub(12 + 16 + 8);
+                // A duplicate is neither counted nor reported again, as the connection
+                // itself would not.
+                if self.count_arrival(slot, seq, len, at)
+                    && let Some(t) = h.transport_cc
+                {
+                    self.twcc_arrivals.push((t, at));
+                    self.unreported_since.get_or_insert(at);
+                }
                 self.headers.push(RtpHeaderOnly::new(
                     at,
                     h.ssrc,
                     h.pt,
                     h.seq,
                     h.timestamp,
-                    h.transport_cc,
+                    None,
                     data.len() - h.len,
                 ));
-                // The payload length as the full path would see it: the datagram less the
-                // 12-byte header, its extensions and the 16-byte SRTP tag, roughly.
-                let len = data.len().saturating_sub(12 + 16 + 8);
-                self.header_slots.push((slot, len));
-                self.unreported_since.get_or_insert(at);
+                self.headers_since.get_or_insert(at);
                 if self.headers.len() >= MAX_HEADERS {
                     self.account_headers();
                 }
                 return;
             }
         }
-        // The connection sees packets in the order they arrived.
-        self.account_headers();
+        // The connection sees transport-wide arrivals in the order they came, and each
+        // stream's packets in theirs: a packet of a slot's stream after that stream's
+        // waiting headers; anything else RTP (a repair, whose stream is in its encrypted
+        // payload; a stream not known yet) after all of them.
+        self.hand_over_twcc();
+        let rtcp = data.len() >= 2 && (192..=223).contains(&data[1]);
+        if !rtcp && data.len() >= 12 && (128..=191).contains(&data[0]) {
+            let ssrc = Ssrc::from(u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+            let slot_stream = self
+                .rx_streams
+                .iter()
+                .any(|r| r.ssrc == ssrc && r.slot.is_some());
+            if slot_stream {
+                self.account_headers_of(ssrc);
+            } else {
+                self.account_headers();
+            }
+        }
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.local, data) else {
             return;
         };
@@ -656,7 +729,6 @@ impl SimPeer {
         if result.is_err() {
             return;
         }
-        let rtcp = data.len() >= 2 && (192..=223).contains(&data[1]);
         let rtp = !rtcp && (128..=191).contains(&data[0]);
         if rtp {
             // Its arrival (media, padding, a repair) may be in the feedback register.
@@ -674,38 +746,64 @@ impl SimPeer {
     /// [`SimPeer::poll_timeout`] keeps within [`FEEDBACK_CHECK`] of the first of them.
     pub fn finish_receive(&mut self, _now: Instant) {}
 
-    /// Hands the headers collected since the last call to the connection
-    /// (`Rtc::handle_rtp_headers`, which keeps NACK, receiver reports and transport-wide
-    /// feedback truthful, with the kernel's arrival times) and counts what it accepted.
+    /// Hands the transport-wide arrivals waiting to the connection
+    /// (`Rtc::handle_twcc_arrivals`): before its transport-wide feedback is taken, and
+    /// before a packet takes the full path (which records its own).
+    fn hand_over_twcc(&mut self) {
+        if !self.twcc_arrivals.is_empty() {
+            self.rtc.handle_twcc_arrivals(&self.twcc_arrivals);
+            self.twcc_arrivals.clear();
+        }
+    }
+
+    /// Hands the headers collected since the last call to the connection, for its
+    /// accounting per stream (`Rtc::handle_rtp_headers`: duplicates, NACK, receiver
+    /// reports, with the kernel's arrival times), after their transport-wide arrivals.
     ///
-    /// Called before the connection's timeout pass and before its transport-wide feedback
-    /// is taken, before a packet takes the full path (so the connection sees packets in
-    /// the order they arrived), when [`MAX_HEADERS`] are waiting, and before statistics
-    /// are read. A connection's state is then touched once for tens of packets, when it
-    /// is needed anyway, instead of once per packet among a few hundred other
-    /// connections' (cache misses are most of the cost).
+    /// Called before the connection's timeout pass (which may make reports), with the
+    /// transport-wide feedback after a stream showed a gap (so that NACK learns of it as
+    /// soon as it would have), when [`MAX_HEADERS`] are waiting or the first has waited
+    /// [`ACCOUNT_EVERY`], and before the connection is dropped. Each stream's state is
+    /// then touched once for several packets instead of once per packet among a few
+    /// thousand other streams' (cache misses are most of the cost).
     pub fn account_headers(&mut self) {
+        self.hand_over_twcc();
+        self.headers_since = None;
+        self.gap_seen = false;
         if self.headers.is_empty() {
             return;
         }
-        let mut headers = std::mem::take(&mut self.headers);
-        let mut slots = std::mem::take(&mut self.header_slots);
-        self.rtc.handle_rtp_headers(&mut headers);
-        for (h, &(slot, len)) in headers.iter().zip(&slots) {
-            match h.seq_no {
-                Some(seq) if !h.duplicate => {
-                    self.count_arrival(slot, *seq, len, h.at);
-                }
-                Some(_) => {}
-                // Not the stream it was mapped to any more: lost to the connection, and
-                // counted as missing by the slot's sequence numbers.
-                None => self.stats.headers_refused += 1,
-            }
+        self.rtc.handle_rtp_headers(&mut self.headers);
+        self.note_refused();
+        self.headers.clear();
+    }
+
+    /// Accounts the waiting headers of one stream, before a packet of it takes the full
+    /// path: the connection sees each stream's packets in the order they came.
+    fn account_headers_of(&mut self, ssrc: Ssrc) {
+        if !self.headers.iter().any(|h| h.ssrc == ssrc) {
+            return;
         }
-        headers.clear();
-        slots.clear();
-        self.headers = headers;
-        self.header_slots = slots;
+        let mut mine = std::mem::take(&mut self.scratch);
+        mine.extend(self.headers.iter().filter(|h| h.ssrc == ssrc).copied());
+        self.headers.retain(|h| h.ssrc != ssrc);
+        self.rtc.handle_rtp_headers(&mut mine);
+        std::mem::swap(&mut self.headers, &mut mine);
+        self.note_refused();
+        std::mem::swap(&mut self.headers, &mut mine);
+        mine.clear();
+        self.scratch = mine;
+        if self.headers.is_empty() {
+            self.headers_since = None;
+        }
+    }
+
+    /// Counts the headers just accounted that the connection refused: their stream is
+    /// not (or no longer) the one they were mapped to (a diagnostic; they were counted
+    /// as received from their header).
+    fn note_refused(&mut self) {
+        let refused = self.headers.iter().filter(|h| h.seq_no.is_none()).count();
+        self.stats.headers_refused += refused as u64;
     }
 
     /// The id of the transport-wide sequence number extension in the server's packets.
@@ -722,9 +820,10 @@ impl SimPeer {
         id
     }
 
-    /// The receive slot of an RTP datagram whose stream is known and which is not due to
-    /// be sampled; `None` sends it down the full (decrypting) path.
-    fn unsampled_slot(&mut self, data: &[u8]) -> Option<usize> {
+    /// The incoming stream (its index in `rx_streams`) and receive slot of an RTP
+    /// datagram whose stream is known and which is not due to be sampled; `None` sends it
+    /// down the full (decrypting) path.
+    fn unsampled_stream(&mut self, data: &[u8]) -> Option<(usize, usize)> {
         if self.cfg.sample_every <= 1 || data.len() < 12 || data[0] >> 6 != 2 {
             return None;
         }
@@ -733,16 +832,19 @@ impl SimPeer {
             return None;
         }
         let ssrc = Ssrc::from(u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
-        let slot = self.rx_by_ssrc.iter().find(|(s, _)| *s == ssrc)?.1?;
-        if self.sample_second[slot] {
+        let every = self.cfg.sample_every.min(u64::from(u32::MAX)) as u32;
+        let k = self.rx_streams.iter().position(|r| r.ssrc == ssrc)?;
+        let rx = &mut self.rx_streams[k];
+        let slot = usize::from(rx.slot?);
+        if rx.second {
             return None;
         }
-        if self.sample_in[slot] == 0 {
-            self.sample_in[slot] = self.cfg.sample_every;
+        if rx.sample_in == 0 {
+            rx.sample_in = every;
             return None;
         }
-        self.sample_in[slot] -= 1;
-        Some(slot)
+        rx.sample_in -= 1;
+        Some((k, slot))
     }
 
     /// Counts a packet of `slot` from its header.
@@ -780,11 +882,15 @@ impl SimPeer {
         } else {
             None
         };
-        // Packets that arrived are reported within the feedback interval.
-        let rtc = match self.unreported_since {
-            Some(at) => self.rtc_timeout.min(at + FEEDBACK_CHECK),
-            None => self.rtc_timeout,
-        };
+        // Packets that arrived are reported within the feedback interval, and accounted
+        // per stream within their own.
+        let mut rtc = self.rtc_timeout;
+        if let Some(at) = self.unreported_since {
+            rtc = rtc.min(at + FEEDBACK_CHECK);
+        }
+        if let Some(at) = self.headers_since {
+            rtc = rtc.min(at + ACCOUNT_EVERY);
+        }
         media.map_or(rtc, |m| m.min(rtc))
     }
 
@@ -797,10 +903,17 @@ impl SimPeer {
         let feedback_due = self
             .unreported_since
             .is_some_and(|at| now >= at + FEEDBACK_CHECK);
-        // The headers wait for the connection to need them: tens of packets then cost a
-        // few lookups of each stream's state instead of one per packet.
-        if pass || feedback_due {
+        // The headers wait for the connection to need them: several packets of a stream
+        // then cost one look at its state instead of one each.
+        let account = pass
+            || (feedback_due && self.gap_seen)
+            || self
+                .headers_since
+                .is_some_and(|at| now >= at + ACCOUNT_EVERY);
+        if account {
             self.account_headers();
+        } else if feedback_due {
+            self.hand_over_twcc();
         }
         if pass && self.rtc.handle_input(Input::Timeout(now)).is_err() {
             self.alive = false;
@@ -817,11 +930,11 @@ impl SimPeer {
         }
         if pass {
             self.drain(now);
-        } else if feedback_due {
-            // The accounting of the packets it reports may have opened a gap, which arms
-            // the connection's NACK timer: learn that alone, without the drain's walk of
-            // every stream for every timer. The rest of what packets move (a stream's
-            // first report, a pause check) waits for the next pass.
+        } else if account {
+            // The accounting may have opened a gap, which arms the connection's NACK
+            // timer: learn that alone, without the drain's walk of every stream for every
+            // timer. The rest of what packets move (a stream's first report, a pause
+            // check) waits for the next pass.
             if let Some(at) = self.rtc.nack_at() {
                 self.rtc_timeout = self.rtc_timeout.min(at);
             }
@@ -836,9 +949,12 @@ impl SimPeer {
         &self.stats
     }
 
-    /// One-way latency of every stamped packet received, microseconds.
-    pub fn latency(&self) -> &Histogram {
-        &self.latency
+    /// Moves the one-way latencies measured since the last call (of stamped packets
+    /// received, microseconds) into `into`.
+    pub fn take_latency(&mut self, into: &mut Histogram) {
+        for us in self.latency.drain(..) {
+            into.record(us);
+        }
     }
 
     /// A message from the server's signalling for this participant.
@@ -1181,26 +1297,39 @@ impl SimPeer {
 
     fn handle_rtp(&mut self, p: str0m::rtp::RtpPacket, _now: Instant) {
         let ssrc = p.header.ssrc;
-        let slot = match self.rx_by_ssrc.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, slot)) => *slot,
+        let known = self.rx_streams.iter().position(|r| r.ssrc == ssrc);
+        let (slot, at) = match known {
+            Some(k) => (self.rx_streams[k].slot.map(usize::from), Some(k)),
             None => {
                 let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|rx| rx.mid());
                 let slot = mid.and_then(|m| self.slot_mids.iter().position(|s| *s == m));
-                if self.rx_by_ssrc.len() < 64 {
-                    self.rx_by_ssrc.push((ssrc, slot));
+                let room = self.rx_streams.len() < 64;
+                if room {
+                    self.rx_streams.push(RxStream {
+                        ssrc,
+                        max_seq: None,
+                        slot: slot.and_then(|s| u16::try_from(s).ok()),
+                        sample_in: 0,
+                        second: false,
+                    });
                 }
-                slot
+                (slot, room.then(|| self.rx_streams.len() - 1))
             }
         };
-        let Some(slot) = slot else { return };
         let arrived = p.timestamp;
         let seq: u64 = *p.seq_no;
+        if let Some(rx) = at.and_then(|k| self.rx_streams.get_mut(k)) {
+            rx.max_seq = Some(rx.max_seq.map_or(seq, |m| m.max(seq)));
+        }
+        let Some(slot) = slot else { return };
         let len = p.payload.len();
         if !self.count_arrival(slot, seq, len, arrived) {
             return;
         }
         // The second of a sampled pair comes next (unless this was it).
-        self.sample_second[slot] = !self.sample_second[slot] && self.cfg.sample_every > 1;
+        if let Some(rx) = at.and_then(|k| self.rx_streams.get_mut(k)) {
+            rx.second = !rx.second && self.cfg.sample_every > 1;
+        }
         self.received += 1;
         self.stats.sampled += 1;
         let check_all =
@@ -1227,7 +1356,7 @@ impl SimPeer {
                 // sockets only every few milliseconds (`driver::READ_EVERY`).
                 let waited = Instant::now().saturating_duration_since(arrived);
                 let latency = payload::one_way_us(stamp.sent_us, payload::now_us(), waited);
-                self.latency.record(latency);
+                self.latency.push(latency);
                 let mapped = self.stats.slots[slot]
                     .mapped_to
                     .as_ref()
@@ -1271,6 +1400,22 @@ mod tests {
             source,
             active: active.to_vec(),
         }
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap_both_ways() {
+        assert_eq!(extend_seq(None, 65_000), 65_000);
+        assert_eq!(extend_seq(Some(65_530), 65_535), 65_535);
+        // Forward over the wrap, and a late packet from before it.
+        assert_eq!(extend_seq(Some(65_535), 2), 65_538);
+        assert_eq!(extend_seq(Some(65_538), 65_534), 65_534);
+        assert_eq!(
+            extend_seq(Some(3 * 65_536 + 10), 65_500),
+            2 * 65_536 + 65_500
+        );
+        // Never below zero, and a gap of up to half the space is a gap, not a wrap.
+        assert_eq!(extend_seq(Some(10), 60_000), 60_000);
+        assert_eq!(extend_seq(Some(100), 32_000), 32_000);
     }
 
     #[test]

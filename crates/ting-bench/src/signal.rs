@@ -1,7 +1,7 @@
 //! The signalling side of a simulated participant: the same WebSocket protocol as the
 //! browser client (`ting-proto`), over tokio-tungstenite.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -272,8 +272,9 @@ pub async fn join_peer(
         signal.e2ee = Some(bench_announcement(id));
     }
     let welcome = signal.join(room, &cfg.name()).await?;
-    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).map_err(SignalError::Bind)?;
-    let local = socket.local_addr().map_err(SignalError::Bind)?;
+    let (local, socket) = driver
+        .local_socket(local_ip, id)
+        .map_err(SignalError::Bind)?;
     let (mut peer, offer) = SimPeer::new(cfg, local, Instant::now())?;
     peer.handle_signal(&ServerMsg::Welcome(welcome.clone()));
     let mut early = Vec::new();

@@ -16,6 +16,13 @@
 //! kernel work, so this takes the per-datagram cost of delivering to the harness off the
 //! server's core as well as the harness's: what a network card that segments in hardware
 //! (USO) and a receiver on another machine would leave it.
+//!
+//! On loopback many participants can share one socket ([`bind_group`]): each has an
+//! address of its own in 127.0.0.0/8 and the same port, the kernel says which address a
+//! datagram was sent to (`IP_PKTINFO`), and a send names its source address the same way.
+//! One `recvmmsg` then reads the datagrams of dozens of participants instead of one or
+//! two, and one `sendmmsg` sends theirs; the server sees one address per participant, as
+//! from as many machines.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -27,9 +34,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const BATCH: usize = 32;
 /// The largest message read: a run of datagrams coalesced by `UDP_GRO` is at most 64 KiB.
 pub const MAX_MESSAGE: usize = 65_536;
-/// Room for an SCM_TIMESTAMPNS and a UDP_GRO control message (cmsghdrs, a timespec and an
-/// int, aligned).
-const CONTROL_LEN: usize = 96;
+/// Room for an SCM_TIMESTAMPNS, a UDP_GRO and an IP_PKTINFO control message (cmsghdrs, a
+/// timespec, an int and an in_pktinfo, aligned: 32 + 24 + 32 bytes).
+const CONTROL_LEN: usize = 128;
+/// Room for the IP_PKTINFO control message of a send.
+const SEND_CONTROL_LEN: usize = 32;
 
 /// A control-message buffer, aligned as `cmsghdr` needs.
 #[derive(Clone, Copy)]
@@ -65,18 +74,72 @@ pub fn prepare(socket: &UdpSocket, rcvbuf: usize) -> io::Result<()> {
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let size = rcvbuf.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: as above. The kernel may cap the size (net.core.rmem_max); that is fine.
+    let size = rcvbuf.min(i32::MAX as usize / 2) as libc::c_int;
+    // SAFETY: as above. SO_RCVBUFFORCE (privileged) may exceed net.core.rmem_max; without
+    // the privilege SO_RCVBUF is capped by it, which is fine.
     unsafe {
-        libc::setsockopt(
+        let forced = libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
+            libc::SO_RCVBUFFORCE,
             (&size as *const libc::c_int).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+        if forced != 0 {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
     socket.set_nonblocking(true)
+}
+
+/// A socket many simulated participants share on loopback (see the module docs): bound to
+/// port P of every address but taking only what arrives on the loopback device, and told
+/// each datagram's destination address. Participant addresses are [`group_address`]es
+/// with this socket's port.
+pub fn bind_group() -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+    let device = b"lo\0";
+    // SAFETY: setsockopt reads `optlen` bytes from the live byte string.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            device.as_ptr().cast(),
+            device.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: as above, from a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// The loopback address of simulated participant `id` on a shared socket: 127.16.0.0 and
+/// up (127.0.0.0/16 stays clear, where servers and other tools usually listen), `None`
+/// past the 2^20 the block holds.
+pub fn group_address(id: u32) -> Option<Ipv4Addr> {
+    (id < 1 << 20).then(|| Ipv4Addr::from(0x7f10_0000 + id))
 }
 
 /// Converts the kernel's wall-clock stamps to `Instant`s, from one reading of both clocks
@@ -116,6 +179,8 @@ pub struct RecvBatch {
     /// a message that is one datagram.
     segments: [usize; BATCH],
     stamps: [Option<Duration>; BATCH],
+    /// The address each message was sent to, where the socket asked (IP_PKTINFO).
+    dests: [Option<Ipv4Addr>; BATCH],
     count: usize,
 }
 
@@ -138,6 +203,7 @@ impl Default for RecvBatch {
             lens: [0; BATCH],
             segments: [0; BATCH],
             stamps: [None; BATCH],
+            dests: [None; BATCH],
             count: 0,
         }
     }
@@ -148,7 +214,27 @@ impl RecvBatch {
     /// the kernel's wall-clock arrival stamp when it gave one (a run's datagrams share
     /// theirs: they were sent in one call and arrived together).
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8], Option<Duration>)> {
-        (0..self.count).flat_map(move |i| {
+        (0..self.count).flat_map(move |i| self.datagrams(i))
+    }
+
+    /// How many messages the last receive returned (a coalesced run is one).
+    pub fn messages(&self) -> usize {
+        self.count
+    }
+
+    /// The address message `i` of the last receive was sent to, on a socket that asks
+    /// ([`bind_group`]).
+    pub fn destination(&self, i: usize) -> Option<Ipv4Addr> {
+        self.dests[..self.count].get(i).copied().flatten()
+    }
+
+    /// The datagrams of message `i` of the last receive, as [`RecvBatch::iter`] gives
+    /// them.
+    pub fn datagrams(
+        &self,
+        i: usize,
+    ) -> impl Iterator<Item = (SocketAddr, &[u8], Option<Duration>)> {
+        (i..(i + 1).min(self.count)).flat_map(move |i| {
             let addr = from_sockaddr(&self.addrs[i]);
             let message = &self.bufs[i][..self.lens[i]];
             let segment = match self.segments[i] {
@@ -215,22 +301,24 @@ pub fn recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize
         } else {
             (hdr.msg_len as usize).min(MAX_MESSAGE)
         };
-        let (stamp, segment) = control(&hdr.msg_hdr);
+        let (stamp, segment, dest) = control(&hdr.msg_hdr);
         batch.stamps[i] = stamp;
         batch.segments[i] = segment;
+        batch.dests[i] = dest;
     }
     batch.count = n;
     Ok(n)
 }
 
-/// The SCM_TIMESTAMPNS stamp and the UDP_GRO segment size (0: none) among a received
-/// message's control messages.
-fn control(hdr: &libc::msghdr) -> (Option<Duration>, usize) {
-    let (mut stamp, mut segment) = (None, 0);
+/// The SCM_TIMESTAMPNS stamp, the UDP_GRO segment size (0: none) and the IP_PKTINFO
+/// destination address among a received message's control messages.
+fn control(hdr: &libc::msghdr) -> (Option<Duration>, usize, Option<Ipv4Addr>) {
+    let (mut stamp, mut segment, mut dest) = (None, 0, None);
     // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages into
     // the buffer `msg_control` points at, which is still borrowed; CMSG_FIRSTHDR/NXTHDR
     // stay within it. The data of an SCM_TIMESTAMPNS message is one timespec, of a
-    // UDP_GRO message one int; both are read unaligned.
+    // UDP_GRO message one int, of an IP_PKTINFO message one in_pktinfo; all are read
+    // unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
@@ -243,24 +331,34 @@ fn control(hdr: &libc::msghdr) -> (Option<Duration>, usize) {
                 let n: libc::c_int =
                     std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
                 segment = usize::try_from(n).unwrap_or(0);
+            } else if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::in_pktinfo>());
+                dest = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
     }
-    (stamp, segment)
+    (stamp, segment, dest)
 }
 
-/// Sends `datagrams` with `sendmmsg` (as many calls as it takes). Returns how many the
-/// kernel took; a full send buffer drops the rest, as a network would.
-pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> usize {
+/// Sends `datagrams` (source address, destination, bytes) with `sendmmsg` (as many calls
+/// as it takes). A source address, on a [`bind_group`] socket, is the participant's own
+/// (IP_PKTINFO); `None` sends from the socket's address. Returns how many the kernel took;
+/// a full send buffer drops the rest, as a network would.
+pub fn send_batch(
+    socket: &UdpSocket,
+    datagrams: &[(Option<Ipv4Addr>, SocketAddr, &[u8])],
+) -> usize {
     let mut sent = 0;
     for chunk in datagrams.chunks(BATCH) {
         let mut addrs: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
             [const { MaybeUninit::uninit() }; BATCH];
         let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [const { MaybeUninit::uninit() }; BATCH];
+        let mut controls = [SendControl([0; SEND_CONTROL_LEN]); BATCH];
         let mut hdrs: [MaybeUninit<libc::mmsghdr>; BATCH] =
             [const { MaybeUninit::uninit() }; BATCH];
-        for (i, (dest, data)) in chunk.iter().enumerate() {
+        for (i, (from, dest, data)) in chunk.iter().enumerate() {
             let len = to_sockaddr(dest, &mut addrs[i]);
             iovs[i].write(libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
@@ -272,6 +370,28 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> usiz
             hdr.msg_namelen = len;
             hdr.msg_iov = iovs[i].as_mut_ptr();
             hdr.msg_iovlen = 1;
+            if let Some(from) = from {
+                hdr.msg_control = controls[i].0.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE of an in_pktinfo (32 bytes) fits the aligned control
+                // buffer the header points at; CMSG_FIRSTHDR is its start, and the
+                // in_pktinfo is written unaligned within it.
+                unsafe {
+                    hdr.msg_controllen =
+                        libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                    let c = libc::CMSG_FIRSTHDR(&hdr);
+                    (*c).cmsg_level = libc::IPPROTO_IP;
+                    (*c).cmsg_type = libc::IP_PKTINFO;
+                    (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                    let info = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(*from).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+                }
+            }
             hdrs[i].write(libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -280,7 +400,8 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> usiz
         let mut off = 0;
         while off < chunk.len() {
             // SAFETY: headers off..chunk.len() were initialised above and point at live
-            // addresses, iovecs and the caller's datagrams, all alive during the call.
+            // addresses, iovecs, control buffers and the caller's datagrams, all alive
+            // during the call.
             let n = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
@@ -304,6 +425,11 @@ pub fn send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> usiz
     }
     sent
 }
+
+/// A control-message buffer for one send, aligned as `cmsghdr` needs.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct SendControl([u8; SEND_CONTROL_LEN]);
 
 fn to_sockaddr(
     addr: &SocketAddr,
@@ -374,7 +500,8 @@ mod tests {
         let to = rx.local_addr().unwrap();
         let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let datagrams: Vec<(SocketAddr, &[u8])> = payloads.iter().map(|p| (to, &p[..])).collect();
+        let datagrams: Vec<(Option<Ipv4Addr>, SocketAddr, &[u8])> =
+            payloads.iter().map(|p| (None, to, &p[..])).collect();
         assert_eq!(send_batch(&tx, &datagrams), 40);
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();
@@ -402,6 +529,77 @@ mod tests {
         let at = clock.instant(wall - Duration::from_millis(5));
         assert!(at <= Instant::now());
         assert!(clock.instant(wall + Duration::from_secs(10)) <= Instant::now());
+    }
+
+    #[test]
+    fn participants_share_a_socket_each_at_its_own_address() {
+        let group = bind_group().expect("a socket bound to the loopback device");
+        prepare(&group, 1 << 20).unwrap();
+        let port = group.local_addr().unwrap().port();
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let to = server.local_addr().unwrap();
+        let ids = [0u32, 1, 700];
+        let addrs: Vec<Ipv4Addr> = ids.iter().map(|&id| group_address(id).unwrap()).collect();
+        assert_eq!(addrs[0], Ipv4Addr::new(127, 16, 0, 0));
+        assert_eq!(addrs[2], Ipv4Addr::new(127, 16, 2, 188));
+        assert_eq!(group_address(1 << 20), None);
+        // Each participant's datagram leaves from its own address.
+        let payloads: Vec<[u8; 20]> = ids.iter().map(|&id| [id as u8; 20]).collect();
+        let out: Vec<(Option<Ipv4Addr>, SocketAddr, &[u8])> = addrs
+            .iter()
+            .zip(&payloads)
+            .map(|(a, p)| (Some(*a), to, &p[..]))
+            .collect();
+        assert_eq!(send_batch(&group, &out), 3);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(n, 20);
+            seen.push((from, buf[0]));
+        }
+        seen.sort();
+        let want: Vec<(SocketAddr, u8)> = addrs
+            .iter()
+            .zip(ids)
+            .map(|(a, id)| (SocketAddr::from((*a, port)), id as u8))
+            .collect();
+        assert_eq!(seen, want);
+        // Answers to each arrive on the one socket, each with the address it was sent to.
+        for (a, id) in addrs.iter().zip(ids) {
+            server
+                .send_to(&[id as u8 + 1; 30], SocketAddr::from((*a, port)))
+                .unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 3 && Instant::now() < deadline {
+            match recv_batch(&group, &mut batch) {
+                Ok(_) => {
+                    for m in 0..batch.messages() {
+                        for (from, data, _) in batch.datagrams(m) {
+                            assert_eq!(from, to);
+                            got.push((batch.destination(m), data[0]));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got.sort();
+        let want: Vec<(Option<Ipv4Addr>, u8)> = addrs
+            .iter()
+            .zip(ids)
+            .map(|(a, id)| (Some(*a), id as u8 + 1))
+            .collect();
+        assert_eq!(got, want);
     }
 
     /// Sends `datagrams` (all `segment` bytes but the last, which may be shorter) as one
@@ -448,7 +646,7 @@ mod tests {
         send_gso(&tx, to, &first, 1200);
         send_gso(&tx, to, &second, 80);
         // And one datagram on its own after them.
-        assert_eq!(send_batch(&tx, &[(to, &[99u8; 50][..])]), 1);
+        assert_eq!(send_batch(&tx, &[(None, to, &[99u8; 50][..])]), 1);
         let want: Vec<Vec<u8>> = first
             .iter()
             .chain(&second)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ting_proto::{ParticipantRef, ServerMsg, SlotAssignment, Source};
 
-use crate::driver::{DriverCmd, DriverSender};
+use crate::driver::{DriverCmd, DriverSender, PeerSocket};
 use crate::http::{HttpError, client};
 use crate::peer::{PeerError, SimPeer, SimPeerConfig};
 
@@ -197,7 +197,7 @@ pub async fn join_http(
         }
         peer.handle_signal(&ServerMsg::Slots { slots });
     }
-    driver.send(DriverCmd::Add(Box::new(peer), socket));
+    driver.send(DriverCmd::Add(Box::new(peer), PeerSocket::Own(socket)));
     Ok(HttpPeer {
         id,
         join,
