@@ -200,16 +200,16 @@ impl DriverSender {
     }
 
     /// The local address and socket of simulated participant `id`, whose media binds to
-    /// `ip`. On IPv4 loopback it shares a socket with up to [`GROUP`] - 1 others of this
-    /// driver, at an address of its own; elsewhere (and where a shared socket cannot be
-    /// bound) it gets a socket of its own.
+    /// `ip`. For 127.0.0.1 it shares a socket with up to [`GROUP`] - 1 others of this
+    /// driver, at an address of its own ([`sock::group_address`]); for any other address
+    /// (and where a shared socket cannot be bound) it gets a socket of its own there.
     pub fn local_socket(&self, ip: IpAddr, id: u32) -> io::Result<(SocketAddr, PeerSocket)> {
         let own = || -> io::Result<(SocketAddr, PeerSocket)> {
             let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
             Ok((socket.local_addr()?, PeerSocket::Own(socket)))
         };
         let address = match ip {
-            IpAddr::V4(v4) if v4.is_loopback() => sock::group_address(id),
+            IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => sock::group_address(id),
             _ => None,
         };
         let Some(address) = address else {

@@ -86,7 +86,9 @@ struct Cli {
     /// Client threads; each carries many participants.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Local address the participants' UDP sockets bind to.
+    /// Local address the participants' UDP sockets bind to. With 127.0.0.1 up to 64
+    /// participants share a socket, each at an address of its own in 127.16.0.0/12 (one
+    /// system call reads or sends for many); any other address gives each its own socket.
     #[arg(long, default_value = "127.0.0.1")]
     local_ip: IpAddr,
     /// Read the server's CPU and memory from /proc/PID (needed for non-ting targets).

@@ -15,10 +15,10 @@ pub const VIDEO: usize = 1;
 pub const SCREEN: usize = 2;
 pub const KINDS: [&str; 3] = ["audio", "video", "screen"];
 
-/// Where each slot's loss counters stood at one moment (by participant and mid), for
-/// [`Totals::with_window_loss`].
+/// Where each slot's loss counters stood at one moment (by participant and slot: a
+/// participant's slots are fixed when it joins), for [`Totals::with_window_loss`].
 #[derive(Debug, Clone, Default)]
-pub struct LossMarks(HashMap<(u32, String), SlotLoss>);
+pub struct LossMarks(HashMap<(u32, usize), SlotLoss>);
 
 impl LossMarks {
     pub fn of(peers: &[PeerStats]) -> LossMarks {
@@ -28,7 +28,8 @@ impl LossMarks {
                 .flat_map(|p| {
                     p.slots
                         .iter()
-                        .map(move |s| ((p.id, s.mid.clone()), SlotLoss::of(s)))
+                        .enumerate()
+                        .map(move |(i, s)| ((p.id, i), SlotLoss::of(s)))
                 })
                 .collect(),
         )
@@ -198,13 +199,9 @@ impl Totals {
     pub fn with_window_loss(mut self, peers: &[PeerStats], marks: &LossMarks) -> Totals {
         let (mut after, mut before, mut silent) = (0, 0, 0);
         for p in peers {
-            for slot in &p.slots {
+            for (i, slot) in p.slots.iter().enumerate() {
                 let now = SlotLoss::of(slot);
-                let was = marks
-                    .0
-                    .get(&(p.id, slot.mid.clone()))
-                    .copied()
-                    .unwrap_or_default();
+                let was = marks.0.get(&(p.id, i)).copied().unwrap_or_default();
                 let counted = now.counted.saturating_sub(was.counted);
                 let a = now.missing.saturating_sub(was.missing).min(counted);
                 after += a;
