@@ -214,6 +214,13 @@ struct RxStream {
     second: bool,
 }
 
+/// How many of the headers just accounted the connection refused: their stream is not (or
+/// no longer) the one they were mapped to (a diagnostic; they were counted as received
+/// from their header).
+fn refused(headers: &[RtpHeaderOnly]) -> u64 {
+    headers.iter().filter(|h| h.seq_no.is_none()).count() as u64
+}
+
 /// The extended sequence number of 16-bit `seq` nearest to `max` (the highest so far), as
 /// RTP receivers extend them across the wrap.
 fn extend_seq(max: Option<u64>, seq: u16) -> u64 {
@@ -774,7 +781,7 @@ impl SimPeer {
             return;
         }
         self.rtc.handle_rtp_headers(&mut self.headers);
-        self.note_refused();
+        self.stats.headers_refused += refused(&self.headers);
         self.headers.clear();
     }
 
@@ -788,22 +795,12 @@ impl SimPeer {
         mine.extend(self.headers.iter().filter(|h| h.ssrc == ssrc).copied());
         self.headers.retain(|h| h.ssrc != ssrc);
         self.rtc.handle_rtp_headers(&mut mine);
-        std::mem::swap(&mut self.headers, &mut mine);
-        self.note_refused();
-        std::mem::swap(&mut self.headers, &mut mine);
+        self.stats.headers_refused += refused(&mine);
         mine.clear();
         self.scratch = mine;
         if self.headers.is_empty() {
             self.headers_since = None;
         }
-    }
-
-    /// Counts the headers just accounted that the connection refused: their stream is
-    /// not (or no longer) the one they were mapped to (a diagnostic; they were counted
-    /// as received from their header).
-    fn note_refused(&mut self) {
-        let refused = self.headers.iter().filter(|h| h.seq_no.is_none()).count();
-        self.stats.headers_refused += refused as u64;
     }
 
     /// The id of the transport-wide sequence number extension in the server's packets.
