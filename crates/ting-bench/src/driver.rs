@@ -33,6 +33,7 @@ use str0m::net::Transmit;
 use ting_proto::ServerMsg;
 
 use crate::peer::{PeerStats, SimPeer};
+use crate::report::{LossMarks, Totals};
 use crate::sock::{self, Clock, RecvBatch};
 use crate::stats::Histogram;
 
@@ -70,6 +71,33 @@ pub struct DriverSnapshot {
     /// CPU time of the driver thread so far, nanoseconds.
     pub cpu_ns: u64,
 }
+/// What a run's progress needs every second, without a copy of every participant's
+/// statistics: the sums, each slot's loss marks and the latency histogram (cumulative).
+#[derive(Debug, Clone, Default)]
+pub struct DriverTally {
+    pub totals: Totals,
+    pub marks: LossMarks,
+    pub latency: Histogram,
+}
+
+impl DriverTally {
+    /// The tally of a snapshot.
+    pub fn of(snapshot: &DriverSnapshot) -> DriverTally {
+        DriverTally {
+            totals: Totals::of(&snapshot.peers),
+            marks: LossMarks::of(&snapshot.peers),
+            latency: snapshot.latency.clone(),
+        }
+    }
+
+    /// Adds another driver's tally, taken at the same moment.
+    pub fn merge(&mut self, other: DriverTally) {
+        self.totals.merge(&other.totals);
+        self.marks.merge(other.marks);
+        self.latency.merge(&other.latency);
+    }
+}
+
 /// Commands to a driver.
 #[derive(Debug)]
 pub enum DriverCmd {
@@ -80,6 +108,7 @@ pub enum DriverCmd {
     SetSending(u32, bool),
     Remove(u32),
     Snapshot(Sender<DriverSnapshot>),
+    Tally(Sender<DriverTally>),
     Stop,
 }
 
@@ -161,6 +190,20 @@ impl DriverHandle {
             Ok(s) => s,
             // The thread has stopped: its last words.
             Err(_) => self.last.lock().map(|s| s.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The sums and loss marks of every peer now ([`DriverTally`]).
+    pub fn tally(&self) -> DriverTally {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(DriverCmd::Tally(tx));
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(t) => t,
+            Err(_) => self
+                .last
+                .lock()
+                .map(|s| DriverTally::of(&s))
+                .unwrap_or_default(),
         }
     }
 
@@ -447,6 +490,9 @@ impl Driver {
                 DriverCmd::Snapshot(reply) => {
                     let _ = reply.send(self.snapshot());
                 }
+                DriverCmd::Tally(reply) => {
+                    let _ = reply.send(self.tally());
+                }
                 DriverCmd::Stop => return false,
             }
         }
@@ -644,6 +690,21 @@ impl Driver {
             sock::send_batch(&socket.socket, &datagrams);
             drop(datagrams);
             outbox.clear();
+        }
+    }
+
+    fn tally(&mut self) -> DriverTally {
+        for s in self.peers.iter_mut().flatten() {
+            s.peer.take_latency(&mut self.latency);
+        }
+        let peers = || {
+            let live = self.peers.iter().flatten().map(|s| s.peer.stats());
+            self.gone.iter().chain(live)
+        };
+        DriverTally {
+            totals: Totals::of(peers()),
+            marks: LossMarks::of(peers()),
+            latency: self.latency.clone(),
         }
     }
 

@@ -25,7 +25,7 @@ pub mod stats;
 pub mod usage;
 pub mod whip;
 
-pub use driver::{DriverCmd, DriverHandle, DriverSender, DriverSnapshot, PeerSocket};
+pub use driver::{DriverCmd, DriverHandle, DriverSender, DriverSnapshot, DriverTally, PeerSocket};
 pub use peer::{PeerStats, SimPeer, SimPeerConfig};
 pub use signal::{JoinedPeer, PeerControl, Signal, SignalError, join_peer};
 

@@ -196,8 +196,12 @@ struct TxStream {
     since_key: u32,
     /// Packets sent in frames of temporal layer at most 0, 1 and 2.
     upto: [u64; 3],
-    /// Sending; false while the server says nobody watches this layer.
+    /// Sending; false while the server says nobody watches this layer. A paused layer
+    /// wakes nobody: its schedule moves on when it resumes (see `resumed`).
     active: bool,
+    /// Resumed since its last tick: its next tick is the first of its schedule from now
+    /// on, not the ones it missed while paused.
+    resumed: bool,
 }
 
 /// An incoming stream a participant has seen: its receive slot (`None`: not a slot's main
@@ -310,6 +314,9 @@ pub struct SimPeer {
     twcc_id: Option<Option<u8>>,
     out: VecDeque<Transmit>,
     rtc_timeout: Instant,
+    /// The earliest tick of a layer that is sending (kept here so that scheduling the
+    /// participant does not walk its layers; see `SimPeer::note_media_at`).
+    media_at: Option<Instant>,
     created: Instant,
     sending: bool,
     /// The server's answer asked for Opus DTX and the configuration allows it.
@@ -378,6 +385,7 @@ impl SimPeer {
                 since_key: 0,
                 upto: [0; 3],
                 active: true,
+                resumed: false,
             }
         };
         if cfg.audio {
@@ -473,6 +481,7 @@ impl SimPeer {
             rx_streams: Vec::new(),
             out: VecDeque::new(),
             rtc_timeout: now,
+            media_at: None,
             created: now,
             sending: true,
             dtx_asked: false,
@@ -482,6 +491,7 @@ impl SimPeer {
             directory: Vec::new(),
         };
         peer.note_camera_layers();
+        peer.note_media_at();
         Ok((
             peer,
             Offer {
@@ -542,6 +552,7 @@ impl SimPeer {
             rx_streams: Vec::new(),
             out: VecDeque::new(),
             rtc_timeout: now,
+            media_at: None,
             created: now,
             sending: true,
             dtx_asked: false,
@@ -874,11 +885,9 @@ impl SimPeer {
 
     /// When [`SimPeer::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Instant {
-        let media = if self.sending && self.rtc.is_connected() {
-            self.tx.iter().map(|t| t.next_at).min()
-        } else {
-            None
-        };
+        let media = self
+            .media_at
+            .filter(|_| self.sending && self.rtc.is_connected());
         // Packets that arrived are reported within the feedback interval, and accounted
         // per stream within their own.
         let mut rtc = self.rtc_timeout;
@@ -895,6 +904,7 @@ impl SimPeer {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.sending && self.rtc.is_connected() {
             self.send_media(now);
+            self.note_media_at();
         }
         let pass = now >= self.rtc_timeout || std::mem::take(&mut self.needs_pass);
         let feedback_due = self
@@ -1000,10 +1010,12 @@ impl SimPeer {
                     if on && !t.active {
                         // A browser restarts a layer with a keyframe.
                         t.keyframe_due = true;
+                        t.resumed = true;
                     }
                     t.active = on;
                 }
                 self.note_camera_layers();
+                self.note_media_at();
             }
             ServerMsg::ActiveSpeaker {
                 participant: Some(_),
@@ -1013,6 +1025,11 @@ impl SimPeer {
             ServerMsg::Error(e) => self.stats.errors.push(e.message.clone()),
             _ => {}
         }
+    }
+
+    /// Notes when the next layer that is sending is due.
+    fn note_media_at(&mut self) {
+        self.media_at = self.tx.iter().filter(|t| t.active).map(|t| t.next_at).min();
     }
 
     /// Records which camera layers are being sent, for the report.
@@ -1053,13 +1070,19 @@ impl SimPeer {
         let kid = 0x7100_0000_0000 | u64::from(id);
         let layers = self.cfg.video_bps.len().max(1) as u8;
         for i in 0..self.tx.len() {
-            if !self.tx[i].active {
-                // Paused: keep the schedule moving without sending.
-                while self.tx[i].next_at <= now {
-                    let t = &mut self.tx[i];
-                    t.next_at += t.interval;
-                }
+            let t = &mut self.tx[i];
+            if !t.active {
                 continue;
+            }
+            if std::mem::take(&mut t.resumed) && t.next_at < now {
+                // Back from a pause: on with the schedule from now, without the ticks
+                // missed meanwhile.
+                let behind = now.duration_since(t.next_at).as_nanos();
+                let ticks = behind.div_ceil(t.interval.as_nanos().max(1));
+                t.next_at = u32::try_from(ticks)
+                    .ok()
+                    .and_then(|n| t.interval.checked_mul(n))
+                    .map_or(now, |d| t.next_at + d);
             }
             while self.tx[i].next_at <= now {
                 let t = &mut self.tx[i];
@@ -1438,5 +1461,37 @@ mod tests {
         let single = publisher(1, true);
         assert_eq!(single.stats().camera_layers, 1);
         assert_eq!(single.stats().camera_layers_on, [true, false, false]);
+    }
+
+    #[test]
+    fn a_paused_layer_wakes_nobody_and_resumes_on_its_schedule_from_now() {
+        use ting_proto::Source;
+        let mut cfg = SimPeerConfig::new(7);
+        cfg.audio = false;
+        cfg.video_bps = vec![150_000, 500_000, 1_500_000];
+        cfg.honour_send_layers = true;
+        let start = Instant::now();
+        let mut p = SimPeer::new(cfg, "127.0.0.1:40000".parse().unwrap(), start)
+            .unwrap()
+            .0;
+        let first = p.tx[0].next_at;
+        assert_eq!(p.media_at, Some(first));
+        p.handle_signal(&send_layers(Source::Camera, &[false, false, false]));
+        assert_eq!(p.media_at, None, "three paused layers need no wake-up");
+        p.handle_signal(&send_layers(Source::Camera, &[false, true, false]));
+        assert_eq!(p.media_at, Some(first));
+
+        // Five seconds later the resumed layer goes on from now, without the 150 ticks
+        // it missed, and with a keyframe.
+        let later = start + Duration::from_secs(5);
+        p.send_media(later);
+        let t = &p.tx[1];
+        assert!(t.keyframe_due && !t.resumed);
+        assert!(t.next_at >= later && t.next_at < later + t.interval);
+        // Its phase is kept: a whole number of ticks after the first.
+        let ticks = t.next_at.duration_since(first).as_nanos() / t.interval.as_nanos();
+        assert_eq!(first + t.interval * ticks as u32, t.next_at);
+        // The layers still paused did not move.
+        assert_eq!(p.tx[0].next_at, first);
     }
 }

@@ -21,10 +21,10 @@ pub const KINDS: [&str; 3] = ["audio", "video", "screen"];
 pub struct LossMarks(HashMap<(u32, usize), SlotLoss>);
 
 impl LossMarks {
-    pub fn of(peers: &[PeerStats]) -> LossMarks {
+    pub fn of<'a>(peers: impl IntoIterator<Item = &'a PeerStats>) -> LossMarks {
         LossMarks(
             peers
-                .iter()
+                .into_iter()
                 .flat_map(|p| {
                     p.slots
                         .iter()
@@ -33,6 +33,11 @@ impl LossMarks {
                 })
                 .collect(),
         )
+    }
+
+    /// Adds another driver's marks (participant ids are unique across drivers).
+    pub fn merge(&mut self, other: LossMarks) {
+        self.0.extend(other.0);
     }
 }
 
@@ -105,7 +110,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn of(peers: &[PeerStats]) -> Totals {
+    pub fn of<'a>(peers: impl IntoIterator<Item = &'a PeerStats>) -> Totals {
         let mut t = Totals::default();
         for p in peers {
             for (k, f) in [p.sent_audio, p.sent_video, p.sent_screen]
@@ -143,6 +148,32 @@ impl Totals {
             }
         }
         t
+    }
+
+    /// The sums of two sets of participants (two drivers') at the same moment.
+    pub fn merge(&mut self, o: &Totals) {
+        let add3 = |a: &mut [u64; 3], b: [u64; 3]| {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        };
+        add3(&mut self.sent_packets, o.sent_packets);
+        add3(&mut self.sent_bytes, o.sent_bytes);
+        add3(&mut self.received_packets, o.received_packets);
+        add3(&mut self.received_bytes, o.received_bytes);
+        add3(&mut self.sent_layer_packets, o.sent_layer_packets);
+        add3(&mut self.sent_layer_bytes, o.sent_layer_bytes);
+        add3(&mut self.received_layer_packets, o.received_layer_packets);
+        self.sampled += o.sampled;
+        self.lost += o.lost;
+        self.lost_after_server += o.lost_after_server;
+        self.lost_before_server += o.lost_before_server;
+        self.lost_silent += o.lost_silent;
+        self.late += o.late;
+        self.duplicates += o.duplicates;
+        self.corrupt += o.corrupt;
+        self.layer_switches += o.layer_switches;
+        self.source_switches += o.source_switches;
     }
 
     /// What happened between `earlier` and `self`, loss included as the sum of its parts'
@@ -196,18 +227,20 @@ impl Totals {
     /// and silence together grew by, attributed to gaps first, then to silence; the loss
     /// before the server is estimated from the pairs sampled in the window alone
     /// ([`SlotLoss::dropped_since`]).
-    pub fn with_window_loss(mut self, peers: &[PeerStats], marks: &LossMarks) -> Totals {
+    pub fn with_window_loss(self, peers: &[PeerStats], marks: &LossMarks) -> Totals {
+        self.with_loss_between(&LossMarks::of(peers), marks)
+    }
+
+    /// [`Totals::with_window_loss`] from the slots' marks at the window's end, `now`.
+    pub fn with_loss_between(mut self, now: &LossMarks, marks: &LossMarks) -> Totals {
         let (mut after, mut before, mut silent) = (0, 0, 0);
-        for p in peers {
-            for (i, slot) in p.slots.iter().enumerate() {
-                let now = SlotLoss::of(slot);
-                let was = marks.0.get(&(p.id, i)).copied().unwrap_or_default();
-                let counted = now.counted.saturating_sub(was.counted);
-                let a = now.missing.saturating_sub(was.missing).min(counted);
-                after += a;
-                before += now.dropped_since(&was);
-                silent += counted - a;
-            }
+        for (key, now) in &now.0 {
+            let was = marks.0.get(key).copied().unwrap_or_default();
+            let counted = now.counted.saturating_sub(was.counted);
+            let a = now.missing.saturating_sub(was.missing).min(counted);
+            after += a;
+            before += now.dropped_since(&was);
+            silent += counted - a;
         }
         self.lost_after_server = after;
         self.lost_before_server = before;
@@ -984,6 +1017,10 @@ mod tests {
         assert_eq!(t0.sent_packets[VIDEO], 20);
         assert_eq!((t0.layer_switches, t0.source_switches), (2, 4));
         let t1 = Totals::of(&[peer(1, 400, 2), peer(2, 250, 1)]);
+        // Two drivers' sums, merged, are the sums over both.
+        let mut m = Totals::of(&[peer(1, 400, 2)]);
+        m.merge(&Totals::of(&[peer(2, 250, 1)]));
+        assert_eq!(m, t1);
         let w = t1.since(&t0);
         assert_eq!(w.received(), 500);
         assert_eq!(w.lost, 2);
@@ -1040,6 +1077,23 @@ mod tests {
         let w = Totals::of(&dead)
             .since(&t1)
             .with_window_loss(&dead, &LossMarks::of(&end));
+        // The same from two drivers' marks, merged (each holds some of the participants).
+        let mut other = end.clone();
+        other[0].id = 2;
+        let both: Vec<PeerStats> = end.iter().chain(&other).cloned().collect();
+        let mut dead_both = dead.clone();
+        dead_both.push(PeerStats {
+            id: 2,
+            ..dead[0].clone()
+        });
+        let mut marks = LossMarks::of(&end);
+        marks.merge(LossMarks::of(&other));
+        let mut now = LossMarks::of(&dead);
+        now.merge(LossMarks::of(&dead_both[1..]));
+        let w2 = Totals::of(&dead_both)
+            .since(&Totals::of(&both))
+            .with_loss_between(&now, &marks);
+        assert_eq!((w2.lost, w2.lost_silent), (1500, 1500));
         assert_eq!((w.lost, w.lost_silent), (750, 750));
     }
 

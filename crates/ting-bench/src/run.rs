@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::driver::{DriverHandle, DriverSnapshot};
+use crate::driver::{DriverHandle, DriverSnapshot, DriverTally};
 use crate::peer::{BenchLayout, PeerStats, SimPeerConfig};
 use crate::report::{
     self, Headline, LossMarks, Percentiles, Point, Report, ServerFigures, ServerSample, Totals,
@@ -367,6 +367,15 @@ fn merged(drivers: &[DriverHandle]) -> DriverSnapshot {
     all
 }
 
+/// Every driver's [`DriverTally`], summed.
+fn tallied(drivers: &[DriverHandle]) -> DriverTally {
+    let mut all = DriverTally::default();
+    for d in drivers {
+        all.merge(d.tally());
+    }
+    all
+}
+
 fn progress_line(elapsed: f64, total: f64, joined: usize, point: &Point) -> String {
     let width = 24;
     let done = ((elapsed / total.max(1e-6)) * width as f64).round() as usize;
@@ -539,8 +548,7 @@ pub async fn run(opts: BenchOptions) -> Report {
         let next = prev.0 + Duration::from_secs(1);
         tokio::time::sleep_until(next.min(window_start + opts.duration).into()).await;
         let now = Instant::now();
-        let snap = merged(&drivers);
-        let totals = Totals::of(&snap.peers);
+        let tally = tallied(&drivers);
         let server = match &probe {
             Some(p) => p.sample().await,
             None => None,
@@ -552,8 +560,11 @@ pub async fn run(opts: BenchOptions) -> Report {
         let point = Point::between(
             now.duration_since(window_start).as_secs_f64(),
             now.duration_since(prev.0).as_secs_f64(),
-            &totals.since(&prev.1).with_window_loss(&snap.peers, &prev.4),
-            &snap.latency.since(&prev.2),
+            &tally
+                .totals
+                .since(&prev.1)
+                .with_loss_between(&tally.marks, &prev.4),
+            &tally.latency.since(&prev.2),
             cpu,
         );
         if opts.progress {
@@ -571,8 +582,7 @@ pub async fn run(opts: BenchOptions) -> Report {
             }
         }
         report.series.push(point);
-        let marks = LossMarks::of(&snap.peers);
-        prev = (now, totals, snap.latency, server, marks);
+        prev = (now, tally.totals, tally.latency, server, tally.marks);
     }
     if tty {
         eprintln!();
