@@ -454,8 +454,13 @@ impl Driver {
                     }
                 }
                 DriverCmd::Signal(id, msg) => {
-                    if let Some(s) = self.find(id) {
-                        s.peer.handle_signal(&msg);
+                    // A message can bring the participant's next wake-up forward (a
+                    // layer resumed), so it is scheduled again as after any input.
+                    if let Some(i) = self.index(id) {
+                        if let Some(s) = self.peers[i].as_mut() {
+                            s.peer.handle_signal(&msg);
+                        }
+                        self.schedule(i);
                     }
                 }
                 DriverCmd::SetSending(id, on) => {

@@ -964,7 +964,8 @@ impl SimPeer {
         }
     }
 
-    /// A message from the server's signalling for this participant.
+    /// A message from the server's signalling for this participant. Ask
+    /// [`SimPeer::poll_timeout`] again after it: a layer it resumes may be due sooner.
     pub fn handle_signal(&mut self, msg: &ServerMsg) {
         match msg {
             ServerMsg::Welcome(w) => {
